@@ -1,0 +1,45 @@
+"""The Faust app: one worker process runs the agents picked on the command line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import faust
+
+from agents import drift_agent
+from agents.config import Settings
+from schemas.policy import Policy
+
+AGENTS = ("drift",)
+
+
+def create_app(
+    settings: Settings, *, policy: Policy, agents: Iterable[str] = AGENTS
+) -> faust.App:
+    datadir = os.path.join(os.path.expanduser(settings.datadir), settings.app_id)
+    os.makedirs(datadir, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=settings.faust_broker,
+        store=settings.store,
+        datadir=datadir,
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(settings.session_timeout_s / 10, 0.5),
+        # Offsets are committed at most this often: the bound on events counted
+        # twice after a crash (see README, guarantees).
+        broker_commit_interval=1.0,
+        producer_max_request_size=max(settings.max_message_bytes, 1_048_576) + 65_536,
+    )
+    wanted = set(agents)
+    unknown = wanted - set(AGENTS)
+    if unknown:
+        raise ValueError(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
+    if "drift" in wanted:
+        drift_agent.register(app, settings, policy)
+    return app

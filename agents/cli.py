@@ -1,0 +1,207 @@
+"""The ``driftline`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+
+from agents.config import Settings
+from schemas.errors import DriftlineError
+from schemas.policy import Policy, PolicyError, load_policy
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        broker=getattr(args, "broker", None),
+        app_id=getattr(args, "app_id", None),
+        policy=getattr(args, "policy", None),
+        partitions=getattr(args, "partitions", None),
+        store=getattr(args, "store", None),
+        log_level=getattr(args, "log_level", None),
+        topic_prefix=getattr(args, "topic_prefix", None),
+    )
+
+
+def _policy(settings: Settings) -> Policy:
+    return load_policy(settings.policy) if settings.policy else Policy()
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from agents.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    broker.start()
+    try:
+        print(f"embedded broker ready; bootstrap servers: {broker.bootstrap}", flush=True)
+        print("(memory storage: everything is gone when it stops; Ctrl-C to stop)", flush=True)
+        return broker.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        broker.stop()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from agents.app import create_app
+    from agents.topics import ensure_topics
+
+    settings = _settings(args)
+    policy = _policy(settings)  # refuse a bad policy before touching Kafka
+    ensure_topics(settings)
+    app = create_app(settings, policy=policy, agents=args.agents.split(","))
+    worker = Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agents import demo
+
+    return demo.run(duration_s=args.duration, rate=args.rate, time_scale=args.time_scale)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from agents import simulate
+    from agents.topics import ensure_topics
+
+    settings = _settings(args)
+    ensure_topics(settings)
+    sent = simulate.run(
+        bootstrap=settings.bootstrap, topic=settings.topic("predictions"), rate=args.rate,
+        duration_s=args.duration, scenario=args.scenario, shift_at=args.shift_at,
+        time_scale=args.time_scale, batch_size=args.batch_size, seed=args.seed,
+        model=args.model, version=args.version,
+    )
+    print(f"published {sent} prediction events to {settings.topic('predictions')}")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from agents import tail, view
+
+    settings = _settings(args)
+    topic = settings.topic(args.topic)
+    try:
+        for msg in tail.messages(settings.bootstrap, topic, from_beginning=args.from_beginning,
+                                 idle_timeout_s=args.idle_timeout):
+            if not tail.matches(msg.value(), model=args.model, status=args.status):
+                continue
+            print(msg.value().decode() if args.json else view.render(args.topic, msg.value()),
+                  flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_schemas_export(args: argparse.Namespace) -> int:
+    from schemas.export import json_schemas
+
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        (out / f"{name}.schema.json").write_bytes(orjson.dumps(schema, option=orjson.OPT_INDENT_2))
+    print(f"wrote {len(json_schemas())} JSON Schema files to {out}")
+    return 0
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    policy = load_policy(args.file)
+    print(f"{args.file}: valid; models with overrides: {sorted(policy.models) or 'none'}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", help="bootstrap servers (env DRIFTLINE_BROKER)")
+    p.add_argument("--topic-prefix", help="prefix for every topic (env DRIFTLINE_TOPIC_PREFIX)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="driftline", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu)")
+    p.add_argument("--port", type=int, default=9092)
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("worker", help="run the agents (a Faust worker)")
+    _common(p)
+    p.add_argument("--policy", help="policy YAML file (env DRIFTLINE_POLICY)")
+    p.add_argument("--agents", default="drift", help="comma-separated subset of agents")
+    p.add_argument("--app-id", help="Faust app id = consumer group (env DRIFTLINE_APP_ID)")
+    p.add_argument("--partitions", type=int, help="partitions for topics it creates")
+    p.add_argument("--store", help="table store: memory:// or rocksdb://")
+    p.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"])
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("demo", help="broker + worker + drifting traffic in one terminal")
+    p.add_argument("--duration", type=float, default=90.0, help="seconds (default 90)")
+    p.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    p.add_argument("--time-scale", type=float, default=10.0, help="event seconds per second")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="publish realistic fraud-model traffic")
+    _common(p)
+    p.add_argument("--scenario", default="none", choices=["none", "drift"])
+    p.add_argument("--rate", type=float, default=2000.0)
+    p.add_argument("--duration", type=float, default=60.0, help="wall seconds")
+    p.add_argument("--shift-at", type=float, default=0.45, help="fraction of the duration")
+    p.add_argument("--time-scale", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="fraud-detector")
+    p.add_argument("--version", default="v1")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("tail", help="print a topic readably (drift, deadletter, ...)")
+    _common(p)
+    p.add_argument("topic")
+    p.add_argument("--json", action="store_true", help="raw JSON values, one per line")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--model")
+    p.add_argument("--status")
+    p.add_argument("--idle-timeout", type=float, help="stop after this many quiet seconds")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("schemas", help="JSON Schema of the public models")
+    ssub = p.add_subparsers(dest="action", required=True)
+    e = ssub.add_parser("export", help="write one .schema.json per model into DIR")
+    e.add_argument("dir")
+    e.set_defaults(func=cmd_schemas_export)
+
+    p = sub.add_parser("policy", help="policy file tools")
+    psub = p.add_subparsers(dest="action", required=True)
+    c = psub.add_parser("check", help="validate a policy file without starting anything")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_policy_check)
+    return ap
+
+
+_LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING,
+           "info": logging.INFO, "debug": logging.DEBUG}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    level = os.environ.get("DRIFTLINE_LOG_LEVEL", "warn").lower()
+    logging.basicConfig(
+        level=_LEVELS.get(level, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (PolicyError, DriftlineError) as exc:
+        print(f"driftline: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Decode input messages: one event, or a ``{"events": [...]}`` batch of them.
+
+Each event is validated on its own. A message that cannot be read at all
+becomes one DeadLetter holding its exact bytes; an invalid event inside a
+batch becomes a DeadLetter holding that event (re-encoded as JSON) and its
+position, while the valid events of the same batch go on.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from schemas.reports import DeadLetter
+
+E = TypeVar("E", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a message came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+
+
+@dataclass
+class Decoded(Generic[E]):
+    events: list[E] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def _explain(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "(event)"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - len(parts)
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def dead_letter(
+    origin: Origin,
+    error: str,
+    raw: bytes,
+    *,
+    agent: str,
+    index: int | None = None,
+    event: Any = None,
+) -> DeadLetter:
+    return DeadLetter(
+        topic=origin.topic,
+        partition=origin.partition,
+        offset=origin.offset,
+        key=origin.key.decode("utf-8", "replace") if origin.key is not None else None,
+        error=error,
+        index=index,
+        raw=base64.b64encode(raw).decode("ascii"),
+        event=event,
+        agent=agent,
+    )
+
+
+class Codec(Generic[E]):
+    """Validating decoder for one input topic's event type."""
+
+    def __init__(self, model: type[E], *, max_message_bytes: int, agent: str) -> None:
+        self.model = model
+        self.max_message_bytes = max_message_bytes
+        self.agent = agent
+        self._many: TypeAdapter[list[E]] = TypeAdapter(list[model])  # type: ignore[valid-type]
+        self._hint = (
+            f"send one {model.__name__} JSON object or {{\"events\": [...]}} of them "
+            "(JSON Schema: `driftline schemas export`)"
+        )
+
+    def decode(self, raw: bytes | None, origin: Origin) -> Decoded[E]:
+        out: Decoded[E] = Decoded()
+        items = self._items(raw or b"", origin, out)
+        if items is None:
+            return out
+        try:
+            out.events = self._many.validate_python(items)
+            return out
+        except ValidationError:
+            pass  # find the bad ones one by one; the good ones go on
+        for index, item in enumerate(items):
+            try:
+                out.events.append(self.model.model_validate(item))
+            except ValidationError as exc:
+                where = f"event {index} of the batch" if len(items) > 1 else "the event"
+                out.dead.append(
+                    dead_letter(
+                        origin,
+                        f"{where} is not a valid {self.model.__name__}: {_explain(exc)}",
+                        orjson.dumps(item),
+                        agent=self.agent,
+                        index=index,
+                        event=item,
+                    )
+                )
+        return out
+
+    def _items(self, raw: bytes, origin: Origin, out: Decoded[E]) -> list[Any] | None:
+        def refuse(reason: str) -> None:
+            out.dead.append(dead_letter(origin, reason, raw, agent=self.agent))
+
+        if not raw:
+            refuse(f"the message is empty; {self._hint}")
+            return None
+        if len(raw) > self.max_message_bytes:
+            refuse(
+                f"the message is {len(raw)} bytes, over the limit of {self.max_message_bytes} "
+                "(DRIFTLINE_MAX_MESSAGE_BYTES); split it into smaller batches"
+            )
+            return None
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            refuse(f"the message is not valid UTF-8 JSON ({exc}); {self._hint}")
+            return None
+        if isinstance(doc, dict) and "events" in doc:
+            events = doc["events"]
+            if not isinstance(events, list):
+                refuse(f'"events" must be a list, got {type(events).__name__}; {self._hint}')
+                return None
+            return events
+        if isinstance(doc, dict):
+            return [doc]
+        refuse(f"the message is a JSON {type(doc).__name__}, not an object; {self._hint}")
+        return None

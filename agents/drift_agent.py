@@ -1,0 +1,61 @@
+"""The drift agent: predictions and features in, DriftReports out on ``drift``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from agents.codec import Origin, dead_letter
+from agents.config import Settings
+from agents.drift_handler import DriftHandler
+from schemas.policy import Policy
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
+    handler = DriftHandler(
+        policy=policy,
+        predictions_topic=settings.topic("predictions"),
+        features_topic=settings.topic("features"),
+        max_message_bytes=settings.max_message_bytes,
+    )
+    source = app.topic(
+        settings.topic("predictions"), settings.topic("features"),
+        key_type=bytes, value_type=bytes,
+    )
+    drift = app.topic(settings.topic("drift"), key_type=bytes, value_type=bytes)
+    deadletter = app.topic(settings.topic("deadletter"), key_type=bytes, value_type=bytes)
+    # Key: model@version. Value: the DriftMonitor state (JSON). Bounded per
+    # version by the policy (see streams.drift.monitor); one entry per version.
+    table = app.Table(
+        "drift-state", default=None, key_type=bytes, value_type=bytes,
+        partitions=settings.partitions,
+    )
+
+    async def drift_agent(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            origin = Origin(msg.topic, msg.partition, msg.offset, msg.key)
+            try:
+                outcome = handler.handle(msg.value, origin, table)
+            except Exception as exc:  # keep the worker alive; keep the message
+                logger.exception("drift agent failed on %s[%d]@%d", *origin.__dict__.values())
+                letter = dead_letter(
+                    origin,
+                    f"driftline failed while processing this message ({type(exc).__name__}: "
+                    f"{exc}); this is a driftline bug, please report it with this dead letter",
+                    msg.value or b"", agent=handler.AGENT,
+                )
+                await deadletter.send(key=msg.key, value=letter.model_dump_json().encode())
+                continue
+            for report in outcome.reports:
+                await drift.send(
+                    key=report.model.encode(), value=report.model_dump_json().encode()
+                )
+            for letter in outcome.dead:
+                await deadletter.send(key=msg.key, value=letter.model_dump_json().encode())
+
+    return app.agent(source, name="drift")(drift_agent)

@@ -1,0 +1,119 @@
+"""Turn one input message into drift state updates, reports and dead letters.
+
+Faust-free on purpose: the drift agent calls it with its table, and replay and
+benchmarks call it with a plain dict, so everything runs the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agents import state as codec_state
+from agents.codec import Codec, Origin, dead_letter
+from schemas.events import FeatureEvent, PredictionEvent
+from schemas.policy import Policy
+from schemas.reports import DeadLetter, DriftReport
+from streams.batch import FeatureBatch, Value
+from streams.drift.monitor import PREDICTION, SCORE, DriftMonitor
+
+logger = logging.getLogger(__name__)
+
+#: FeatureEvents without a model_version are tracked under this version.
+UNVERSIONED = "unversioned"
+
+
+@dataclass
+class Outcome:
+    reports: list[DriftReport] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    counted: int = 0
+
+
+class DriftHandler:
+    """Decode, group by model version, fold into the state table, close windows."""
+
+    AGENT = "drift"
+
+    def __init__(
+        self, *, policy: Policy, predictions_topic: str, features_topic: str,
+        max_message_bytes: int,
+    ) -> None:
+        self.policy = policy
+        self.predictions_topic = predictions_topic
+        self.features_topic = features_topic
+        self._codecs = {
+            predictions_topic: Codec(
+                PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT
+            ),
+            features_topic: Codec(
+                FeatureEvent, max_message_bytes=max_message_bytes, agent=self.AGENT
+            ),
+        }
+        self._monitors: dict[str, DriftMonitor] = {}  # configuration per model, no state
+
+    def monitor(self, model: str) -> DriftMonitor:
+        if model not in self._monitors:
+            self._monitors[model] = DriftMonitor(policy=self.policy.drift_for(model))
+        return self._monitors[model]
+
+    def handle(
+        self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
+    ) -> Outcome:
+        out = Outcome()
+        decoded = self._codecs[origin.topic].decode(raw, origin)
+        out.dead.extend(decoded.dead)
+        key = origin.key.decode("utf-8", "replace") if origin.key is not None else None
+        groups: dict[tuple[str, str], list[PredictionEvent | FeatureEvent]] = {}
+        for index, event in enumerate(decoded.events):
+            if key is not None and event.model != key:
+                out.dead.append(self._wrong_key(origin, key, event, index))
+                continue
+            version = getattr(event, "model_version", None) or UNVERSIONED
+            groups.setdefault((event.model, version), []).append(event)
+        for (model, version), events in groups.items():
+            out.reports.extend(self._fold(model, version, events, table))
+            out.counted += len(events)
+        return out
+
+    def _fold(
+        self, model: str, version: str, events: list[PredictionEvent | FeatureEvent],
+        table: MutableMapping[bytes, bytes],
+    ) -> list[DriftReport]:
+        monitor = self.monitor(model)
+        state_key = f"{model}@{version}".encode()
+        state = codec_state.loads(table.get(state_key)) or monitor.initialize(model, version)
+        state = monitor.update(state, to_batch(events))
+        state, reports = monitor.close_ready(state)
+        table[state_key] = codec_state.dumps(state)
+        return reports
+
+    def _wrong_key(
+        self, origin: Origin, key: str, event: PredictionEvent | FeatureEvent, index: int
+    ) -> DeadLetter:
+        body = event.model_dump(mode="json")
+        return dead_letter(
+            origin,
+            f"event {index} is for model {event.model!r} but the message key is {key!r}; "
+            "key each message by its events' model so a model's windows live on one partition",
+            codec_state.dumps(body),
+            agent=self.AGENT,
+            index=index,
+            event=body,
+        )
+
+
+def to_batch(events: list[PredictionEvent | FeatureEvent]) -> FeatureBatch:
+    """Columns of the events' features, plus the model's score and prediction."""
+    rows: list[dict[str, Value]] = []
+    for e in events:
+        row: dict[str, Value] = dict(e.features)
+        if isinstance(e, PredictionEvent):
+            row[SCORE] = e.score
+            row[PREDICTION] = e.prediction
+        rows.append(row)
+    ts = np.fromiter((e.ts_ms() for e in events), dtype=np.int64, count=len(events))
+    return FeatureBatch.from_rows(ts.tolist(), rows)

@@ -1,0 +1,213 @@
+"""A realistic serving app: a binary fraud classifier publishing batched predictions.
+
+Traffic is generated with numpy from a seed, so a test can ask for the exact
+events it needs; ``run`` publishes it in real time through confluent-kafka.
+Event time can run faster than wall time (``time_scale``) so that a demo shows
+many windows in a minute.
+
+Scenarios:
+
+* ``none``   stationary traffic;
+* ``drift``  from ``shift_at`` on, ``amount`` rises by about 80 % and customers
+  transact about one standard deviation further from home: the two shifted
+  features a drift monitor must flag, and only those.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Producer
+
+logger = logging.getLogger(__name__)
+
+NUMERIC = (
+    "amount", "account_age_days", "txn_count_1h", "txn_count_24h", "avg_amount_30d",
+    "distance_from_home_km", "distance_from_last_km", "time_since_last_s", "card_age_days",
+    "merchant_risk", "device_risk", "ip_risk", "velocity_score", "failed_logins_24h",
+    "chargebacks_90d", "hour_of_day", "basket_items", "discount_pct", "shipping_days",
+    "customer_tenure_months",
+)
+CATEGORICAL = {
+    "merchant_category": (["grocery", "electronics", "travel", "fashion", "gaming", "fuel",
+                           "restaurants", "pharmacy"],
+                          [0.25, 0.12, 0.08, 0.15, 0.05, 0.15, 0.15, 0.05]),
+    "channel": (["web", "app", "pos", "phone"], [0.35, 0.4, 0.2, 0.05]),
+    "country": (["DE", "FR", "NL", "ES", "IT", "PL", "US", "other"],
+                [0.3, 0.18, 0.1, 0.12, 0.1, 0.08, 0.07, 0.05]),
+    "device_type": (["ios", "android", "desktop", "unknown"], [0.35, 0.35, 0.25, 0.05]),
+    "payment_method": (["card", "wallet", "bank_transfer", "bnpl"], [0.6, 0.25, 0.1, 0.05]),
+}
+SCENARIOS = ("none", "drift")
+SHIFTED = ("amount", "distance_from_home_km")
+
+
+@dataclass(frozen=True)
+class Shift:
+    """How far the drift scenario moves its two features."""
+
+    amount_factor: float = 1.8
+    distance_add_km: float = 6.5  # about one standard deviation of distance_from_home_km
+
+
+class FraudTraffic:
+    """Deterministic generator of PredictionEvent dicts for one model version.
+
+    >>> events = FraudTraffic(seed=1).events(3, start_s=1_700_000_000.0, span_s=1.0)
+    >>> len(events[0]["features"]), events[0]["model"], 0 <= events[0]["score"] <= 1
+    (25, 'fraud-detector', True)
+    """
+
+    def __init__(
+        self, *, seed: int = 0, model: str = "fraud-detector", version: str = "v1",
+        variant: str = "champion",
+    ) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.model = model
+        self.version = version
+        self.variant = variant
+        self._seq = 0
+
+    def columns(self, n: int, *, shifted: bool = False, shift: Shift = Shift()) -> dict[str, Any]:
+        r = self.rng
+        amount = r.lognormal(3.6, 0.9, n) * (shift.amount_factor if shifted else 1.0)
+        distance = r.gamma(2.0, 4.5, n) + (shift.distance_add_km if shifted else 0.0)
+        cols: dict[str, Any] = {
+            "amount": np.round(amount, 2),
+            "account_age_days": r.gamma(2.0, 300.0, n).round(),
+            "txn_count_1h": r.poisson(1.2, n).astype(float),
+            "txn_count_24h": r.poisson(6.0, n).astype(float),
+            "avg_amount_30d": np.round(r.lognormal(3.5, 0.6, n), 2),
+            "distance_from_home_km": np.round(distance, 2),
+            "distance_from_last_km": np.round(r.exponential(12.0, n), 2),
+            "time_since_last_s": r.exponential(36_000.0, n).round(),
+            "card_age_days": r.gamma(2.5, 250.0, n).round(),
+            "merchant_risk": r.beta(2, 8, n).round(4),
+            "device_risk": r.beta(1.5, 10, n).round(4),
+            "ip_risk": r.beta(1.2, 12, n).round(4),
+            "velocity_score": r.normal(0.0, 1.0, n).round(4),
+            "failed_logins_24h": r.poisson(0.3, n).astype(float),
+            "chargebacks_90d": r.poisson(0.05, n).astype(float),
+            "hour_of_day": r.integers(0, 24, n).astype(float),
+            "basket_items": (r.poisson(2.5, n) + 1).astype(float),
+            "discount_pct": np.clip(r.normal(5.0, 5.0, n), 0, 60).round(1),
+            "shipping_days": r.integers(0, 8, n).astype(float),
+            "customer_tenure_months": r.gamma(2.0, 18.0, n).round(),
+        }
+        for name, (values, probs) in CATEGORICAL.items():
+            cols[name] = r.choice(values, size=n, p=probs)
+        logit = (
+            -4.2 + 0.45 * np.log(amount / 40.0) + 0.05 * (distance - 9.0)
+            + 6.0 * cols["device_risk"] + 5.0 * cols["ip_risk"] + 0.6 * cols["velocity_score"]
+            + 0.5 * cols["failed_logins_24h"] - 0.0008 * cols["account_age_days"]
+            + 0.8 * (cols["merchant_category"] == "gaming")
+        )
+        cols["@score"] = 1.0 / (1.0 + np.exp(-logit))
+        return cols
+
+    def events(
+        self, n: int, *, start_s: float, span_s: float, shifted: bool = False
+    ) -> list[dict[str, Any]]:
+        """``n`` events with event times spread evenly over ``[start_s, start_s + span_s)``."""
+        cols = self.columns(n, shifted=shifted)
+        ts = start_s + np.arange(n) * (span_s / max(n, 1))
+        scores = cols.pop("@score")
+        names = list(cols)
+        values = [cols[k].tolist() for k in names]
+        out = []
+        for i in range(n):
+            self._seq += 1
+            score = round(float(scores[i]), 5)
+            out.append({
+                "request_id": f"{self.model}-{self.version}-{self._seq}",
+                "model": self.model,
+                "model_version": self.version,
+                "variant": self.variant,
+                "ts": round(float(ts[i]), 3),
+                "prediction": int(score >= 0.5),
+                "score": score,
+                "latency_ms": round(float(self.rng.gamma(3.0, 6.0)), 2),
+                "features": {k: v[i] for k, v in zip(names, values, strict=True)},
+            })
+        return out
+
+
+def batches(events: list[dict[str, Any]], size: int) -> Iterator[bytes]:
+    """Encode events as ``{"events": [...]}`` messages of at most ``size`` events."""
+    for i in range(0, len(events), size):
+        yield orjson.dumps({"events": events[i : i + size]})
+
+
+def make_producer(bootstrap: str) -> Producer:
+    return Producer({
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 5,
+        "enable.idempotence": False,
+        "message.max.bytes": 16 * 1024 * 1024,
+    })
+
+
+def publish(producer: Producer, topic: str, key: str, payloads: list[bytes]) -> None:
+    """Send messages and wait until the broker has them all; raise on any failure."""
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for payload in payloads:
+        while True:
+            try:
+                producer.produce(topic, key=key.encode(), value=payload, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    remaining = producer.flush(30)
+    if remaining or errors:
+        raise RuntimeError(f"{remaining} messages not delivered; errors: {errors[:3]}")
+
+
+def run(
+    *, bootstrap: str, topic: str, rate: float, duration_s: float, scenario: str = "none",
+    shift_at: float = 0.45, time_scale: float = 1.0, batch_size: int = 500, seed: int = 0,
+    model: str = "fraud-detector", version: str = "v1", window_s: float = 60.0,
+    should_stop: Any = None,
+) -> int:
+    """Publish ``rate`` events/s for ``duration_s`` wall seconds; return events sent.
+
+    Event time starts at a window boundary and runs ``time_scale`` times faster
+    than wall time. With ``scenario="drift"`` the shift starts after
+    ``shift_at`` of the duration.
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
+    traffic = FraudTraffic(seed=seed, model=model, version=version)
+    producer = make_producer(bootstrap)
+    wall0 = time.monotonic()
+    event0 = math.floor(time.time() / window_s) * window_s
+    tick = batch_size / rate  # wall seconds per batch
+    sent = 0
+    while True:
+        elapsed = time.monotonic() - wall0
+        if elapsed >= duration_s or (should_stop is not None and should_stop()):
+            break
+        shifted = scenario == "drift" and elapsed >= shift_at * duration_s
+        start_s = event0 + sent / rate * time_scale
+        events = traffic.events(
+            batch_size, start_s=start_s, span_s=tick * time_scale, shifted=shifted
+        )
+        publish(producer, topic, model, list(batches(events, batch_size)))
+        sent += len(events)
+        pause = wall0 + sent / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)  # pacing the simulated serving app, not synchronisation
+    producer.flush(30)
+    return sent

@@ -1,0 +1,83 @@
+"""Read a topic from the start or the end, with filters, until told to stop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+
+
+def _assigned_consumer(bootstrap: str, topic: str, *, from_beginning: bool) -> Consumer:
+    # Partitions are assigned directly: no consumer group, so nothing to join
+    # and no offsets committed on the operators' behalf.
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "driftline-tail",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+    })
+    meta = consumer.list_topics(topic, timeout=10)
+    info = meta.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        consumer.close()
+        raise KafkaException(f"topic {topic!r} does not exist on {bootstrap}")
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    consumer.assign([TopicPartition(topic, p, start) for p in sorted(info.partitions)])
+    return consumer
+
+
+def messages(
+    bootstrap: str, topic: str, *, from_beginning: bool = True,
+    stop: Callable[[], bool] | None = None, idle_timeout_s: float | None = None,
+) -> Iterator[Any]:
+    """Yield confluent-kafka messages until ``stop()`` or ``idle_timeout_s`` without any."""
+    consumer = _assigned_consumer(bootstrap, topic, from_beginning=from_beginning)
+    last = time.monotonic()
+    try:
+        while stop is None or not stop():
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                    return
+                continue
+            if msg.error():
+                raise KafkaException(msg.error())
+            last = time.monotonic()
+            yield msg
+    finally:
+        consumer.close()
+
+
+def matches(value: bytes, *, model: str | None, status: str | None) -> bool:
+    if model is None and status is None:
+        return True
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(doc, dict):
+        return False
+    if model is not None and doc.get("model") != model:
+        return False
+    return status is None or doc.get("status") == status
+
+
+def collect(
+    bootstrap: str, topic: str, predicate: Callable[[list[dict[str, Any]]], bool], *,
+    timeout_s: float,
+) -> list[dict[str, Any]]:
+    """Read a topic from the start until ``predicate(all_values)`` holds or the deadline.
+
+    Returns the decoded values read; the caller asserts on them. This is the
+    wait-for-a-condition-with-a-deadline used by tests and the demo.
+    """
+    deadline = time.monotonic() + timeout_s
+    seen: list[dict[str, Any]] = []
+    for msg in messages(bootstrap, topic, stop=lambda: time.monotonic() > deadline):
+        seen.append(orjson.loads(msg.value()))
+        if predicate(seen):
+            break
+    return seen

@@ -1,0 +1,74 @@
+"""Readable one-line views of driftline's output topics, for terminals."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+_COLOURS = {"ok": "32", "warn": "33", "drift": "31;1", "error": "31"}
+
+
+def _colour(text: str, status: str, enabled: bool) -> str:
+    code = _COLOURS.get(status)
+    return f"\033[{code}m{text}\033[0m" if enabled and code else text
+
+
+def _hhmm(value: str) -> str:
+    try:
+        return datetime.fromisoformat(value).strftime("%H:%M:%S")
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def drift_line(report: dict[str, Any], *, colour: bool = False) -> str:
+    """One line per DriftReport: window, model, n, status and what drove it."""
+    head = (
+        f"{_hhmm(report['window_start'])}-{_hhmm(report['window_end'])}  "
+        f"{report['model']} {report['model_version']}  n={report['n']:<6}"
+    )
+    status = report["status"]
+    if not report.get("features") and report.get("reference", {}).get("note"):
+        note = (report.get("notes") or [""])[0]
+        return f"{head}  {_colour('REFERENCE', 'ok', colour)}  {note}"
+    scores = {**report.get("features", {}),
+              **{f"prediction.{k}": v for k, v in report.get("prediction", {}).items()}}
+    if report.get("drifted_features"):
+        detail = ", ".join(
+            f"{name} psi={scores[name]['metrics']['psi']:.2f}"
+            for name in report["drifted_features"]
+        )
+    elif scores:
+        top = max(scores, key=lambda n: scores[n]["metrics"].get("psi", 0.0))
+        detail = f"largest psi {scores[top]['metrics']['psi']:.3f} ({top})"
+    else:
+        detail = ""
+    late = f"  late={report['late']}" if report.get("late") else ""
+    return f"{head}  {_colour(status.upper().ljust(5), status, colour)}  {detail}{late}"
+
+
+def deadletter_line(letter: dict[str, Any], *, colour: bool = False) -> str:
+    where = f"{letter['topic']}[{letter['partition']}]@{letter['offset']}"
+    index = f" #{letter['index']}" if letter.get("index") is not None else ""
+    return f"{_colour('DEADLETTER', 'error', colour)} {where}{index}  {letter['error']}"
+
+
+def render(topic: str, value: bytes, *, colour: bool | None = None) -> str:
+    """A readable line for a message of a known topic; compact JSON otherwise."""
+    if colour is None:
+        colour = sys.stdout.isatty()
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value.decode("utf-8", "replace")
+    base = topic.rsplit(".", 1)[-1] if topic.endswith("deadletter") else topic
+    try:
+        if base.endswith("drift"):
+            return drift_line(doc, colour=colour)
+        if base.endswith("deadletter"):
+            return deadletter_line(doc, colour=colour)
+    except (KeyError, TypeError):
+        pass
+    return orjson.dumps(doc).decode()

@@ -1,0 +1,107 @@
+"""Input events that serving apps, label sources and data pipelines publish.
+
+Field names are fixed by the public contract (DESIGN.md). Unknown extra fields
+are accepted and ignored, so producers can add their own context without
+breaking validation. ``ts`` is event time: an RFC 3339 string or epoch seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+
+Variant = Literal["champion", "canary", "challenger", "shadow"]
+
+# Booleans first: pydantic would otherwise read ``true`` as the number 1.
+FeatureValue = StrictBool | float | str | None
+
+# Model names and versions end up in topic keys, table keys and metric labels.
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _finite_epoch(value: datetime) -> datetime:
+    """Refuse naive datetimes' ambiguity by reading them as UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+EventTime = Annotated[datetime, AfterValidator(_finite_epoch)]
+
+
+def _finite_number(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number (NaN and infinity are not allowed)")
+    return value
+
+
+FiniteFloat = Annotated[float, AfterValidator(_finite_number)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def ts_ms(self) -> int:
+        """Event time in epoch milliseconds."""
+        ts: datetime = getattr(self, "ts")  # noqa: B009 - every subclass has ts
+        return int(ts.timestamp() * 1000)
+
+
+class PredictionEvent(_Event):
+    """One model call, as the serving app saw it."""
+
+    request_id: Name
+    model: Name
+    model_version: Name
+    ts: EventTime
+    prediction: StrictBool | float | str
+    score: FiniteFloat | None = None
+    probabilities: dict[str, FiniteFloat] | None = None
+    features: dict[str, FeatureValue] = Field(default_factory=dict)
+    variant: Variant = "champion"
+    latency_ms: Annotated[float, Field(ge=0)] | None = None
+    error: bool = False
+    segment: dict[str, str] | None = None
+
+
+class FeatureEvent(_Event):
+    """Features observed for a request, published apart from the prediction."""
+
+    request_id: Name
+    model: Name
+    ts: EventTime
+    features: dict[str, FeatureValue]
+    # Optional: when set, the features count towards that version's drift.
+    model_version: Name | None = None
+
+
+class LabelEvent(_Event):
+    """Ground truth for an earlier prediction, known at ``ts``."""
+
+    request_id: Name
+    model: Name
+    ts: EventTime
+    label: StrictBool | float | str
+
+
+class TrainingRecord(_Event):
+    """A labeled record offered for retraining; screened by the poisoning guard."""
+
+    record_id: Name
+    model: Name
+    ts: EventTime
+    source: Name
+    features: dict[str, FeatureValue]
+    label: StrictBool | float | str
+
+
+E = TypeVar("E", bound=_Event)
+
+
+class Batch(BaseModel, Generic[E]):
+    """The batch envelope: ``{"events": [...]}`` of events of the topic's type."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    events: list[E]

@@ -1,0 +1,121 @@
+"""The policy file: windows, drift thresholds, and (later) KPI targets and rules.
+
+One YAML file, validated at start. A bad file is refused with the field path
+and the reason, e.g. ``drift.window: '5x' is not a duration like 30s, 5m, 1h``.
+
+Threshold defaults and what they mean for false alarms:
+
+* ``psi_drift = 0.2`` and ``psi_warn = 0.1`` are the industry rule of thumb
+  (0.1-0.2 "moderate", > 0.2 "significant"). With 10 bins, PSI between two
+  samples of the *same* distribution has expectation about
+  ``(bins - 1) * (1/n_ref + 1/n_window)``: 0.018 for 1,000 events on each side,
+  so a window of at least ``min_window_events`` = 200 events against a
+  reference of ``min_reference_events`` = 1,000 sits at about 0.054 and rarely
+  reaches 0.1 by chance. Smaller windows are reported but never flagged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from schemas.errors import DriftlineError
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+
+
+def parse_duration_ms(value: Any) -> int:
+    """``"5m"`` -> 300000. Plain numbers are seconds.
+
+    >>> parse_duration_ms("90s"), parse_duration_ms("1.5h"), parse_duration_ms(2)
+    (90000, 5400000, 2000)
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return int(value * 1000)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return int(float(match.group(1)) * _UNITS_MS[match.group(2)])
+    raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h")
+
+
+DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+
+
+class PolicyError(DriftlineError):
+    """The policy file cannot be used; the message names the field and the reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DriftPolicy(_Section):
+    window: DurationMs = Field(default=300_000, gt=0, description="tumbling window size")
+    allowed_lateness: DurationMs = Field(
+        default=60_000, ge=0, description="how long a window stays open after its end"
+    )
+    bins: int = Field(default=10, ge=2, le=200, description="numeric bins (reference quantiles)")
+    top_k: int = Field(default=20, ge=1, le=1000, description="categories tracked per feature")
+    max_features: int = Field(
+        default=200, ge=1, le=5000, description="features tracked per model; more are counted"
+    )
+    psi_warn: float = Field(default=0.1, gt=0)
+    psi_drift: float = Field(default=0.2, gt=0)
+    min_reference_events: int = Field(default=1000, ge=10)
+    min_window_events: int = Field(default=200, ge=1)
+    max_open_windows: int = Field(
+        default=8, ge=1, le=1000, description="open windows per model version; older ones close"
+    )
+
+
+class ModelPolicy(_Section):
+    drift: DriftPolicy | None = None
+
+
+class Policy(_Section):
+    drift: DriftPolicy = DriftPolicy()
+    models: dict[str, ModelPolicy] = Field(default_factory=dict)
+
+    def drift_for(self, model: str) -> DriftPolicy:
+        override = self.models.get(model)
+        return override.drift if override and override.drift else self.drift
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def parse_policy(text: str, *, source: str = "policy") -> Policy:
+    """Validate a YAML policy document; raise PolicyError naming field and reason."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: the top level must be a mapping of sections")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(f"{source}: {_describe(exc)}") from exc
+
+
+def load_policy(path: str) -> Policy:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from exc
+    return parse_policy(text, source=path)

@@ -1,0 +1,123 @@
+"""Reports driftline writes: drift, KPI, poisoning, quarantine and dead letters.
+
+driftline owns the exact shape of these; the fields named in DESIGN.md always
+exist. Times in reports are UTC datetimes, serialised as RFC 3339 strings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.events import TrainingRecord, Variant
+
+DriftStatus = Literal["ok", "warn", "drift"]
+FeatureKind = Literal["numeric", "categorical"]
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReferenceInfo(_Report):
+    """Which distribution a window was compared with."""
+
+    kind: Literal["warmup", "profile"]
+    # For a warm-up reference: the event-time span it was built from.
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    n: int
+    note: str = ""
+
+
+class FeatureDrift(_Report):
+    """Drift of one feature (or of the score / prediction) in one window."""
+
+    kind: FeatureKind
+    n: int = Field(description="non-missing values in the window")
+    missing: int
+    metrics: dict[str, float] = Field(description="metric name -> value, e.g. psi")
+    status: DriftStatus
+    drifted: bool
+    reason: str = Field(default="", description="why the status is not ok, in words")
+
+
+class DriftReport(_Report):
+    """Distribution drift of one model version over one event-time window."""
+
+    model: str
+    model_version: str
+    window_start: datetime
+    window_end: datetime
+    n: int = Field(description="events counted in the window")
+    late: int = Field(
+        default=0, description="events that arrived after their window closed (not in n)"
+    )
+    reference: ReferenceInfo
+    features: dict[str, FeatureDrift]
+    prediction: dict[str, FeatureDrift] = Field(
+        default_factory=dict, description="drift of the score and of the predicted class"
+    )
+    status: DriftStatus
+    drifted_features: list[str] = Field(
+        default_factory=list, description="features that drove the status, strongest first"
+    )
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+
+class KpiReport(_Report):
+    """Model quality and serving health of one version and variant over one window."""
+
+    model: str
+    model_version: str
+    variant: Variant
+    window_start: datetime
+    window_end: datetime
+    n_predictions: int
+    n_labeled: int
+    metrics: dict[str, float]
+    concept_drift: bool
+    status: Literal["ok", "warn", "breach"]
+    revision: int = 0
+
+
+class SourceCounts(_Report):
+    seen: int = 0
+    passed: int = 0
+    quarantined: dict[str, int] = Field(default_factory=dict, description="reason -> records")
+
+
+class PoisoningReport(_Report):
+    model: str
+    window_start: datetime
+    window_end: datetime
+    sources: dict[str, SourceCounts]
+    status: Literal["ok", "suspect", "campaign"]
+    reason: str = ""
+
+
+class QuarantinedRecord(_Report):
+    """A training record held back, unchanged, with why."""
+
+    record: TrainingRecord
+    reasons: list[str]
+    scores: dict[str, float]
+
+
+class DeadLetter(_Report):
+    """An input message (or one event of a batch) that could not be used, with its raw bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    error: str = Field(description="what is wrong, in a sentence a person can act on")
+    index: int | None = Field(
+        default=None, description="position of the bad event in its batch; None for the message"
+    )
+    raw: str = Field(description="the original bytes, base64")
+    event: Any = Field(default=None, description="the bad event as decoded JSON, when it parsed")
+    agent: str = ""

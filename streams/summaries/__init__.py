@@ -1,0 +1,6 @@
+"""Bounded, mergeable, JSON-serialisable summaries of one feature over one window."""
+
+from streams.summaries.categorical import CategoricalSummary
+from streams.summaries.numeric import NumericSummary
+
+__all__ = ["CategoricalSummary", "NumericSummary"]
