@@ -64,7 +64,8 @@ def run(*, duration_s: float = 90.0, rate: float = 2000.0, time_scale: float = 1
                  "--app-id", settings.app_id, "--policy", str(policy), "--log-level", "warn"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        print(f"  worker   drift agent, 60 s windows of event time (pid {worker.pid})", flush=True)
+        print(f"  worker   drift agent, 60 s windows of event time, app id {settings.app_id}",
+              flush=True)
         sim = threading.Thread(
             target=simulate.run, daemon=True,
             kwargs=dict(bootstrap=broker.bootstrap, topic=settings.topic("predictions"),
