@@ -47,8 +47,10 @@ def run(*, duration_s: float = 90.0, rate: float = 2000.0, time_scale: float = 1
     policy = workdir / "policy.yaml"
     policy.write_text(DEMO_POLICY)
     stop = threading.Event()
-    # SIGTERM ends the demo like Ctrl-C does, so the children are cleaned up.
+    # SIGTERM ends the demo like Ctrl-C does, so the children are cleaned up
+    # (and SIGINT is handled even when started with it ignored, e.g. by nohup).
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     print(f"driftline demo: {duration_s:.0f} s; logs in {workdir}", flush=True)
     broker = EmbeddedBroker(log_path=str(workdir / "broker.log"))
     worker: subprocess.Popen[bytes] | None = None

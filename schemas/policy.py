@@ -20,7 +20,14 @@ import re
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from schemas.errors import DriftlineError
 
@@ -75,6 +82,14 @@ class DriftPolicy(_Section):
     max_open_windows: int = Field(
         default=8, ge=1, le=1000, description="open windows per model version; older ones close"
     )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftPolicy:
+        if self.psi_warn > self.psi_drift:
+            raise ValueError(
+                f"psi_warn ({self.psi_warn}) must not exceed psi_drift ({self.psi_drift})"
+            )
+        return self
 
 
 class ModelPolicy(_Section):

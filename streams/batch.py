@@ -43,7 +43,7 @@ class FeatureBatch:
 
     def select(self, mask: npt.NDArray[np.bool_]) -> FeatureBatch:
         """The events where ``mask`` is true."""
-        idx = np.flatnonzero(mask)
+        idx = np.flatnonzero(mask).tolist()
         columns = {name: [col[i] for i in idx] for name, col in self.columns.items()}
         return FeatureBatch(ts_ms=self.ts_ms[idx], columns=columns)
 

@@ -1,4 +1,4 @@
-"""`driftline broker` and `driftline demo` as a user runs them: start, work, leave nothing behind."""
+"""`driftline broker` and `driftline demo` as a user runs them; nothing left behind."""
 
 from __future__ import annotations
 
@@ -95,3 +95,26 @@ def _processes_with(text: str) -> list[int]:
         if text in cmdline:
             found.append(int(entry))
     return found
+
+
+def test_demo_stops_on_ctrl_c_and_leaves_no_process() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents", "demo", "--duration", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+    )
+    try:
+        seen = []
+        for line in proc.stdout:  # the demo prints "serving" once everything runs
+            seen.append(line)
+            if line.strip().startswith("serving"):
+                break
+        text = "".join(seen)
+        app_id = f"driftline-demo-{_demo_pid(text)}"
+        port = int(re.search(r"broker at 127\.0\.0\.1:(\d+)", text).group(1))
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert _wait_port_closed(port)
+        assert _processes_with(app_id) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -43,7 +43,7 @@ def test_shift_is_flagged_and_bad_input_dead_lettered(worker_factory: object) ->
     del invalid["model_version"]
     batch["events"].insert(2, invalid)
     window1[2] = orjson.dumps(batch)
-    messages += window1[:3] + [BAD_BATCH] + window1[3:]
+    messages += [*window1[:3], BAD_BATCH, *window1[3:]]
 
     messages += _window(traffic, 2, shifted=True) + _window(traffic, 3, shifted=True)
     # One event in window 4 moves the watermark past windows 0-3 and closes them.
