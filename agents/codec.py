@@ -34,6 +34,23 @@ class Origin:
 class Decoded(Generic[E]):
     events: list[E] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    #: position of each valid event in its batch (equal length to ``events``)
+    positions: list[int] = field(default_factory=list)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
 
 
 def _explain(error: ValidationError) -> str:
@@ -89,12 +106,14 @@ class Codec(Generic[E]):
             return out
         try:
             out.events = self._many.validate_python(items)
+            out.positions = list(range(len(items)))
             return out
         except ValidationError:
             pass  # find the bad ones one by one; the good ones go on
         for index, item in enumerate(items):
             try:
                 out.events.append(self.model.model_validate(item))
+                out.positions.append(index)
             except ValidationError as exc:
                 where = f"event {index} of the batch" if len(items) > 1 else "the event"
                 out.dead.append(
@@ -130,10 +149,10 @@ class Codec(Generic[E]):
         if isinstance(doc, dict) and "events" in doc:
             events = doc["events"]
             if not isinstance(events, list):
-                refuse(f'"events" must be a list, got {type(events).__name__}; {self._hint}')
+                refuse(f'"events" must be an array, got a JSON {json_type(events)}; {self._hint}')
                 return None
             return events
         if isinstance(doc, dict):
             return [doc]
-        refuse(f"the message is a JSON {type(doc).__name__}, not an object; {self._hint}")
+        refuse(f"the message is a JSON {json_type(doc)}, not an object; {self._hint}")
         return None

@@ -68,7 +68,7 @@ class DriftHandler:
         out.dead.extend(decoded.dead)
         key = origin.key.decode("utf-8", "replace") if origin.key is not None else None
         groups: dict[tuple[str, str], list[PredictionEvent | FeatureEvent]] = {}
-        for index, event in enumerate(decoded.events):
+        for index, event in zip(decoded.positions, decoded.events, strict=True):
             if key is not None and event.model != key:
                 out.dead.append(self._wrong_key(origin, key, event, index))
                 continue
@@ -97,7 +97,8 @@ class DriftHandler:
         body = event.model_dump(mode="json")
         return dead_letter(
             origin,
-            f"event {index} is for model {event.model!r} but the message key is {key!r}; "
+            f"event {index} of the message is for model {event.model!r} but the message key is "
+            f"{key!r}; "
             "key each message by its events' model so a model's windows live on one partition",
             codec_state.dumps(body),
             agent=self.AGENT,

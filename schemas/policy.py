@@ -16,6 +16,7 @@ Threshold defaults and what they mean for false alarms:
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -25,7 +26,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -44,8 +47,8 @@ def parse_duration_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} is not a finite, non-negative number of seconds")
         return int(value * 1000)
     if isinstance(value, str):
         match = _DURATION.match(value)
@@ -54,7 +57,30 @@ def parse_duration_ms(value: Any) -> int:
     raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h")
 
 
-DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+def format_duration_ms(ms: int) -> str:
+    """The inverse of :func:`parse_duration_ms`, so a dumped policy reloads unchanged.
+
+    >>> format_duration_ms(300_000), format_duration_ms(1500)
+    ('5m', '1500ms')
+    """
+    for unit in ("d", "h", "m", "s"):
+        size = _UNITS_MS[unit]
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+# Held as milliseconds; written as "5m"-style strings, so dump -> load round-trips.
+# Plain numbers in a policy file are seconds.
+DurationMs = Annotated[
+    int,
+    BeforeValidator(parse_duration_ms),
+    PlainSerializer(format_duration_ms, return_type=str),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": _DURATION.pattern}, {"type": "number"}],
+         "description": "a duration like 30s, 5m, 1h; a plain number is seconds"}
+    ),
+]
 
 
 class PolicyError(DriftlineError):

@@ -4,7 +4,8 @@
 JSON-able dict that the drift agent keeps in a Faust table, one per
 ``model@version``. Bounds on that state, all from the policy:
 
-* features tracked: ``max_features`` (more are counted in ``untracked``);
+* features tracked: ``max_features`` (the names of up to ``MAX_UNTRACKED_NAMES``
+  more are kept in ``untracked`` for the report);
 * open windows: ``max_open_windows`` (the oldest closes early beyond that);
 * per numeric feature and window: ``bins + 1`` counts, or one KLL sketch
   (<= ~3.5 KB) while the reference is still being built;
@@ -18,6 +19,7 @@ categorical bins are its ``top_k`` categories plus "other".
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
@@ -38,6 +40,8 @@ Kind = Literal["numeric", "categorical"]
 SCORE = "@score"
 PREDICTION = "@prediction"
 _OUTPUTS = {SCORE: "score", PREDICTION: "class"}
+#: Names of features beyond ``max_features`` remembered for the report.
+MAX_UNTRACKED_NAMES = 20
 
 
 class WindowAcc(TypedDict):
@@ -66,7 +70,7 @@ class VersionState(TypedDict):
     model: str
     model_version: str
     kinds: dict[str, Kind]
-    untracked: int
+    untracked: list[str]
     reference: Reference | None
     warmup: WindowAcc | None
     windows: dict[str, WindowAcc]
@@ -125,7 +129,7 @@ class DriftMonitor:
             "model": model,
             "model_version": model_version,
             "kinds": {},
-            "untracked": 0,
+            "untracked": [],
             "reference": None,
             "warmup": None,
             "windows": {},
@@ -186,15 +190,19 @@ class DriftMonitor:
 
     def _register_kinds(self, state: VersionState, batch: FeatureBatch) -> None:
         kinds = state["kinds"]
+        tracked = sum(1 for name in kinds if name not in _OUTPUTS)
         for name, values in batch.columns.items():
-            if name in kinds:
+            if name in kinds or name in state["untracked"]:
                 continue
             kind = infer_kind(list(values))
             if kind is None:
                 continue
-            if len(kinds) >= self.policy.max_features and name not in _OUTPUTS:
-                state["untracked"] += 1
-                continue
+            if name not in _OUTPUTS:
+                if tracked >= self.policy.max_features:
+                    if len(state["untracked"]) < MAX_UNTRACKED_NAMES:
+                        state["untracked"] = [*state["untracked"], name]
+                    continue
+                tracked += 1
             kinds[name] = kind
 
     @staticmethod
@@ -332,9 +340,11 @@ class DriftMonitor:
                 continue
             results[name] = self._feature(name, rf, acc, enough)
         if state["untracked"]:
+            shown = ", ".join(state["untracked"][:5])
+            more = "" if len(state["untracked"]) < MAX_UNTRACKED_NAMES else " (and maybe more)"
             notes.append(
-                f"{state['untracked']} feature names beyond max_features={p.max_features} "
-                "are not tracked"
+                f"{len(state['untracked'])} features beyond max_features={p.max_features} "
+                f"are not tracked{more}: {shown}"
             )
         prediction = {_OUTPUTS[k]: results.pop(k) for k in list(results) if k in _OUTPUTS}
         judged = {**results, **{f"prediction.{k}": v for k, v in prediction.items()}}
@@ -403,7 +413,7 @@ class DriftMonitor:
 
 def _numeric_labels(edges: npt.NDArray[np.float64]) -> list[str]:
     bounds = ["-inf", *(f"{e:.4g}" for e in edges), "inf"]
-    return [f"[{lo}, {hi})" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [f"[{lo}, {hi})" for lo, hi in itertools.pairwise(bounds)]
 
 
 def _biggest_move(ref: list[float], cur: npt.NDArray[np.float64], labels: list[str]) -> str:

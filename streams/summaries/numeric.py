@@ -1,25 +1,26 @@
-"""Numeric feature summary: counts on fixed bins, or a KLL sketch before bins exist.
+"""Numeric feature summary: counts on fixed bins, or a quantile sketch before bins exist.
 
 State (a plain dict, stored as is in a Faust table)::
 
-    {"missing": int, "counts": list[int] | None, "sketch": str | None}
+    {"missing": int, "counts": list[int] | None, "sketch": LogHistogramState | None}
 
 ``counts`` has ``len(edges) + 1`` cells: bin ``i`` holds ``edges[i-1] <= x < edges[i]``
 (``numpy.searchsorted(edges, x, side="right")``). Once a reference exists its
 edges are known and a window keeps only these counts: exact, and about
-``8 * (bins + 1)`` bytes. Before that (the warm-up) values go into an Apache
-DataSketches KLL sketch (k=200; at most about 3.5 KB however many values, rank
-error about 1.3 %), from which quantile edges and approximate counts come.
+``8 * (bins + 1)`` bytes. Before that (the warm-up) values go into a
+deterministic log-bucket quantile sketch (``LogHistogram``: 1 % relative
+accuracy, at most 2,048 buckets), from which the reference's quantile edges
+and exact counts on those edges come.
 """
 
 from __future__ import annotations
 
-import base64
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
-from datasketches import kll_doubles_sketch
+
+from streams.summaries.log_histogram import LogHistogram, LogHistogramState
 
 Edges = npt.NDArray[np.float64]
 
@@ -27,15 +28,7 @@ Edges = npt.NDArray[np.float64]
 class NumericState(TypedDict):
     missing: int
     counts: list[int] | None
-    sketch: str | None
-
-
-def _load(sketch: str) -> Any:
-    return kll_doubles_sketch.deserialize(base64.b64decode(sketch))
-
-
-def _dump(sketch: Any) -> str:
-    return base64.b64encode(sketch.serialize()).decode("ascii")
+    sketch: LogHistogramState | None
 
 
 class NumericSummary:
@@ -48,12 +41,8 @@ class NumericSummary:
     ([1, 2, 1], 1)
     """
 
-    K = 200
-
-    def __init__(self, *, k: int = K) -> None:
-        if not 8 <= k <= 65535:
-            raise ValueError("k must be between 8 and 65535")
-        self.k = k
+    def __init__(self, *, sketch: LogHistogram | None = None) -> None:
+        self.sketch = sketch or LogHistogram()
 
     @staticmethod
     def initialize() -> NumericState:
@@ -78,11 +67,7 @@ class NumericSummary:
             old = state["counts"]
             out["counts"] = (add if old is None else add + np.asarray(old)).tolist()
         else:
-            sketch = (
-                _load(state["sketch"]) if state["sketch"] else kll_doubles_sketch(self.k)
-            )
-            sketch.update(finite)
-            out["sketch"] = _dump(sketch)
+            out["sketch"] = self.sketch.update(state["sketch"] or self.sketch.initialize(), finite)
         return out
 
     def merge(self, a: NumericState, b: NumericState) -> NumericState:
@@ -93,42 +78,30 @@ class NumericSummary:
             counts = (np.asarray(a["counts"]) + np.asarray(b["counts"])).tolist()
         sketch = a["sketch"] or b["sketch"]
         if a["sketch"] and b["sketch"]:
-            merged = _load(a["sketch"])
-            merged.merge(_load(b["sketch"]))
-            sketch = _dump(merged)
+            sketch = self.sketch.merge(a["sketch"], b["sketch"])
         return {"missing": a["missing"] + b["missing"], "counts": counts, "sketch": sketch}
 
-    @staticmethod
-    def count(state: NumericState) -> int:
+    def count(self, state: NumericState) -> int:
         """Non-missing values summarised."""
         n = sum(state["counts"]) if state["counts"] else 0
         if state["sketch"]:
-            n += int(_load(state["sketch"]).n)
+            n += self.sketch.count(state["sketch"])
         return n
 
-    @staticmethod
-    def quantile_edges(state: NumericState, bins: int) -> Edges:
-        """Interior edges at the quantiles ``i / bins``; duplicates (ties) removed.
+    def quantile_edges(self, state: NumericState, bins: int) -> Edges:
+        """Edges at the quantiles ``i / bins`` (see ``LogHistogram.quantile_edges``).
 
         Needs the sketch (a warm-up state). With no values it returns no edges.
         """
         if not state["sketch"]:
             return np.empty(0)
-        sketch = _load(state["sketch"])
-        ranks = [i / bins for i in range(1, bins)]
-        return np.unique(np.asarray(sketch.get_quantiles(ranks), dtype=np.float64))
+        return self.sketch.quantile_edges(state["sketch"], bins)
 
-    @staticmethod
-    def bin_counts(state: NumericState, edges: Edges) -> npt.NDArray[np.float64]:
-        """Counts per bin of ``edges``: exact from binned values, estimated from the sketch."""
-        out = np.zeros(edges.size + 1)
+    def bin_counts(self, state: NumericState, edges: Edges) -> npt.NDArray[np.int64]:
+        """Counts per bin of ``edges``, from the binned values and the sketch."""
+        out = np.zeros(edges.size + 1, dtype=np.int64)
         if state["counts"] is not None:
-            out += np.asarray(state["counts"], dtype=np.float64)
+            out += np.asarray(state["counts"], dtype=np.int64)
         if state["sketch"]:
-            sketch = _load(state["sketch"])
-            if edges.size:
-                cdf = np.asarray(sketch.get_cdf(edges.tolist(), inclusive=False))
-                out += np.diff(np.concatenate(([0.0], cdf))) * sketch.n
-            else:
-                out[0] += sketch.n
+            out += self.sketch.bin_counts(state["sketch"], edges)
         return out

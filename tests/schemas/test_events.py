@@ -68,8 +68,15 @@ def test_unreadable_ts_is_refused(ts: Any) -> None:
 
 
 def test_feature_values_keep_their_type() -> None:
-    features = {"flag": True, "off": False, "amount": 12.5, "count": 3, "city": "Paris",
-                "numeric_text": "1", "gone": None}
+    features = {
+        "flag": True,
+        "off": False,
+        "amount": 12.5,
+        "count": 3,
+        "city": "Paris",
+        "numeric_text": "1",
+        "gone": None,
+    }
     event = PredictionEvent.model_validate(_event(features=features))
     got = event.features
     assert got["flag"] is True
@@ -159,8 +166,10 @@ def test_events_are_frozen() -> None:
 
 
 def test_batch_parses_events_envelope() -> None:
-    doc = {"events": [_event(request_id="a"), _event(request_id="b", ts=1_704_067_201)],
-           "producer": "ignored"}
+    doc = {
+        "events": [_event(request_id="a"), _event(request_id="b", ts=1_704_067_201)],
+        "producer": "ignored",
+    }
     batch = Batch[PredictionEvent].model_validate(doc)
     assert [e.request_id for e in batch.events] == ["a", "b"]
     assert all(isinstance(e, PredictionEvent) for e in batch.events)
@@ -191,7 +200,10 @@ def test_prediction_event_schema_lists_required_fields() -> None:
     schema = json_schemas()["PredictionEvent"]
     assert set(schema["required"]) == {"request_id", "model", "model_version", "ts", "prediction"}
     assert set(schema["properties"]["variant"]["enum"]) == {
-        "champion", "canary", "challenger", "shadow"
+        "champion",
+        "canary",
+        "challenger",
+        "shadow",
     }
 
 

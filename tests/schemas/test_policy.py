@@ -71,8 +71,15 @@ def test_parse_policy_reads_every_value() -> None:
     policy = parse_policy(GOOD)
     # Durations are given as strings: a plain number would be read as seconds.
     assert policy.drift == DriftPolicy(
-        window="5m", allowed_lateness="30s", bins=20, top_k=5, psi_warn=0.15,
-        psi_drift=0.3, min_reference_events=500, min_window_events=100, max_open_windows=3,
+        window="5m",
+        allowed_lateness="30s",
+        bins=20,
+        top_k=5,
+        psi_warn=0.15,
+        psi_drift=0.3,
+        min_reference_events=500,
+        min_window_events=100,
+        max_open_windows=3,
         max_features=50,
     )
     assert (policy.drift.window, policy.drift.allowed_lateness) == (300_000, 30_000)
@@ -115,6 +122,12 @@ def test_bad_value_names_field_and_source(text: str, where: str) -> None:
     message = str(info.value)
     assert message.startswith("prod.yaml: ")
     assert where in message
+
+
+def test_psi_warn_above_psi_drift_is_refused() -> None:
+    with pytest.raises(PolicyError, match=r"^p\.yaml: drift: .*psi_warn \(0\.5\) must not exceed"):
+        parse_policy("drift: {psi_warn: 0.5, psi_drift: 0.2}", source="p.yaml")
+    assert parse_policy("drift: {psi_warn: 0.2, psi_drift: 0.2}").drift.psi_warn == 0.2
 
 
 def test_bad_duration_message_says_what_a_duration_looks_like() -> None:
@@ -196,9 +209,30 @@ def test_cli_policy_check_bad_file(
     assert str(path) in err
 
 
-def test_cli_policy_check_missing_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_policy_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "missing.yaml"
     assert cli.main(["policy", "check", str(path)]) == 2
     assert str(path) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["drift: {window: .inf}", "drift: {window: .nan}",
+                                  "drift: {allowed_lateness: -.inf}"])
+def test_non_finite_durations_are_refused_naming_the_field(text: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, source="p.yaml")
+    assert "p.yaml: drift." in str(info.value)
+    assert "finite" in str(info.value)
+
+
+def test_policy_dump_reloads_unchanged() -> None:
+    policy = parse_policy(GOOD)
+    again = Policy.model_validate(policy.model_dump())
+    assert again == policy
+    assert policy.model_dump()["drift"]["window"] == "5m"
+    assert Policy.model_validate_json(policy.model_dump_json()) == policy
+
+
+def test_policy_json_schema_describes_durations_as_strings_or_seconds() -> None:
+    window = Policy.model_json_schema()["$defs"]["DriftPolicy"]["properties"]["window"]
+    assert {"type": "number"} in window["anyOf"]
+    assert any(option.get("type") == "string" for option in window["anyOf"])

@@ -30,7 +30,11 @@ print(json.dumps({{"imported": imported, "loaded": sorted(sys.modules)}}))
 def _probe(packages: tuple[str, ...]) -> dict[str, list[str]]:
     result = subprocess.run(
         [sys.executable, "-c", _PROBE.format(packages=packages)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)

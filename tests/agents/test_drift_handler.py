@@ -1,0 +1,223 @@
+"""The drift agent's Faust-free core (agents/drift_handler.py), on a plain dict table."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+
+from agents import state as codec_state
+from agents.codec import Origin
+from agents.drift_handler import UNVERSIONED, DriftHandler, to_batch
+from agents.simulate import FraudTraffic, batches
+from schemas.events import FeatureEvent, PredictionEvent
+from schemas.policy import Policy, parse_policy
+from streams.drift.monitor import PREDICTION, SCORE
+
+MODEL = "fraud-detector"
+T0 = 1_800_000_000 - 1_800_000_000 % 60  # a window boundary, epoch seconds
+
+
+def _handler(policy: Policy | None = None) -> DriftHandler:
+    return DriftHandler(
+        policy=policy or Policy(),
+        predictions_topic="predictions",
+        features_topic="features",
+        max_message_bytes=1 << 20,
+    )
+
+
+def _origin(
+    topic: str = "predictions", key: bytes | None = MODEL.encode(), offset: int = 0
+) -> Origin:
+    return Origin(topic=topic, partition=2, offset=offset, key=key)
+
+
+def _events(
+    n: int, *, seed: int = 1, start_s: float = T0, span_s: float = 60.0, **traffic: Any
+) -> list[dict[str, Any]]:
+    return FraudTraffic(seed=seed, **traffic).events(n, start_s=start_s, span_s=span_s)
+
+
+def _message(events: list[dict[str, Any]]) -> bytes:
+    (raw,) = list(batches(events, len(events)))
+    return raw
+
+
+def test_events_are_counted_into_the_version_state() -> None:
+    table: dict[bytes, bytes] = {}
+    out = _handler().handle(_message(_events(40)), _origin(), table)
+    assert out.counted == 40
+    assert out.dead == []
+    assert out.reports == []
+    assert list(table) == [b"fraud-detector@v1"]
+    state = codec_state.loads(table[b"fraud-detector@v1"])
+    assert (state["model"], state["model_version"]) == (MODEL, "v1")
+    assert sum(w["n"] for w in state["windows"].values()) == 40
+    assert state["watermark_ms"] == int((T0 + 39 * 1.5) * 1000)
+    assert {SCORE, PREDICTION, "amount", "channel"} <= set(state["kinds"])
+
+
+def test_state_accumulates_across_messages() -> None:
+    table: dict[bytes, bytes] = {}
+    handler = _handler()
+    events = _events(90)
+    for i, raw in enumerate(batches(events, 30)):
+        assert handler.handle(raw, _origin(offset=i), table).counted == 30
+    state = codec_state.loads(table[b"fraud-detector@v1"])
+    assert sum(w["n"] for w in state["windows"].values()) == 90
+
+
+def test_event_for_another_model_is_dead_lettered() -> None:
+    mine = _events(3)
+    other = _events(1, seed=2, model="churn-model")[0]
+    raw = _message([mine[0], other, mine[1], mine[2]])
+    table: dict[bytes, bytes] = {}
+    out = _handler().handle(raw, _origin(offset=77), table)
+
+    assert out.counted == 3
+    (dead,) = out.dead
+    assert dead.index == 1
+    assert "'churn-model'" in dead.error
+    assert f"message key is '{MODEL}'" in dead.error
+    assert (dead.topic, dead.partition, dead.offset, dead.key) == ("predictions", 2, 77, MODEL)
+    assert dead.agent == "drift"
+    assert dead.event["request_id"] == other["request_id"]
+    assert orjson.loads(base64.b64decode(dead.raw))["model"] == "churn-model"
+    assert list(table) == [b"fraud-detector@v1"]  # nothing tracked for the other model
+    state = codec_state.loads(table[b"fraud-detector@v1"])
+    assert sum(w["n"] for w in state["windows"].values()) == 3
+
+
+def test_without_a_key_every_model_is_tracked() -> None:
+    events = _events(5) + _events(4, seed=2, model="churn-model", version="v3")
+    table: dict[bytes, bytes] = {}
+    out = _handler().handle(_message(events), _origin(key=None), table)
+    assert out.counted == 9
+    assert out.dead == []
+    assert sorted(table) == [b"churn-model@v3", b"fraud-detector@v1"]
+
+
+def test_versions_are_tracked_apart() -> None:
+    events = _events(6, version="v1") + _events(4, seed=2, version="v2")
+    table: dict[bytes, bytes] = {}
+    out = _handler().handle(_message(events), _origin(), table)
+    assert out.counted == 10
+    counts = {
+        k: sum(w["n"] for w in codec_state.loads(v)["windows"].values()) for k, v in table.items()
+    }
+    assert counts == {b"fraud-detector@v1": 6, b"fraud-detector@v2": 4}
+
+
+def test_feature_events_without_version_are_unversioned() -> None:
+    base = {"model": MODEL, "ts": T0 + 1, "features": {"amount": 12.5, "channel": "web"}}
+    events = [
+        {**base, "request_id": "f1"},
+        {**base, "request_id": "f2", "model_version": "v2"},
+        {**base, "request_id": "f3"},
+    ]
+    table: dict[bytes, bytes] = {}
+    out = _handler().handle(orjson.dumps({"events": events}), _origin("features"), table)
+    assert out.counted == 3
+    assert UNVERSIONED == "unversioned"
+    assert sorted(table) == [b"fraud-detector@unversioned", b"fraud-detector@v2"]
+    state = codec_state.loads(table[b"fraud-detector@unversioned"])
+    assert state["model_version"] == "unversioned"
+    assert state["kinds"] == {"amount": "numeric", "channel": "categorical"}  # no outputs
+    assert sum(w["n"] for w in state["windows"].values()) == 2
+
+
+def test_undecodable_message_leaves_the_table_alone() -> None:
+    table: dict[bytes, bytes] = {b"keep": b"me"}
+    raw = b'{"events": [{"request_id": "r1"'
+    out = _handler().handle(raw, _origin(offset=5), table)
+    assert out.counted == 0
+    assert out.reports == []
+    (dead,) = out.dead
+    assert base64.b64decode(dead.raw) == raw
+    assert dead.offset == 5
+    assert table == {b"keep": b"me"}
+
+
+def test_invalid_and_wrong_key_events_together() -> None:
+    events = _events(3)
+    bad = dict(events[0], ts="yesterday")
+    other = _events(1, seed=2, model="churn-model")[0]
+    out = _handler().handle(_message([bad, events[1], other, events[2]]), _origin(), {})
+    assert out.counted == 2
+    invalid, wrong_key = out.dead
+    assert invalid.index == 0
+    assert "ts:" in invalid.error
+    assert invalid.event == bad
+    # The wrong-key letter names the event's position in the batch, not among valid events.
+    assert wrong_key.index == 2
+    assert "event 2 of the message" in wrong_key.error
+    assert wrong_key.event["request_id"] == other["request_id"]
+    assert "churn-model" in wrong_key.error
+
+
+def test_shift_is_reported_after_the_warm_up() -> None:
+    policy = parse_policy("drift: {window: 60s, allowed_lateness: 0s, min_reference_events: 1000}")
+    handler = _handler(policy)
+    traffic = FraudTraffic(seed=3)
+    table: dict[bytes, bytes] = {}
+    reports = []
+    for i, shifted in enumerate([False, False, True]):
+        events = traffic.events(3000, start_s=T0 + 60 * i, span_s=60, shifted=shifted)
+        for j, raw in enumerate(batches(events, 500)):
+            out = handler.handle(raw, _origin(offset=10 * i + j), table)
+            assert out.dead == []
+            reports.extend(out.reports)
+    closer = traffic.events(1, start_s=T0 + 180, span_s=1)
+    reports.extend(handler.handle(_message(closer), _origin(offset=99), table).reports)
+
+    assert [r.n for r in reports] == [3000, 3000, 3000]
+    warmup, clean, shifted_report = reports
+    assert warmup.features == {}
+    assert clean.status == "ok"
+    assert len(clean.features) == 25
+    assert set(clean.prediction) == {"score", "class"}
+    assert shifted_report.status == "drift"
+    assert {"amount", "distance_from_home_km"} <= set(shifted_report.drifted_features)
+    assert {n for n, f in shifted_report.features.items() if f.drifted} == {
+        "amount",
+        "distance_from_home_km",
+    }
+
+
+def test_policy_override_per_model() -> None:
+    policy = parse_policy("models: {fraud-detector: {drift: {window: 10s}}}")
+    handler = _handler(policy)
+    assert handler.monitor(MODEL).policy.window == 10_000
+    assert handler.monitor("other").policy.window == Policy().drift.window
+    assert handler.monitor(MODEL) is handler.monitor(MODEL)
+    table: dict[bytes, bytes] = {}
+    handler.handle(_message(_events(30, span_s=30.0)), _origin(), table)
+    state = codec_state.loads(table[b"fraud-detector@v1"])
+    assert sorted(int(k) for k in state["windows"]) == [(T0 + 10 * i) * 1000 for i in range(3)]
+
+
+@pytest.mark.parametrize("prediction", [True, "fraud", 1])
+def test_to_batch_adds_score_and_prediction(prediction: Any) -> None:
+    event = PredictionEvent.model_validate(
+        {
+            "request_id": "r",
+            "model": "m",
+            "model_version": "v",
+            "ts": T0,
+            "score": 0.25,
+            "prediction": prediction,
+            "features": {"a": 1.0, "b": None},
+        }
+    )
+    feature = FeatureEvent.model_validate(
+        {"request_id": "s", "model": "m", "ts": T0 + 1, "features": {"c": "x"}}
+    )
+    batch = to_batch([event, feature])
+    assert batch.ts_ms.tolist() == [T0 * 1000, (T0 + 1) * 1000]
+    assert batch.columns[SCORE] == [0.25, None]
+    assert batch.columns[PREDICTION] == [event.prediction, None]
+    assert batch.columns["a"] == [1.0, None]
+    assert batch.columns["c"] == [None, "x"]
