@@ -26,9 +26,7 @@ class FeatureBatch:
         return int(self.ts_ms.shape[0])
 
     @classmethod
-    def from_rows(
-        cls, ts_ms: Sequence[int], rows: Sequence[Mapping[str, Value]]
-    ) -> FeatureBatch:
+    def from_rows(cls, ts_ms: Sequence[int], rows: Sequence[Mapping[str, Value]]) -> FeatureBatch:
         """Columns from per-event feature dicts; a missing key becomes None.
 
         >>> b = FeatureBatch.from_rows([1000, 2000], [{"a": 1.0}, {"a": 2.0, "b": "x"}])

@@ -12,9 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-def window_starts_ms(
-    ts_ms: npt.NDArray[np.int64], window_ms: int
-) -> npt.NDArray[np.int64]:
+def window_starts_ms(ts_ms: npt.NDArray[np.int64], window_ms: int) -> npt.NDArray[np.int64]:
     """Start of each event's tumbling window, aligned to the epoch.
 
     >>> window_starts_ms(np.array([0, 59_999, 60_000, 125_000]), 60_000).tolist()
@@ -26,7 +24,11 @@ def window_starts_ms(
 
 
 def closable(
-    starts_ms: list[int], *, watermark_ms: int, window_ms: int, allowed_lateness_ms: int,
+    starts_ms: list[int],
+    *,
+    watermark_ms: int,
+    window_ms: int,
+    allowed_lateness_ms: int,
     max_open: int,
 ) -> list[int]:
     """Window starts that must close now, oldest first.

@@ -6,6 +6,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import chi2
 
+from streams.drift.counts import paired_counts
+
 
 def chi_square(
     reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike
@@ -31,14 +33,7 @@ def chi_square(
     >>> round(stat, 4), p < 0.001
     (38.0952, True)
     """
-    ref = np.asarray(reference_counts, dtype=np.float64)
-    cur = np.asarray(window_counts, dtype=np.float64)
-    if ref.shape != cur.shape:
-        raise ValueError(f"bins differ: reference {ref.shape} vs window {cur.shape}")
-    if ref.ndim != 1:
-        raise ValueError(f"counts must be one-dimensional, got shape {ref.shape}")
-    if np.any(ref < 0) or np.any(cur < 0):
-        raise ValueError("counts must be non-negative")
+    ref, cur = paired_counts(reference_counts, window_counts)
     if ref.sum() <= 0 or cur.sum() <= 0:
         return 0.0, 1.0
     keep = (ref + cur) > 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from streams.drift.counts import paired_counts
+
 Floats = npt.NDArray[np.float64]
 
 
@@ -34,14 +36,7 @@ def js_distance(reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -
     >>> round(js_distance([50, 50], [90, 10]), 4)
     0.3831
     """
-    ref = np.asarray(reference_counts, dtype=np.float64)
-    cur = np.asarray(window_counts, dtype=np.float64)
-    if ref.shape != cur.shape:
-        raise ValueError(f"bins differ: reference {ref.shape} vs window {cur.shape}")
-    if ref.ndim != 1:
-        raise ValueError(f"counts must be one-dimensional, got shape {ref.shape}")
-    if np.any(ref < 0) or np.any(cur < 0):
-        raise ValueError("counts must be non-negative")
+    ref, cur = paired_counts(reference_counts, window_counts)
     if ref.sum() <= 0 or cur.sum() <= 0:
         return 0.0
     p = ref / np.sum(ref)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from streams.drift.counts import paired_counts
+
 
 def ks_statistic(reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -> float:
     """``max |cumsum(p) - cumsum(q)|`` over bins, ``p`` and ``q`` the two sides' proportions.
@@ -27,14 +29,7 @@ def ks_statistic(reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike) 
     >>> round(ks_statistic([25, 25, 25, 25], [10, 10, 40, 40]), 4)
     0.3
     """
-    ref = np.asarray(reference_counts, dtype=np.float64)
-    cur = np.asarray(window_counts, dtype=np.float64)
-    if ref.shape != cur.shape:
-        raise ValueError(f"bins differ: reference {ref.shape} vs window {cur.shape}")
-    if ref.ndim != 1:
-        raise ValueError(f"counts must be one-dimensional, got shape {ref.shape}")
-    if np.any(ref < 0) or np.any(cur < 0):
-        raise ValueError("counts must be non-negative")
+    ref, cur = paired_counts(reference_counts, window_counts)
     ref_total = ref.sum()
     cur_total = cur.sum()
     if ref_total <= 0 or cur_total <= 0:

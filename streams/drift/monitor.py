@@ -7,8 +7,8 @@ JSON-able dict that the drift agent keeps in a Faust table, one per
 * features tracked: ``max_features`` (the names of up to ``MAX_UNTRACKED_NAMES``
   more are kept in ``untracked`` for the report);
 * open windows: ``max_open_windows`` (the oldest closes early beyond that);
-* per numeric feature and window: ``bins + 1`` counts, or one KLL sketch
-  (<= ~3.5 KB) while the reference is still being built;
+* per numeric feature and window: ``bins + 1`` counts, or a log-bucket sketch
+  (at most 2,048 buckets) while the reference is still being built;
 * per categorical feature and window: ``CategoricalSummary.MAX_CATEGORIES`` counts.
 
 The reference is the first window(s) of the version, until at least
@@ -20,6 +20,7 @@ categorical bins are its ``top_k`` categories plus "other".
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
@@ -40,6 +41,8 @@ Kind = Literal["numeric", "categorical"]
 SCORE = "@score"
 PREDICTION = "@prediction"
 _OUTPUTS = {SCORE: "score", PREDICTION: "class"}
+#: Values whose median anchors a numeric feature's warm-up sketch.
+ANCHOR_SAMPLE = 64
 #: Names of features beyond ``max_features`` remembered for the report.
 MAX_UNTRACKED_NAMES = 20
 
@@ -70,6 +73,7 @@ class VersionState(TypedDict):
     model: str
     model_version: str
     kinds: dict[str, Kind]
+    anchors: dict[str, float]
     untracked: list[str]
     reference: Reference | None
     warmup: WindowAcc | None
@@ -90,6 +94,21 @@ def infer_kind(values: list[Value]) -> Kind | None:
             continue
         return "numeric" if type(v) is float or type(v) is int else "categorical"
     return None
+
+
+def anchor_of(values: Sequence[Value]) -> float:
+    """A typical value of a numeric feature: the median of its first ``ANCHOR_SAMPLE`` values.
+
+    Taken from the first message that carries the feature; using only its first
+    values keeps the anchor (and so the bins) the same however producers batch,
+    as long as batches hold at least ``ANCHOR_SAMPLE`` events.
+
+    >>> anchor_of([2019, 2021, None, 2020.0])
+    2020.0
+    """
+    finite = numeric_column(values[:ANCHOR_SAMPLE])
+    finite = finite[~np.isnan(finite)]
+    return float(np.median(finite)) if finite.size else 0.0
 
 
 def _iso(ms: int) -> datetime:
@@ -129,6 +148,7 @@ class DriftMonitor:
             "model": model,
             "model_version": model_version,
             "kinds": {},
+            "anchors": {},
             "untracked": [],
             "reference": None,
             "warmup": None,
@@ -174,13 +194,14 @@ class DriftMonitor:
             idx = None if whole else np.flatnonzero(mask)
             key = str(start)
             acc = state["windows"].get(key) or self._new_window(start)
-            acc = {**acc, "numeric": dict(acc["numeric"]),
-                   "categorical": dict(acc["categorical"])}
+            acc = {**acc, "numeric": dict(acc["numeric"]), "categorical": dict(acc["categorical"])}
             acc["n"] += int(mask.sum())
             for name, values in numeric.items():
                 part = values if idx is None else values[idx]
                 prev = acc["numeric"].get(name) or self.numeric.initialize()
-                acc["numeric"][name] = self.numeric.update(prev, part, edges.get(name))
+                acc["numeric"][name] = self.numeric.update(
+                    prev, part, edges.get(name), anchor=state["anchors"].get(name, 0.0)
+                )
             for name, cats in categorical.items():
                 cpart = cats if idx is None else [cats[i] for i in idx]
                 cprev = acc["categorical"].get(name) or self.categorical.initialize()
@@ -204,6 +225,8 @@ class DriftMonitor:
                     continue
                 tracked += 1
             kinds[name] = kind
+            if kind == "numeric":
+                state["anchors"] = {**state["anchors"], name: anchor_of(values)}
 
     @staticmethod
     def _reference_edges(state: VersionState) -> dict[str, npt.NDArray[np.float64]]:
@@ -286,8 +309,11 @@ class DriftMonitor:
             n=acc["n"],
             late=late,
             reference=ReferenceInfo(
-                kind="warmup", window_start=_iso(warm["start_ms"]), window_end=_iso(end),
-                n=warm["n"], note="this window is part of the reference",
+                kind="warmup",
+                window_start=_iso(warm["start_ms"]),
+                window_end=_iso(end),
+                n=warm["n"],
+                note="this window is part of the reference",
             ),
             features={},
             status="ok",
@@ -364,10 +390,13 @@ class DriftMonitor:
             n=acc["n"],
             late=late,
             reference=ReferenceInfo(
-                kind=ref["kind"], window_start=_iso(ref["start_ms"]),
-                window_end=_iso(ref["end_ms"]), n=ref["n"],
+                kind=ref["kind"],
+                window_start=_iso(ref["start_ms"]),
+                window_end=_iso(ref["end_ms"]),
+                n=ref["n"],
                 note="warm-up reference: the first events of this version"
-                if ref["kind"] == "warmup" else "",
+                if ref["kind"] == "warmup"
+                else "",
             ),
             features=results,
             prediction=prediction,
@@ -384,7 +413,7 @@ class DriftMonitor:
         if rf["kind"] == "numeric":
             edges = np.asarray(rf["bins"], dtype=np.float64)
             st = acc["numeric"].get(name) or self.numeric.initialize()
-            cur = self.numeric.bin_counts(st, edges)
+            cur = self.numeric.bin_counts(st, edges).astype(np.float64)
             missing = st["missing"]
             labels = _numeric_labels(edges)
         else:
@@ -402,7 +431,7 @@ class DriftMonitor:
             reason = f"PSI {value:.3f} >= {limit:g}; " + _biggest_move(rf["counts"], cur, labels)
         return FeatureDrift(
             kind=rf["kind"],
-            n=int(cur.sum()),
+            n=round(float(cur.sum())),
             missing=missing,
             metrics={"psi": round(value, 6)},
             status=status,

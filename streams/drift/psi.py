@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from streams.drift.counts import paired_counts
+
 EPSILON = 1e-4
 
 
@@ -21,10 +23,7 @@ def psi(
     >>> round(psi([50, 50], [90, 10]), 4)
     0.8789
     """
-    ref = np.asarray(reference_counts, dtype=np.float64)
-    cur = np.asarray(window_counts, dtype=np.float64)
-    if ref.shape != cur.shape:
-        raise ValueError(f"bins differ: reference {ref.shape} vs window {cur.shape}")
+    ref, cur = paired_counts(reference_counts, window_counts)
     if ref.sum() <= 0 or cur.sum() <= 0:
         return 0.0
     p = np.maximum(ref / ref.sum(), epsilon)

@@ -1,23 +1,28 @@
 """A deterministic, mergeable quantile sketch: counts on logarithmic buckets.
 
-The mapping is DDSketch's (Masson et al., VLDB 2019): bucket ``j`` holds
-``gamma**j <= |x| < gamma**(j+1)`` with ``gamma = (1 + a) / (1 - a)``, so any
-quantile is known to a relative accuracy ``a`` (1 % here); values with
-``|x| < min_value`` share one zero bucket. driftline needs it for three
-properties at once, which the alternatives lack:
+The mapping is DDSketch's (Masson et al., VLDB 2019), applied to the distance
+from an *anchor* (a typical value of the feature, fixed when the feature is
+first seen): bucket ``j`` holds ``gamma**j <= |x - anchor| < gamma**(j+1)``
+with ``gamma = (1 + a) / (1 - a)``, so any quantile is known to a relative
+accuracy ``a`` (1 %) of its distance from the anchor. Values within
+``min_value`` of the anchor share one zero bucket. The anchor keeps features
+with a large offset and a small spread (a year, a temperature in kelvin) from
+collapsing into one bucket. driftline needs three properties at once, which the
+alternatives lack:
 
 * deterministic: the same input gives the same state, so a replay gives the
   same reports (Apache DataSketches' KLL compacts with an unseeded random bit);
-* exactly mergeable (counts add);
+* exactly mergeable (counts add; sketches to merge share their anchor);
 * vectorised: a batch is mapped with numpy in one pass (the ``ddsketch``
   package adds values one by one in Python).
 
-State is two parallel sorted lists ``{"keys": [...], "counts": [...]}``. Keys
-sort like the values they hold: negative keys for negative values, 0 for the
-zero bucket, positive keys for positive values. At most ``max_buckets`` keys
-are kept (the lowest merge into their neighbour, as DDSketch collapses), which
-bounds the state to about ``16 * max_buckets`` bytes; a feature spanning six
-orders of magnitude needs about 700.
+State is ``{"anchor": float, "keys": [...], "counts": [...]}`` with sorted
+keys. Keys sort like the values they hold: negative keys below the anchor, 0
+for the zero bucket, positive keys above. Every bucket is closed below and open
+above, like ``numpy.searchsorted(edges, x, side="right")`` bins. At most
+``max_buckets`` keys are kept (the lowest merge into their neighbour, as
+DDSketch collapses), which bounds the state to about ``16 * max_buckets`` bytes;
+a feature spanning six orders of magnitude needs about 700.
 
 Bucket boundaries double as bin edges: edges placed on boundaries make the
 counts of a later window (binned with ``searchsorted``) and the counts read
@@ -28,6 +33,7 @@ rounding of a boundary.
 from __future__ import annotations
 
 import math
+import sys
 from typing import TypedDict
 
 import numpy as np
@@ -37,15 +43,19 @@ Floats = npt.NDArray[np.float64]
 
 
 class LogHistogramState(TypedDict):
+    anchor: float
     keys: list[int]
     counts: list[int]
+
+
+_FLOAT_MAX = sys.float_info.max
 
 
 class LogHistogram:
     """Fold over :class:`LogHistogramState`.
 
     >>> h = LogHistogram()
-    >>> st = h.update(h.initialize(), np.array([0.0, 1.0, 1.0, 10.0, -3.0]))
+    >>> st = h.update(h.initialize(anchor=1.0), np.array([0.0, 1.0, 1.0, 10.0, -3.0]))
     >>> h.count(st), st["keys"] == sorted(st["keys"])
     (5, True)
     >>> edges = h.quantile_edges(st, 4)
@@ -60,48 +70,69 @@ class LogHistogram:
     MAX_BUCKETS = 2048
 
     def __init__(
-        self, *, relative_accuracy: float = RELATIVE_ACCURACY, min_value: float = MIN_VALUE,
+        self,
+        *,
+        relative_accuracy: float = RELATIVE_ACCURACY,
+        min_value: float = MIN_VALUE,
         max_buckets: int = MAX_BUCKETS,
     ) -> None:
         if not 0 < relative_accuracy < 1:
             raise ValueError("relative_accuracy must be in (0, 1)")
-        if not min_value > 0:
-            raise ValueError("min_value must be positive")
+        if not (min_value > 0 and math.isfinite(min_value)):
+            raise ValueError("min_value must be positive and finite")
         if max_buckets < 8:
             raise ValueError("max_buckets must be at least 8")
         self.relative_accuracy = relative_accuracy
         self.min_value = min_value
         self.max_buckets = max_buckets
         self._log_gamma = math.log((1 + relative_accuracy) / (1 - relative_accuracy))
-        # keys start at 1 for the smallest non-zero magnitude
-        self._offset = 1 - math.floor(math.log(min_value) / self._log_gamma)
+        # The zero bucket is [-g**J, g**J) with g**J <= min_value; key k > 0 is
+        # j = J + k - 1, so the first bucket above zero starts exactly at g**J.
+        self._j0 = math.floor(math.log(min_value) / self._log_gamma)
+        self._zero = self._power(self._j0)
+
+    def _power(self, j: int) -> float:
+        try:
+            return math.exp(j * self._log_gamma)
+        except OverflowError:
+            return _FLOAT_MAX
 
     @staticmethod
-    def initialize() -> LogHistogramState:
-        return {"keys": [], "counts": []}
+    def initialize(anchor: float = 0.0) -> LogHistogramState:
+        if not math.isfinite(anchor):
+            raise ValueError("anchor must be finite")
+        return {"anchor": float(anchor), "keys": [], "counts": []}
 
-    def keys_of(self, values: Floats) -> npt.NDArray[np.int64]:
-        mag = np.abs(values)
+    def keys_of(self, values: Floats, anchor: float = 0.0) -> npt.NDArray[np.int64]:
+        d = values - anchor
         keys = np.zeros(values.shape, dtype=np.int64)
-        big = mag >= self.min_value
-        j = np.floor(np.log(mag[big]) / self._log_gamma).astype(np.int64) + self._offset
-        j = np.maximum(j, 1)  # rounding just below min_value stays out of the zero bucket
-        keys[big] = np.where(values[big] < 0, -j, j)
+        with np.errstate(divide="ignore", over="ignore"):
+            logs = np.log(np.abs(d)) / self._log_gamma
+        up = d >= self._zero  # d in [g**j, g**(j+1)): floor
+        keys[up] = np.maximum(np.floor(logs[up]).astype(np.int64) - self._j0 + 1, 1)
+        down = d < -self._zero  # d in [-g**(j+1), -g**j), |d| in (g**j, g**(j+1)]: ceil - 1
+        j_down = np.ceil(logs[down]).astype(np.int64) - 1
+        keys[down] = -np.maximum(j_down - self._j0 + 1, 1)
         return keys
 
     def update(self, state: LogHistogramState, values: Floats) -> LogHistogramState:
         """Add finite values (the caller removes NaN)."""
         if values.size == 0:
             return state
-        keys, counts = np.unique(self.keys_of(values), return_counts=True)
+        keys, counts = np.unique(self.keys_of(values, state["anchor"]), return_counts=True)
         return self._combine(state, keys, counts)
 
     def merge(self, a: LogHistogramState, b: LogHistogramState) -> LogHistogramState:
-        return self._combine(a, np.asarray(b["keys"], dtype=np.int64),
-                             np.asarray(b["counts"], dtype=np.int64))
+        if a["anchor"] != b["anchor"]:
+            raise ValueError(f"sketches differ in anchor ({a['anchor']} vs {b['anchor']})")
+        return self._combine(
+            a, np.asarray(b["keys"], dtype=np.int64), np.asarray(b["counts"], dtype=np.int64)
+        )
 
     def _combine(
-        self, state: LogHistogramState, keys: npt.NDArray[np.int64],
+        self,
+        state: LogHistogramState,
+        keys: npt.NDArray[np.int64],
         counts: npt.NDArray[np.int64],
     ) -> LogHistogramState:
         all_keys = np.concatenate([np.asarray(state["keys"], dtype=np.int64), keys])
@@ -113,19 +144,22 @@ class LogHistogram:
         if excess > 0:  # collapse the lowest buckets into the first one kept
             summed[excess] += summed[:excess].sum()
             uniq, summed = uniq[excess:], summed[excess:]
-        return {"keys": uniq.tolist(), "counts": summed.tolist()}
+        return {"anchor": state["anchor"], "keys": uniq.tolist(), "counts": summed.tolist()}
 
     @staticmethod
     def count(state: LogHistogramState) -> int:
         return int(sum(state["counts"]))
 
-    def bounds(self, key: int) -> tuple[float, float]:
-        """``(lower, upper)`` value boundaries of a bucket."""
+    def bounds(self, key: int, anchor: float = 0.0) -> tuple[float, float]:
+        """``(lower, upper)`` value boundaries of a bucket: ``lower <= x < upper``."""
         if key == 0:
-            return -self.min_value, self.min_value
-        j = abs(key) - self._offset
-        lo, hi = math.exp(j * self._log_gamma), math.exp((j + 1) * self._log_gamma)
-        return (lo, hi) if key > 0 else (-hi, -lo)
+            lo, hi = -self._zero, self._zero
+        else:
+            j = self._j0 + abs(key) - 1
+            lo, hi = self._power(j), self._power(j + 1)
+            if key < 0:
+                lo, hi = -hi, -lo
+        return (_clip(anchor + lo), _clip(anchor + hi))
 
     def quantile_edges(self, state: LogHistogramState, bins: int) -> Floats:
         """Bin edges at the quantiles ``i / bins``, on bucket boundaries.
@@ -144,7 +178,7 @@ class LogHistogram:
         for i in range(1, bins):
             b = int(np.searchsorted(cum, i / bins * n, side="right"))
             b = min(b, counts.size - 1)
-            lo, hi = self.bounds(state["keys"][b])
+            lo, hi = self.bounds(state["keys"][b], state["anchor"])
             edges.add(hi)
             if counts[b] * bins >= n:
                 edges.add(lo)
@@ -154,10 +188,16 @@ class LogHistogram:
         """Counts per bin of ``edges`` (``edges[i-1] <= x < edges[i]``), read from the buckets."""
         if not state["keys"]:
             return np.zeros(edges.size + 1, dtype=np.int64)
-        mids = np.asarray([sum(self.bounds(k)) / 2 for k in state["keys"]], dtype=np.float64)
+        anchor = state["anchor"]
+        mids = np.asarray([self._inside(k, anchor) for k in state["keys"]], dtype=np.float64)
         idx = np.searchsorted(edges, mids, side="right")
-        return np.bincount(idx, weights=np.asarray(state["counts"], dtype=np.float64),
-                           minlength=edges.size + 1).round().astype(np.int64)
+        return (
+            np.bincount(
+                idx, weights=np.asarray(state["counts"], dtype=np.float64), minlength=edges.size + 1
+            )
+            .round()
+            .astype(np.int64)
+        )
 
     def quantiles(self, state: LogHistogramState, ranks: Floats) -> Floats:
         """Approximate quantiles (relative accuracy ``relative_accuracy``)."""
@@ -168,6 +208,26 @@ class LogHistogram:
         out = []
         for r in np.asarray(ranks, dtype=np.float64):
             b = min(int(np.searchsorted(cum, r * n, side="right")), cum.size - 1)
-            lo, hi = self.bounds(state["keys"][b])
-            out.append(0.0 if state["keys"][b] == 0 else (lo + hi) / 2)
+            out.append(self._estimate(state["keys"][b], state["anchor"]))
         return np.asarray(out, dtype=np.float64)
+
+    def _estimate(self, key: int, anchor: float) -> float:
+        """DDSketch's estimate ``2 lo hi / (lo + hi)``: within ``a`` of any value in the bucket."""
+        if key == 0:
+            return anchor
+        j = self._j0 + abs(key) - 1
+        lo, hi = self._power(j), self._power(j + 1)
+        mag = 2 * lo * (hi / (lo + hi))
+        return _clip(anchor + (mag if key > 0 else -mag))
+
+    def _inside(self, key: int, anchor: float) -> float:
+        """A value strictly inside the bucket, for placing its count in a bin."""
+        if key == 0:
+            return anchor
+        lo, hi = self.bounds(key, anchor)
+        return lo / 2 + hi / 2
+
+
+def _clip(value: float) -> float:
+    """Keep boundaries finite (JSON has no infinity)."""
+    return min(max(value, -_FLOAT_MAX), _FLOAT_MAX)

@@ -49,9 +49,18 @@ class NumericSummary:
         return {"missing": 0, "counts": None, "sketch": None}
 
     def update(
-        self, state: NumericState, values: npt.NDArray[np.float64], edges: Edges | None
+        self,
+        state: NumericState,
+        values: npt.NDArray[np.float64],
+        edges: Edges | None,
+        *,
+        anchor: float = 0.0,
     ) -> NumericState:
-        """Add a batch; NaN counts as missing. Bins when ``edges`` is given, else sketches."""
+        """Add a batch; NaN counts as missing. Bins when ``edges`` is given, else sketches.
+
+        ``anchor`` is a typical value of the feature (see ``LogHistogram``); every
+        sketch of one feature must be given the same one so that they merge.
+        """
         nan = np.isnan(values)
         finite = values[~nan]
         out: NumericState = {
@@ -67,7 +76,8 @@ class NumericSummary:
             old = state["counts"]
             out["counts"] = (add if old is None else add + np.asarray(old)).tolist()
         else:
-            out["sketch"] = self.sketch.update(state["sketch"] or self.sketch.initialize(), finite)
+            sketch = state["sketch"] or self.sketch.initialize(anchor)
+            out["sketch"] = self.sketch.update(sketch, finite)
         return out
 
     def merge(self, a: NumericState, b: NumericState) -> NumericState:

@@ -1,0 +1,27 @@
+"""Validation shared by every metric that compares two histograms on the same bins."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
+
+
+def paired_counts(
+    reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike
+) -> tuple[Floats, Floats]:
+    """Both histograms as float arrays; ValueError unless 1-D, same bins, non-negative.
+
+    >>> paired_counts([1, 2], [3, 4])[1].tolist()
+    [3.0, 4.0]
+    """
+    ref = np.asarray(reference_counts, dtype=np.float64)
+    cur = np.asarray(window_counts, dtype=np.float64)
+    if ref.shape != cur.shape:
+        raise ValueError(f"bins differ: reference {ref.shape} vs window {cur.shape}")
+    if ref.ndim != 1:
+        raise ValueError(f"counts must be one-dimensional, got shape {ref.shape}")
+    if np.any(ref < 0) or np.any(cur < 0):
+        raise ValueError("counts must be non-negative")
+    return ref, cur
