@@ -3,15 +3,24 @@
 One YAML file, validated at start. A bad file is refused with the field path
 and the reason, e.g. ``drift.window: '5x' is not a duration like 30s, 5m, 1h``.
 
-Threshold defaults and what they mean for false alarms:
+How a feature is judged, and what the defaults mean for false alarms:
 
-* ``psi_drift = 0.2`` and ``psi_warn = 0.1`` are the industry rule of thumb
-  (0.1-0.2 "moderate", > 0.2 "significant"). With 10 bins, PSI between two
-  samples of the *same* distribution has expectation about
-  ``(bins - 1) * (1/n_ref + 1/n_window)``: 0.018 for 1,000 events on each side,
-  so a window of at least ``min_window_events`` = 200 events against a
-  reference of ``min_reference_events`` = 1,000 sits at about 0.054 and rarely
-  reaches 0.1 by chance. Smaller windows are reported but never flagged.
+* a window's PSI must be larger than what sampling noise explains for the
+  reference's and the window's sizes. Under no change, PSI on ``B`` bins is
+  close to ``(1/n_ref + 1/n_window) * chi2(B - 1)``; the *noise threshold* is
+  that distribution's upper ``false_alarm_rate / features`` quantile
+  (Bonferroni over the features judged together), so noise alone flags any
+  feature of a model in at most ``false_alarm_rate`` of windows (1e-3: an
+  expected 1,000 windows between false flags). Unlike a bare p-value this
+  does not collapse on large windows, because of the next rule;
+* and it must be at least ``psi_warn`` (0.05), the smallest shift worth an
+  alarm whatever the window size: a huge window makes tiny shifts
+  significant, not important;
+* a flagged feature is ``warn``; it is ``drift`` once flagged in
+  ``consecutive`` windows in a row (2), or at once when PSI reaches
+  ``psi_drift`` (0.2, the usual "significant shift" rule of thumb);
+* windows with fewer than ``min_window_events`` events are reported but never
+  flagged.
 """
 
 from __future__ import annotations
@@ -77,8 +86,10 @@ DurationMs = Annotated[
     BeforeValidator(parse_duration_ms),
     PlainSerializer(format_duration_ms, return_type=str),
     WithJsonSchema(
-        {"anyOf": [{"type": "string", "pattern": _DURATION.pattern}, {"type": "number"}],
-         "description": "a duration like 30s, 5m, 1h; a plain number is seconds"}
+        {
+            "anyOf": [{"type": "string", "pattern": _DURATION.pattern}, {"type": "number"}],
+            "description": "a duration like 30s, 5m, 1h; a plain number is seconds",
+        }
     ),
 ]
 
@@ -96,13 +107,20 @@ class DriftPolicy(_Section):
     allowed_lateness: DurationMs = Field(
         default=60_000, ge=0, description="how long a window stays open after its end"
     )
-    bins: int = Field(default=10, ge=2, le=200, description="numeric bins (reference quantiles)")
+    bins: int = Field(default=10, ge=2, le=200, description="PSI bins (reference quantiles)")
+    fine_bins: int = Field(
+        default=100, ge=10, le=1000, description="numeric bins kept for KS and Wasserstein"
+    )
     top_k: int = Field(default=20, ge=1, le=1000, description="categories tracked per feature")
     max_features: int = Field(
         default=200, ge=1, le=5000, description="features tracked per model; more are counted"
     )
-    psi_warn: float = Field(default=0.1, gt=0)
-    psi_drift: float = Field(default=0.2, gt=0)
+    psi_warn: float = Field(default=0.05, gt=0, description="smallest PSI that is flagged")
+    psi_drift: float = Field(default=0.2, gt=0, description="PSI that is drift at once")
+    false_alarm_rate: float = Field(
+        default=1e-3, gt=0, lt=1, description="windows flagged by noise alone, per model"
+    )
+    consecutive: int = Field(default=2, ge=1, le=100, description="flagged windows to drift")
     min_reference_events: int = Field(default=1000, ge=10)
     min_window_events: int = Field(default=200, ge=1)
     max_open_windows: int = Field(

@@ -39,6 +39,10 @@ class FeatureDrift(_Report):
     n: int = Field(description="non-missing values in the window")
     missing: int
     metrics: dict[str, float] = Field(description="metric name -> value, e.g. psi")
+    threshold: float | None = Field(
+        default=None, description="PSI that noise alone exceeds at the policy's false-alarm rate"
+    )
+    streak: int = Field(default=0, description="windows in a row this feature has been flagged")
     status: DriftStatus
     drifted: bool
     reason: str = Field(default="", description="why the status is not ok, in words")

@@ -52,6 +52,10 @@ def numeric_column(values: Iterable[Value]) -> npt.NDArray[np.float64]:
     >>> numeric_column([1, 2.5, None, "x", True, float("inf")]).tolist()
     [1.0, 2.5, nan, nan, nan, nan]
     """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        arr = values.astype(np.float64)  # already numbers: one vectorised copy
+        arr[~np.isfinite(arr)] = np.nan
+        return arr
     nan = float("nan")
     arr = np.fromiter(
         (v if type(v) is float or type(v) is int else nan for v in values), dtype=np.float64

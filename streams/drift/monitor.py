@@ -19,7 +19,6 @@ categorical bins are its ``top_k`` categories plus "other".
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal, TypedDict
@@ -30,7 +29,9 @@ import numpy.typing as npt
 from schemas.policy import DriftPolicy
 from schemas.reports import DriftReport, DriftStatus, FeatureDrift, ReferenceInfo
 from streams.batch import FeatureBatch, Value, categorical_column, numeric_column
-from streams.drift.psi import psi
+from streams.drift.compare import Comparison, compare_categorical, compare_numeric
+from streams.drift.psi import psi_noise_threshold
+from streams.drift.reference import ReferenceFeature, categorical_reference, numeric_reference
 from streams.summaries.categorical import CategoricalState, CategoricalSummary
 from streams.summaries.numeric import NumericState, NumericSummary
 from streams.windows import closable, window_starts_ms
@@ -54,13 +55,6 @@ class WindowAcc(TypedDict):
     categorical: dict[str, CategoricalState]
 
 
-class ReferenceFeature(TypedDict):
-    kind: Kind
-    bins: list[float] | list[str]  # numeric: interior edges; categorical: categories
-    counts: list[float]
-    missing: int
-
-
 class Reference(TypedDict):
     kind: Literal["warmup", "profile"]
     start_ms: int
@@ -81,6 +75,7 @@ class VersionState(TypedDict):
     watermark_ms: int | None
     closed_until_ms: int | None
     late: int
+    streaks: dict[str, int]  # windows in a row each judged feature has been flagged
 
 
 def infer_kind(values: list[Value]) -> Kind | None:
@@ -156,6 +151,7 @@ class DriftMonitor:
             "watermark_ms": None,
             "closed_until_ms": None,
             "late": 0,
+            "streaks": {},
         }
 
     @staticmethod
@@ -321,23 +317,12 @@ class DriftMonitor:
         )
 
     def _build_reference(self, warm: WindowAcc, end_ms: int) -> Reference:
+        p = self.policy
         features: dict[str, ReferenceFeature] = {}
         for name, st in warm["numeric"].items():
-            edges = self.numeric.quantile_edges(st, self.policy.bins)
-            features[name] = {
-                "kind": "numeric",
-                "bins": edges.tolist(),
-                "counts": self.numeric.bin_counts(st, edges).tolist(),
-                "missing": st["missing"],
-            }
+            features[name] = numeric_reference(self.numeric, st, bins=p.bins, fine_bins=p.fine_bins)
         for name, cst in warm["categorical"].items():
-            top = self.categorical.top_categories(cst, self.policy.top_k)
-            features[name] = {
-                "kind": "categorical",
-                "bins": top,
-                "counts": self.categorical.bin_counts(cst, top).tolist(),
-                "missing": cst["missing"],
-            }
+            features[name] = categorical_reference(cst, top_k=p.top_k)
         return {
             "kind": "warmup",
             "start_ms": warm["start_ms"],
@@ -346,11 +331,17 @@ class DriftMonitor:
             "features": features,
         }
 
+    def _compare(self, name: str, rf: ReferenceFeature, acc: WindowAcc) -> Comparison:
+        if rf["kind"] == "numeric":
+            st = acc["numeric"].get(name) or self.numeric.initialize()
+            return compare_numeric(self.numeric, rf, st)
+        cst = acc["categorical"].get(name) or self.categorical.initialize()
+        return compare_categorical(rf, cst)
+
     def _report(self, state: VersionState, acc: WindowAcc, late: int) -> DriftReport:
         ref = state["reference"]
         assert ref is not None
         p = self.policy
-        results: dict[str, FeatureDrift] = {}
         notes: list[str] = []
         enough = acc["n"] >= p.min_window_events
         if not enough:
@@ -358,13 +349,14 @@ class DriftMonitor:
                 f"only {acc['n']} events in this window; at least {p.min_window_events} "
                 "are needed before a feature is flagged"
             )
+        compared: dict[str, tuple[Kind, Comparison]] = {}
         for name in sorted(state["kinds"]):
             rf = ref["features"].get(name)
             if rf is None:
                 if name in acc["numeric"] or name in acc["categorical"]:
                     notes.append(f"feature {name!r} is not in the reference and is not judged")
                 continue
-            results[name] = self._feature(name, rf, acc, enough)
+            compared[name] = (rf["kind"], self._compare(name, rf, acc))
         if state["untracked"]:
             shown = ", ".join(state["untracked"][:5])
             more = "" if len(state["untracked"]) < MAX_UNTRACKED_NAMES else " (and maybe more)"
@@ -372,6 +364,13 @@ class DriftMonitor:
                 f"{len(state['untracked'])} features beyond max_features={p.max_features} "
                 f"are not tracked{more}: {shown}"
             )
+        # Bonferroni: noise alone flags any feature in at most false_alarm_rate of windows.
+        alpha = p.false_alarm_rate / max(len(compared), 1)
+        streaks = dict(state["streaks"])
+        results: dict[str, FeatureDrift] = {}
+        for name, (kind, c) in compared.items():
+            results[name] = self._judge(kind, c, enough, alpha, streaks, name)
+        state["streaks"] = streaks
         prediction = {_OUTPUTS[k]: results.pop(k) for k in list(results) if k in _OUTPUTS}
         judged = {**results, **{f"prediction.{k}": v for k, v in prediction.items()}}
         ranked = sorted(
@@ -402,51 +401,56 @@ class DriftMonitor:
             prediction=prediction,
             status=status,
             drifted_features=ranked,
-            thresholds={"psi_warn": p.psi_warn, "psi_drift": p.psi_drift},
+            thresholds={
+                "psi_warn": p.psi_warn,
+                "psi_drift": p.psi_drift,
+                "false_alarm_rate": p.false_alarm_rate,
+                "consecutive": p.consecutive,
+            },
             notes=notes,
         )
 
-    def _feature(
-        self, name: str, rf: ReferenceFeature, acc: WindowAcc, enough: bool
+    def _judge(
+        self,
+        kind: Kind,
+        c: Comparison,
+        enough: bool,
+        alpha: float,
+        streaks: dict[str, int],
+        name: str,
     ) -> FeatureDrift:
+        """Flag when PSI beats both noise and the floor; drift when it holds or is large."""
         p = self.policy
-        if rf["kind"] == "numeric":
-            edges = np.asarray(rf["bins"], dtype=np.float64)
-            st = acc["numeric"].get(name) or self.numeric.initialize()
-            cur = self.numeric.bin_counts(st, edges).astype(np.float64)
-            missing = st["missing"]
-            labels = _numeric_labels(edges)
-        else:
-            cats = [str(c) for c in rf["bins"]]
-            cst = acc["categorical"].get(name) or self.categorical.initialize()
-            cur = self.categorical.bin_counts(cst, cats)
-            missing = cst["missing"]
-            labels = [*cats, "(other)"]
-        value = psi(rf["counts"], cur)
+        noise = psi_noise_threshold(c.reference_n, c.n, bins=c.psi_bins, alpha=alpha)
         status: DriftStatus = "ok"
         reason = ""
-        if enough and value >= p.psi_warn:
-            status = "drift" if value >= p.psi_drift else "warn"
-            limit = p.psi_drift if status == "drift" else p.psi_warn
-            reason = f"PSI {value:.3f} >= {limit:g}; " + _biggest_move(rf["counts"], cur, labels)
+        if enough:
+            flagged = c.psi > noise and c.psi >= p.psi_warn
+            streaks[name] = streaks.get(name, 0) + 1 if flagged else 0
+            if flagged:
+                why = (
+                    f"PSI {c.psi:.3f} is above noise ({noise:.4f} for {c.n} values at a "
+                    f"false-alarm rate of {p.false_alarm_rate:g} per window) and the "
+                    f"{p.psi_warn:g} floor"
+                )
+                run = streaks[name]
+                if c.psi >= p.psi_drift:
+                    status, when = "drift", f"; at least {p.psi_drift:g}, drift at once"
+                elif run >= p.consecutive:
+                    status, when = "drift", f"; flagged {run} windows in a row"
+                else:
+                    left = p.consecutive - run
+                    status = "warn"
+                    when = f"; drift if it holds {left} more window{'s' if left > 1 else ''}"
+                reason = f"{why}{when}; {c.move}"
         return FeatureDrift(
-            kind=rf["kind"],
-            n=round(float(cur.sum())),
-            missing=missing,
-            metrics={"psi": round(value, 6)},
+            kind=kind,
+            n=c.n,
+            missing=c.missing,
+            metrics=c.metrics,
+            threshold=round(noise, 6) if noise != float("inf") else None,
+            streak=streaks.get(name, 0),
             status=status,
             drifted=status == "drift",
             reason=reason,
         )
-
-
-def _numeric_labels(edges: npt.NDArray[np.float64]) -> list[str]:
-    bounds = ["-inf", *(f"{e:.4g}" for e in edges), "inf"]
-    return [f"[{lo}, {hi})" for lo, hi in itertools.pairwise(bounds)]
-
-
-def _biggest_move(ref: list[float], cur: npt.NDArray[np.float64], labels: list[str]) -> str:
-    p = np.asarray(ref) / max(sum(ref), 1.0)
-    q = cur / max(float(cur.sum()), 1.0)
-    i = int(np.argmax(np.abs(q - p)))
-    return f"biggest change in {labels[i]}: {p[i]:.1%} of the reference, {q[i]:.1%} now"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 from streams.drift.counts import paired_counts
 
@@ -29,3 +32,17 @@ def psi(
     p = np.maximum(ref / ref.sum(), epsilon)
     q = np.maximum(cur / cur.sum(), epsilon)
     return float(np.sum((q - p) * np.log(q / p)))
+
+
+def psi_noise_threshold(reference_n: float, window_n: float, *, bins: int, alpha: float) -> float:
+    """PSI that sampling noise alone exceeds with probability ``alpha``.
+
+    PSI is the symmetrised Kullback-Leibler divergence; for two samples of one
+    distribution it is close to ``(1/n_ref + 1/n_window) * chi2(bins - 1)``.
+
+    >>> round(psi_noise_threshold(10_000, 10_000, bins=10, alpha=1e-3), 4)
+    0.0056
+    """
+    if reference_n <= 0 or window_n <= 0 or bins < 2:
+        return math.inf
+    return float((1 / reference_n + 1 / window_n) * stats.chi2.isf(alpha, bins - 1))

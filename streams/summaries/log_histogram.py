@@ -211,6 +211,16 @@ class LogHistogram:
             out.append(self._estimate(state["keys"][b], state["anchor"]))
         return np.asarray(out, dtype=np.float64)
 
+    def mean_std(self, state: LogHistogramState) -> tuple[float, float]:
+        """Mean and standard deviation, each value read as its bucket's estimate."""
+        if not state["keys"]:
+            return 0.0, 0.0
+        values = np.asarray([self._estimate(k, state["anchor"]) for k in state["keys"]])
+        weights = np.asarray(state["counts"], dtype=np.float64)
+        mean = float(np.average(values, weights=weights))
+        var = float(np.average((values - mean) ** 2, weights=weights))
+        return mean, math.sqrt(var)
+
     def _estimate(self, key: int, anchor: float) -> float:
         """DDSketch's estimate ``2 lo hi / (lo + hi)``: within ``a`` of any value in the bucket."""
         if key == 0:

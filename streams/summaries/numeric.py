@@ -2,7 +2,8 @@
 
 State (a plain dict, stored as is in a Faust table)::
 
-    {"missing": int, "counts": list[int] | None, "sketch": LogHistogramState | None}
+    {"missing": int, "counts": list[int] | None, "sketch": LogHistogramState | None,
+     "lo": float | None, "hi": float | None}
 
 ``counts`` has ``len(edges) + 1`` cells: bin ``i`` holds ``edges[i-1] <= x < edges[i]``
 (``numpy.searchsorted(edges, x, side="right")``). Once a reference exists its
@@ -29,6 +30,16 @@ class NumericState(TypedDict):
     missing: int
     counts: list[int] | None
     sketch: LogHistogramState | None
+    lo: float | None  # smallest and largest value seen
+    hi: float | None
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 class NumericSummary:
@@ -46,7 +57,7 @@ class NumericSummary:
 
     @staticmethod
     def initialize() -> NumericState:
-        return {"missing": 0, "counts": None, "sketch": None}
+        return {"missing": 0, "counts": None, "sketch": None, "lo": None, "hi": None}
 
     def update(
         self,
@@ -67,9 +78,13 @@ class NumericSummary:
             "missing": state["missing"] + int(nan.sum()),
             "counts": state["counts"],
             "sketch": state["sketch"],
+            "lo": state.get("lo"),
+            "hi": state.get("hi"),
         }
         if finite.size == 0:
             return out
+        out["lo"] = _min(out["lo"], float(finite.min()))
+        out["hi"] = _max(out["hi"], float(finite.max()))
         if edges is not None:
             idx = np.searchsorted(edges, finite, side="right")
             add = np.bincount(idx, minlength=edges.size + 1)
@@ -89,7 +104,13 @@ class NumericSummary:
         sketch = a["sketch"] or b["sketch"]
         if a["sketch"] and b["sketch"]:
             sketch = self.sketch.merge(a["sketch"], b["sketch"])
-        return {"missing": a["missing"] + b["missing"], "counts": counts, "sketch": sketch}
+        return {
+            "missing": a["missing"] + b["missing"],
+            "counts": counts,
+            "sketch": sketch,
+            "lo": _min(a.get("lo"), b.get("lo")),
+            "hi": _max(a.get("hi"), b.get("hi")),
+        }
 
     def count(self, state: NumericState) -> int:
         """Non-missing values summarised."""

@@ -156,7 +156,10 @@ def test_first_window_becomes_the_reference() -> None:
     assert ref is not None
     assert (ref["start_ms"], ref["end_ms"], ref["n"]) == (0, W, 2000)
     assert sorted(ref["features"]) == ["channel", *NUMERIC]
-    assert len(ref["features"]["f0"]["bins"]) == 9  # bins=10: nine interior quantiles
+    # fine_bins=100: up to 99 interior quantile edges, grouped into bins=10 PSI bins
+    assert 90 <= len(ref["features"]["f0"]["bins"]) <= 99
+    assert max(ref["features"]["f0"]["groups"]) + 1 == 10
+    assert len(ref["features"]["f0"]["groups"]) == len(ref["features"]["f0"]["counts"])
     assert sum(ref["features"]["f0"]["counts"]) == pytest.approx(2000)
     assert ref["features"]["channel"]["bins"] == CHANNELS
     assert state["warmup"] is None
@@ -225,7 +228,15 @@ def test_clean_window_is_ok(shifted_run: list[DriftReport]) -> None:
     assert clean.status == "ok"
     assert clean.drifted_features == []
     assert clean.notes == []
-    assert clean.thresholds == {"psi_warn": 0.1, "psi_drift": 0.2}
+    assert clean.thresholds == {
+        "psi_warn": 0.05,
+        "psi_drift": 0.2,
+        "false_alarm_rate": 1e-3,
+        "consecutive": 2,
+    }
+    for result in clean.features.values():
+        assert result.threshold is not None and result.threshold > result.metrics["psi"]
+        assert result.streak == 0
     assert sorted(clean.features) == ["channel", *NUMERIC]
     for name, result in clean.features.items():
         assert result.status == "ok", name
@@ -276,8 +287,10 @@ def test_warn_band_between_thresholds() -> None:
     assert report.drifted_features == ["f1"]
     assert report.features["f1"].status == "warn"
     assert report.features["f1"].drifted is False
+    assert report.features["f1"].streak == 1
     assert report.features["f1"].reason.startswith("PSI ")
-    assert ">= 0.05" in report.features["f1"].reason
+    assert "above noise" in report.features["f1"].reason
+    assert "the 0.05 floor; drift if it holds 1 more window" in report.features["f1"].reason
 
 
 def test_psi_warn_above_psi_drift_is_refused() -> None:
@@ -768,8 +781,10 @@ def test_counts_are_exact_when_part_of_a_window_was_sketched() -> None:
         raw1 = np.asarray([np.nan if v is None else v for v in w1.columns[name]], dtype=np.float64)
         raw1 = raw1[~np.isnan(raw1)]
         exact1 = np.bincount(np.searchsorted(edges, raw1, side="right"), minlength=edges.size + 1)
+        groups = np.asarray(ref["features"][name]["groups"])
         got = report.prediction["score"] if name == SCORE else report.features[name]
-        assert got.metrics["psi"] == round(psi(exact0, exact1), 6), name
+        expected = psi(np.bincount(groups, weights=exact0), np.bincount(groups, weights=exact1))
+        assert got.metrics["psi"] == round(expected, 6), name
     assert report.drifted_features == ["f2"]
 
 

@@ -266,7 +266,7 @@ def test_numeric_sketch_without_values_has_no_edges() -> None:
     np.testing.assert_array_equal(counts, [0, 0])
     assert counts.dtype == np.int64
     only_missing = summary.update(state, np.array([np.nan]), None)
-    assert only_missing == {"missing": 1, "counts": None, "sketch": None}
+    assert only_missing == {"missing": 1, "counts": None, "sketch": None, "lo": None, "hi": None}
     assert summary.quantile_edges(only_missing, 10).size == 0
 
 

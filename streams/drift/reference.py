@@ -1,0 +1,90 @@
+"""A feature's reference distribution, built from the warm-up summaries.
+
+Numeric: ``fine_bins`` quantile bins (for KS and Wasserstein), grouped into
+about ``bins`` PSI bins of equal reference mass; the range and standard
+deviation (from the sketch, 1 % accurate) scale the Wasserstein distance.
+Categorical: the ``top_k`` categories plus "other"; every category seen in the
+warm-up (at most ``CategoricalSummary.MAX_CATEGORIES``) is *known*, the rest
+count as unseen.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+
+from streams.summaries.categorical import CategoricalState, CategoricalSummary
+from streams.summaries.numeric import NumericState, NumericSummary
+
+Kind = Literal["numeric", "categorical"]
+
+
+class ReferenceFeature(TypedDict):
+    kind: Kind
+    bins: list[float] | list[str]  # numeric: interior edges; categorical: categories
+    counts: list[int]
+    missing: int
+    groups: list[int]  # numeric: PSI bin of each fine bin; categorical: empty
+    known: list[str]  # categorical: every category seen; numeric: empty
+    lo: float  # numeric range and standard deviation; 0.0 for categorical
+    hi: float
+    std: float
+
+
+def psi_groups(counts: npt.ArrayLike, bins: int) -> list[int]:
+    """Group consecutive fine bins into about ``bins`` bins of equal reference mass.
+
+    A fine bin goes to the group where the middle of its mass falls, so a bin
+    holding a large share (an atom) stays whole.
+
+    >>> psi_groups([10] * 10, 5)
+    [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    >>> psi_groups([1, 80, 1, 9, 9], 4)
+    [0, 1, 2, 2, 2]
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    total = c.sum()
+    if total <= 0:
+        return [0] * c.size
+    mid = (np.cumsum(c) - c / 2) / total
+    raw = np.minimum((mid * bins).astype(np.int64), bins - 1)
+    # renumber 0, 1, 2, ... so that empty groups do not count as bins
+    renumbered: list[int] = np.unique(raw, return_inverse=True)[1].astype(int).tolist()
+    return renumbered
+
+
+def numeric_reference(
+    summary: NumericSummary, state: NumericState, *, bins: int, fine_bins: int
+) -> ReferenceFeature:
+    edges = summary.quantile_edges(state, fine_bins)
+    counts = summary.bin_counts(state, edges)
+    std = summary.sketch.mean_std(state["sketch"])[1] if state["sketch"] else 0.0
+    lo, hi = state.get("lo"), state.get("hi")
+    return {
+        "kind": "numeric",
+        "bins": edges.tolist(),
+        "counts": counts.tolist(),
+        "missing": state["missing"],
+        "groups": psi_groups(counts, bins),
+        "known": [],
+        "lo": float(lo) if lo is not None else 0.0,
+        "hi": float(hi) if hi is not None else 0.0,
+        "std": std,
+    }
+
+
+def categorical_reference(state: CategoricalState, *, top_k: int) -> ReferenceFeature:
+    top = CategoricalSummary.top_categories(state, top_k)
+    return {
+        "kind": "categorical",
+        "bins": top,
+        "counts": CategoricalSummary.bin_counts(state, top).astype(np.int64).tolist(),
+        "missing": state["missing"],
+        "groups": [],
+        "known": sorted(state["counts"]),
+        "lo": 0.0,
+        "hi": 0.0,
+        "std": 0.0,
+    }
