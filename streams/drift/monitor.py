@@ -78,12 +78,16 @@ class VersionState(TypedDict):
     streaks: dict[str, int]  # windows in a row each judged feature has been flagged
 
 
-def infer_kind(values: list[Value]) -> Kind | None:
+def infer_kind(values: Sequence[Value]) -> Kind | None:
     """Numbers are numeric; strings and booleans categorical; all-None says nothing.
 
     >>> infer_kind([None, 3.5]), infer_kind(["a"]), infer_kind([True]), infer_kind([None])
     ('numeric', 'categorical', 'categorical', None)
+    >>> infer_kind(np.array([1.5, 2.0]))
+    'numeric'
     """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        return "numeric" if values.size else None
     for v in values:
         if v is None:
             continue
@@ -211,7 +215,7 @@ class DriftMonitor:
         for name, values in batch.columns.items():
             if name in kinds or name in state["untracked"]:
                 continue
-            kind = infer_kind(list(values))
+            kind = infer_kind(values)
             if kind is None:
                 continue
             if name not in _OUTPUTS:
