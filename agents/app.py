@@ -35,6 +35,9 @@ def create_app(
         # twice after a crash (see README, guarantees).
         broker_commit_interval=1.0,
         producer_max_request_size=max(settings.max_message_bytes, 1_048_576) + 65_536,
+        # Batched messages are large (500 events is about 450 KB): Faust's default
+        # of 1 MB per partition per fetch starves the agent (measured 4x slower).
+        consumer_max_fetch_size=max(settings.max_message_bytes, 16 * 1_048_576),
     )
     wanted = set(agents)
     unknown = wanted - set(AGENTS)

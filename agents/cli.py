@@ -102,6 +102,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from agents import bench
+
+    result = bench.run(events=args.events, batch_size=args.batch_size, repeat=args.repeat,
+                       broker=args.broker)
+    print(bench.render(result))
+    if args.json:
+        Path(args.json).write_bytes(bench.to_json(result))
+        print(f"figures written to {args.json}")
+    return 0
+
+
 def cmd_schemas_export(args: argparse.Namespace) -> int:
     from schemas.export import json_schemas
 
@@ -170,6 +182,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--status")
     p.add_argument("--idle-timeout", type=float, help="stop after this many quiet seconds")
     p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("bench", help="measure the drift agent's throughput end to end")
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--repeat", type=int, default=3, help="runs per in-process figure")
+    p.add_argument("--broker", help="use this broker instead of starting the embedded one")
+    p.add_argument("--json", help="also write the figures to this file")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("schemas", help="JSON Schema of the public models")
     ssub = p.add_subparsers(dest="action", required=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: FeatureEvents without a model_version are tracked under this version.
 UNVERSIONED = "unversioned"
+#: Table key suffix of a version's reference (the state's key is model@version).
+REFERENCE_SUFFIX = b"#reference"
 
 
 @dataclass
@@ -37,6 +40,7 @@ class DriftHandler:
     """Decode, group by model version, fold into the state table, close windows."""
 
     AGENT = "drift"
+    MAX_CACHED_REFERENCES = 1024
 
     def __init__(
         self, *, policy: Policy, predictions_topic: str, features_topic: str,
@@ -54,6 +58,9 @@ class DriftHandler:
             ),
         }
         self._monitors: dict[str, DriftMonitor] = {}  # configuration per model, no state
+        # Decoded references by table key: a cache of table contents (never the
+        # state of record), bounded by MAX_CACHED_REFERENCES, rebuilt after a restart.
+        self._references: dict[bytes, tuple[bytes, Any]] = {}
 
     def monitor(self, model: str) -> DriftMonitor:
         if model not in self._monitors:
@@ -83,13 +90,38 @@ class DriftHandler:
         self, model: str, version: str, events: list[PredictionEvent | FeatureEvent],
         table: MutableMapping[bytes, bytes],
     ) -> list[DriftReport]:
+        """Read the version's state, fold the events in, close windows, write it back.
+
+        The reference (tens of KB, fixed once built) lives under its own key, so
+        each batch writes only the small window state to the table's changelog.
+        """
         monitor = self.monitor(model)
         state_key = f"{model}@{version}".encode()
+        ref_key = state_key + REFERENCE_SUFFIX
         state = codec_state.loads(table.get(state_key)) or monitor.initialize(model, version)
+        had_reference = state.get("reference") is not None or ref_key in table
+        if state.get("reference") is None and had_reference:
+            state["reference"] = self._reference(ref_key, table[ref_key])
         state = monitor.update(state, to_batch(events))
         state, reports = monitor.close_ready(state)
-        table[state_key] = codec_state.dumps(state)
+        reference = state["reference"]
+        if reference is not None and not had_reference:
+            raw = codec_state.dumps(reference)
+            table[ref_key] = raw
+            self._references[ref_key] = (raw, reference)
+        table[state_key] = codec_state.dumps({**state, "reference": None})
         return reports
+
+    def _reference(self, key: bytes, raw: bytes) -> Any:
+        """Decoded reference, cached while the stored bytes are unchanged."""
+        cached = self._references.get(key)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        reference = codec_state.loads(raw)
+        if len(self._references) >= self.MAX_CACHED_REFERENCES:
+            self._references.pop(next(iter(self._references)))
+        self._references[key] = (raw, reference)
+        return reference
 
     def _wrong_key(
         self, origin: Origin, key: str, event: PredictionEvent | FeatureEvent, index: int

@@ -1,0 +1,54 @@
+"""A write-buffering view of a table, so agent work can run off the event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, MutableMapping
+
+
+class Overlay(MutableMapping[bytes, bytes]):
+    """Reads fall through to ``base``; writes stay in ``writes`` until applied.
+
+    The drift agent computes in a worker thread (so Faust's consumer keeps
+    fetching while it works) against an Overlay of its table, then applies the
+    writes on the event loop, where Faust's tables must be written.
+
+    >>> base = {b"a": b"1"}
+    >>> view = Overlay(base)
+    >>> view[b"b"] = b"2"
+    >>> view[b"a"], view[b"b"], base
+    (b'1', b'2', {b'a': b'1'})
+    """
+
+    def __init__(self, base: Mapping[bytes, bytes]) -> None:
+        self.base = base
+        self.writes: dict[bytes, bytes] = {}
+
+    def __getitem__(self, key: bytes) -> bytes:
+        if key in self.writes:
+            return self.writes[key]
+        return self.base[key]
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        if key in self.writes:
+            return self.writes[key]
+        return self.base.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.writes or key in self.base
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        raise NotImplementedError("tables are written, never deleted from, by agents")
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.writes
+        yield from (k for k in self.base if k not in self.writes)
+
+    def __len__(self) -> int:
+        return len(set(self.writes) | set(self.base))
+
+    def apply(self, target: MutableMapping[bytes, bytes]) -> None:
+        for key, value in self.writes.items():
+            target[key] = value
