@@ -11,10 +11,10 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+import orjson
 
 from agents import state as codec_state
-from agents.codec import Codec, Origin, dead_letter
+from agents.codec import Codec, Origin, Row, dead_letter
 from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy
 from schemas.reports import DeadLetter, DriftReport
@@ -74,21 +74,20 @@ class DriftHandler:
         decoded = self._codecs[origin.topic].decode(raw, origin)
         out.dead.extend(decoded.dead)
         key = origin.key.decode("utf-8", "replace") if origin.key is not None else None
-        groups: dict[tuple[str, str], list[PredictionEvent | FeatureEvent]] = {}
+        groups: dict[tuple[str, str], list[Row]] = {}
         for index, event in zip(decoded.positions, decoded.events, strict=True):
-            if key is not None and event.model != key:
+            if key is not None and event["model"] != key:
                 out.dead.append(self._wrong_key(origin, key, event, index))
                 continue
-            version = getattr(event, "model_version", None) or UNVERSIONED
-            groups.setdefault((event.model, version), []).append(event)
+            version = event.get("model_version") or UNVERSIONED
+            groups.setdefault((event["model"], version), []).append(event)
         for (model, version), events in groups.items():
             out.reports.extend(self._fold(model, version, events, table))
             out.counted += len(events)
         return out
 
     def _fold(
-        self, model: str, version: str, events: list[PredictionEvent | FeatureEvent],
-        table: MutableMapping[bytes, bytes],
+        self, model: str, version: str, events: list[Row], table: MutableMapping[bytes, bytes],
     ) -> list[DriftReport]:
         """Read the version's state, fold the events in, close windows, write it back.
 
@@ -123,13 +122,11 @@ class DriftHandler:
         self._references[key] = (raw, reference)
         return reference
 
-    def _wrong_key(
-        self, origin: Origin, key: str, event: PredictionEvent | FeatureEvent, index: int
-    ) -> DeadLetter:
-        body = event.model_dump(mode="json")
+    def _wrong_key(self, origin: Origin, key: str, event: Row, index: int) -> DeadLetter:
+        body = orjson.loads(codec_state.dumps(event))  # datetimes as RFC 3339 strings
         return dead_letter(
             origin,
-            f"event {index} of the message is for model {event.model!r} but the message key is "
+            f"event {index} of the message is for model {event['model']!r} but the message key is "
             f"{key!r}; "
             "key each message by its events' model so a model's windows live on one partition",
             codec_state.dumps(body),
@@ -139,14 +136,14 @@ class DriftHandler:
         )
 
 
-def to_batch(events: list[PredictionEvent | FeatureEvent]) -> FeatureBatch:
-    """Columns of the events' features, plus the model's score and prediction."""
+def to_batch(events: list[Row]) -> FeatureBatch:
+    """Columns of the events' features, plus the model's score and prediction (if any)."""
     rows: list[dict[str, Value]] = []
     for e in events:
-        row: dict[str, Value] = dict(e.features)
-        if isinstance(e, PredictionEvent):
-            row[SCORE] = e.score
-            row[PREDICTION] = e.prediction
+        row: dict[str, Value] = dict(e.get("features") or {})
+        if "prediction" in e:
+            row[SCORE] = e.get("score")
+            row[PREDICTION] = e["prediction"]
         rows.append(row)
-    ts = np.fromiter((e.ts_ms() for e in events), dtype=np.int64, count=len(events))
-    return FeatureBatch.from_rows(ts.tolist(), rows)
+    ts = [int(e["ts"].timestamp() * 1000) for e in events]
+    return FeatureBatch.from_rows(ts, rows)

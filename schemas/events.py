@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
+import typing_extensions
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 Variant = Literal["champion", "canary", "challenger", "shadow"]
@@ -105,3 +106,25 @@ class Batch(BaseModel, Generic[E]):
     model_config = ConfigDict(extra="ignore")
 
     events: list[E]
+
+
+def row_type(model: type[BaseModel]) -> Any:
+    """A TypedDict with ``model``'s fields, types and validators, for the hot path.
+
+    Validating a batch into plain dicts is about 3x faster than building model
+    instances (pydantic-core does both; the instances are the cost). Defaults
+    are not filled in: read optional fields with ``row.get(name, default)``.
+    The model stays the single source of the contract; this is derived from it.
+
+    >>> from pydantic import TypeAdapter
+    >>> rows = TypeAdapter(list[row_type(LabelEvent)])
+    >>> rows.validate_python([{"request_id": "r", "model": "m", "ts": 0, "label": 1}])[0]["label"]
+    1.0
+    """
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation: Any = info.annotation
+        if info.metadata:
+            annotation = Annotated[(annotation, *info.metadata)]
+        fields[name] = annotation if info.is_required() else typing_extensions.NotRequired[annotation]
+    return typing_extensions.TypedDict(f"{model.__name__}Row", fields)  # type: ignore[operator]

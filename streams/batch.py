@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,13 +32,21 @@ class FeatureBatch:
         """Columns from per-event feature dicts; a missing key becomes None.
 
         >>> b = FeatureBatch.from_rows([1000, 2000], [{"a": 1.0}, {"a": 2.0, "b": "x"}])
-        >>> b.columns["b"]
+        >>> list(b.columns["b"])
         [None, 'x']
         """
-        names: dict[str, None] = {}
-        for row in rows:
-            names.update(dict.fromkeys(row))
-        columns = {name: [row.get(name) for row in rows] for name in names}
+        names = sorted(set().union(*rows)) if rows else []
+        columns: dict[str, Sequence[Value]]
+        if len(names) > 1:
+            pick = itemgetter(*names)
+            try:  # every event carries every feature: transpose at C speed
+                columns = dict(
+                    zip(names, zip(*[pick(row) for row in rows], strict=True), strict=True)
+                )
+            except KeyError:
+                columns = {name: [row.get(name) for row in rows] for name in names}
+        else:
+            columns = {name: [row.get(name) for row in rows] for name in names}
         return cls(ts_ms=np.asarray(ts_ms, dtype=np.int64), columns=columns)
 
     def select(self, mask: npt.NDArray[np.bool_]) -> FeatureBatch:
@@ -46,22 +56,29 @@ class FeatureBatch:
         return FeatureBatch(ts_ms=self.ts_ms[idx], columns=columns)
 
 
-def numeric_column(values: Iterable[Value]) -> npt.NDArray[np.float64]:
-    """Numbers as float64; None, booleans, strings and non-finite values become NaN.
+def numeric_column(values: Sequence[Value] | npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """Numbers as float64. None, non-numeric strings and non-finite values become NaN;
+    booleans count as 1 and 0, strings that spell a number as that number.
 
-    >>> numeric_column([1, 2.5, None, "x", True, float("inf")]).tolist()
-    [1.0, 2.5, nan, nan, nan, nan]
+    One vectorised conversion when it can (the common case), value by value only
+    when a column holds text.
+
+    >>> numeric_column([1, 2.5, None, "x", True, float("inf"), "7"]).tolist()
+    [1.0, 2.5, nan, nan, 1.0, nan, 7.0]
     """
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        arr = values.astype(np.float64)  # already numbers: one vectorised copy
-        arr[~np.isfinite(arr)] = np.nan
-        return arr
-    nan = float("nan")
-    arr = np.fromiter(
-        (v if type(v) is float or type(v) is int else nan for v in values), dtype=np.float64
-    )
+    try:
+        arr = np.array(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        arr = np.fromiter((_to_float(v) for v in values), dtype=np.float64, count=len(values))
     arr[~np.isfinite(arr)] = np.nan
     return arr
+
+
+def _to_float(value: Value) -> float:
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def categorical_column(values: Iterable[Value]) -> list[str | None]:

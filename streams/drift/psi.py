@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -45,4 +46,10 @@ def psi_noise_threshold(reference_n: float, window_n: float, *, bins: int, alpha
     """
     if reference_n <= 0 or window_n <= 0 or bins < 2:
         return math.inf
-    return float((1 / reference_n + 1 / window_n) * stats.chi2.isf(alpha, bins - 1))
+    return (1 / reference_n + 1 / window_n) * _chi2_isf(alpha, bins - 1)
+
+
+@functools.lru_cache(maxsize=1024)
+def _chi2_isf(alpha: float, df: int) -> float:
+    # scipy's isf costs about 0.2 ms; a model's features share a few (alpha, df).
+    return float(stats.chi2.isf(alpha, df))

@@ -188,8 +188,7 @@ class LogHistogram:
         """Counts per bin of ``edges`` (``edges[i-1] <= x < edges[i]``), read from the buckets."""
         if not state["keys"]:
             return np.zeros(edges.size + 1, dtype=np.int64)
-        anchor = state["anchor"]
-        mids = np.asarray([self._inside(k, anchor) for k in state["keys"]], dtype=np.float64)
+        mids = self._insides(np.asarray(state["keys"], dtype=np.int64), state["anchor"])
         idx = np.searchsorted(edges, mids, side="right")
         return (
             np.bincount(
@@ -229,6 +228,16 @@ class LogHistogram:
         lo, hi = self._power(j), self._power(j + 1)
         mag = 2 * lo * (hi / (lo + hi))
         return _clip(anchor + (mag if key > 0 else -mag))
+
+    def _insides(self, keys: npt.NDArray[np.int64], anchor: float) -> Floats:
+        """Vectorised :meth:`_inside`: a value strictly inside each bucket."""
+        j = (self._j0 + np.abs(keys) - 1).astype(np.float64)
+        with np.errstate(over="ignore"):
+            lo = np.minimum(np.exp(j * self._log_gamma), _FLOAT_MAX)
+            hi = np.minimum(np.exp((j + 1) * self._log_gamma), _FLOAT_MAX)
+        mid = lo / 2 + hi / 2
+        out = np.clip(anchor + np.where(keys > 0, mid, -mid), -_FLOAT_MAX, _FLOAT_MAX)
+        return np.where(keys == 0, anchor, out)
 
     def _inside(self, key: int, anchor: float) -> float:
         """A value strictly inside the bucket, for placing its count in a bin."""

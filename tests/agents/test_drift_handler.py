@@ -7,12 +7,13 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import TypeAdapter
 
 from agents import state as codec_state
 from agents.codec import Origin
 from agents.drift_handler import UNVERSIONED, DriftHandler, to_batch
 from agents.simulate import FraudTraffic, batches
-from schemas.events import FeatureEvent, PredictionEvent
+from schemas.events import FeatureEvent, PredictionEvent, row_type
 from schemas.policy import Policy, parse_policy
 from streams.drift.monitor import PREDICTION, SCORE
 
@@ -201,7 +202,7 @@ def test_policy_override_per_model() -> None:
 
 @pytest.mark.parametrize("prediction", [True, "fraud", 1])
 def test_to_batch_adds_score_and_prediction(prediction: Any) -> None:
-    event = PredictionEvent.model_validate(
+    event = TypeAdapter(row_type(PredictionEvent)).validate_python(
         {
             "request_id": "r",
             "model": "m",
@@ -212,12 +213,12 @@ def test_to_batch_adds_score_and_prediction(prediction: Any) -> None:
             "features": {"a": 1.0, "b": None},
         }
     )
-    feature = FeatureEvent.model_validate(
+    feature = TypeAdapter(row_type(FeatureEvent)).validate_python(
         {"request_id": "s", "model": "m", "ts": T0 + 1, "features": {"c": "x"}}
     )
     batch = to_batch([event, feature])
     assert batch.ts_ms.tolist() == [T0 * 1000, (T0 + 1) * 1000]
-    assert batch.columns[SCORE] == [0.25, None]
-    assert batch.columns[PREDICTION] == [event.prediction, None]
-    assert batch.columns["a"] == [1.0, None]
-    assert batch.columns["c"] == [None, "x"]
+    assert list(batch.columns[SCORE]) == [0.25, None]
+    assert list(batch.columns[PREDICTION]) == [event["prediction"], None]
+    assert list(batch.columns["a"]) == [1.0, None]
+    assert list(batch.columns["c"]) == [None, "x"]

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from agents import cli
-from schemas.events import Batch, PredictionEvent
+from schemas.events import Batch, FeatureEvent, LabelEvent, PredictionEvent, TrainingRecord
 from schemas.export import PUBLIC, json_schemas
 
 TS_2024 = 1_704_067_200_000  # 2024-01-01T00:00:00Z in epoch ms
@@ -218,3 +218,98 @@ def test_cli_schemas_export_writes_parseable_files(
         doc = orjson.loads((out / f"{name}.schema.json").read_bytes())
         assert doc["title"] == name
     assert f"wrote {len(PUBLIC)} JSON Schema files" in capsys.readouterr().out
+
+
+# -- the hot-path rows agree with the models they are derived from -------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from pydantic import TypeAdapter  # noqa: E402
+
+from schemas.events import row_type  # noqa: E402
+
+_json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+)
+_values = st.one_of(
+    _json_scalars,
+    st.lists(_json_scalars, max_size=2),
+    st.dictionaries(st.text(max_size=3), _json_scalars, max_size=3),
+)
+_fields = st.sampled_from(
+    [
+        "request_id",
+        "model",
+        "model_version",
+        "ts",
+        "prediction",
+        "score",
+        "features",
+        "variant",
+        "latency_ms",
+        "error",
+        "segment",
+        "label",
+        "record_id",
+        "source",
+        "extra",
+    ]
+)
+_plausible = {
+    "request_id": st.text(max_size=5),
+    "model": st.text(max_size=5),
+    "model_version": st.text(max_size=3),
+    "ts": st.one_of(st.floats(0, 2e9), st.text(max_size=25)),
+    "variant": st.sampled_from(["champion", "canary", "bogus"]),
+    "features": st.dictionaries(st.text(max_size=3), _values, max_size=3),
+}
+
+
+_VALID = {
+    "request_id": "r1",
+    "model": "m",
+    "model_version": "v1",
+    "ts": 1.8e9,
+    "prediction": 1,
+    "score": 0.3,
+    "features": {"a": 1.0, "b": "x", "c": True},
+    "label": 1,
+    "record_id": "x1",
+    "source": "s",
+    "variant": "canary",
+    "latency_ms": 3.0,
+    "error": False,
+}
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> dict[str, object]:
+    """A valid event of every type, with some fields dropped and some replaced."""
+    event = dict(_VALID)
+    for key in draw(st.sets(st.sampled_from(sorted(_VALID)), max_size=3)):
+        del event[key]
+    for key in draw(st.sets(_fields, max_size=3)):
+        event[key] = draw(_plausible.get(key, _values))
+    return event
+
+
+@pytest.mark.parametrize("model", [PredictionEvent, FeatureEvent, LabelEvent, TrainingRecord])
+@settings(max_examples=300, deadline=None)
+@given(event=_events())
+def test_rows_accept_exactly_what_the_model_accepts(model: type, event: dict[str, object]) -> None:
+    rows = TypeAdapter(row_type(model))
+    try:
+        model.model_validate(event)
+        model_ok = True
+    except ValidationError:
+        model_ok = False
+    try:
+        rows.validate_python(event)
+        row_ok = True
+    except ValidationError:
+        row_ok = False
+    assert row_ok == model_ok
