@@ -126,5 +126,7 @@ def row_type(model: type[BaseModel]) -> Any:
         annotation: Any = info.annotation
         if info.metadata:
             annotation = Annotated[(annotation, *info.metadata)]
-        fields[name] = annotation if info.is_required() else typing_extensions.NotRequired[annotation]
+        if not info.is_required():
+            annotation = typing_extensions.NotRequired[annotation]
+        fields[name] = annotation
     return typing_extensions.TypedDict(f"{model.__name__}Row", fields)  # type: ignore[operator]
