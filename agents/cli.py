@@ -102,6 +102,28 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reference_build(args: argparse.Namespace) -> int:
+    from agents import reference_build
+
+    settings = _settings(args)
+    policy = _policy(settings).drift_for(args.model)
+    profile = reference_build.build(Path(args.data), model=args.model, version=args.version,
+                                    policy=policy, score_column=args.score_column)
+    names = sorted(profile.features)
+    print(f"reference profile for {args.model}@{args.version}: {profile.n} records, "
+          f"{len(names)} columns ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
+    if args.out:
+        Path(args.out).write_text(profile.model_dump_json(indent=2))
+        print(f"written to {args.out}")
+    if not args.no_publish:
+        from agents.topics import ensure_topics
+
+        ensure_topics(settings)
+        reference_build.publish(profile, settings)
+        print(f"published to {settings.topic('references')} as {args.model}@{args.version}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from agents import bench
 
@@ -182,6 +204,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--status")
     p.add_argument("--idle-timeout", type=float, help="stop after this many quiet seconds")
     p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("reference", help="reference profiles of model versions")
+    rsub = p.add_subparsers(dest="action", required=True)
+    r = rsub.add_parser("build", help="profile training data and publish it to `references`")
+    _common(r)
+    r.add_argument("--model", required=True)
+    r.add_argument("--version", required=True)
+    r.add_argument("--data", required=True, help="CSV, JSON lines or Parquet file")
+    r.add_argument("--policy", help="policy YAML (bins, fine_bins, top_k); env DRIFTLINE_POLICY")
+    r.add_argument("--score-column", default="score", help="the model's score, if present")
+    r.add_argument("--out", help="also write the profile as JSON to this file")
+    r.add_argument("--no-publish", action="store_true", help="do not publish to Kafka")
+    r.set_defaults(func=cmd_reference_build)
 
     p = sub.add_parser("bench", help="measure the drift agent's throughput end to end")
     p.add_argument("--events", type=int, default=200_000)

@@ -23,9 +23,14 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         predictions_topic=settings.topic("predictions"),
         features_topic=settings.topic("features"),
         max_message_bytes=settings.max_message_bytes,
+        references_topic=settings.topic("references"),
     )
+    # References ride in the same stream so that a profile and the windows it
+    # judges are handled in order by one agent. (With several partitions the
+    # references topic must be keyed so a model's profile lands with its events;
+    # see README, scale-out.)
     source = app.topic(
-        settings.topic("predictions"), settings.topic("features"),
+        settings.topic("predictions"), settings.topic("features"), settings.topic("references"),
         key_type=bytes, value_type=bytes,
     )
     drift = app.topic(settings.topic("drift"), key_type=bytes, value_type=bytes)

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from agents import state as codec_state
 from agents.codec import Codec, Origin, Row, dead_letter
 from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy
+from schemas.reference import ReferenceProfile
 from schemas.reports import DeadLetter, DriftReport
 from streams.batch import FeatureBatch, Value
 from streams.drift.monitor import PREDICTION, SCORE, DriftMonitor
@@ -43,9 +45,15 @@ class DriftHandler:
     MAX_CACHED_REFERENCES = 1024
 
     def __init__(
-        self, *, policy: Policy, predictions_topic: str, features_topic: str,
+        self,
+        *,
+        policy: Policy,
+        predictions_topic: str,
+        features_topic: str,
         max_message_bytes: int,
+        references_topic: str = "references",
     ) -> None:
+        self.references_topic = references_topic
         self.policy = policy
         self.predictions_topic = predictions_topic
         self.features_topic = features_topic
@@ -71,6 +79,9 @@ class DriftHandler:
         self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
     ) -> Outcome:
         out = Outcome()
+        if origin.topic == self.references_topic:
+            self._store_profile(raw, origin, table, out)
+            return out
         decoded = self._codecs[origin.topic].decode(raw, origin)
         out.dead.extend(decoded.dead)
         key = origin.key.decode("utf-8", "replace") if origin.key is not None else None
@@ -87,7 +98,11 @@ class DriftHandler:
         return out
 
     def _fold(
-        self, model: str, version: str, events: list[Row], table: MutableMapping[bytes, bytes],
+        self,
+        model: str,
+        version: str,
+        events: list[Row],
+        table: MutableMapping[bytes, bytes],
     ) -> list[DriftReport]:
         """Read the version's state, fold the events in, close windows, write it back.
 
@@ -110,6 +125,36 @@ class DriftHandler:
             self._references[ref_key] = (raw, reference)
         table[state_key] = codec_state.dumps({**state, "reference": None})
         return reports
+
+    def _store_profile(
+        self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes], out: Outcome
+    ) -> None:
+        """A ReferenceProfile replaces the version's reference from its next window on."""
+        try:
+            profile = ReferenceProfile.model_validate_json(raw or b"")
+        except ValidationError as exc:
+            out.dead.append(
+                dead_letter(
+                    origin,
+                    f"not a valid ReferenceProfile: {exc.errors()[0]['msg']} at "
+                    f"{'.'.join(str(p) for p in exc.errors()[0]['loc']) or '(message)'}; build "
+                    "profiles with `driftline reference build`",
+                    raw or b"",
+                    agent=self.AGENT,
+                )
+            )
+            return
+        reference = {
+            "kind": "profile",
+            "start_ms": int(profile.created_at.timestamp() * 1000),
+            "end_ms": int(profile.created_at.timestamp() * 1000),
+            "n": profile.n,
+            "source": profile.source,
+            "features": {k: v.model_dump() for k, v in profile.features.items()},
+        }
+        key = f"{profile.model}@{profile.model_version}".encode() + REFERENCE_SUFFIX
+        table[key] = codec_state.dumps(reference)
+        out.counted += 1
 
     def _reference(self, key: bytes, raw: bytes) -> Any:
         """Decoded reference, cached while the stored bytes are unchanged."""

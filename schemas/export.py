@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from schemas.commands import Command, DeploymentEvent
 from schemas.events import Batch, FeatureEvent, LabelEvent, PredictionEvent, TrainingRecord
 from schemas.policy import Policy
+from schemas.reference import ReferenceProfile
 from schemas.reports import (
     DeadLetter,
     DriftReport,
@@ -34,6 +35,7 @@ PUBLIC: dict[str, type[BaseModel]] = {
     "QuarantinedRecord": QuarantinedRecord,
     "DeadLetter": DeadLetter,
     "Policy": Policy,
+    "ReferenceProfile": ReferenceProfile,
 }
 
 

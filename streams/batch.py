@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 Value = bool | int | float | str | None
+Kind = Literal["numeric", "categorical"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,20 @@ def categorical_column(values: Iterable[Value]) -> list[str | None]:
         else:
             out.append(str(v))
     return out
+
+
+def infer_kind(values: Sequence[Value]) -> Kind | None:
+    """Numbers are numeric; strings and booleans categorical; all-None says nothing.
+
+    >>> infer_kind([None, 3.5]), infer_kind(["a"]), infer_kind([True]), infer_kind([None])
+    ('numeric', 'categorical', 'categorical', None)
+    >>> infer_kind(np.array([1.5, 2.0]))
+    'numeric'
+    """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        return "numeric" if values.size else None
+    for v in values:
+        if v is None:
+            continue
+        return "numeric" if type(v) is float or type(v) is int else "categorical"
+    return None

@@ -21,22 +21,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas.policy import DriftPolicy
 from schemas.reports import DriftReport, DriftStatus, FeatureDrift, ReferenceInfo
-from streams.batch import FeatureBatch, Value, categorical_column, numeric_column
+from streams.batch import (
+    FeatureBatch,
+    Kind,
+    Value,
+    categorical_column,
+    infer_kind,
+    numeric_column,
+)
 from streams.drift.compare import Comparison, compare_categorical, compare_numeric
 from streams.drift.psi import psi_noise_threshold
 from streams.drift.reference import ReferenceFeature, categorical_reference, numeric_reference
 from streams.summaries.categorical import CategoricalState, CategoricalSummary
 from streams.summaries.numeric import NumericState, NumericSummary
 from streams.windows import closable, window_starts_ms
-
-Kind = Literal["numeric", "categorical"]
 
 #: Pseudo-features for the model's output; reported under ``prediction``.
 SCORE = "@score"
@@ -56,11 +61,15 @@ class WindowAcc(TypedDict):
 
 
 class Reference(TypedDict):
+    """Warm-up: built from the version's first windows. Profile: from training data
+    (``driftline reference build``); then ``start_ms``/``end_ms`` are its build time."""
+
     kind: Literal["warmup", "profile"]
     start_ms: int
     end_ms: int
     n: int
     features: dict[str, ReferenceFeature]
+    source: NotRequired[str]
 
 
 class VersionState(TypedDict):
@@ -78,23 +87,6 @@ class VersionState(TypedDict):
     streaks: dict[str, int]  # windows in a row each judged feature has been flagged
 
 
-def infer_kind(values: Sequence[Value]) -> Kind | None:
-    """Numbers are numeric; strings and booleans categorical; all-None says nothing.
-
-    >>> infer_kind([None, 3.5]), infer_kind(["a"]), infer_kind([True]), infer_kind([None])
-    ('numeric', 'categorical', 'categorical', None)
-    >>> infer_kind(np.array([1.5, 2.0]))
-    'numeric'
-    """
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        return "numeric" if values.size else None
-    for v in values:
-        if v is None:
-            continue
-        return "numeric" if type(v) is float or type(v) is int else "categorical"
-    return None
-
-
 def anchor_of(values: Sequence[Value]) -> float:
     """A typical value of a numeric feature: the median of its first ``ANCHOR_SAMPLE`` values.
 
@@ -108,6 +100,23 @@ def anchor_of(values: Sequence[Value]) -> float:
     finite = numeric_column(values[:ANCHOR_SAMPLE])
     finite = finite[~np.isnan(finite)]
     return float(np.median(finite)) if finite.size else 0.0
+
+
+def _reference_info(ref: Reference) -> ReferenceInfo:
+    if ref["kind"] == "warmup":
+        return ReferenceInfo(
+            kind="warmup",
+            window_start=_iso(ref["start_ms"]),
+            window_end=_iso(ref["end_ms"]),
+            n=ref["n"],
+            note="warm-up reference: the first events of this version",
+        )
+    return ReferenceInfo(
+        kind="profile",
+        n=ref["n"],
+        note=f"reference profile from {ref.get('source') or 'training data'}, built "
+        f"{_iso(ref['start_ms']).isoformat()}",
+    )
 
 
 def _iso(ms: int) -> datetime:
@@ -392,15 +401,7 @@ class DriftMonitor:
             window_end=_iso(acc["start_ms"] + p.window),
             n=acc["n"],
             late=late,
-            reference=ReferenceInfo(
-                kind=ref["kind"],
-                window_start=_iso(ref["start_ms"]),
-                window_end=_iso(ref["end_ms"]),
-                n=ref["n"],
-                note="warm-up reference: the first events of this version"
-                if ref["kind"] == "warmup"
-                else "",
-            ),
+            reference=_reference_info(ref),
             features=results,
             prediction=prediction,
             status=status,

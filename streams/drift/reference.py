@@ -10,15 +10,15 @@ count as unseen.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from collections.abc import Mapping, Sequence
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
+from streams.batch import Kind, Value, categorical_column, infer_kind, numeric_column
 from streams.summaries.categorical import CategoricalState, CategoricalSummary
 from streams.summaries.numeric import NumericState, NumericSummary
-
-Kind = Literal["numeric", "categorical"]
 
 
 class ReferenceFeature(TypedDict):
@@ -88,3 +88,35 @@ def categorical_reference(state: CategoricalState, *, top_k: int) -> ReferenceFe
         "hi": 0.0,
         "std": 0.0,
     }
+
+
+def profile_features(
+    columns: Mapping[str, Sequence[Value]], *, bins: int, fine_bins: int, top_k: int
+) -> dict[str, ReferenceFeature]:
+    """Reference features from whole columns of training data (a file, not a stream).
+
+    Kinds are inferred as the monitor does: numbers numeric, strings and booleans
+    categorical; a column with no values is left out.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> f = profile_features({"x": rng.normal(size=1000), "c": ["a", "b"] * 500},
+    ...                      bins=10, fine_bins=100, top_k=5)
+    >>> f["x"]["kind"], sum(f["x"]["counts"]), f["c"]["bins"]
+    ('numeric', 1000, ['a', 'b'])
+    """
+    numeric = NumericSummary()
+    categorical = CategoricalSummary()
+    out: dict[str, ReferenceFeature] = {}
+    for name, values in columns.items():
+        kind = infer_kind(values)
+        if kind == "numeric":
+            arr = numeric_column(values)
+            finite = arr[~np.isnan(arr)]
+            anchor = float(np.median(finite[:64])) if finite.size else 0.0
+            st = numeric.update(numeric.initialize(), arr, None, anchor=anchor)
+            out[name] = numeric_reference(numeric, st, bins=bins, fine_bins=fine_bins)
+        elif kind == "categorical":
+            cst = categorical.update(categorical.initialize(), categorical_column(values))
+            out[name] = categorical_reference(cst, top_k=top_k)
+    return out

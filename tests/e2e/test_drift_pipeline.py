@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -53,8 +54,9 @@ def test_shift_is_flagged_and_bad_input_dead_lettered(worker_factory: object) ->
     producer = simulate.make_producer(worker.settings.bootstrap)
     simulate.publish(producer, worker.topic("predictions"), "fraud-detector", messages)
 
-    reports = tail.collect(worker.settings.bootstrap, worker.topic("drift"),
-                           lambda seen: len(seen) >= 4, timeout_s=90)
+    reports = tail.collect(
+        worker.settings.bootstrap, worker.topic("drift"), lambda seen: len(seen) >= 4, timeout_s=90
+    )
     assert len(reports) == 4, f"expected 4 reports, got {len(reports)}; log:\n{worker.log()}"
     by_start = {r["window_start"]: r for r in reports}
     starts = sorted(by_start)
@@ -78,8 +80,12 @@ def test_shift_is_flagged_and_bad_input_dead_lettered(worker_factory: object) ->
         # The score depends on both features, so the prediction drifts too.
         assert report["prediction"]["score"]["status"] != "ok"
 
-    letters = tail.collect(worker.settings.bootstrap, worker.topic("deadletter"),
-                           lambda seen: len(seen) >= 2, timeout_s=30)
+    letters = tail.collect(
+        worker.settings.bootstrap,
+        worker.topic("deadletter"),
+        lambda seen: len(seen) >= 2,
+        timeout_s=30,
+    )
     assert len(letters) == 2
     whole = next(d for d in letters if d["index"] is None)
     assert base64.b64decode(whole["raw"]) == BAD_BATCH
@@ -91,10 +97,95 @@ def test_shift_is_flagged_and_bad_input_dead_lettered(worker_factory: object) ->
 
     # The operator's view of the same topic.
     out = subprocess.run(
-        [sys.executable, "-m", "agents", "tail", "drift", "--broker", worker.settings.bootstrap,
-         "--topic-prefix", worker.prefix, "--from-beginning", "--idle-timeout", "3",
-         "--status", "drift"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=True,
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "tail",
+            "drift",
+            "--broker",
+            worker.settings.bootstrap,
+            "--topic-prefix",
+            worker.prefix,
+            "--from-beginning",
+            "--idle-timeout",
+            "3",
+            "--status",
+            "drift",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=True,
     )
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and all("DRIFT" in line and "amount" in line for line in lines)
+
+
+def test_a_published_reference_profile_is_used_from_the_first_window(
+    worker_factory: object, tmp_path: object
+) -> None:
+    worker = worker_factory(POLICY)  # type: ignore[operator]
+    data = tmp_path / "train.jsonl"  # type: ignore[operator]
+    training = simulate.FraudTraffic(seed=21).events(5000, start_s=T0 - 3600, span_s=600)
+    data.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in training))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "reference",
+            "build",
+            "--model",
+            "fraud-detector",
+            "--version",
+            "v1",
+            "--data",
+            str(data),
+            "--broker",
+            worker.settings.bootstrap,
+            "--topic-prefix",
+            worker.prefix,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=True,
+    )
+    # A team publishes the profile before the version serves: wait until the
+    # worker has consumed it (its committed offset moves past it).
+    _wait_committed(worker, worker.topic("references"), 1, timeout_s=60)
+    traffic = simulate.FraudTraffic(seed=22)
+    messages = _window(traffic, 0, shifted=True)
+    messages += list(simulate.batches(traffic.events(1, start_s=T0 + 61, span_s=1), 500))
+    producer = simulate.make_producer(worker.settings.bootstrap)
+    simulate.publish(producer, worker.topic("predictions"), "fraud-detector", messages)
+
+    (report,) = tail.collect(
+        worker.settings.bootstrap, worker.topic("drift"), lambda seen: len(seen) >= 1, timeout_s=90
+    )
+    assert report["reference"]["kind"] == "profile", worker.log()
+    assert report["n"] == PER_WINDOW
+    flagged = {n for n, f in report["features"].items() if f["status"] != "ok"}
+    assert flagged == set(simulate.SHIFTED)
+
+
+def _wait_committed(worker: object, topic: str, offset: int, *, timeout_s: float) -> None:
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": worker.settings.bootstrap})  # type: ignore[attr-defined]
+    group = worker.settings.app_id  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])]
+        try:
+            result = admin.list_consumer_group_offsets(request)[group].result(timeout=5)
+            if result.topic_partitions[0].offset >= offset:
+                return
+        except Exception:  # the group may not exist yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the worker did not consume {topic} within {timeout_s} s")

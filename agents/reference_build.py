@@ -1,0 +1,162 @@
+"""`driftline reference build`: a model version's reference profile from training data.
+
+Reads CSV, JSON lines or Parquet, bins every feature the way the drift monitor
+does (same policy), and publishes a ReferenceProfile to the compacted
+``references`` topic under ``model@version``. The drift agent then compares
+that version's windows with it instead of a warm-up reference.
+
+Columns: JSON-lines records may nest features under ``features`` (as
+TrainingRecord and PredictionEvent do) or be flat. The model's outputs, when
+present, give prediction drift: ``score`` (or ``--score-column``) and
+``prediction``. Identifier and time columns are left out (``EXCLUDED``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents import simulate
+from agents.config import Settings
+from schemas.errors import DriftlineError
+from schemas.policy import DriftPolicy
+from schemas.reference import ReferenceFeatureProfile, ReferenceProfile
+from streams.drift.monitor import PREDICTION, SCORE
+from streams.drift.reference import profile_features
+
+logger = logging.getLogger(__name__)
+
+EXCLUDED = frozenset(
+    {
+        "request_id",
+        "record_id",
+        "ts",
+        "label",
+        "model",
+        "model_version",
+        "source",
+        "variant",
+        "latency_ms",
+        "error",
+        "segment",
+        "probabilities",
+    }
+)
+
+
+class ReferenceDataError(DriftlineError):
+    """The reference data file cannot be read or holds no usable feature."""
+
+
+def _cell(text: str) -> float | str | None:
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of a .csv, .jsonl/.ndjson/.json (one object per line) or .parquet file."""
+    if not path.is_file():
+        raise ReferenceDataError(f"cannot read reference data {path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8") as handle:
+                return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        if suffix in {".jsonl", ".ndjson", ".json"}:
+            records = []
+            with path.open("rb") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        raise ReferenceDataError(
+                            f"{path}, line {number}: not valid JSON ({exc})"
+                        ) from exc
+                    if not isinstance(record, dict):
+                        raise ReferenceDataError(f"{path}, line {number}: not a JSON object")
+                    records.append(record)
+            return records
+        if suffix == ".parquet":
+            try:
+                import pyarrow.parquet as pq  # optional: pip install 'driftline[parquet]'
+            except ImportError as exc:
+                raise ReferenceDataError(
+                    "reading Parquet needs pyarrow: pip install 'driftline[parquet]'"
+                ) from exc
+            return list(pq.read_table(path).to_pylist())
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReferenceDataError(f"cannot read reference data {path}: {exc}") from exc
+    raise ReferenceDataError(
+        f"{path}: unknown format {suffix!r}; use .csv, .jsonl (JSON lines) or .parquet"
+    )
+
+
+def columns_of(
+    records: list[dict[str, Any]],
+    *,
+    score_column: str = "score",
+    prediction_column: str = "prediction",
+) -> dict[str, list[Any]]:
+    rows = []
+    for record in records:
+        nested = record.get("features")
+        row = (
+            dict(nested)
+            if isinstance(nested, dict)
+            else {k: v for k, v in record.items() if k not in EXCLUDED and k != "features"}
+        )
+        row.pop(score_column, None)
+        row.pop(prediction_column, None)
+        if record.get(score_column) is not None:
+            row[SCORE] = record[score_column]
+        if record.get(prediction_column) is not None:
+            row[PREDICTION] = record[prediction_column]
+        rows.append(row)
+    names = sorted(set().union(*rows)) if rows else []
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+def build(
+    path: Path,
+    *,
+    model: str,
+    version: str,
+    policy: DriftPolicy,
+    score_column: str = "score",
+) -> ReferenceProfile:
+    records = read_records(path)
+    if not records:
+        raise ReferenceDataError(f"{path}: no records")
+    columns = columns_of(records, score_column=score_column)
+    features = profile_features(
+        columns, bins=policy.bins, fine_bins=policy.fine_bins, top_k=policy.top_k
+    )
+    if not [f for f in features if f not in (SCORE, PREDICTION)]:
+        raise ReferenceDataError(f"{path}: no feature column with values")
+    return ReferenceProfile(
+        model=model,
+        model_version=version,
+        created_at=datetime.now(UTC),
+        source=path.name,
+        n=len(records),
+        features={k: ReferenceFeatureProfile.model_validate(v) for k, v in features.items()},
+    )
+
+
+def publish(profile: ReferenceProfile, settings: Settings) -> None:
+    producer = simulate.make_producer(settings.bootstrap)
+    key = f"{profile.model}@{profile.model_version}"
+    simulate.publish(
+        producer, settings.topic("references"), key, [profile.model_dump_json().encode()]
+    )
