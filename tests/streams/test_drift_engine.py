@@ -24,8 +24,13 @@ N_FEATURES = 20
 
 
 def _stream(
-    rng: np.random.Generator, windows: int, per_window: int, *, shift_from: int | None = None,
-    shift: dict[str, float] | None = None, cat_shift_from: int | None = None,
+    rng: np.random.Generator,
+    windows: int,
+    per_window: int,
+    *,
+    shift_from: int | None = None,
+    shift: dict[str, float] | None = None,
+    cat_shift_from: int | None = None,
 ) -> list[FeatureBatch]:
     batches = []
     for w in range(windows):
@@ -66,8 +71,9 @@ def test_a_million_stationary_events_raise_no_drift() -> None:
 
 def test_a_small_mean_shift_in_two_features_is_flagged_within_two_windows() -> None:
     # 0.3 standard deviations: PSI about 0.09, under the 0.2 rule of thumb
-    reports = _run(_stream(np.random.default_rng(2), 8, 50_000, shift_from=5,
-                           shift={"x3": 0.3, "x5": 0.3}))
+    reports = _run(
+        _stream(np.random.default_rng(2), 8, 50_000, shift_from=5, shift={"x3": 0.3, "x5": 0.3})
+    )
     before, onset, second = reports[4], reports[5], reports[6]
     assert before.status == "ok"
     assert onset.status == "warn" and set(onset.drifted_features) == {"x3", "x5"}
@@ -97,8 +103,12 @@ def test_replaying_the_same_input_gives_identical_reports() -> None:
 def test_noise_alone_flags_no_more_windows_than_the_false_alarm_rate() -> None:
     # psi_warn tiny, so only the noise threshold stands between noise and a flag.
     far = 0.05
-    reports = _run(_stream(np.random.default_rng(5), 120, 2_000), psi_warn=1e-9,
-                   false_alarm_rate=far, consecutive=100)
+    reports = _run(
+        _stream(np.random.default_rng(5), 120, 2_000),
+        psi_warn=1e-9,
+        false_alarm_rate=far,
+        consecutive=100,
+    )
     judged = reports[1:]
     flagged = sum(1 for r in judged if r.status != "ok")
     # Bonferroni makes the rate at most far; allow sampling error of 119 windows.
@@ -112,10 +122,12 @@ def test_metrics_agree_with_scipy_on_the_raw_data() -> None:
     cats_ref = rng.choice(list("abcd"), 20_000, p=[0.4, 0.3, 0.2, 0.1])
     cats_cur = rng.choice(list("abcde"), 20_000, p=[0.3, 0.3, 0.2, 0.1, 0.1])
     batches = [
-        FeatureBatch(ts_ms=np.zeros(20_000, dtype=np.int64),
-                     columns={"x": ref, "c": cats_ref.tolist()}),
-        FeatureBatch(ts_ms=np.full(20_000, W, dtype=np.int64),
-                     columns={"x": cur, "c": cats_cur.tolist()}),
+        FeatureBatch(
+            ts_ms=np.zeros(20_000, dtype=np.int64), columns={"x": ref, "c": cats_ref.tolist()}
+        ),
+        FeatureBatch(
+            ts_ms=np.full(20_000, W, dtype=np.int64), columns={"x": cur, "c": cats_cur.tolist()}
+        ),
         FeatureBatch(ts_ms=np.array([2 * W]), columns={"x": [0.0]}),
     ]
     report = _run(batches, min_reference_events=10_000)[1]
@@ -143,8 +155,9 @@ def test_bytes_per_feature_window_are_bounded() -> None:
     # JSON (fine_bins + 1 counts plus range); a categorical one at most about
     # 40 bytes per tracked category (100 at most).
     batches = _stream(np.random.default_rng(7), 3, 50_000)
-    monitor = DriftMonitor(policy=DriftPolicy(window="60s", allowed_lateness="0s",
-                                              min_reference_events=1000))
+    monitor = DriftMonitor(
+        policy=DriftPolicy(window="60s", allowed_lateness="0s", min_reference_events=1000)
+    )
     state = monitor.initialize("m", "v1")
     for batch in batches[:-1]:
         state = monitor.update(state, batch)
@@ -153,8 +166,10 @@ def test_bytes_per_feature_window_are_bounded() -> None:
     for name, numeric in window["numeric"].items():
         assert numeric["counts"] is not None, "binned, not sketched, once the reference exists"
         assert len(orjson.dumps(numeric)) <= 1024, name
-    many = FeatureBatch(ts_ms=np.full(5_000, 3 * W, dtype=np.int64),
-                        columns={"channel": [f"cat-{i}" for i in range(5_000)]})
+    many = FeatureBatch(
+        ts_ms=np.full(5_000, 3 * W, dtype=np.int64),
+        columns={"channel": [f"cat-{i}" for i in range(5_000)]},
+    )
     state = monitor.update(state, many)
     categorical = state["windows"][str(3 * W)]["categorical"]["channel"]
     assert categorical["other"] == 5_000 - 100

@@ -40,16 +40,13 @@ from streams.drift.ks import ks_statistic
 from streams.drift.missing import missing_rate_change, unseen_share
 from streams.drift.wasserstein import quantile_grid, wasserstein_from_quantiles
 from streams.summaries.log_histogram import LogHistogram
+from tests.streams.raw import direct_counts
 
 Floats = npt.NDArray[np.float64]
 DECILES = [i / 10 for i in range(1, 10)]
 
 
-def _counts(x: Floats, edges: Floats) -> Floats:
-    """Counts on ``edges[i-1] <= x < edges[i]`` with open outer bins."""
-    outer = np.concatenate(([-np.inf], edges, [np.inf]))
-    counts, _ = np.histogram(x, bins=outer)
-    return counts.astype(np.float64)
+_counts = direct_counts
 
 
 def _ks_at_edges(ref: Floats, cur: Floats, edges: Floats) -> float:
@@ -59,24 +56,22 @@ def _ks_at_edges(ref: Floats, cur: Floats, edges: Floats) -> float:
     return float(np.max(np.abs(f - g)))
 
 
+_PAIRS = {  # kind -> ((ref mean/loc, ref scale), (cur loc, cur scale), distribution)
+    "normal_same": ((0.0, 1.0), (0.0, 1.0), "normal"),
+    "normal_shift": ((0.0, 1.0), (0.5, 1.0), "normal"),
+    "normal_scale": ((0.0, 1.0), (0.0, 2.0), "normal"),
+    "normal_far": ((0.0, 1.0), (3.0, 0.5), "normal"),
+    "lognormal05_same": ((0.0, 0.5), (0.0, 0.5), "lognormal"),
+    "lognormal05_shift": ((0.0, 0.5), (0.2, 0.5), "lognormal"),
+    "lognormal1_same": ((0.0, 1.0), (0.0, 1.0), "lognormal"),
+    "lognormal1_shift": ((0.0, 1.0), (0.3, 1.0), "lognormal"),
+}
+
+
 def _raw_pair(kind: str, rng: np.random.Generator, n_ref: int, n_cur: int) -> tuple[Floats, Floats]:
-    if kind == "normal_same":
-        return rng.normal(0.0, 1.0, n_ref), rng.normal(0.0, 1.0, n_cur)
-    if kind == "normal_shift":
-        return rng.normal(0.0, 1.0, n_ref), rng.normal(0.5, 1.0, n_cur)
-    if kind == "normal_scale":
-        return rng.normal(0.0, 1.0, n_ref), rng.normal(0.0, 2.0, n_cur)
-    if kind == "normal_far":
-        return rng.normal(0.0, 1.0, n_ref), rng.normal(3.0, 0.5, n_cur)
-    if kind == "lognormal05_same":
-        return rng.lognormal(0.0, 0.5, n_ref), rng.lognormal(0.0, 0.5, n_cur)
-    if kind == "lognormal05_shift":
-        return rng.lognormal(0.0, 0.5, n_ref), rng.lognormal(0.2, 0.5, n_cur)
-    if kind == "lognormal1_same":
-        return rng.lognormal(0.0, 1.0, n_ref), rng.lognormal(0.0, 1.0, n_cur)
-    if kind == "lognormal1_shift":
-        return rng.lognormal(0.0, 1.0, n_ref), rng.lognormal(0.3, 1.0, n_cur)
-    raise AssertionError(kind)
+    (ref_loc, ref_scale), (cur_loc, cur_scale), dist = _PAIRS[kind]
+    draw = getattr(rng, dist)
+    return draw(ref_loc, ref_scale, n_ref), draw(cur_loc, cur_scale, n_cur)
 
 
 BAD_SHAPES: list[tuple[object, object]] = [

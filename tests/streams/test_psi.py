@@ -12,16 +12,13 @@ from streams.drift.psi import EPSILON, psi
 from streams.summaries.categorical import CategoricalSummary
 from streams.summaries.log_histogram import LogHistogram
 from streams.summaries.numeric import NumericSummary
+from tests.streams.raw import direct_counts
 
 Floats = npt.NDArray[np.float64]
 DECILES = [i / 10 for i in range(1, 10)]
 
 
-def _direct_counts(x: Floats, edges: Floats) -> Floats:
-    """Counts on ``edges[i-1] <= x < edges[i]`` with open outer bins, by np.histogram."""
-    outer = np.concatenate(([-np.inf], edges, [np.inf]))
-    counts, _ = np.histogram(x, bins=outer)
-    return counts.astype(np.float64)
+_direct_counts = direct_counts
 
 
 def _direct_psi(ref_counts: Floats, cur_counts: Floats) -> float:
