@@ -8,7 +8,7 @@ CLI flag; flags win. Thresholds and windows live in the policy file instead
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 EMBEDDED_BROKER = "127.0.0.1:9092"
@@ -45,11 +45,10 @@ class Settings:
     # Larger messages are dead-lettered instead of decoded.
     max_message_bytes: int = 16 * 1024 * 1024
     log_level: str = "info"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
-        base = cls(**{f.name: _env(f.name, f.default) for f in fields(cls) if f.name != "extra"})
+        base = cls(**{f.name: _env(f.name, f.default) for f in fields(cls)})
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     def topic(self, name: str) -> str:
