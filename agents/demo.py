@@ -28,7 +28,11 @@ drift:
 def _stop_process(proc: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> None:
     if proc.poll() is not None:
         return
-    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:  # it exited between poll() and here
+        proc.wait()
+        return
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -36,7 +40,15 @@ def _stop_process(proc: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> 
         proc.wait()
 
 
+class _Interrupted:
+    """Set by the signal handler, so an interrupt is recognised whichever
+    exception it surfaces as (a client library may wrap it)."""
+
+    seen = False
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    _Interrupted.seen = True
     raise KeyboardInterrupt
 
 
@@ -93,6 +105,11 @@ def run(*, duration_s: float = 90.0, rate: float = 2000.0, time_scale: float = 1
         print("\ndemo finished", flush=True)
         return 0
     except KeyboardInterrupt:
+        print("\ninterrupted; stopping", flush=True)
+        return 130
+    except Exception:
+        if not _Interrupted.seen:
+            raise
         print("\ninterrupted; stopping", flush=True)
         return 130
     finally:

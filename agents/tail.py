@@ -9,6 +9,14 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from schemas.errors import DriftlineError
+
+METADATA_WAIT_S = 10.0
+
+
+class TopicMissing(DriftlineError):
+    """The topic to read does not exist on the broker."""
+
 
 def _assigned_consumer(bootstrap: str, topic: str, *, from_beginning: bool) -> Consumer:
     # Partitions are assigned directly: no consumer group, so nothing to join
@@ -19,11 +27,16 @@ def _assigned_consumer(bootstrap: str, topic: str, *, from_beginning: bool) -> C
         "enable.auto.commit": False,
         "enable.partition.eof": False,
     })
-    meta = consumer.list_topics(topic, timeout=10)
-    info = meta.topics.get(topic)
-    if info is None or info.error is not None or not info.partitions:
-        consumer.close()
-        raise KafkaException(f"topic {topic!r} does not exist on {bootstrap}")
+    # A topic just created may take a moment to show in metadata: wait for it.
+    deadline = time.monotonic() + METADATA_WAIT_S
+    while True:
+        info = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if info is not None and info.error is None and info.partitions:
+            break
+        if time.monotonic() > deadline:
+            consumer.close()
+            raise TopicMissing(f"topic {topic!r} does not exist on {bootstrap}")
+        time.sleep(0.2)
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
     consumer.assign([TopicPartition(topic, p, start) for p in sorted(info.partitions)])
     return consumer

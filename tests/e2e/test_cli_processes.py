@@ -112,9 +112,18 @@ def test_demo_stops_on_ctrl_c_and_leaves_no_process() -> None:
         app_id = f"driftline-demo-{_demo_pid(text)}"
         port = int(re.search(r"broker at 127\.0\.0\.1:(\d+)", text).group(1))
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 130
+        code = proc.wait(timeout=30)
+        assert code == 130, text + proc.stdout.read()
         assert _wait_port_closed(port)
         assert _processes_with(app_id) == []
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_tail_of_a_missing_topic_says_so(broker: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents import tail
+
+    monkeypatch.setattr(tail, "METADATA_WAIT_S", 0.5)
+    with pytest.raises(tail.TopicMissing, match="'no-such-topic' does not exist"):
+        next(tail.messages(broker.bootstrap, "no-such-topic"))  # type: ignore[attr-defined]
