@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from schemas.errors import explain
 from schemas.events import row_type
 from schemas.reports import DeadLetter
 
@@ -57,17 +58,6 @@ def json_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
-
-
-def _explain(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "(event)"
-        parts.append(f"{where}: {item['msg']}")
-    more = error.error_count() - len(parts)
-    if more > 0:
-        parts.append(f"and {more} more")
-    return "; ".join(parts)
 
 
 def dead_letter(
@@ -124,10 +114,11 @@ class Codec(Generic[E]):
                 out.positions.append(index)
             except ValidationError as exc:
                 where = f"event {index} of the batch" if len(items) > 1 else "the event"
+                why = explain(exc, where_empty="(event)", limit=5)
                 out.dead.append(
                     dead_letter(
                         origin,
-                        f"{where} is not a valid {self.model.__name__}: {_explain(exc)}",
+                        f"{where} is not a valid {self.model.__name__}: {why}",
                         orjson.dumps(item),
                         agent=self.agent,
                         index=index,

@@ -16,11 +16,12 @@ from pydantic import ValidationError
 
 from agents import state as codec_state
 from agents.codec import Codec, Origin, Row, dead_letter
+from schemas.errors import explain
 from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
 from schemas.reports import DeadLetter, DriftReport
-from streams.batch import FeatureBatch, Value
+from streams.batch import FeatureBatch
 from streams.drift.monitor import PREDICTION, SCORE, DriftMonitor
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ class DriftHandler:
     ) -> None:
         self.references_topic = references_topic
         self.policy = policy
-        self.predictions_topic = predictions_topic
-        self.features_topic = features_topic
         self._codecs = {
             predictions_topic: Codec(
                 PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT
@@ -113,13 +112,13 @@ class DriftHandler:
         state_key = f"{model}@{version}".encode()
         ref_key = state_key + REFERENCE_SUFFIX
         state = codec_state.loads(table.get(state_key)) or monitor.initialize(model, version)
-        had_reference = state.get("reference") is not None or ref_key in table
-        if state.get("reference") is None and had_reference:
-            state["reference"] = self._reference(ref_key, table[ref_key])
+        stored = table.get(ref_key)  # the state is stored without its reference
+        if stored is not None:
+            state["reference"] = self._reference(ref_key, stored)
         state = monitor.update(state, to_batch(events))
         state, reports = monitor.close_ready(state)
         reference = state["reference"]
-        if reference is not None and not had_reference:
+        if reference is not None and stored is None:
             raw = codec_state.dumps(reference)
             table[ref_key] = raw
             self._references[ref_key] = (raw, reference)
@@ -136,8 +135,8 @@ class DriftHandler:
             out.dead.append(
                 dead_letter(
                     origin,
-                    f"not a valid ReferenceProfile: {exc.errors()[0]['msg']} at "
-                    f"{'.'.join(str(p) for p in exc.errors()[0]['loc']) or '(message)'}; build "
+                    "not a valid ReferenceProfile: "
+                    f"{explain(exc, where_empty='(message)', limit=3)}; build "
                     "profiles with `driftline reference build`",
                     raw or b"",
                     agent=self.AGENT,
@@ -168,27 +167,26 @@ class DriftHandler:
         return reference
 
     def _wrong_key(self, origin: Origin, key: str, event: Row, index: int) -> DeadLetter:
-        body = orjson.loads(codec_state.dumps(event))  # datetimes as RFC 3339 strings
+        raw = codec_state.dumps(event)  # datetimes as RFC 3339 strings
         return dead_letter(
             origin,
             f"event {index} of the message is for model {event['model']!r} but the message key is "
             f"{key!r}; "
             "key each message by its events' model so a model's windows live on one partition",
-            codec_state.dumps(body),
+            raw,
             agent=self.AGENT,
             index=index,
-            event=body,
+            event=orjson.loads(raw),
         )
 
 
 def to_batch(events: list[Row]) -> FeatureBatch:
     """Columns of the events' features, plus the model's score and prediction (if any)."""
-    rows: list[dict[str, Value]] = []
-    for e in events:
-        row: dict[str, Value] = dict(e.get("features") or {})
-        if "prediction" in e:
-            row[SCORE] = e.get("score")
-            row[PREDICTION] = e["prediction"]
-        rows.append(row)
     ts = [int(e["ts"].timestamp() * 1000) for e in events]
-    return FeatureBatch.from_rows(ts, rows)
+    batch = FeatureBatch.from_rows(ts, [e.get("features") or {} for e in events])
+    if any("prediction" in e for e in events):  # FeatureEvents have no outputs
+        columns = dict(batch.columns)
+        columns[SCORE] = [e.get("score") for e in events]
+        columns[PREDICTION] = [e.get("prediction") for e in events]
+        batch = FeatureBatch(ts_ms=batch.ts_ms, columns=columns)
+    return batch

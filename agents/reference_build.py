@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from agents.config import Settings
 from schemas.errors import DriftlineError
 from schemas.policy import DriftPolicy
 from schemas.reference import ReferenceFeatureProfile, ReferenceProfile
+from streams.batch import columns_from_rows
 from streams.drift.monitor import PREDICTION, SCORE
 from streams.drift.reference import profile_features
 
@@ -107,7 +109,7 @@ def columns_of(
     *,
     score_column: str = "score",
     prediction_column: str = "prediction",
-) -> dict[str, list[Any]]:
+) -> dict[str, Sequence[Any]]:
     rows = []
     for record in records:
         nested = record.get("features")
@@ -123,8 +125,7 @@ def columns_of(
         if record.get(prediction_column) is not None:
             row[PREDICTION] = record[prediction_column]
         rows.append(row)
-    names = sorted(set().union(*rows)) if rows else []
-    return {name: [row.get(name) for row in rows] for name in names}
+    return columns_from_rows(rows)
 
 
 def build(

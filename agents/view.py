@@ -63,11 +63,10 @@ def render(topic: str, value: bytes, *, colour: bool | None = None) -> str:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError:
         return value.decode("utf-8", "replace")
-    base = topic.rsplit(".", 1)[-1] if topic.endswith("deadletter") else topic
     try:
-        if base.endswith("drift"):
+        if topic.endswith("drift"):
             return drift_line(doc, colour=colour)
-        if base.endswith("deadletter"):
+        if topic.endswith("deadletter"):
             return deadletter_line(doc, colour=colour)
     except (KeyError, TypeError):
         pass

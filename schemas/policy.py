@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.errors import DriftlineError
+from schemas.errors import DriftlineError, explain
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -149,14 +149,6 @@ class Policy(_Section):
         return override.drift if override and override.drift else self.drift
 
 
-def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        lines.append(f"{where}: {item['msg']}")
-    return "; ".join(lines)
-
-
 def parse_policy(text: str, *, source: str = "policy") -> Policy:
     """Validate a YAML policy document; raise PolicyError naming field and reason."""
     try:
@@ -168,7 +160,7 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(f"{source}: {_describe(exc)}") from exc
+        raise PolicyError(f"{source}: {explain(exc, where_empty='(top level)')}") from exc
 
 
 def load_policy(path: str) -> Policy:

@@ -36,25 +36,29 @@ class FeatureBatch:
         >>> list(b.columns["b"])
         [None, 'x']
         """
-        names = sorted(set().union(*rows)) if rows else []
-        columns: dict[str, Sequence[Value]]
-        if len(names) > 1:
-            pick = itemgetter(*names)
-            try:  # every event carries every feature: transpose at C speed
-                columns = dict(
-                    zip(names, zip(*[pick(row) for row in rows], strict=True), strict=True)
-                )
-            except KeyError:
-                columns = {name: [row.get(name) for row in rows] for name in names}
-        else:
-            columns = {name: [row.get(name) for row in rows] for name in names}
-        return cls(ts_ms=np.asarray(ts_ms, dtype=np.int64), columns=columns)
+        return cls(ts_ms=np.asarray(ts_ms, dtype=np.int64), columns=columns_from_rows(rows))
 
     def select(self, mask: npt.NDArray[np.bool_]) -> FeatureBatch:
         """The events where ``mask`` is true."""
         idx = np.flatnonzero(mask).tolist()
         columns = {name: [col[i] for i in idx] for name, col in self.columns.items()}
         return FeatureBatch(ts_ms=self.ts_ms[idx], columns=columns)
+
+
+def columns_from_rows(rows: Sequence[Mapping[str, Value]]) -> dict[str, Sequence[Value]]:
+    """Rows of ``{name: value}`` as columns (sorted names); a missing key becomes None.
+
+    >>> columns_from_rows([{"a": 1.0}, {"a": 2.0, "b": "x"}])
+    {'a': [1.0, 2.0], 'b': [None, 'x']}
+    """
+    names = sorted(set().union(*rows)) if rows else []
+    if len(names) > 1:
+        pick = itemgetter(*names)
+        try:  # every row carries every name: transpose at C speed
+            return dict(zip(names, zip(*[pick(row) for row in rows], strict=True), strict=True))
+        except KeyError:
+            pass
+    return {name: [row.get(name) for row in rows] for name in names}
 
 
 def numeric_column(values: Sequence[Value] | npt.NDArray[Any]) -> npt.NDArray[np.float64]:
@@ -114,3 +118,22 @@ def infer_kind(values: Sequence[Value]) -> Kind | None:
             continue
         return "numeric" if type(v) is float or type(v) is int else "categorical"
     return None
+
+
+#: Values whose median anchors a numeric feature's warm-up sketch.
+ANCHOR_SAMPLE = 64
+
+
+def anchor_of(values: Sequence[Value]) -> float:
+    """A typical value of a numeric feature: the median of its first ``ANCHOR_SAMPLE`` values.
+
+    Taken from the first message that carries the feature; using only its first
+    values keeps the anchor (and so the bins) the same however producers batch,
+    as long as batches hold at least ``ANCHOR_SAMPLE`` events.
+
+    >>> anchor_of([2019, 2021, None, 2020.0])
+    2020.0
+    """
+    finite = numeric_column(values[:ANCHOR_SAMPLE])
+    finite = finite[~np.isnan(finite)]
+    return float(np.median(finite)) if finite.size else 0.0

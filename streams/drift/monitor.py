@@ -19,7 +19,6 @@ categorical bins are its ``top_k`` categories plus "other".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal, NotRequired, TypedDict
 
@@ -31,7 +30,7 @@ from schemas.reports import DriftReport, DriftStatus, FeatureDrift, ReferenceInf
 from streams.batch import (
     FeatureBatch,
     Kind,
-    Value,
+    anchor_of,
     categorical_column,
     infer_kind,
     numeric_column,
@@ -47,8 +46,6 @@ from streams.windows import closable, window_starts_ms
 SCORE = "@score"
 PREDICTION = "@prediction"
 _OUTPUTS = {SCORE: "score", PREDICTION: "class"}
-#: Values whose median anchors a numeric feature's warm-up sketch.
-ANCHOR_SAMPLE = 64
 #: Names of features beyond ``max_features`` remembered for the report.
 MAX_UNTRACKED_NAMES = 20
 
@@ -85,21 +82,6 @@ class VersionState(TypedDict):
     closed_until_ms: int | None
     late: int
     streaks: dict[str, int]  # windows in a row each judged feature has been flagged
-
-
-def anchor_of(values: Sequence[Value]) -> float:
-    """A typical value of a numeric feature: the median of its first ``ANCHOR_SAMPLE`` values.
-
-    Taken from the first message that carries the feature; using only its first
-    values keeps the anchor (and so the bins) the same however producers batch,
-    as long as batches hold at least ``ANCHOR_SAMPLE`` events.
-
-    >>> anchor_of([2019, 2021, None, 2020.0])
-    2020.0
-    """
-    finite = numeric_column(values[:ANCHOR_SAMPLE])
-    finite = finite[~np.isnan(finite)]
-    return float(np.median(finite)) if finite.size else 0.0
 
 
 def _reference_info(ref: Reference) -> ReferenceInfo:

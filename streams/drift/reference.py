@@ -16,7 +16,14 @@ from typing import TypedDict
 import numpy as np
 import numpy.typing as npt
 
-from streams.batch import Kind, Value, categorical_column, infer_kind, numeric_column
+from streams.batch import (
+    Kind,
+    Value,
+    anchor_of,
+    categorical_column,
+    infer_kind,
+    numeric_column,
+)
 from streams.summaries.categorical import CategoricalState, CategoricalSummary
 from streams.summaries.numeric import NumericState, NumericSummary
 
@@ -111,10 +118,9 @@ def profile_features(
     for name, values in columns.items():
         kind = infer_kind(values)
         if kind == "numeric":
-            arr = numeric_column(values)
-            finite = arr[~np.isnan(arr)]
-            anchor = float(np.median(finite[:64])) if finite.size else 0.0
-            st = numeric.update(numeric.initialize(), arr, None, anchor=anchor)
+            st = numeric.update(
+                numeric.initialize(), numeric_column(values), None, anchor=anchor_of(values)
+            )
             out[name] = numeric_reference(numeric, st, bins=bins, fine_bins=fine_bins)
         elif kind == "categorical":
             cst = categorical.update(categorical.initialize(), categorical_column(values))

@@ -230,7 +230,7 @@ class LogHistogram:
         return _clip(anchor + (mag if key > 0 else -mag))
 
     def _insides(self, keys: npt.NDArray[np.int64], anchor: float) -> Floats:
-        """Vectorised :meth:`_inside`: a value strictly inside each bucket."""
+        """A value strictly inside each bucket (its centre), for placing its count in a bin."""
         j = (self._j0 + np.abs(keys) - 1).astype(np.float64)
         with np.errstate(over="ignore"):
             lo = np.minimum(np.exp(j * self._log_gamma), _FLOAT_MAX)
@@ -238,13 +238,6 @@ class LogHistogram:
         mid = lo / 2 + hi / 2
         out = np.clip(anchor + np.where(keys > 0, mid, -mid), -_FLOAT_MAX, _FLOAT_MAX)
         return np.where(keys == 0, anchor, out)
-
-    def _inside(self, key: int, anchor: float) -> float:
-        """A value strictly inside the bucket, for placing its count in a bin."""
-        if key == 0:
-            return anchor
-        lo, hi = self.bounds(key, anchor)
-        return lo / 2 + hi / 2
 
 
 def _clip(value: float) -> float:
