@@ -88,6 +88,7 @@ def _report_ms(repeat: int) -> float:
     monitor = DriftMonitor(policy=DriftPolicy(window=60, allowed_lateness=0))
     cols = simulate.FraudTraffic(seed=3).columns(20_000)
     cols.pop("@score")
+    cols.pop("@label")
 
     def batch(minute: int) -> FeatureBatch:
         idx = rng.integers(0, 20_000, 5_000)
@@ -164,7 +165,8 @@ def _worker_rate(
         producer = simulate.make_producer(bootstrap)
         simulate.publish(producer, settings.topic("predictions"), "fraud-detector", messages)
         env_args = ["--broker", bootstrap, "--topic-prefix", prefix, "--app-id", settings.app_id,
-                    "--policy", str(workdir / "policy.yaml"), "--log-level", "warn"]
+                    "--policy", str(workdir / "policy.yaml"), "--log-level", "warn",
+                    "--agents", "drift"]
         with open(workdir / "worker.log", "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "agents", "worker", *env_args],
                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL)

@@ -80,8 +80,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         duration_s=args.duration, scenario=args.scenario, shift_at=args.shift_at,
         time_scale=args.time_scale, batch_size=args.batch_size, seed=args.seed,
         model=args.model, version=args.version,
+        labels_topic=None if args.no_labels else settings.topic("labels"),
+        label_delay_s=args.label_delay, label_share=args.label_share,
     )
-    print(f"published {sent} prediction events to {settings.topic('predictions')}")
+    print(f"published {sent} prediction events to {settings.topic('predictions')}"
+          + ("" if args.no_labels else f" and their labels to {settings.topic('labels')}"))
     return 0
 
 
@@ -169,7 +172,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the agents (a Faust worker)")
     _common(p)
     p.add_argument("--policy", help="policy YAML file (env DRIFTLINE_POLICY)")
-    p.add_argument("--agents", default="drift", help="comma-separated subset of agents")
+    p.add_argument("--agents", default="drift,kpi",
+                   help="comma-separated subset of agents (default: all: drift,kpi)")
     p.add_argument("--app-id", help="Faust app id = consumer group (env DRIFTLINE_APP_ID)")
     p.add_argument("--partitions", type=int, help="partitions for topics it creates")
     p.add_argument("--store", help="table store: memory:// or rocksdb://")
@@ -184,7 +188,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="publish realistic fraud-model traffic")
     _common(p)
-    p.add_argument("--scenario", default="none", choices=["none", "drift"])
+    p.add_argument("--scenario", default="none", choices=["none", "drift", "concept"],
+                   help="drift: two features shift; concept: P(label | features) changes")
     p.add_argument("--rate", type=float, default=2000.0)
     p.add_argument("--duration", type=float, default=60.0, help="wall seconds")
     p.add_argument("--shift-at", type=float, default=0.45, help="fraction of the duration")
@@ -193,6 +198,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="fraud-detector")
     p.add_argument("--version", default="v1")
+    p.add_argument("--label-delay", type=float, default=300.0,
+                   help="mean label delay, event seconds (default 300)")
+    p.add_argument("--label-share", type=float, default=0.9,
+                   help="share of predictions that ever get a label (default 0.9)")
+    p.add_argument("--no-labels", action="store_true", help="publish predictions only")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("tail", help="print a topic readably (drift, deadletter, ...)")

@@ -155,3 +155,31 @@ class Codec(Generic[E]):
             return [doc]
         refuse(f"the message is a JSON {json_type(doc)}, not an object; {self._hint}")
         return None
+
+
+def keyed_events(decoded: Decoded, origin: Origin, *, agent: str) -> list[Row]:
+    """The decoded events whose model matches the message key; the others go to
+    ``decoded.dead``. A model's windows and joins live on the partition its key
+    picks, so an event filed under another model's key cannot be counted."""
+    if origin.key is None:
+        return decoded.events
+    key = origin.key.decode("utf-8", "replace")
+    kept: list[Row] = []
+    for index, event in zip(decoded.positions, decoded.events, strict=True):
+        if event["model"] == key:
+            kept.append(event)
+            continue
+        raw = orjson.dumps(event)  # datetimes as RFC 3339 strings
+        decoded.dead.append(
+            dead_letter(
+                origin,
+                f"event {index} of the message is for model {event['model']!r} but the "
+                f"message key is {key!r}; key each message by its events' model so a "
+                "model's windows live on one partition",
+                raw,
+                agent=agent,
+                index=index,
+                event=orjson.loads(raw),
+            )
+        )
+    return kept

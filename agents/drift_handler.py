@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from agents import state as codec_state
-from agents.codec import Codec, Origin, Row, dead_letter
+from agents.codec import Codec, Origin, Row, dead_letter, keyed_events
+from agents.runner import Outcome
 from schemas.errors import explain
 from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
-from schemas.reports import DeadLetter, DriftReport
+from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
 from streams.drift.monitor import PREDICTION, SCORE, DriftMonitor
 
@@ -30,13 +29,6 @@ logger = logging.getLogger(__name__)
 UNVERSIONED = "unversioned"
 #: Table key suffix of a version's reference (the state's key is model@version).
 REFERENCE_SUFFIX = b"#reference"
-
-
-@dataclass
-class Outcome:
-    reports: list[DriftReport] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-    counted: int = 0
 
 
 class DriftHandler:
@@ -82,13 +74,10 @@ class DriftHandler:
             self._store_profile(raw, origin, table, out)
             return out
         decoded = self._codecs[origin.topic].decode(raw, origin)
+        events = keyed_events(decoded, origin, agent=self.AGENT)
         out.dead.extend(decoded.dead)
-        key = origin.key.decode("utf-8", "replace") if origin.key is not None else None
         groups: dict[tuple[str, str], list[Row]] = {}
-        for index, event in zip(decoded.positions, decoded.events, strict=True):
-            if key is not None and event["model"] != key:
-                out.dead.append(self._wrong_key(origin, key, event, index))
-                continue
+        for event in events:
             version = event.get("model_version") or UNVERSIONED
             groups.setdefault((event["model"], version), []).append(event)
         for (model, version), events in groups.items():
@@ -165,19 +154,6 @@ class DriftHandler:
             self._references.pop(next(iter(self._references)))
         self._references[key] = (raw, reference)
         return reference
-
-    def _wrong_key(self, origin: Origin, key: str, event: Row, index: int) -> DeadLetter:
-        raw = codec_state.dumps(event)  # datetimes as RFC 3339 strings
-        return dead_letter(
-            origin,
-            f"event {index} of the message is for model {event['model']!r} but the message key is "
-            f"{key!r}; "
-            "key each message by its events' model so a model's windows live on one partition",
-            raw,
-            agent=self.AGENT,
-            index=index,
-            event=orjson.loads(raw),
-        )
 
 
 def to_batch(events: list[Row]) -> FeatureBatch:

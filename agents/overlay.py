@@ -15,40 +15,57 @@ class Overlay(MutableMapping[bytes, bytes]):
     >>> base = {b"a": b"1"}
     >>> view = Overlay(base)
     >>> view[b"b"] = b"2"
-    >>> view[b"a"], view[b"b"], base
-    (b'1', b'2', {b'a': b'1'})
+    >>> del view[b"a"]
+    >>> view[b"b"], b"a" in view, base
+    (b'2', False, {b'a': b'1'})
+    >>> view.apply(base); base
+    {b'b': b'2'}
     """
 
     def __init__(self, base: Mapping[bytes, bytes]) -> None:
         self.base = base
         self.writes: dict[bytes, bytes] = {}
+        self.deleted: set[bytes] = set()
 
     def __getitem__(self, key: bytes) -> bytes:
         if key in self.writes:
             return self.writes[key]
+        if key in self.deleted:
+            raise KeyError(key)
         return self.base[key]
 
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
         if key in self.writes:
             return self.writes[key]
+        if key in self.deleted:
+            return default
         return self.base.get(key, default)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.writes or key in self.base
+        return key in self.writes or (key not in self.deleted and key in self.base)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self.writes[key] = value
+        self.deleted.discard(key)
 
     def __delitem__(self, key: bytes) -> None:
-        raise NotImplementedError("tables are written, never deleted from, by agents")
+        if key not in self:
+            raise KeyError(key)
+        self.writes.pop(key, None)
+        if key in self.base:
+            self.deleted.add(key)
 
     def __iter__(self) -> Iterator[bytes]:
         yield from self.writes
-        yield from (k for k in self.base if k not in self.writes)
+        yield from (k for k in self.base if k not in self.writes and k not in self.deleted)
 
     def __len__(self) -> int:
-        return len(set(self.writes) | set(self.base))
+        return len((set(self.writes) | set(self.base)) - self.deleted)
 
     def apply(self, target: MutableMapping[bytes, bytes]) -> None:
+        """Write, then delete (a Faust table sends a tombstone to its changelog)."""
         for key, value in self.writes.items():
             target[key] = value
+        for key in self.deleted:
+            if key in target:
+                del target[key]

@@ -11,10 +11,20 @@ Scenarios:
 * ``drift``  from ``shift_at`` on, ``amount`` rises by about 80 % and customers
   transact about one standard deviation further from home: the two shifted
   features a drift monitor must flag, and only those.
+* ``concept`` from ``shift_at`` on, fraud changes its pattern (P(y|x)), not
+  the traffic (P(x)): risky devices and IPs stop predicting fraud and new
+  accounts start to. No feature drifts; the model's KPIs fall once labels
+  arrive, and a concept-drift detector must say so.
+
+Labels: the true outcome of each prediction is drawn from the fraud
+probability (the model is calibrated before a concept change); a share
+``label_share`` of them is published on ``labels`` after an exponential delay
+of event time (mean ``label_delay_s``), as chargebacks and reviews come in.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
@@ -45,7 +55,7 @@ CATEGORICAL = {
     "device_type": (["ios", "android", "desktop", "unknown"], [0.35, 0.35, 0.25, 0.05]),
     "payment_method": (["card", "wallet", "bank_transfer", "bnpl"], [0.6, 0.25, 0.1, 0.05]),
 }
-SCENARIOS = ("none", "drift")
+SCENARIOS = ("none", "drift", "concept")
 SHIFTED = ("amount", "distance_from_home_km")
 
 
@@ -70,12 +80,17 @@ class FraudTraffic:
         variant: str = "champion",
     ) -> None:
         self.rng = np.random.default_rng(seed)
+        # Outcomes and label delays draw from their own stream, so asking for
+        # labels does not change the features of a seed.
+        self.label_rng = np.random.default_rng([seed, 1])
         self.model = model
         self.version = version
         self.variant = variant
         self._seq = 0
 
-    def columns(self, n: int, *, shifted: bool = False, shift: Shift = Shift()) -> dict[str, Any]:
+    def columns(
+        self, n: int, *, shifted: bool = False, shift: Shift = Shift(), concept: bool = False
+    ) -> dict[str, Any]:
         r = self.rng
         amount = r.lognormal(3.6, 0.9, n) * (shift.amount_factor if shifted else 1.0)
         distance = r.gamma(2.0, 4.5, n) + (shift.distance_add_km if shifted else 0.0)
@@ -110,21 +125,47 @@ class FraudTraffic:
             + 0.8 * (cols["merchant_category"] == "gaming")
         )
         cols["@score"] = 1.0 / (1.0 + np.exp(-logit))
+        # After a concept change, fraud follows another rule than the model learnt.
+        true_logit = logit if not concept else (
+            -3.0 + 0.45 * np.log(amount / 40.0) - 6.0 * cols["device_risk"]
+            - 5.0 * cols["ip_risk"] - 0.6 * cols["velocity_score"]
+            + 2.0 * (cols["account_age_days"] < 120)
+        )
+        cols["@label"] = (self.label_rng.random(n) < 1.0 / (1.0 + np.exp(-true_logit))).astype(int)
         return cols
 
     def events(
         self, n: int, *, start_s: float, span_s: float, shifted: bool = False
     ) -> list[dict[str, Any]]:
         """``n`` events with event times spread evenly over ``[start_s, start_s + span_s)``."""
-        cols = self.columns(n, shifted=shifted)
+        return self.events_with_labels(n, start_s=start_s, span_s=span_s, shifted=shifted)[0]
+
+    def events_with_labels(
+        self, n: int, *, start_s: float, span_s: float, shifted: bool = False,
+        concept: bool = False, label_delay_s: float = 300.0, label_share: float = 1.0,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Predictions as :meth:`events`, and LabelEvents for ``label_share`` of them,
+        each ``ts`` an exponential delay (mean ``label_delay_s``) after its prediction."""
+        cols = self.columns(n, shifted=shifted, concept=concept)
         ts = start_s + np.arange(n) * (span_s / max(n, 1))
         scores = cols.pop("@score")
+        truth = cols.pop("@label").tolist()
+        delays = self.label_rng.exponential(label_delay_s, n) if label_delay_s > 0 else np.zeros(n)
+        labeled = (self.label_rng.random(n) < label_share).tolist()
         names = list(cols)
         values = [cols[k].tolist() for k in names]
-        out = []
+        out: list[dict[str, Any]] = []
+        labels: list[dict[str, Any]] = []
         for i in range(n):
             self._seq += 1
             score = round(float(scores[i]), 5)
+            if labeled[i]:
+                labels.append({
+                    "request_id": f"{self.model}-{self.version}-{self._seq}",
+                    "model": self.model,
+                    "ts": round(float(ts[i] + delays[i]), 3),
+                    "label": truth[i],
+                })
             out.append({
                 "request_id": f"{self.model}-{self.version}-{self._seq}",
                 "model": self.model,
@@ -136,7 +177,7 @@ class FraudTraffic:
                 "latency_ms": round(float(self.rng.gamma(3.0, 6.0)), 2),
                 "features": {k: v[i] for k, v in zip(names, values, strict=True)},
             })
-        return out
+        return out, labels
 
 
 def batches(events: list[dict[str, Any]], size: int) -> Iterator[bytes]:
@@ -179,13 +220,16 @@ def run(
     *, bootstrap: str, topic: str, rate: float, duration_s: float, scenario: str = "none",
     shift_at: float = 0.45, time_scale: float = 1.0, batch_size: int = 500, seed: int = 0,
     model: str = "fraud-detector", version: str = "v1", window_s: float = 60.0,
+    labels_topic: str | None = None, label_delay_s: float = 300.0, label_share: float = 0.9,
     should_stop: Any = None,
 ) -> int:
     """Publish ``rate`` events/s for ``duration_s`` wall seconds; return events sent.
 
     Event time starts at a window boundary and runs ``time_scale`` times faster
-    than wall time. With ``scenario="drift"`` the shift starts after
-    ``shift_at`` of the duration.
+    than wall time. With ``scenario="drift"`` or ``"concept"`` the change starts
+    after ``shift_at`` of the duration. With ``labels_topic``, labels are
+    published once the event time reaches their ``ts`` (like a chargeback
+    feed); those still in the future when the run ends are not sent.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
@@ -195,17 +239,29 @@ def run(
     event0 = math.floor(time.time() / window_s) * window_s
     tick = batch_size / rate  # wall seconds per batch
     sent = 0
+    due: list[tuple[float, int, dict[str, Any]]] = []  # labels by ts (a heap)
     while True:
         elapsed = time.monotonic() - wall0
         if elapsed >= duration_s or (should_stop is not None and should_stop()):
             break
-        shifted = scenario == "drift" and elapsed >= shift_at * duration_s
+        changed = scenario != "none" and elapsed >= shift_at * duration_s
         start_s = event0 + sent / rate * time_scale
-        events = traffic.events(
-            batch_size, start_s=start_s, span_s=tick * time_scale, shifted=shifted
+        events, labels = traffic.events_with_labels(
+            batch_size, start_s=start_s, span_s=tick * time_scale,
+            shifted=changed and scenario == "drift", concept=changed and scenario == "concept",
+            label_delay_s=label_delay_s, label_share=label_share,
         )
         publish(producer, topic, model, list(batches(events, batch_size)))
         sent += len(events)
+        if labels_topic is not None:
+            for label in labels:
+                heapq.heappush(due, (label["ts"], len(due), label))
+            now_s = start_s + tick * time_scale
+            ready = []
+            while due and due[0][0] <= now_s:
+                ready.append(heapq.heappop(due)[2])
+            if ready:
+                publish(producer, labels_topic, model, list(batches(ready, batch_size)))
         pause = wall0 + sent / rate - time.monotonic()
         if pause > 0:
             time.sleep(pause)  # pacing the simulated serving app, not synchronisation

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-_COLOURS = {"ok": "32", "warn": "33", "drift": "31;1", "error": "31"}
+_COLOURS = {"ok": "32", "warn": "33", "drift": "31;1", "breach": "31;1", "error": "31"}
 
 
 def _colour(text: str, status: str, enabled: bool) -> str:
@@ -49,6 +49,28 @@ def drift_line(report: dict[str, Any], *, colour: bool = False) -> str:
     return f"{head}  {_colour(status.upper().ljust(5), status, colour)}  {detail}{late}"
 
 
+#: KPIs shown in a KPI line, in this order, when present
+KPI_SHOWN = ("roc_auc", "f1", "precision", "recall", "mae", "rmse", "business_value",
+             "error_rate", "latency_p99")
+
+
+def kpi_line(report: dict[str, Any], *, colour: bool = False) -> str:
+    """One line per KpiReport: window, version/variant, label coverage, status, key KPIs."""
+    rev = f" r{report['revision']}" if report.get("revision") else ""
+    head = (
+        f"{_hhmm(report['window_start'])}-{_hhmm(report['window_end'])}{rev}  "
+        f"{report['model']} {report['model_version']}/{report['variant']}  "
+        f"labeled {report['n_labeled']}/{report['n_predictions']}"
+    )
+    status = report["status"]
+    metrics = report.get("metrics", {})
+    shown = "  ".join(f"{k}={metrics[k]:.3g}" for k in KPI_SHOWN if k in metrics)
+    flags = "  CONCEPT DRIFT" if report.get("concept_drift") else ""
+    why = f"  ({'; '.join(report['breaches'])})" if report.get("breaches") else ""
+    return (f"{head}  {_colour(status.upper().ljust(6), status, colour)}  "
+            f"{shown}{_colour(flags, 'drift', colour)}{why}")
+
+
 def deadletter_line(letter: dict[str, Any], *, colour: bool = False) -> str:
     where = f"{letter['topic']}[{letter['partition']}]@{letter['offset']}"
     index = f" #{letter['index']}" if letter.get("index") is not None else ""
@@ -66,6 +88,8 @@ def render(topic: str, value: bytes, *, colour: bool | None = None) -> str:
     try:
         if topic.endswith("drift"):
             return drift_line(doc, colour=colour)
+        if topic.endswith("kpi"):
+            return kpi_line(doc, colour=colour)
         if topic.endswith("deadletter"):
             return deadletter_line(doc, colour=colour)
     except (KeyError, TypeError):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -126,6 +126,31 @@ class DriftPolicy(_Section):
     max_open_windows: int = Field(
         default=8, ge=1, le=1000, description="open windows per model version; older ones close"
     )
+    # Multivariate drift (streams.drift.multivariate): PCA reconstruction error of
+    # the standardised numeric features, one more test in the Bonferroni count.
+    multivariate: bool = Field(
+        default=True,
+        description="judge the joint distribution of the numeric features (PCA reconstruction "
+        "error): catches changed correlations that leave every feature's own distribution as is",
+    )
+    multivariate_max_features: int = Field(
+        default=30, ge=2, le=64,
+        description="numeric features in the multivariate signal (the first ones by name); "
+        "its reference grows with the square",
+    )
+    multivariate_variance: float = Field(
+        default=0.65, gt=0, lt=1,
+        description="share of the reference's standardised variance the PCA components explain",
+    )
+    multivariate_warn: float = Field(
+        default=0.1, gt=0, le=100,
+        description="smallest rise of the reconstruction error over its baseline that is "
+        "flagged, relative (0.1: 10 % above)",
+    )
+    multivariate_drift: float = Field(
+        default=0.5, gt=0, le=100,
+        description="relative rise of the reconstruction error that is drift at once",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> DriftPolicy:
@@ -133,20 +158,101 @@ class DriftPolicy(_Section):
             raise ValueError(
                 f"psi_warn ({self.psi_warn}) must not exceed psi_drift ({self.psi_drift})"
             )
+        if self.multivariate_warn > self.multivariate_drift:
+            raise ValueError(
+                f"multivariate_warn ({self.multivariate_warn}) must not exceed "
+                f"multivariate_drift ({self.multivariate_drift})"
+            )
         return self
+
+
+class Target(_Section):
+    """A KPI target: the metric must stay at or above ``min`` / at or below ``max``."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Target:
+        if self.min is None and self.max is None:
+            raise ValueError("a target needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class CostMatrix(_Section):
+    """Value of each outcome of a binary decision, e.g. ``fn: -120`` per missed fraud."""
+
+    tp: float = 0.0
+    fp: float = 0.0
+    tn: float = 0.0
+    fn: float = 0.0
+
+
+ConceptDetectorName = Literal["adwin", "ddm", "page_hinkley", "kswin"]
+
+
+class KpiPolicy(_Section):
+    """Label join, KPI windows and targets, concept drift.
+
+    Memory: pending predictions (not yet labeled) and early labels are kept for
+    ``label_ttl`` of event time; KPI windows of a version and variant are kept
+    ``label_ttl`` after their end, so at most ``label_ttl / window + 1`` of
+    them, each a few KB (see ``agents.kpi_handler``).
+    """
+
+    task: Literal["classification", "regression"] = "classification"
+    positive_label: bool | float | str = Field(
+        default=1, description="the label value of the positive class (binary classification)"
+    )
+    window: DurationMs = Field(default=3_600_000, gt=0, description="KPI window (event time)")
+    allowed_lateness: DurationMs = Field(
+        default=60_000, ge=0, description="predictions counted in a window after its end"
+    )
+    label_ttl: DurationMs = Field(
+        default=7 * 86_400_000, gt=0,
+        description="how long a prediction waits for its label (and a label for its prediction)",
+    )
+    min_labeled: int = Field(default=100, ge=1, description="labels before targets are judged")
+    targets: dict[str, Target] = Field(
+        default_factory=dict, description="metric -> bound, e.g. roc_auc: {min: 0.8}"
+    )
+    segments: list[str] = Field(
+        default_factory=list, description="segment keys (PredictionEvent.segment) to slice by"
+    )
+    max_segment_values: int = Field(
+        default=20, ge=1, le=1000, description="values tracked per segment key; more are 'other'"
+    )
+    min_segment_labeled: int = Field(
+        default=50, ge=1, description="labels a segment needs to enter the disparity"
+    )
+    cost: CostMatrix | None = Field(
+        default=None, description="value per outcome, for the business KPI"
+    )
+    concept_detector: ConceptDetectorName = "adwin"
+    concept_params: dict[str, float] = Field(
+        default_factory=dict, description="parameters of the river detector, e.g. delta: 0.002"
+    )
 
 
 class ModelPolicy(_Section):
     drift: DriftPolicy | None = None
+    kpi: KpiPolicy | None = None
 
 
 class Policy(_Section):
     drift: DriftPolicy = DriftPolicy()
+    kpi: KpiPolicy = KpiPolicy()
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
 
     def drift_for(self, model: str) -> DriftPolicy:
         override = self.models.get(model)
         return override.drift if override and override.drift else self.drift
+
+    def kpi_for(self, model: str) -> KpiPolicy:
+        override = self.models.get(model)
+        return override.kpi if override and override.kpi else self.kpi
 
 
 def parse_policy(text: str, *, source: str = "policy") -> Policy:

@@ -15,6 +15,7 @@ from schemas.events import TrainingRecord, Variant
 
 DriftStatus = Literal["ok", "warn", "drift"]
 FeatureKind = Literal["numeric", "categorical"]
+KpiStatus = Literal["ok", "warn", "breach"]
 
 
 class _Report(BaseModel):
@@ -82,10 +83,28 @@ class KpiReport(_Report):
     window_end: datetime
     n_predictions: int
     n_labeled: int
-    metrics: dict[str, float]
-    concept_drift: bool
-    status: Literal["ok", "warn", "breach"]
-    revision: int = 0
+    metrics: dict[str, float] = Field(
+        description="metric -> value; a metric undefined on this window's data is left out"
+    )
+    concept_drift: bool = Field(
+        description="the concept-drift detector fired on a label of a prediction in this window"
+    )
+    status: KpiStatus
+    revision: int = Field(
+        default=0, description="0 when the window first closes; +1 each time late labels move it"
+    )
+    late: int = Field(default=0, description="predictions that arrived after the window closed")
+    breaches: list[str] = Field(
+        default_factory=list, description="targets missed, in words (status breach)"
+    )
+    segments: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict, description="segment key -> segment value -> label-based metrics"
+    )
+    disparity: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="segment key -> metric -> gap between the best and the worst segment",
+    )
+    notes: list[str] = Field(default_factory=list)
 
 
 class SourceCounts(_Report):

@@ -1,0 +1,75 @@
+"""The loop every handler-based agent runs: handle off the event loop, then write.
+
+A handler (``DriftHandler``, ``KpiHandler``) is Faust-free: ``handle(raw,
+origin, table)`` returns an ``Outcome``. The agent runs it in a worker thread
+against an ``Overlay`` of its table (a CPU-bound body on the event loop
+starves Faust's fetcher: 12 ms of work per message cost 45 ms of wall time),
+applies the table writes on the loop, where Faust tables must be written, and
+sends the reports and dead letters. A handler that raises never stops the
+worker: the message goes to ``deadletter`` with the exception, as a bug report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import faust
+from pydantic import BaseModel
+
+from agents.codec import Origin, dead_letter
+from agents.overlay import Overlay
+from schemas.reports import DeadLetter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    reports: list[BaseModel] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    counted: int = 0
+
+
+class Handler(Protocol):
+    AGENT: str
+
+    def handle(
+        self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
+    ) -> Outcome: ...
+
+
+def handler_agent(
+    handler: Handler, *, table: Any, reports: faust.types.TopicT, deadletter: faust.types.TopicT
+) -> Any:
+    """An agent body (``async def (stream)``) that runs ``handler`` on every message."""
+
+    async def agent(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            origin = Origin(msg.topic, msg.partition, msg.offset, msg.key)
+            view = Overlay(table)
+            try:
+                outcome = await asyncio.to_thread(handler.handle, msg.value, origin, view)
+                view.apply(table)
+            except Exception as exc:  # keep the worker alive; keep the message
+                logger.exception("%s agent failed on %s[%d]@%d", handler.AGENT,
+                                 origin.topic, origin.partition, origin.offset)
+                letter = dead_letter(
+                    origin,
+                    f"driftline failed while processing this message ({type(exc).__name__}: "
+                    f"{exc}); this is a driftline bug, please report it with this dead letter",
+                    msg.value or b"", agent=handler.AGENT,
+                )
+                await deadletter.send(key=msg.key, value=letter.model_dump_json().encode())
+                continue
+            for report in outcome.reports:
+                model = getattr(report, "model", "")
+                await reports.send(key=model.encode(), value=report.model_dump_json().encode())
+            for letter in outcome.dead:
+                await deadletter.send(key=msg.key, value=letter.model_dump_json().encode())
+
+    return agent
