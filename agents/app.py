@@ -7,11 +7,11 @@ from collections.abc import Iterable
 
 import faust
 
-from agents import drift_agent
+from agents import drift_agent, kpi_agent
 from agents.config import Settings
 from schemas.policy import Policy
 
-AGENTS = ("drift",)
+AGENTS = ("drift", "kpi")
 
 
 def create_app(
@@ -45,4 +45,6 @@ def create_app(
         raise ValueError(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
     if "drift" in wanted:
         drift_agent.register(app, settings, policy)
+    if "kpi" in wanted:
+        kpi_agent.register(app, settings, policy)
     return app

@@ -21,7 +21,7 @@ from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
 from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
-from streams.drift.monitor import PREDICTION, SCORE, DriftMonitor
+from streams.drift.monitor import PREDICTION, SCORE, DriftMonitor, reference_from_profile
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +132,7 @@ class DriftHandler:
                 )
             )
             return
-        reference = {
-            "kind": "profile",
-            "start_ms": int(profile.created_at.timestamp() * 1000),
-            "end_ms": int(profile.created_at.timestamp() * 1000),
-            "n": profile.n,
-            "source": profile.source,
-            "features": {k: v.model_dump() for k, v in profile.features.items()},
-        }
+        reference = reference_from_profile(profile)
         key = f"{profile.model}@{profile.model_version}".encode() + REFERENCE_SUFFIX
         table[key] = codec_state.dumps(reference)
         out.counted += 1

@@ -9,6 +9,10 @@ Columns: JSON-lines records may nest features under ``features`` (as
 TrainingRecord and PredictionEvent do) or be flat. The model's outputs, when
 present, give prediction drift: ``score`` (or ``--score-column``) and
 ``prediction``. Identifier and time columns are left out (``EXCLUDED``).
+
+With the policy's ``multivariate`` on, the profile also carries the
+multivariate signal's reference, from the same code as the stream's warm-up:
+a PCA fitted on the file's even rows, its baseline error on the odd rows.
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ from agents import simulate
 from agents.config import Settings
 from schemas.errors import DriftlineError
 from schemas.policy import DriftPolicy
-from schemas.reference import ReferenceFeatureProfile, ReferenceProfile
+from schemas.reference import MultivariateProfile, ReferenceFeatureProfile, ReferenceProfile
 from streams.batch import columns_from_rows
 from streams.drift.monitor import PREDICTION, SCORE
-from streams.drift.reference import profile_features
+from streams.drift.reference import profile_features, profile_multivariate
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +149,16 @@ def build(
     )
     if not [f for f in features if f not in (SCORE, PREDICTION)]:
         raise ReferenceDataError(f"{path}: no feature column with values")
+    pca = (
+        profile_multivariate(
+            columns,
+            exclude=frozenset({SCORE, PREDICTION}),
+            max_features=policy.multivariate_max_features,
+            variance=policy.multivariate_variance,
+        )
+        if policy.multivariate
+        else None
+    )
     return ReferenceProfile(
         model=model,
         model_version=version,
@@ -152,6 +166,7 @@ def build(
         source=path.name,
         n=len(records),
         features={k: ReferenceFeatureProfile.model_validate(v) for k, v in features.items()},
+        multivariate=MultivariateProfile.model_validate(pca) if pca is not None else None,
     )
 
 

@@ -21,6 +21,7 @@ import faust
 from pydantic import BaseModel
 
 from agents.codec import Origin, dead_letter
+from agents.config import Settings
 from agents.overlay import Overlay
 from schemas.reports import DeadLetter
 
@@ -73,3 +74,23 @@ def handler_agent(
                 await deadletter.send(key=msg.key, value=letter.model_dump_json().encode())
 
     return agent
+
+
+def register(
+    app: faust.App, settings: Settings, handler: Handler, *, name: str, sources: list[str],
+    output: str, table: str,
+) -> tuple[faust.types.AgentT, Any]:
+    """The agent ``name``: ``handler`` over the ``sources`` topics (in one stream, so
+    a model's messages are handled in order), reports to ``output``, its state in
+    the Faust table ``table`` (bytes keys and values, one changelog partition per
+    input partition). Returns the agent and its table."""
+    state = app.Table(table, default=None, key_type=bytes, value_type=bytes,
+                      partitions=settings.partitions)
+    body = handler_agent(
+        handler,
+        table=state,
+        reports=app.topic(settings.topic(output), key_type=bytes, value_type=bytes),
+        deadletter=app.topic(settings.topic("deadletter"), key_type=bytes, value_type=bytes),
+    )
+    source = app.topic(*(settings.topic(s) for s in sources), key_type=bytes, value_type=bytes)
+    return app.agent(source, name=name)(body), state

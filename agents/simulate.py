@@ -154,6 +154,7 @@ class FraudTraffic:
         labeled = (self.label_rng.random(n) < label_share).tolist()
         names = list(cols)
         values = [cols[k].tolist() for k in names]
+        country, channel = cols["country"].tolist(), cols["channel"].tolist()
         out: list[dict[str, Any]] = []
         labels: list[dict[str, Any]] = []
         for i in range(n):
@@ -176,6 +177,7 @@ class FraudTraffic:
                 "score": score,
                 "latency_ms": round(float(self.rng.gamma(3.0, 6.0)), 2),
                 "features": {k: v[i] for k, v in zip(names, values, strict=True)},
+                "segment": {"country": country[i], "channel": channel[i]},
             })
         return out, labels
 

@@ -35,9 +35,11 @@ def drift_line(report: dict[str, Any], *, colour: bool = False) -> str:
         return f"{head}  {_colour('REFERENCE', 'ok', colour)}  {note}"
     scores = {**report.get("features", {}),
               **{f"prediction.{k}": v for k, v in report.get("prediction", {}).items()}}
+    joint = report.get("multivariate") or {}
     if report.get("drifted_features"):
         detail = ", ".join(
-            f"{name} psi={scores[name]['metrics']['psi']:.2f}"
+            f"{name} psi={scores[name]['metrics']['psi']:.2f}" if name in scores
+            else f"{name} {joint.get('relative_change', 0.0):+.0%}"
             for name in report["drifted_features"]
         )
     elif scores:
@@ -51,7 +53,7 @@ def drift_line(report: dict[str, Any], *, colour: bool = False) -> str:
 
 #: KPIs shown in a KPI line, in this order, when present
 KPI_SHOWN = ("roc_auc", "f1", "precision", "recall", "mae", "rmse", "business_value",
-             "error_rate", "latency_p99")
+             "error_rate", "latency_p99_ms")
 
 
 def kpi_line(report: dict[str, Any], *, colour: bool = False) -> str:

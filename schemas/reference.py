@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ReferenceFeatureProfile(BaseModel):
@@ -26,6 +26,40 @@ class ReferenceFeatureProfile(BaseModel):
     std: float = 0.0
 
 
+class MultivariateProfile(BaseModel):
+    """The reference of the multivariate drift signal (``streams.drift.multivariate``).
+
+    A PCA of the standardised numeric features fitted on the even rows of the
+    data, and its mean squared reconstruction error on the odd rows (a held-out
+    baseline). ``3d + kd + 4`` numbers for ``d`` features and ``k < d``
+    components (d is at most the policy's ``multivariate_max_features``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    names: list[str] = Field(min_length=2, description="the numeric features, in this order")
+    means: list[float] = Field(description="per feature, of the rows the PCA was fitted on")
+    sds: list[float] = Field(description="per feature, positive")
+    components: list[list[float]] = Field(
+        min_length=1, description="orthonormal rows, one value per feature"
+    )
+    explained: float = Field(ge=0, le=1, description="share of the variance the components explain")
+    baseline: float = Field(gt=0, description="mean squared reconstruction error, held-out rows")
+    n_fit: int = Field(ge=2, description="rows the PCA was fitted on")
+    n_baseline: int = Field(ge=1, description="held-out rows the baseline was measured on")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> MultivariateProfile:
+        d = len(self.names)
+        if len(self.means) != d or len(self.sds) != d:
+            raise ValueError(f"means and sds need one value per name ({d})")
+        if any(not sd > 0 for sd in self.sds):
+            raise ValueError("every sd must be positive")
+        if len(self.components) >= d or any(len(row) != d for row in self.components):
+            raise ValueError(f"components must be fewer than {d} rows of {d} values")
+        return self
+
+
 class ReferenceProfile(BaseModel):
     """Published by ``driftline reference build``; key ``model@version``, compacted topic."""
 
@@ -38,4 +72,9 @@ class ReferenceProfile(BaseModel):
     n: int = Field(ge=1, description="records in the reference data")
     features: dict[str, ReferenceFeatureProfile] = Field(
         description="by feature name; '@score' and '@prediction' hold the model's outputs"
+    )
+    multivariate: MultivariateProfile | None = Field(
+        default=None,
+        description="the joint distribution of the numeric features; absent in profiles built "
+        "before driftline judged it, or with fewer than two numeric features",
     )

@@ -49,6 +49,36 @@ class FeatureDrift(_Report):
     reason: str = Field(default="", description="why the status is not ok, in words")
 
 
+class MultivariateDrift(_Report):
+    """Drift of the numeric features' joint distribution in one window.
+
+    The PCA reconstruction error of the standardised features (NannyML's data
+    reconstruction drift): it rises when features stop moving together as they
+    did in the reference, e.g. a correlation that flips while every feature's
+    own distribution stays the same.
+    """
+
+    method: Literal["pca_reconstruction"] = "pca_reconstruction"
+    n: int = Field(description="events whose reconstruction error was measured")
+    reconstruction_error: float = Field(description="mean squared reconstruction error")
+    baseline: float = Field(description="the same on held-out reference events")
+    relative_change: float = Field(description="reconstruction_error / baseline - 1")
+    z: float | None = Field(
+        default=None, description="standard errors above the baseline; None if errors do not vary"
+    )
+    threshold: float | None = Field(
+        default=None,
+        description="reconstruction error that noise alone exceeds at the policy's "
+        "false-alarm rate",
+    )
+    components: int = Field(description="principal components kept")
+    features_used: list[str] = Field(description="the standardised numeric features, in order")
+    streak: int = Field(default=0, description="windows in a row the signal has been flagged")
+    status: DriftStatus
+    drifted: bool
+    reason: str = Field(default="", description="why the status is not ok, in words")
+
+
 class DriftReport(_Report):
     """Distribution drift of one model version over one event-time window."""
 
@@ -64,6 +94,11 @@ class DriftReport(_Report):
     features: dict[str, FeatureDrift]
     prediction: dict[str, FeatureDrift] = Field(
         default_factory=dict, description="drift of the score and of the predicted class"
+    )
+    multivariate: MultivariateDrift | None = Field(
+        default=None,
+        description="drift of the numeric features' joint distribution; in drifted_features "
+        "as 'multivariate.reconstruction_error'",
     )
     status: DriftStatus
     drifted_features: list[str] = Field(

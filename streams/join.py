@@ -1,27 +1,43 @@
 """Join predictions with their delayed labels by request id, in either order.
 
-The state lives in a key-value store (the KPI agent's Faust table; a dict in
-tests and replays), so a persistent table store keeps it on disk. Keys:
+Two layers:
 
-* ``p|model|request_id`` -> a prediction waiting for its label (``Pending``);
-* ``l|model|request_id`` -> a label that arrived before its prediction;
-* ``x|model|kind|bucket|seq`` -> the request ids one message added to a time
-  bucket, so that expiry finds them without scanning the store or keeping an
-  index in memory.
+* the durable log, in a key-value store (the KPI agent's Faust table; a dict
+  in tests and replays). Each call writes *one* chunk key for the entries it
+  adds and one small deletion key per time bucket whose entries it joined,
+  never one key per request: a Faust table sends every key write to its
+  changelog as a Kafka message of its own, through a buffer that drains a
+  few thousand messages a second, far below a label feed's rate. Keys:
 
-Expiry runs on *event time*: the model's clock is the largest ``ts`` seen on
-its predictions and labels, so a replay expires the same entries. An entry
-added in bucket ``b`` (of ``bucket_ms``) expires once the clock passes
-``b + bucket_ms + ttl_ms``: between ``ttl`` and ``ttl + bucket`` after its
-time. Expired predictions are handed back (the caller counts them as never
-labeled in their window) and expired labels are counted as orphans: nothing
-leaves the store silently.
+  - ``m|model|`` -> the model clock and its open buckets (``ModelClock``);
+  - ``x|model|kind|bucket|seq`` -> ``{request_id: value}`` added by one call
+    (kind ``p``: predictions waiting for a label; ``l``: labels that came first);
+  - ``d|model|kind|bucket|seq`` -> request ids of that bucket joined by one call.
 
-Bounds: one pending entry per prediction (or early label) younger than the
-TTL; ``ttl / bucket + 1`` open buckets per model and kind, each with one
-chunk key per message that added to it. A second label for an already-joined
-request finds no prediction and ends as an orphan; a second prediction with a
-pending request id is counted as a duplicate and ignored.
+* the working set, in memory: request id -> (bucket, value) per model and
+  kind, rebuilt from the log the first time a model is seen (after a restart
+  or a rebalance, call :meth:`LabelJoin.forget`).
+
+Expiry runs on *event time*, so a replay expires the same entries, and on
+the clock of the *other* input, as a join of two streams must: a prediction
+has waited ``ttl`` for its label when the label feed (its largest ``ts``) has
+moved ``ttl`` past it, however far ahead the predictions run; likewise an
+early label waits on the predictions' clock. So a label feed that is consumed
+late (a lagging consumer, a replay) loses nothing. In case one input stalls
+for good, an entry also expires once its own input's clock is ``2 x ttl``
+past it: memory stays bounded. An entry added in bucket ``b`` (of
+``bucket_ms``) expires when the clock passes ``b + bucket_ms + ttl_ms``
+(between ``ttl`` and ``ttl + bucket`` after its time). Expired predictions are
+handed back (the caller counts them as never labeled) and expired labels are
+counted as orphans: nothing leaves silently.
+
+Bounds: entries younger than the TTL, i.e. about ``rate x (ttl + bucket)``
+pending predictions (and early labels); each costs its value plus about
+150 bytes in memory, and its JSON (about 100 bytes) in the store. Keys: per
+open bucket one chunk per call that added to it and one deletion record per
+call that joined from it; ``ttl / bucket + 1`` open buckets per model and
+kind. A second label for a joined request finds no prediction and ends as an
+orphan; a repeated prediction (or early label) is counted and ignored.
 """
 
 from __future__ import annotations
@@ -34,14 +50,16 @@ import orjson
 
 Store = MutableMapping[bytes, bytes]
 SEP = b"|"
+PREDICTION, LABEL = "p", "l"
 
 
 class ModelClock(TypedDict):
-    clock_ms: int | None
-    #: kind ("p" or "l") -> bucket start (str) -> chunks written to it
-    buckets: dict[str, dict[str, int]]
+    predictions_ms: int | None  # largest prediction ts seen
+    labels_ms: int | None  # largest label ts seen
+    #: kind -> bucket start (str) -> [chunks written, deletion records written]
+    buckets: dict[str, dict[str, list[int]]]
     orphan_labels: int
-    duplicate_predictions: int
+    duplicates: int
 
 
 @dataclass
@@ -61,8 +79,11 @@ class JoinOutcome:
     orphans_expired: int = 0
 
 
-def _key(kind: bytes, model: str, request_id: str) -> bytes:
-    return SEP.join((kind, model.encode(), request_id.encode()))
+def _key(*parts: str) -> bytes:
+    return SEP.join(p.encode() for p in parts)
+
+
+Index = dict[str, dict[str, tuple[int, Any]]]  # kind -> request id -> (bucket, value)
 
 
 class LabelJoin:
@@ -76,9 +97,9 @@ class LabelJoin:
     [({'y': 1}, 1)]
     >>> j.add_labels(store, "m", [("zz", 11_000, 0)]).expired  # bucket 0 lives to 11 s
     []
-    >>> j.add_labels(store, "m", [("r9", 11_001, 0)]).expired
+    >>> j.add_labels(store, "m", [("r9", 11_001, 0)]).expired  # by the labels' clock
     [{'y': 0}]
-    >>> j.add_labels(store, "m", [("r8", 22_002, 0)]).orphans_expired  # zz and r9
+    >>> j.add_predictions(store, "m", [("r8", 22_002, {})]).orphans_expired  # zz and r9
     2
     """
 
@@ -87,89 +108,139 @@ class LabelJoin:
             raise ValueError("ttl_ms and bucket_ms must be positive")
         self.ttl_ms = ttl_ms
         self.bucket_ms = bucket_ms
+        self._index: dict[str, Index] = {}  # model -> working set (a cache of the store)
 
-    # -- model clock and buckets --------------------------------------------
+    def forget(self) -> None:
+        """Drop the working sets; they are rebuilt from the store on next use."""
+        self._index.clear()
+
+    # -- model clock, log and working set ---------------------------------------
 
     @staticmethod
     def clock(store: Store, model: str) -> ModelClock:
-        raw = store.get(_key(b"m", model, ""))
+        raw = store.get(_key("m", model, ""))
         if raw is None:
-            return {"clock_ms": None, "buckets": {"p": {}, "l": {}},
-                    "orphan_labels": 0, "duplicate_predictions": 0}
+            return {"predictions_ms": None, "labels_ms": None,
+                    "buckets": {PREDICTION: {}, LABEL: {}},
+                    "orphan_labels": 0, "duplicates": 0}
         loaded: ModelClock = orjson.loads(raw)
         return loaded
 
-    @staticmethod
-    def _save_clock(store: Store, model: str, clock: ModelClock) -> None:
-        store[_key(b"m", model, "")] = orjson.dumps(clock)
+    def pending(self, store: Store, model: str) -> tuple[int, int]:
+        """(predictions waiting for a label, labels waiting for a prediction)."""
+        index = self._working_set(store, model)
+        return len(index[PREDICTION]), len(index[LABEL])
 
-    def _remember(
-        self, store: Store, model: str, clock: ModelClock, kind: str, items: list[tuple[str, int]]
-    ) -> None:
-        """Write the request ids of this call into chunk keys of their time buckets."""
-        by_bucket: dict[int, list[str]] = {}
-        for request_id, ts_ms in items:
-            by_bucket.setdefault(ts_ms - ts_ms % self.bucket_ms, []).append(request_id)
+    def _working_set(self, store: Store, model: str) -> Index:
+        if model in self._index:
+            return self._index[model]
+        index: Index = {PREDICTION: {}, LABEL: {}}
+        clock = self.clock(store, model)
+        for kind, buckets in clock["buckets"].items():
+            for bucket_s, (chunks, deletions) in buckets.items():
+                entries: dict[str, Any] = {}
+                for seq in range(chunks):
+                    entries.update(orjson.loads(store.get(_key("x", model, kind, bucket_s,
+                                                               str(seq)), b"{}")))
+                for seq in range(deletions):
+                    for request_id in orjson.loads(store.get(_key("d", model, kind, bucket_s,
+                                                                  str(seq)), b"[]")):
+                        entries.pop(request_id, None)
+                bucket = int(bucket_s)
+                for request_id, value in entries.items():
+                    index[kind].setdefault(request_id, (bucket, value))
+        self._index[model] = index
+        return index
+
+    def _bucket(self, ts_ms: int) -> int:
+        return ts_ms - ts_ms % self.bucket_ms
+
+    def _log_added(self, store: Store, model: str, clock: ModelClock, kind: str,
+                   added: dict[int, dict[str, Any]]) -> None:
         buckets = clock["buckets"][kind]
-        for bucket, ids in by_bucket.items():
-            seq = buckets.get(str(bucket), 0)
-            store[self._chunk_key(model, kind, bucket, seq)] = orjson.dumps(ids)
-            buckets[str(bucket)] = seq + 1
+        for bucket, entries in added.items():
+            counts = buckets.setdefault(str(bucket), [0, 0])
+            store[_key("x", model, kind, str(bucket), str(counts[0]))] = orjson.dumps(entries)
+            counts[0] += 1
 
-    @staticmethod
-    def _chunk_key(model: str, kind: str, bucket: int, seq: int) -> bytes:
-        return SEP.join((b"x", model.encode(), kind.encode(), str(bucket).encode(),
-                         str(seq).encode()))
+    def _log_joined(self, store: Store, model: str, clock: ModelClock, kind: str,
+                    joined: dict[int, list[str]]) -> None:
+        buckets = clock["buckets"][kind]
+        for bucket, ids in joined.items():
+            counts = buckets[str(bucket)]
+            store[_key("d", model, kind, str(bucket), str(counts[1]))] = orjson.dumps(ids)
+            counts[1] += 1
 
-    def _advance(self, store: Store, model: str, clock: ModelClock, ts: Iterable[int],
-                 out: JoinOutcome) -> None:
+    def _limit(self, clock: ModelClock, kind: str) -> int | None:
+        """Buckets of ``kind`` older than this have expired."""
+        own, other = ((clock["predictions_ms"], clock["labels_ms"]) if kind == PREDICTION
+                      else (clock["labels_ms"], clock["predictions_ms"]))
+        limits = [t - self.ttl_ms - self.bucket_ms for t in (other,) if t is not None]
+        limits += [t - 2 * self.ttl_ms - self.bucket_ms for t in (own,) if t is not None]
+        return max(limits, default=None)
+
+    def _advance(self, store: Store, model: str, clock: ModelClock, index: Index,
+                 field_name: str, ts: Iterable[int], out: JoinOutcome) -> None:
         high = max(ts, default=None)
         if high is None:
             return
-        now = clock["clock_ms"]
-        clock["clock_ms"] = high if now is None else max(now, high)
-        limit = clock["clock_ms"] - self.ttl_ms - self.bucket_ms
-        for kind, prefix in (("p", b"p"), ("l", b"l")):
+        now = clock[field_name]  # type: ignore[literal-required]
+        clock[field_name] = high if now is None else max(now, high)  # type: ignore[literal-required]
+        for kind in (PREDICTION, LABEL):
+            limit = self._limit(clock, kind)
+            if limit is None:
+                continue
             buckets = clock["buckets"][kind]
-            for bucket in sorted((b for b in buckets if int(b) < limit), key=int):
-                for seq in range(buckets.pop(bucket)):
-                    chunk = self._chunk_key(model, kind, int(bucket), seq)
-                    ids: list[str] = orjson.loads(store.pop(chunk, b"[]"))
-                    for request_id in ids:
-                        raw = store.pop(_key(prefix, model, request_id), None)
-                        if raw is None:
+            for bucket_s in sorted((b for b in buckets if int(b) < limit), key=int):
+                chunks, deletions = buckets.pop(bucket_s)
+                bucket = int(bucket_s)
+                live = index[kind]
+                for seq in range(chunks):
+                    chunk = orjson.loads(store.pop(_key("x", model, kind, bucket_s, str(seq)),
+                                                   b"{}"))
+                    for request_id in chunk:
+                        entry = live.get(request_id)
+                        if entry is None or entry[0] != bucket:
                             continue  # joined meanwhile
-                        if kind == "p":
-                            out.expired.append(orjson.loads(raw))
+                        del live[request_id]
+                        if kind == PREDICTION:
+                            out.expired.append(entry[1])
                         else:
                             out.orphans_expired += 1
+                for seq in range(deletions):
+                    store.pop(_key("d", model, kind, bucket_s, str(seq)), None)
         clock["orphan_labels"] += out.orphans_expired
 
-    # -- the two inputs -------------------------------------------------------
+    # -- the two inputs ------------------------------------------------------------
 
     def add_predictions(
         self, store: Store, model: str, predictions: list[tuple[str, int, dict[str, Any]]]
     ) -> JoinOutcome:
-        """``(request_id, ts_ms, value)`` per prediction; ``value`` is stored as JSON
-        until the label comes. Returns the predictions whose label was already waiting."""
+        """``(request_id, ts_ms, value)`` per prediction; ``value`` is kept (JSON) until
+        its label comes. Returns the predictions whose label was already waiting."""
         out = JoinOutcome()
         clock = self.clock(store, model)
-        waiting: list[tuple[str, int]] = []
+        index = self._working_set(store, model)
+        waiting, early = index[PREDICTION], index[LABEL]
+        added: dict[int, dict[str, Any]] = {}
+        joined: dict[int, list[str]] = {}
         for request_id, ts_ms, value in predictions:
-            pkey = _key(b"p", model, request_id)
-            if pkey in store:
-                clock["duplicate_predictions"] += 1
+            if request_id in waiting:
+                clock["duplicates"] += 1
                 continue
-            early = store.pop(_key(b"l", model, request_id), None)
-            if early is not None:
-                label = orjson.loads(early)
-                out.matches.append(Match(value, label["y"], label["t"]))
+            label = early.pop(request_id, None)
+            if label is not None:
+                out.matches.append(Match(value, label[1]["y"], label[1]["t"]))
+                joined.setdefault(label[0], []).append(request_id)
                 continue
-            store[pkey] = orjson.dumps(value)
-            waiting.append((request_id, ts_ms))
-        self._remember(store, model, clock, "p", waiting)
-        self._advance(store, model, clock, (t for _, t, _ in predictions), out)
-        self._save_clock(store, model, clock)
+            bucket = self._bucket(ts_ms)
+            waiting[request_id] = (bucket, value)
+            added.setdefault(bucket, {})[request_id] = value
+        self._log_added(store, model, clock, PREDICTION, added)
+        self._log_joined(store, model, clock, LABEL, joined)
+        self._advance(store, model, clock, index, "predictions_ms",
+                      (t for _, t, _ in predictions), out)
+        store[_key("m", model, "")] = orjson.dumps(clock)
         return out
 
     def add_labels(
@@ -179,17 +250,25 @@ class LabelJoin:
         labels without a prediction yet wait for it (up to the TTL)."""
         out = JoinOutcome()
         clock = self.clock(store, model)
-        waiting: list[tuple[str, int]] = []
+        index = self._working_set(store, model)
+        waiting, early = index[PREDICTION], index[LABEL]
+        added: dict[int, dict[str, Any]] = {}
+        joined: dict[int, list[str]] = {}
         for request_id, ts_ms, label in labels:
-            raw = store.pop(_key(b"p", model, request_id), None)
-            if raw is not None:
-                out.matches.append(Match(orjson.loads(raw), label, ts_ms))
+            prediction = waiting.pop(request_id, None)
+            if prediction is not None:
+                out.matches.append(Match(prediction[1], label, ts_ms))
+                joined.setdefault(prediction[0], []).append(request_id)
                 continue
-            lkey = _key(b"l", model, request_id)
-            if lkey not in store:
-                waiting.append((request_id, ts_ms))
-            store[lkey] = orjson.dumps({"y": label, "t": ts_ms})  # the latest label wins
-        self._remember(store, model, clock, "l", waiting)
-        self._advance(store, model, clock, (t for _, t, _ in labels), out)
-        self._save_clock(store, model, clock)
+            if request_id in early:
+                clock["duplicates"] += 1
+                continue
+            bucket = self._bucket(ts_ms)
+            value = {"y": label, "t": ts_ms}
+            early[request_id] = (bucket, value)
+            added.setdefault(bucket, {})[request_id] = value
+        self._log_added(store, model, clock, LABEL, added)
+        self._log_joined(store, model, clock, PREDICTION, joined)
+        self._advance(store, model, clock, index, "labels_ms", (t for _, t, _ in labels), out)
+        store[_key("m", model, "")] = orjson.dumps(clock)
         return out

@@ -9,24 +9,42 @@ JSON-able dict that the drift agent keeps in a Faust table, one per
 * open windows: ``max_open_windows`` (the oldest closes early beyond that);
 * per numeric feature and window: ``bins + 1`` counts, or a log-bucket sketch
   (at most 2,048 buckets) while the reference is still being built;
-* per categorical feature and window: ``CategoricalSummary.MAX_CATEGORIES`` counts.
+* per categorical feature and window: ``CategoricalSummary.MAX_CATEGORIES`` counts;
+* multivariate signal, per window: three numbers (count, sum and sum of squares
+  of the events' reconstruction errors, about 50 bytes as JSON); while the
+  warm-up reference is being built, instead, two halves of moments of
+  ``d <= multivariate_max_features`` features, ``2 + 5d + d(d+1)`` numbers
+  (1,082 for d = 30, about 20 KB as JSON) per open window and in ``warmup``.
 
 The reference is the first window(s) of the version, until at least
 ``min_reference_events`` events have been seen (a *warm-up* reference; reports
 say so). Numeric bins are the reference's quantiles (``bins`` of them);
-categorical bins are its ``top_k`` categories plus "other".
+categorical bins are its ``top_k`` categories plus "other". Its multivariate
+part (``streams.drift.multivariate``) is a PCA of the first
+``multivariate_max_features`` numeric features by name, chosen when the first
+warm-up batch with two of them arrives (features first seen later are not in
+it), fitted on the warm-up's even events and measured on its odd ones:
+``3d + kd + 4`` numbers for ``k < d`` components, at most 964 (about 19 KB as
+JSON) for d = 30; 6 KB for the 20 numeric features of the simulated traffic.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal, NotRequired, TypedDict, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas.policy import DriftPolicy
-from schemas.reports import DriftReport, DriftStatus, FeatureDrift, ReferenceInfo
+from schemas.reference import ReferenceProfile
+from schemas.reports import (
+    DriftReport,
+    DriftStatus,
+    FeatureDrift,
+    MultivariateDrift,
+    ReferenceInfo,
+)
 from streams.batch import (
     FeatureBatch,
     Kind,
@@ -35,6 +53,7 @@ from streams.batch import (
     infer_kind,
     numeric_column,
 )
+from streams.drift import multivariate as mv
 from streams.drift.compare import Comparison, compare_categorical, compare_numeric
 from streams.drift.psi import psi_noise_threshold
 from streams.drift.reference import ReferenceFeature, categorical_reference, numeric_reference
@@ -48,6 +67,9 @@ PREDICTION = "@prediction"
 _OUTPUTS = {SCORE: "score", PREDICTION: "class"}
 #: Names of features beyond ``max_features`` remembered for the report.
 MAX_UNTRACKED_NAMES = 20
+#: The multivariate signal's name in ``drifted_features``, and its key in ``streaks``.
+MULTIVARIATE = "multivariate.reconstruction_error"
+_MV_STREAK = "@multivariate"
 
 
 class WindowAcc(TypedDict):
@@ -55,6 +77,10 @@ class WindowAcc(TypedDict):
     n: int
     numeric: dict[str, NumericState]
     categorical: dict[str, CategoricalState]
+    # [n, sum, sum of squares] of reconstruction errors; None: some events of the
+    # window were counted before the reference was complete, so it is not judged.
+    mv: NotRequired[mv.ErrorSums | None]
+    mv_halves: NotRequired[mv.Halves]  # warm-up only: moments of halves A and B
 
 
 class Reference(TypedDict):
@@ -67,6 +93,8 @@ class Reference(TypedDict):
     n: int
     features: dict[str, ReferenceFeature]
     source: NotRequired[str]
+    # None: not enough numeric features; absent: built before the signal existed.
+    multivariate: NotRequired[mv.PcaReference | None]
 
 
 class VersionState(TypedDict):
@@ -82,6 +110,7 @@ class VersionState(TypedDict):
     closed_until_ms: int | None
     late: int
     streaks: dict[str, int]  # windows in a row each judged feature has been flagged
+    mv_names: NotRequired[list[str]]  # warm-up only: the multivariate signal's features
 
 
 def _reference_info(ref: Reference) -> ReferenceInfo:
@@ -105,8 +134,29 @@ def _iso(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+def reference_from_profile(profile: ReferenceProfile) -> Reference:
+    """The reference a published ``ReferenceProfile`` stands for, multivariate part included."""
+    at = int(profile.created_at.timestamp() * 1000)
+    return {
+        "kind": "profile",
+        "start_ms": at,
+        "end_ms": at,
+        "n": profile.n,
+        "source": profile.source,
+        "features": {
+            k: cast(ReferenceFeature, v.model_dump()) for k, v in profile.features.items()
+        },
+        "multivariate": (
+            cast(mv.PcaReference, profile.multivariate.model_dump())
+            if profile.multivariate is not None
+            else None
+        ),
+    }
+
+
 class DriftMonitor:
-    """Per-feature PSI of event-time tumbling windows against the version's reference.
+    """Per-feature PSI of event-time tumbling windows against the version's reference,
+    and the PCA reconstruction error of the numeric features together (``multivariate``).
 
     >>> from schemas.policy import DriftPolicy
     >>> rng = np.random.default_rng(7)
@@ -178,6 +228,8 @@ class DriftMonitor:
             if k == "categorical"
         }
         edges = self._reference_edges(state)
+        errors, rows = self._multivariate_input(state, batch, numeric)
+        shift = [state["anchors"].get(name, 0.0) for name in state.get("mv_names", [])]
         on_time = starts[~late]
         for start in np.unique(on_time).tolist():
             mask = (starts == start) & ~late
@@ -186,6 +238,13 @@ class DriftMonitor:
             key = str(start)
             acc = state["windows"].get(key) or self._new_window(start)
             acc = {**acc, "numeric": dict(acc["numeric"]), "categorical": dict(acc["categorical"])}
+            # (a window counted partly before its reference existed keeps mv None)
+            if errors is not None and "mv_halves" not in acc and acc.get("mv", ()) is not None:
+                acc["mv"] = mv.add_errors(acc.get("mv"), errors if idx is None else errors[idx])
+            elif rows is not None:
+                halves = acc.get("mv_halves") or mv.empty_halves(shift)
+                part_rows = rows if idx is None else rows[idx]
+                acc["mv_halves"] = mv.add_events(halves, part_rows, offset=acc["n"])
             acc["n"] += int(mask.sum())
             for name, values in numeric.items():
                 part = values if idx is None else values[idx]
@@ -199,6 +258,49 @@ class DriftMonitor:
                 acc["categorical"][name] = self.categorical.update(cprev, cpart)
             state["windows"][key] = acc
         return state
+
+    def _multivariate_input(
+        self,
+        state: VersionState,
+        batch: FeatureBatch,
+        numeric: dict[str, npt.NDArray[np.float64]],
+    ) -> tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None]:
+        """``(errors, None)``: the batch's per-event reconstruction errors, once the
+        reference has a PCA; ``(None, rows)``: the rows of the chosen features, for
+        the warm-up's moments; ``(None, None)``: nothing to count."""
+        if not self.policy.multivariate:
+            return None, None
+        ref = state["reference"]
+        if ref is not None:
+            pca = ref.get("multivariate")
+            if pca is None:
+                return None, None
+            return mv.errors(pca, self._rows(pca["names"], batch, numeric)), None
+        names = state.get("mv_names")
+        if names is None:
+            names = mv.choose_features(
+                [n for n, k in state["kinds"].items() if k == "numeric" and n not in _OUTPUTS],
+                self.policy.multivariate_max_features,
+            )
+            if len(names) < 2:
+                return None, None
+            state["mv_names"] = names
+        return None, self._rows(names, batch, numeric)
+
+    @staticmethod
+    def _rows(
+        names: list[str], batch: FeatureBatch, numeric: dict[str, npt.NDArray[np.float64]]
+    ) -> npt.NDArray[np.float64]:
+        n = len(batch)
+        columns = [
+            numeric[name]
+            if name in numeric
+            else numeric_column(batch.columns[name])
+            if name in batch.columns
+            else np.full(n, np.nan)
+            for name in names
+        ]
+        return mv.matrix(columns, n)
 
     def _register_kinds(self, state: VersionState, batch: FeatureBatch) -> None:
         kinds = state["kinds"]
@@ -268,27 +370,51 @@ class DriftMonitor:
             categorical[name] = (
                 self.categorical.merge(categorical[name], cst) if name in categorical else cst
             )
-        return {
+        merged: WindowAcc = {
             "start_ms": min(a["start_ms"], b["start_ms"]),
             "n": a["n"] + b["n"],
             "numeric": numeric,
             "categorical": categorical,
         }
+        ha, hb = a.get("mv_halves"), b.get("mv_halves")
+        halves = ha if hb is None else hb if ha is None else mv.merge_halves(ha, hb)
+        if halves is not None:
+            merged["mv_halves"] = halves
+        return merged
 
     def _absorb_warmup(self, state: VersionState, acc: WindowAcc, late: int) -> DriftReport:
         warm = acc if state["warmup"] is None else self._merge(state["warmup"], acc)
         end = acc["start_ms"] + self.policy.window
         need = self.policy.min_reference_events
+        notes = []
         if warm["n"] >= need:
-            state["reference"] = self._build_reference(warm, end)
+            ref = self._build_reference(warm, end, state.pop("mv_names", None))
+            state["reference"] = ref
             state["warmup"] = None
-            note = (
+            unjudged = self._drop_halves(state)
+            notes.append(
                 f"this window completes the warm-up reference ({warm['n']} events since "
                 f"{_iso(warm['start_ms']).isoformat()}); later windows are compared with it"
             )
+            pca = ref.get("multivariate")
+            if pca is not None:
+                notes.append(
+                    f"multivariate signal: {len(pca['components'])} principal components of "
+                    f"{len(pca['names'])} standardised numeric features explain "
+                    f"{pca['explained']:.0%} of their variance; their reconstruction error on "
+                    f"{pca['n_baseline']} held-out warm-up events is {pca['baseline']:.4f}"
+                )
+                if unjudged:
+                    starts = ", ".join(_iso(ms).isoformat() for ms in unjudged)
+                    many = len(unjudged) > 1
+                    notes.append(
+                        f"the window{'s' if many else ''} starting {starts} will not be judged "
+                        f"by the multivariate signal: some of {'their' if many else 'its'} "
+                        "events were counted before this reference was complete"
+                    )
         else:
             state["warmup"] = warm
-            note = (
+            notes.append(
                 f"building the warm-up reference: {warm['n']} of at least {need} events so far; "
                 "no drift is judged until it is complete"
             )
@@ -308,22 +434,49 @@ class DriftMonitor:
             ),
             features={},
             status="ok",
-            notes=[note],
+            notes=notes,
         )
 
-    def _build_reference(self, warm: WindowAcc, end_ms: int) -> Reference:
+    @staticmethod
+    def _drop_halves(state: VersionState) -> list[int]:
+        """Open windows drop their moments once the reference is built, and are not
+        judged by the multivariate signal: how many of their events were counted
+        before the reference was complete depends on how events were batched, and
+        reports must not (for events in time order, *whether* any was depends on
+        event times only: the window right after the warm-up, mostly).
+
+        Returns the starts of those windows."""
+        dropped = []
+        for key, acc in state["windows"].items():
+            if "mv_halves" in acc:
+                kept = cast(WindowAcc, {k: v for k, v in acc.items() if k != "mv_halves"})
+                kept["mv"] = None
+                state["windows"][key] = kept
+                dropped.append(acc["start_ms"])
+        return sorted(dropped)
+
+    def _build_reference(
+        self, warm: WindowAcc, end_ms: int, mv_names: list[str] | None
+    ) -> Reference:
         p = self.policy
         features: dict[str, ReferenceFeature] = {}
         for name, st in warm["numeric"].items():
             features[name] = numeric_reference(self.numeric, st, bins=p.bins, fine_bins=p.fine_bins)
         for name, cst in warm["categorical"].items():
             features[name] = categorical_reference(cst, top_k=p.top_k)
+        halves = warm.get("mv_halves")
+        pca = (
+            mv.fit(mv_names, halves, variance=p.multivariate_variance)
+            if p.multivariate and mv_names and halves
+            else None
+        )
         return {
             "kind": "warmup",
             "start_ms": warm["start_ms"],
             "end_ms": end_ms,
             "n": warm["n"],
             "features": features,
+            "multivariate": pca,
         }
 
     def _compare(self, name: str, rf: ReferenceFeature, acc: WindowAcc) -> Comparison:
@@ -359,23 +512,48 @@ class DriftMonitor:
                 f"{len(state['untracked'])} features beyond max_features={p.max_features} "
                 f"are not tracked{more}: {shown}"
             )
-        # Bonferroni: noise alone flags any feature in at most false_alarm_rate of windows.
-        alpha = p.false_alarm_rate / max(len(compared), 1)
+        pca = ref.get("multivariate") if p.multivariate else None
+        partial = "mv_halves" in acc or ("mv" in acc and acc["mv"] is None)
+        sums = acc.get("mv") if pca is not None and not partial else None
+        if p.multivariate:
+            notes.extend(self._multivariate_notes(state, ref, partial))
+        # Bonferroni: noise alone flags any feature (or the multivariate signal) in at
+        # most false_alarm_rate of windows.
+        alpha = p.false_alarm_rate / max(len(compared) + (sums is not None), 1)
         streaks = dict(state["streaks"])
         results: dict[str, FeatureDrift] = {}
         for name, (kind, c) in compared.items():
             results[name] = self._judge(kind, c, enough, alpha, streaks, name)
+        multivariate = (
+            self._judge_multivariate(pca, sums, alpha, streaks)
+            if pca is not None and sums is not None
+            else None
+        )
         state["streaks"] = streaks
         prediction = {_OUTPUTS[k]: results.pop(k) for k in list(results) if k in _OUTPUTS}
         judged = {**results, **{f"prediction.{k}": v for k, v in prediction.items()}}
+        # Features by PSI; the joint signal after them: a feature names the cause,
+        # and a marginal shift usually raises the reconstruction error too.
         ranked = sorted(
             (n for n, r in judged.items() if r.status != "ok"),
             key=lambda n: -judged[n].metrics["psi"],
         )
         statuses = {r.status for r in judged.values()}
+        if multivariate is not None and multivariate.status != "ok":
+            ranked.append(MULTIVARIATE)
+            statuses.add(multivariate.status)
         status: DriftStatus = (
             "drift" if "drift" in statuses else "warn" if "warn" in statuses else "ok"
         )
+        thresholds = {
+            "psi_warn": p.psi_warn,
+            "psi_drift": p.psi_drift,
+            "false_alarm_rate": p.false_alarm_rate,
+            "consecutive": p.consecutive,
+        }
+        if multivariate is not None:
+            thresholds["multivariate_warn"] = p.multivariate_warn
+            thresholds["multivariate_drift"] = p.multivariate_drift
         return DriftReport(
             model=state["model"],
             model_version=state["model_version"],
@@ -386,16 +564,97 @@ class DriftMonitor:
             reference=_reference_info(ref),
             features=results,
             prediction=prediction,
+            multivariate=multivariate,
             status=status,
             drifted_features=ranked,
-            thresholds={
-                "psi_warn": p.psi_warn,
-                "psi_drift": p.psi_drift,
-                "false_alarm_rate": p.false_alarm_rate,
-                "consecutive": p.consecutive,
-            },
+            thresholds=thresholds,
             notes=notes,
         )
+
+    @staticmethod
+    def _multivariate_notes(state: VersionState, ref: Reference, partial: bool) -> list[str]:
+        """Why a window has no multivariate result, when it might have had one."""
+        if "multivariate" not in ref:
+            numeric = [n for n, k in state["kinds"].items() if k == "numeric" and n not in _OUTPUTS]
+            if len(numeric) < 2:
+                return []
+            rebuild = (
+                "; rebuild and publish it with `driftline reference build`"
+                if ref["kind"] == "profile"
+                else ""
+            )
+            return [
+                "the reference has no multivariate part (it was built before driftline judged "
+                f"the joint distribution of the numeric features){rebuild}"
+            ]
+        if ref["multivariate"] is not None and partial and ref["kind"] == "profile":
+            # (after a warm-up, the report that completed it said so)
+            return [
+                "the multivariate signal is not judged in this window: some of its events were "
+                "counted before the reference profile arrived"
+            ]
+        return []
+
+    def _judge_multivariate(
+        self, pca: mv.PcaReference, sums: mv.ErrorSums, alpha: float, streaks: dict[str, int]
+    ) -> MultivariateDrift:
+        """Flag when the mean error beats noise and the relative floor; drift when it
+        holds ``consecutive`` windows or rises ``multivariate_drift`` above the baseline.
+
+        The floor plays the part ``psi_warn`` plays for a feature: a large window
+        makes a tiny rise significant, not important.
+        """
+        p = self.policy
+        t = mv.compare_errors(pca, sums, alpha=alpha)
+        status: DriftStatus = "ok"
+        reason = ""
+        if t.n >= p.min_window_events:
+            flagged = t.beats_noise() and t.relative_change >= p.multivariate_warn
+            streaks[_MV_STREAK] = streaks.get(_MV_STREAK, 0) + 1 if flagged else 0
+            if flagged:
+                noise = (
+                    f"noise ({t.noise:.4f} for {t.n} events at a false-alarm rate of "
+                    f"{p.false_alarm_rate:g} per window; z = {t.z:.1f})"
+                    if t.noise is not None and t.z is not None
+                    else "noise (every event of the window has the same error)"
+                )
+                why = (
+                    f"the reconstruction error of {len(pca['names'])} standardised numeric "
+                    f"features from {len(pca['components'])} principal components is "
+                    f"{t.error:.4f}, {t.relative_change:.0%} above its baseline "
+                    f"{t.baseline:.4f}: above {noise} and the {p.multivariate_warn:.0%} floor"
+                )
+                status, when = self._hysteresis(
+                    streaks[_MV_STREAK], t.relative_change >= p.multivariate_drift,
+                    f"at least {p.multivariate_drift:.0%} above")
+                reason = (
+                    f"{why}{when}; the features no longer vary together as in the reference "
+                    "(changed correlations, or values off the reference's main directions)"
+                )
+        return MultivariateDrift(
+            n=t.n,
+            reconstruction_error=t.error,
+            baseline=t.baseline,
+            relative_change=t.relative_change,
+            z=t.z,
+            threshold=round(t.noise, 6) if t.noise is not None else None,
+            components=len(pca["components"]),
+            features_used=list(pca["names"]),
+            streak=streaks.get(_MV_STREAK, 0),
+            status=status,
+            drifted=status == "drift",
+            reason=reason,
+        )
+
+    def _hysteresis(self, run: int, large: bool, how_large: str) -> tuple[DriftStatus, str]:
+        """A flagged signal is drift when large or flagged ``consecutive`` windows running,
+        warn before that; with the words that say which."""
+        if large:
+            return "drift", f"; {how_large}, drift at once"
+        if run >= self.policy.consecutive:
+            return "drift", f"; flagged {run} windows in a row"
+        left = self.policy.consecutive - run
+        return "warn", f"; drift if it holds {left} more window{'s' if left > 1 else ''}"
 
     def _judge(
         self,
@@ -420,15 +679,8 @@ class DriftMonitor:
                     f"false-alarm rate of {p.false_alarm_rate:g} per window) and the "
                     f"{p.psi_warn:g} floor"
                 )
-                run = streaks[name]
-                if c.psi >= p.psi_drift:
-                    status, when = "drift", f"; at least {p.psi_drift:g}, drift at once"
-                elif run >= p.consecutive:
-                    status, when = "drift", f"; flagged {run} windows in a row"
-                else:
-                    left = p.consecutive - run
-                    status = "warn"
-                    when = f"; drift if it holds {left} more window{'s' if left > 1 else ''}"
+                status, when = self._hysteresis(
+                    streaks[name], c.psi >= p.psi_drift, f"at least {p.psi_drift:g}")
                 reason = f"{why}{when}; {c.move}"
         return FeatureDrift(
             kind=kind,

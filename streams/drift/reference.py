@@ -5,7 +5,9 @@ about ``bins`` PSI bins of equal reference mass; the range and standard
 deviation (from the sketch, 1 % accurate) scale the Wasserstein distance.
 Categorical: the ``top_k`` categories plus "other"; every category seen in the
 warm-up (at most ``CategoricalSummary.MAX_CATEGORIES``) is *known*, the rest
-count as unseen.
+count as unseen. The multivariate signal's reference (a PCA and its held-out
+baseline) is built by ``streams.drift.multivariate``; ``profile_multivariate``
+builds it from a file with the same code.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from streams.batch import (
     categorical_column,
     infer_kind,
     numeric_column,
+)
+from streams.drift.multivariate import (
+    PcaReference,
+    add_events,
+    choose_features,
+    empty_halves,
+    fit,
+    matrix,
 )
 from streams.summaries.categorical import CategoricalState, CategoricalSummary
 from streams.summaries.numeric import NumericState, NumericSummary
@@ -126,3 +136,36 @@ def profile_features(
             cst = categorical.update(categorical.initialize(), categorical_column(values))
             out[name] = categorical_reference(cst, top_k=top_k)
     return out
+
+
+def profile_multivariate(
+    columns: Mapping[str, Sequence[Value]],
+    *,
+    exclude: frozenset[str] = frozenset(),
+    max_features: int,
+    variance: float,
+) -> PcaReference | None:
+    """The multivariate reference of whole columns of training data (a file).
+
+    The same code as the stream's warm-up: the first ``max_features`` numeric
+    columns by name (``exclude`` holds the model's outputs), the rows in file
+    order split even/odd into halves A and B, values summed minus the column's
+    anchor, a missing value imputed with the mean of the values above it. None
+    with fewer than two numeric columns that vary.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=2000)
+    >>> ref = profile_multivariate(
+    ...     {"a": x, "b": x + rng.normal(0, 0.5, 2000), "c": ["u"] * 2000},
+    ...     max_features=30, variance=0.65)
+    >>> ref["names"], len(ref["components"]), round(ref["baseline"], 2)
+    (['a', 'b'], 1, 0.11)
+    """
+    numeric = [n for n, v in columns.items() if n not in exclude and infer_kind(v) == "numeric"]
+    names = choose_features(numeric, max_features)
+    if len(names) < 2:
+        return None
+    n = len(columns[names[0]])
+    x = matrix([numeric_column(columns[name]) for name in names], n)
+    halves = empty_halves([anchor_of(columns[name]) for name in names])
+    return fit(names, add_events(halves, x, offset=0), variance=variance)

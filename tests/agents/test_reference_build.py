@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -13,8 +14,17 @@ from agents.codec import Origin
 from agents.drift_handler import REFERENCE_SUFFIX, DriftHandler
 from schemas.policy import DriftPolicy, parse_policy
 from schemas.reference import ReferenceProfile
-from streams.drift.monitor import PREDICTION, SCORE
-from streams.drift.reference import profile_features
+from schemas.reports import DriftReport
+from streams.batch import FeatureBatch
+from streams.drift.monitor import (
+    MULTIVARIATE,
+    PREDICTION,
+    SCORE,
+    DriftMonitor,
+    VersionState,
+    reference_from_profile,
+)
+from streams.drift.reference import profile_features, profile_multivariate
 
 T0 = 1_800_000_000 - 1_800_000_000 % 60
 
@@ -129,3 +139,118 @@ def test_an_invalid_profile_is_dead_lettered() -> None:
     (dead,) = out.dead
     assert dead.offset == 7 and "not a valid ReferenceProfile" in dead.error
     assert "driftline reference build" in dead.error
+
+
+# -- the multivariate part -------------------------------------------------------------------
+
+
+def test_the_profile_carries_the_multivariate_part(jsonl: Path) -> None:
+    profile = reference_build.build(
+        jsonl, model="fraud-detector", version="v1", policy=DriftPolicy()
+    )
+    part = profile.multivariate
+    assert part is not None
+    outputs = (SCORE, PREDICTION)
+    numeric = sorted(
+        n for n, f in profile.features.items() if f.kind == "numeric" and n not in outputs
+    )
+    assert part.names == numeric and len(numeric) == 20  # the model's outputs are not in it
+    assert 1 <= len(part.components) < 20 and part.explained >= 0.65
+    assert (part.n_fit, part.n_baseline) == (2000, 2000)  # even rows fit, odd rows measure
+    columns = reference_build.columns_of(reference_build.read_records(jsonl))
+    expected = profile_multivariate(
+        columns, exclude=frozenset({SCORE, PREDICTION}), max_features=30, variance=0.65
+    )
+    assert part.model_dump() == expected
+    assert ReferenceProfile.model_validate_json(profile.model_dump_json()) == profile
+    off = reference_build.build(
+        jsonl, model="m", version="v", policy=DriftPolicy(multivariate=False)
+    )
+    assert off.multivariate is None
+
+
+def test_profiles_without_the_multivariate_part_still_load(jsonl: Path) -> None:
+    profile = reference_build.build(jsonl, model="m", version="v", policy=DriftPolicy())
+    old = orjson.loads(profile.model_dump_json())
+    del old["multivariate"]
+    assert ReferenceProfile.model_validate(old).multivariate is None
+    assert reference_from_profile(ReferenceProfile.model_validate(old))["multivariate"] is None
+    bad = orjson.loads(profile.model_dump_json())
+    bad["multivariate"]["sds"] = bad["multivariate"]["sds"][:-1]
+    with pytest.raises(ValueError, match="one value per name"):
+        ReferenceProfile.model_validate(bad)
+
+
+D = 20
+NAMES = [f"x{i:02d}" for i in range(D)]
+
+
+def _rows(rng: np.random.Generator, n: int, rho: float) -> np.ndarray:
+    """x00 and x01 correlated ``rho``; every marginal N(0, 1)."""
+    x = rng.normal(size=(n, D))
+    x[:, 1] = rho * x[:, 0] + np.sqrt(1 - rho**2) * x[:, 1]
+    return x
+
+
+def _window_batches(x: np.ndarray, window: int) -> list[FeatureBatch]:
+    ts = window * 60_000 + np.arange(x.shape[0], dtype=np.int64) * (60_000 // x.shape[0])
+    return [
+        FeatureBatch(
+            ts_ms=ts[lo : lo + 500], columns={n: x[lo : lo + 500, i] for i, n in enumerate(NAMES)}
+        )
+        for lo in range(0, x.shape[0], 500)
+    ]
+
+
+def _judge(
+    monitor: DriftMonitor, state: VersionState, windows: list[np.ndarray], first: int
+) -> list[DriftReport]:
+    reports: list[DriftReport] = []
+    closer = FeatureBatch(
+        ts_ms=np.array([(first + len(windows)) * 60_000], dtype=np.int64), columns={"x00": [0.0]}
+    )
+    batches = [b for i, x in enumerate(windows) for b in _window_batches(x, first + i)]
+    for batch in [*batches, closer]:
+        state = monitor.update(state, batch)
+        state, closed = monitor.close_ready(state)
+        reports.extend(closed)
+    return reports
+
+
+def test_a_profile_judges_the_joint_distribution_as_the_warm_up_does(tmp_path: Path) -> None:
+    rng = np.random.default_rng(21)
+    training = _rows(rng, 6000, 0.8)
+    path = tmp_path / "train.jsonl"
+    records = [dict(zip(NAMES, row, strict=True)) for row in training.tolist()]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    policy = DriftPolicy(window=60, allowed_lateness=0, min_reference_events=6000)
+    published = reference_build.build(path, model="m", version="v1", policy=policy)
+    profile = ReferenceProfile.model_validate_json(published.model_dump_json())  # via Kafka
+
+    # The warm-up on the same rows, in the same order, builds the same PCA to the bit.
+    monitor = DriftMonitor(policy=policy)
+    later = [_rows(rng, 5000, rho) for rho in (0.8, 0.8, -0.8, -0.8)]
+    warm = monitor.initialize("m", "v1")
+    for batch in _window_batches(training, 0):
+        warm = monitor.update(warm, batch)
+    from_profile = reference_from_profile(profile)
+    warmed = _judge(monitor, warm, later, 1)
+    assert warmed[0].reference.kind == "warmup"
+    assert profile.multivariate is not None
+    assert from_profile["multivariate"] == profile.multivariate.model_dump()
+
+    state = monitor.initialize("m", "v1")
+    state["reference"] = from_profile
+    judged = _judge(monitor, state, later, 1)
+    assert judged[0].reference.kind == "profile"
+    # the window right after the warm-up is not judged jointly; with a profile it is
+    assert warmed[1].multivariate is None and judged[0].multivariate is not None
+    assert [r.multivariate for r in judged[1:]] == [r.multivariate for r in warmed[2:]]
+    statuses = [(r.status, r.drifted_features) for r in judged]
+    assert statuses == [
+        ("ok", []),
+        ("ok", []),
+        ("warn", [MULTIVARIATE]),
+        ("drift", [MULTIVARIATE]),
+    ]
+    assert all(f.status == "ok" for r in judged for f in r.features.values())

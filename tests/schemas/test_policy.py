@@ -140,7 +140,8 @@ def test_bad_duration_message_says_what_a_duration_looks_like() -> None:
     [
         ("drift: {windw: 5m}", "drift.windw"),
         ("drfit: {window: 5m}", "drfit"),
-        ("models: {m: {drift: {window: 5m}, kpi: {}}}", "models.m.kpi"),
+        ("models: {m: {drift: {window: 5m}, kpis: {}}}", "models.m.kpis"),
+        ("kpi: {targets: {roc_auc: {minimum: 0.8}}}", "kpi.targets.roc_auc.minimum"),
     ],
 )
 def test_unknown_field_is_refused_by_name(text: str, where: str) -> None:

@@ -43,19 +43,31 @@ def test_unlabeled_predictions_expire_after_the_ttl_and_are_handed_back() -> Non
     store: dict[bytes, bytes] = {}
     join.add_predictions(store, "m", _preds([f"r{i}" for i in range(100)], 0))
     join.add_labels(store, "m", [(f"r{i}", 60_000, 1) for i in range(30)])
-    # At the TTL plus one bucket, nothing has expired yet ...
-    assert join.add_predictions(store, "m", _preds(["later"], ttl + bucket)).expired == []
+    # Predictions running far ahead do not expire them: their labels may be late.
+    assert join.add_predictions(store, "m", _preds(["ahead"], ttl + bucket + 1)).expired == []
+    # By the labels' clock: at the TTL plus one bucket, nothing has expired yet ...
+    assert join.add_labels(store, "m", [("other", ttl + bucket, 0)]).expired == []
     # ... one millisecond later the 70 unlabeled predictions come back, once.
-    out = join.add_predictions(store, "m", _preds(["later2"], ttl + bucket + 1))
+    out = join.add_labels(store, "m", [("other2", ttl + bucket + 1, 0)])
     assert sorted(p["id"] for p in out.expired) == sorted(f"r{i}" for i in range(30, 100))
-    assert join.add_predictions(store, "m", _preds(["x"], ttl + bucket + 2)).expired == []
+    assert join.add_labels(store, "m", [("x", ttl + bucket + 2, 0)]).expired == []
+
+
+def test_a_stalled_label_feed_still_bounds_the_pending_predictions() -> None:
+    """With no labels at all, predictions expire at twice the TTL of their own clock."""
+    join = LabelJoin(ttl_ms=HOUR, bucket_ms=HOUR)
+    store: dict[bytes, bytes] = {}
+    join.add_predictions(store, "m", _preds(["a", "b"], 0))
+    assert join.add_predictions(store, "m", _preds(["c"], 3 * HOUR)).expired == []
+    out = join.add_predictions(store, "m", _preds(["d"], 3 * HOUR + 1))
+    assert sorted(p["id"] for p in out.expired) == ["a", "b"]
 
 
 def test_labels_without_predictions_expire_as_counted_orphans() -> None:
     join = LabelJoin(ttl_ms=HOUR, bucket_ms=HOUR)
     store: dict[bytes, bytes] = {}
     join.add_labels(store, "m", [("ghost1", 0, 1), ("ghost2", 0, 0)])
-    out = join.add_labels(store, "m", [("x", 2 * HOUR + 1, 1)])
+    out = join.add_predictions(store, "m", _preds(["x"], 2 * HOUR + 1))  # predictions' clock
     assert out.orphans_expired == 2
     assert join.clock(store, "m")["orphan_labels"] == 2
     # The label of an expired orphan does not meet a prediction that comes later.
@@ -67,7 +79,7 @@ def test_a_repeated_prediction_is_counted_not_stored_twice() -> None:
     store: dict[bytes, bytes] = {}
     join.add_predictions(store, "m", _preds(["r"], 0))
     join.add_predictions(store, "m", _preds(["r"], 5))
-    assert join.clock(store, "m")["duplicate_predictions"] == 1
+    assert join.clock(store, "m")["duplicates"] == 1
     assert len(join.add_labels(store, "m", [("r", 10, 1)]).matches) == 1
 
 
@@ -86,11 +98,46 @@ def test_expiry_leaves_only_the_model_clock_in_the_store() -> None:
         join.add_labels(store, "m", [(f"orphan{batch}", ts, 0)])
         ts += 60_000
     sizes = len(store)
-    join.add_labels(store, "m", [("end", ts + 2 * HOUR, 0)])  # everything before expires
+    # Both clocks move on: everything before expires.
+    join.add_labels(store, "m", [("end", ts + 2 * HOUR, 0)])
+    join.add_predictions(store, "m", _preds(["endp"], ts + 2 * HOUR))
     remaining = {k.split(b"|")[0] for k in store}
-    assert sizes > 1000
-    # Only the model clock and the last call's own entry (and its chunk) are left.
-    assert len(store) <= 3 and remaining <= {b"m", b"l", b"x"}
+    assert sizes > 100
+    # Only the model clock and the last two calls' own chunks are left.
+    assert len(store) == 3 and remaining == {b"m", b"x"}
+    assert join.pending(store, "m") == (1, 1)
+
+
+def test_a_restarted_join_rebuilds_its_working_set_from_the_store() -> None:
+    """After a restart (a new LabelJoin on the recovered store) the join goes on as if
+    nothing happened: the same matches, the same expiries."""
+    calls: list[tuple[str, list[tuple[str, int, object]]]] = []
+    rng = np.random.default_rng(5)
+    for i in range(60):
+        ts = i * 120_000
+        calls.append(("p", [(f"r{i}-{k}", ts, {"id": f"r{i}-{k}"}) for k in range(20)]))
+        back = int(rng.integers(0, i + 1))
+        calls.append(("l", [(f"r{back}-{k}", ts + 1, k % 2) for k in range(0, 20, 3)]
+                      + [(f"early{i}", ts, 1)]))
+        calls.append(("p", [(f"early{max(i - 1, 0)}", ts + 2, {"id": f"early{i}"})]))
+
+    def run(restart_at: int | None) -> list[object]:
+        store: dict[bytes, bytes] = {}
+        join = LabelJoin(ttl_ms=HOUR, bucket_ms=600_000)
+        seen: list[object] = []
+        for n, (kind, items) in enumerate(calls):
+            if n == restart_at:
+                join = LabelJoin(ttl_ms=HOUR, bucket_ms=600_000)
+            out = (join.add_predictions(store, "m", items) if kind == "p"  # type: ignore[arg-type]
+                   else join.add_labels(store, "m", items))
+            seen.append(([(m.prediction, m.label) for m in out.matches], out.expired,
+                         out.orphans_expired))
+        return seen
+
+    straight = run(None)
+    assert sum(len(s[1]) for s in straight) > 100  # type: ignore[index, arg-type]
+    for restart_at in (7, 50, 121):
+        assert run(restart_at) == straight
 
 
 def test_a_replay_of_the_same_calls_gives_the_same_store() -> None:

@@ -15,6 +15,7 @@ from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
 from streams.drift.monitor import (
     MAX_UNTRACKED_NAMES,
+    MULTIVARIATE,
     PREDICTION,
     SCORE,
     DriftMonitor,
@@ -704,7 +705,7 @@ def test_binary_feature_share_change_is_flagged(ones_before: float, ones_after: 
     assert clean.status == "ok"
     assert clean.features["x"].metrics["psi"] < 0.01
     assert shifted.status == "drift"
-    assert shifted.drifted_features == ["x"]
+    assert shifted.drifted_features == ["x", MULTIVARIATE]  # the joint signal sees it too
     assert shifted.features["x"].metrics["psi"] > 1.0
     assert shifted.features["x"].n == 2500
     assert shifted.features["c"].status == "ok"
@@ -728,7 +729,7 @@ def test_zero_inflated_feature_zero_share_change_is_flagged() -> None:
     assert ref["features"]["x"]["counts"][zero_bin] == windows[0].count(0.0)
     _, clean, shifted = reports
     assert clean.status == "ok"
-    assert shifted.drifted_features == ["x"]
+    assert shifted.drifted_features == ["x", MULTIVARIATE]  # the joint signal sees it too
     assert shifted.features["x"].status == "drift"
     zeros_now = windows[2].count(0.0) / 2500
     assert shifted.features["x"].reason.endswith(
@@ -835,3 +836,69 @@ def test_shift_of_a_large_offset_feature_is_flagged() -> None:
         ]
     )
     assert reports[2].features["x"].status == "drift"
+
+
+# -- multivariate signal: state size and determinism ---------------------------------------
+
+
+def _correlated_window(
+    rng: np.random.Generator, index: int, n: int, *, rho: float = 0.8
+) -> FeatureBatch:
+    """``_window``'s five features, with f0 and f1 correlated ``rho`` (marginals N(0, 1))."""
+    batch = _window(rng, index, n)
+    f0, f1 = np.asarray(batch.columns["f0"]), np.asarray(batch.columns["f1"])
+    cols = dict(batch.columns)
+    cols["f1"] = (rho * f0 + np.sqrt(1 - rho**2) * f1).tolist()
+    return FeatureBatch(ts_ms=batch.ts_ms, columns=cols)
+
+
+def test_a_window_keeps_three_numbers_for_the_joint_signal() -> None:
+    rng = np.random.default_rng(40)
+    windows = [_correlated_window(rng, i, 2000) for i in range(3)]
+    on, off = DriftMonitor(policy=_policy()), DriftMonitor(policy=_policy(multivariate=False))
+    states = []
+    for monitor in (on, off):
+        state, _ = _feed(monitor, monitor.initialize("m", "v1"), windows)
+        # window 2 is open, filled, and counted against the reference's PCA
+        states.append(state)
+    assert states[0]["reference"] is not None
+    assert states[0]["reference"].get("multivariate") is not None
+    window = states[0]["windows"][str(2 * W)]
+    assert "mv_halves" not in window and "mv_names" not in states[0]
+    sums = window["mv"]
+    assert sums is not None and len(sums) == 3 and sums[0] == 2000
+    with_signal = len(orjson.dumps(window))
+    without = len(orjson.dumps(states[1]["windows"][str(2 * W)]))
+    assert with_signal - without == len(orjson.dumps({"mv": sums})) - 2 + 1  # key, list, comma
+    assert with_signal - without < 64
+    # the reference is written once, under its own key, and is bounded by d * d
+    pca = states[0]["reference"]["multivariate"]
+    assert pca is not None and len(orjson.dumps(pca)) < (3 * 5 + 4 * 5 + 4) * 25
+
+
+def _joint_run(chunk: int) -> list[DriftReport]:
+    rng = np.random.default_rng(41)
+    monitor = DriftMonitor(policy=_policy(min_reference_events=4000, allowed_lateness="20s"))
+    windows = [
+        _correlated_window(rng, 0, 2500),
+        _correlated_window(rng, 1, 2500),  # completes the warm-up
+        _correlated_window(rng, 2, 3000),  # partly counted before: not judged jointly
+        _correlated_window(rng, 3, 3000),
+        _correlated_window(rng, 4, 3000, rho=-0.8),
+        _correlated_window(rng, 5, 3000, rho=-0.8),
+    ]
+    batches = [c for w in windows for c in _chunks(w, chunk)]
+    _, reports = _feed(monitor, monitor.initialize("m", "v1"), [*batches, _single(7 * W, f0=0.0)])
+    return reports
+
+
+def test_the_joint_signal_replays_identically_however_events_are_batched() -> None:
+    first = _joint_run(500)
+    assert [r.model_dump() for r in _joint_run(500)] == [r.model_dump() for r in first]
+    for chunk in (97, 299, 3000):  # batches of at least ANCHOR_SAMPLE events, as above
+        assert [r.model_dump() for r in _joint_run(chunk)] == [
+            r.model_dump() for r in first
+        ], chunk
+    assert first[2].multivariate is None
+    assert [r.multivariate.status for r in first[3:] if r.multivariate] == ["ok", "drift", "drift"]
+    assert [r.drifted_features for r in first[3:]] == [[], [MULTIVARIATE], [MULTIVARIATE]]

@@ -1,0 +1,34 @@
+"""The KPI agent: predictions and labels in, KpiReports out on ``kpi``."""
+
+from __future__ import annotations
+
+import faust
+
+from agents import runner
+from agents.config import Settings
+from agents.kpi_handler import KpiHandler
+from schemas.policy import Policy
+
+
+def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
+    handler = KpiHandler(
+        policy=policy,
+        predictions_topic=settings.topic("predictions"),
+        labels_topic=settings.topic("labels"),
+        max_message_bytes=settings.max_message_bytes,
+    )
+    # Both topics are keyed by model, so a model's predictions, labels and all of
+    # its state (the label join, KPI windows, concept detectors: keys and bounds in
+    # agents.kpi_handler) live on one partition; the topics need equal partition counts.
+    agent, _ = runner.register(
+        app, settings, handler, name="kpi", sources=["predictions", "labels"],
+        output="kpi", table="kpi-state",
+    )
+
+    @app.on_partitions_revoked.connect
+    async def forget(sender: object, revoked: object, **kwargs: object) -> None:
+        # The join's in-memory working set mirrors the table; after a rebalance
+        # it is rebuilt from the table (for the models this worker then owns).
+        handler.forget()
+
+    return agent

@@ -1,0 +1,357 @@
+"""Predictions and delayed labels in; KpiReports per version, variant and window out.
+
+Faust-free like the drift handler: the KPI agent calls it with its table, tests
+and replays with a dict. Everything lives in one table, keyed so that a
+model's entries share the partition of its messages (both input topics are
+keyed by model and must have the same number of partitions):
+
+* the label join's entries (``streams.join``: ``p|``, ``l|``, ``x|``, ``m|``);
+* ``s|model|version|variant`` -> the series index (``SeriesIndex``);
+* ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``);
+* ``c|model|version|variant`` -> the concept-drift detector;
+* ``k|model|`` -> the model's series (``ModelIndex``).
+
+Reports are driven by event time, never by the wall clock, so a replay emits
+the same reports, and by the clock of the input that matters (the join's
+clocks: the latest ``ts`` seen on predictions, and on labels). A window is
+first reported (revision 0) once the predictions have passed its end plus
+``allowed_lateness``. Labels arriving later update it, and it is re-emitted
+with the next revision at most once per ``window`` of event time while it
+keeps changing. It is retired (a last revision if it changed, then deleted)
+once it is first-reported and the labels' clock is ``label_ttl`` past its
+end: every prediction in it has then been labeled or expired (or, if labels
+stall for good, once the predictions' clock is twice that past: state stays
+bounded).
+
+Bounds per model: ``MAX_SERIES`` versions x variants; per series ``label_ttl /
+window + 1`` windows of a few KB (see ``streams.kpi.window``); the join's
+pending entries (about 150 bytes each) for predictions younger than the TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+import orjson
+
+from agents.codec import Codec, Origin, Row, keyed_events
+from agents.runner import Outcome
+from schemas.events import LabelEvent, PredictionEvent
+from schemas.policy import KpiPolicy, Policy
+from schemas.reports import KpiReport
+from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock
+from streams.kpi.concept import ConceptDetector
+from streams.kpi.window import KpiWindow, WindowState
+
+logger = logging.getLogger(__name__)
+
+Store = MutableMapping[bytes, bytes]
+Series = tuple[str, str]  # (model_version, variant)
+
+#: versions x variants tracked per model; predictions of further ones are counted only
+MAX_SERIES = 64
+
+
+class WindowMark(TypedDict):
+    rev: int  # -1 until first reported
+    dirty: bool  # changed since last reported
+    emitted_ms: int  # model clock at the last report
+
+
+class ModelIndex(TypedDict):
+    series: list[list[str]]  # [version, variant], at most MAX_SERIES
+
+
+class SeriesIndex(TypedDict):
+    windows: dict[str, WindowMark]
+    closed_until_ms: int  # windows before this have been reported at least once
+    retired_until_ms: int  # windows before this are gone (later predictions are lost)
+    late: int  # predictions for reported windows, since the last report
+    lost: int  # predictions for retired windows (counted, never joined)
+
+
+def _k(*parts: str) -> bytes:
+    return SEP.join(p.encode() for p in parts)
+
+
+def _ts_ms(event: Row) -> int:
+    return int(event["ts"].timestamp() * 1000)
+
+
+class KpiHandler:
+    AGENT = "kpi"
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        predictions_topic: str,
+        labels_topic: str,
+        max_message_bytes: int,
+    ) -> None:
+        self.policy = policy
+        self.predictions_topic = predictions_topic
+        self._codecs = {
+            predictions_topic: Codec(
+                PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT
+            ),
+            labels_topic: Codec(LabelEvent, max_message_bytes=max_message_bytes, agent=self.AGENT),
+        }
+        self._models: dict[str, tuple[KpiPolicy, LabelJoin, KpiWindow]] = {}
+
+    def _for(self, model: str) -> tuple[KpiPolicy, LabelJoin, KpiWindow]:
+        if model not in self._models:
+            p = self.policy.kpi_for(model)
+            join = LabelJoin(ttl_ms=p.label_ttl, bucket_ms=min(p.window, p.label_ttl))
+            self._models[model] = (p, join, KpiWindow(p))
+        return self._models[model]
+
+    def forget(self) -> None:
+        """Drop in-memory working sets (after a rebalance); rebuilt from the table."""
+        for _, join, _ in self._models.values():
+            join.forget()
+
+    # -- entry point -----------------------------------------------------------
+
+    def handle(self, raw: bytes | None, origin: Origin, table: Store) -> Outcome:
+        out = Outcome()
+        decoded = self._codecs[origin.topic].decode(raw, origin)
+        events = keyed_events(decoded, origin, agent=self.AGENT)
+        out.dead.extend(decoded.dead)
+        by_model: dict[str, list[Row]] = {}
+        for event in events:
+            by_model.setdefault(event["model"], []).append(event)
+        for model, rows in by_model.items():
+            work = _Work(self, model, table)
+            if origin.topic == self.predictions_topic:
+                work.predictions(rows)
+            else:
+                work.labels(rows)
+            out.reports.extend(work.finish())
+            out.counted += len(rows)
+        return out
+
+
+class _Work:
+    """One model's share of one message: cached reads, one write per key at the end."""
+
+    def __init__(self, handler: KpiHandler, model: str, store: Store) -> None:
+        self.h = handler
+        self.model = model
+        self.store = store
+        self.policy, self.join, self.kpi = handler._for(model)
+        self.windows: dict[tuple[Series, int], WindowState] = {}
+        self.indexes: dict[Series, SeriesIndex] = {}
+        raw = store.get(_k("k", model, ""))
+        self.meta: ModelIndex = orjson.loads(raw) if raw is not None else {"series": []}
+        self.series = self.meta["series"]
+        self.meta_changed = False
+        self.untracked = 0
+
+    # -- state access ------------------------------------------------------------
+
+    def _tracked(self, series: Series) -> bool:
+        if list(series) in self.series:
+            return True
+        if len(self.series) >= MAX_SERIES:
+            return False
+        self.series.append(list(series))
+        self.meta_changed = True
+        return True
+
+    def index(self, series: Series) -> SeriesIndex:
+        if series not in self.indexes:
+            raw = self.store.get(_k("s", self.model, *series))
+            self.indexes[series] = (
+                orjson.loads(raw) if raw is not None else {
+                    "windows": {}, "closed_until_ms": -(2**62), "retired_until_ms": -(2**62),
+                    "late": 0, "lost": 0,
+                }
+            )
+        return self.indexes[series]
+
+    def window(self, series: Series, start: int) -> WindowState:
+        key = (series, start)
+        if key not in self.windows:
+            raw = self.store.get(_k("w", self.model, *series, str(start)))
+            self.windows[key] = orjson.loads(raw) if raw is not None else self.kpi.initialize()
+            marks = self.index(series)["windows"]
+            if str(start) not in marks:
+                marks[str(start)] = {"rev": -1, "dirty": True, "emitted_ms": 0}
+        return self.windows[key]
+
+    def touched(self, series: Series, start: int) -> None:
+        self.index(series)["windows"][str(start)]["dirty"] = True
+
+    def start_of(self, ts_ms: int) -> int:
+        return ts_ms - ts_ms % self.policy.window
+
+    # -- inputs --------------------------------------------------------------------
+
+    def predictions(self, rows: list[Row]) -> None:
+        groups: dict[tuple[Series, int], list[Row]] = {}
+        pending: list[tuple[str, int, dict[str, Any]]] = []
+        segment_keys = self.policy.segments
+        for event in rows:
+            series = (event["model_version"], event.get("variant", "champion"))
+            if not self._tracked(series):
+                self.untracked += 1
+                continue
+            ts = _ts_ms(event)
+            start = self.start_of(ts)
+            index = self.index(series)
+            if start < index["retired_until_ms"]:
+                index["lost"] += 1
+                continue
+            if start < index["closed_until_ms"]:
+                index["late"] += 1
+            groups.setdefault((series, start), []).append(event)
+            segment = event.get("segment") or {}
+            pending.append((event["request_id"], ts, {
+                "v": series[0], "a": series[1], "t": ts,
+                "p": event["prediction"], "s": event.get("score"),
+                "g": {k: segment[k] for k in segment_keys if k in segment},
+            }))
+        for (series, start), events in groups.items():
+            key = (series, start)
+            self.windows[key] = self.kpi.add_predictions(self.window(series, start), events)
+            self.touched(series, start)
+        self._joined(self.join.add_predictions(self.store, self.model, pending))
+
+    def labels(self, rows: list[Row]) -> None:
+        labels = [(e["request_id"], _ts_ms(e), e["label"]) for e in rows]
+        self._joined(self.join.add_labels(self.store, self.model, labels))
+
+    def _joined(self, joined: JoinOutcome) -> None:
+        """Fold completed predictions into their windows (and the concept detector)."""
+        groups: dict[tuple[Series, int], list[tuple[dict[str, Any], Any, int]]] = {}
+        for m in joined.matches:
+            p = m.prediction
+            groups.setdefault(((p["v"], p["a"]), self.start_of(p["t"])), []).append(
+                (p, m.label, m.label_ts_ms))
+        detectors: dict[Series, ConceptDetector] = {}
+        for (series, start), matched in groups.items():
+            if start < self.index(series)["retired_until_ms"]:
+                # Not expected: a window retires only after its predictions have
+                # been labeled or expired. Counted, should it ever happen.
+                self.index(series)["lost"] += len(matched)
+                continue
+            state = self.kpi.add_labeled(self.window(series, start), matched)
+            errors = self.kpi.errors(matched)
+            if series not in detectors:
+                detectors[series] = self._detector(series)
+            if detectors[series].update(errors.tolist()):
+                state = self.kpi.mark_concept_drift(state)
+            self.windows[(series, start)] = state
+            self.touched(series, start)
+        for series, detector in detectors.items():
+            self.store[_k("c", self.model, *series)] = detector.dumps()
+        expired: dict[tuple[Series, int], int] = {}
+        for p in joined.expired:
+            key = ((p["v"], p["a"]), self.start_of(p["t"]))
+            expired[key] = expired.get(key, 0) + 1
+        for (series, start), n in expired.items():
+            marks = self.index(series)["windows"]
+            if str(start) in marks:  # the window may be retired: then only the join counts it
+                self.windows[(series, start)] = self.kpi.add_expired(self.window(series, start), n)
+                self.touched(series, start)
+
+    def _detector(self, series: Series) -> ConceptDetector:
+        raw = self.store.get(_k("c", self.model, *series))
+        if raw is not None:
+            return ConceptDetector.loads(raw)
+        return ConceptDetector(self.policy.concept_detector, **self.policy.concept_params)
+
+    # -- reports ---------------------------------------------------------------------
+
+    def finish(self) -> list[KpiReport]:
+        clock = self.join.clock(self.store, self.model)
+        reports: list[KpiReport] = []
+        if clock["predictions_ms"] is not None:
+            for version, variant in self.series:
+                reports.extend(self._close((version, variant), clock))
+        for (series, start), state in self.windows.items():
+            if str(start) in self.index(series)["windows"]:
+                self.store[_k("w", self.model, *series, str(start))] = orjson.dumps(state)
+        for series, index in self.indexes.items():
+            self.store[_k("s", self.model, *series)] = orjson.dumps(index)
+        if self.meta_changed:
+            self.store[_k("k", self.model, "")] = orjson.dumps(self.meta)
+        if self.untracked:
+            logger.warning("model %s: %d predictions of versions/variants beyond the first %d "
+                           "are not tracked", self.model, self.untracked, MAX_SERIES)
+        return reports
+
+    def _close(self, series: Series, clock: ModelClock) -> list[KpiReport]:
+        p = self.policy
+        index = self.index(series)
+        predictions = clock["predictions_ms"]
+        labels = clock["labels_ms"]
+        assert predictions is not None
+        now = max(predictions, labels or predictions)
+        orphans = clock["orphan_labels"]
+        out: list[KpiReport] = []
+        for start_s in sorted(index["windows"], key=int):
+            start = int(start_s)
+            mark = index["windows"][start_s]
+            end = start + p.window
+            # Retired when neither a prediction nor a label can reach it any more.
+            passed = end + p.allowed_lateness <= predictions
+            retire = ((passed and labels is not None and labels > end + p.label_ttl)
+                      or predictions > end + 2 * p.label_ttl)
+            first = mark["rev"] < 0 and (passed or retire)
+            again = (mark["rev"] >= 0 and mark["dirty"]
+                     and (now - mark["emitted_ms"] >= p.window or retire))
+            if first or again:
+                mark["rev"] += 1
+                mark["dirty"] = False
+                mark["emitted_ms"] = now
+                index["closed_until_ms"] = max(index["closed_until_ms"], end)
+                out.append(self._report(series, start, self.window(series, start),
+                                        mark["rev"], index, orphans, final=retire))
+            if retire:
+                del index["windows"][start_s]
+                self.windows.pop((series, start), None)
+                self.store.pop(_k("w", self.model, *series, start_s), None)
+                index["retired_until_ms"] = max(index["retired_until_ms"], end)
+        return out
+
+    def _report(self, series: Series, start: int, state: WindowState, revision: int,
+                index: SeriesIndex, orphans: int, *, final: bool) -> KpiReport:
+        late, index["late"] = index["late"], 0
+        lost, index["lost"] = index["lost"], 0
+        result = self.kpi.report(state)
+        notes = list(result.notes)
+        if lost:
+            notes.append(f"{lost} predictions arrived after their window was retired "
+                         f"(older than label_ttl) and were counted only here")
+        if orphans:
+            notes.append(f"{orphans} labels of this model never met their prediction "
+                         "within label_ttl so far (orphan labels)")
+        if final and revision > 0:
+            notes.append("final revision: label_ttl has passed, no later label can change it")
+        return KpiReport(
+            model=self.model,
+            model_version=series[0],
+            variant=series[1],  # type: ignore[arg-type]
+            window_start=_iso(start),
+            window_end=_iso(start + self.policy.window),
+            n_predictions=result.n_predictions,
+            n_labeled=result.n_labeled,
+            metrics=result.metrics,
+            concept_drift=result.concept_drift,
+            status=result.status,
+            revision=revision,
+            late=late,
+            breaches=result.breaches,
+            segments=result.segments,
+            disparity=result.disparity,
+            notes=notes,
+        )
+
+
+def _iso(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

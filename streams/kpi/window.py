@@ -1,0 +1,258 @@
+"""One KPI window of one model version and variant: every accumulator, and the verdict.
+
+The KPI agent keeps one ``WindowState`` per (model, version, variant, window)
+and calls, as events come:
+
+* :meth:`KpiWindow.add_predictions` with the window's prediction events
+  (serving health: errors, latency);
+* :meth:`KpiWindow.add_labeled` with predictions whose label just joined
+  (quality: classification or regression, label delay, per-segment slices);
+* :meth:`KpiWindow.add_expired` for predictions whose label never came;
+* :meth:`KpiWindow.mark_concept_drift` when the detector fired on one of its labels;
+
+and :meth:`KpiWindow.report` when the window is (re)reported: the metrics,
+segment slices and disparity, and the status against the policy's targets.
+
+A matched prediction is the dict the agent stored while it waited for its
+label: ``{"p": prediction, "s": score or None, "t": ts_ms, "g": {segment key:
+value}}``. Labels or predictions that are missing (null, blank) cannot be
+judged: they are counted in ``unusable_labels``, not folded in as negatives.
+
+State size: serving health under 12 KB (two log histograms), classification
+about 4 KB (100 score bins) or regression 5 numbers, and per segment value a
+coarse classification slice (10 score bins, about 0.6 KB) for at most
+``max_segment_values`` values per segment key (later values share "other").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.policy import KpiPolicy
+from schemas.reports import KpiStatus
+from streams.kpi.classification import ClassificationKpi, ClassificationState
+from streams.kpi.concept import classification_errors, regression_errors
+from streams.kpi.disparity import segment_disparity
+from streams.kpi.labels import MISSING, to_binary
+from streams.kpi.regression import RegressionKpi, RegressionState
+from streams.kpi.serving import ServingHealth, ServingState
+
+#: Segment values beyond ``max_segment_values`` per key are counted under this name.
+OTHER = "other"
+#: Metrics read from predictions alone: judged against targets without waiting for labels.
+SERVING_METRICS = frozenset(
+    {"error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms"}
+)
+
+Matched = tuple[dict[str, Any], Any, int]  # (stored prediction, label, label ts_ms)
+Quality = ClassificationState | RegressionState
+
+
+class WindowState(TypedDict):
+    serving: ServingState
+    quality: Quality
+    segments: dict[str, dict[str, Quality]]
+    unusable_labels: int
+    expired: int
+    concept_drift: int
+
+
+@dataclass
+class KpiResult:
+    n_predictions: int
+    n_labeled: int
+    metrics: dict[str, float]
+    concept_drift: bool
+    status: KpiStatus
+    breaches: list[str] = field(default_factory=list)
+    segments: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    disparity: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class KpiWindow:
+    """Fold over :class:`WindowState` for one model's :class:`KpiPolicy`."""
+
+    def __init__(self, policy: KpiPolicy) -> None:
+        self.policy = policy
+        self.classification = policy.task == "classification"
+        costs = policy.cost.model_dump() if policy.cost is not None else None
+        self.quality = ClassificationKpi(costs=costs)
+        self.slice = ClassificationKpi(bins=10, ece_bins=10)
+        self.regression = RegressionKpi()
+        self.serving = ServingHealth()
+
+    def _new_quality(self, *, coarse: bool = False) -> Quality:
+        if not self.classification:
+            return self.regression.initialize()
+        return (self.slice if coarse else self.quality).initialize()
+
+    def initialize(self) -> WindowState:
+        return {
+            "serving": self.serving.initialize(),
+            "quality": self._new_quality(),
+            "segments": {},
+            "unusable_labels": 0,
+            "expired": 0,
+            "concept_drift": 0,
+        }
+
+    # -- inputs ------------------------------------------------------------------
+
+    def add_predictions(self, state: WindowState, events: Sequence[dict[str, Any]]) -> WindowState:
+        error = np.fromiter((bool(e.get("error", False)) for e in events), dtype=bool,
+                            count=len(events))
+        latency = np.fromiter(
+            (np.nan if e.get("latency_ms") is None else e["latency_ms"] for e in events),
+            dtype=np.float64, count=len(events))
+        return {**state, "serving": self.serving.update(state["serving"], error, latency)}
+
+    def _pairs(self, matched: Sequence[Matched]) -> tuple[npt.NDArray[Any], npt.NDArray[Any],
+                                                         npt.NDArray[np.bool_]]:
+        """(y_true, y_pred, usable): 0/1 codes for classification, floats for regression."""
+        labels = [m[1] for m in matched]
+        preds = [m[0]["p"] for m in matched]
+        if self.classification:
+            t = to_binary(labels, self.policy.positive_label)
+            p = to_binary(preds, self.policy.positive_label)
+            return t, p, (t != MISSING) & (p != MISSING)
+        tf = np.array([_number(v) for v in labels], dtype=np.float64)
+        pf = np.array([_number(v) for v in preds], dtype=np.float64)
+        return tf, pf, np.isfinite(tf) & np.isfinite(pf)
+
+    def errors(self, matched: Sequence[Matched]) -> npt.NDArray[np.float64]:
+        """The error stream for the concept detector, in ``matched`` order (usable pairs)."""
+        t, p, ok = self._pairs(matched)
+        if self.classification:
+            return classification_errors(t[ok], p[ok])
+        return regression_errors(t[ok], p[ok])
+
+    def _fold(self, quality: Quality, t: npt.NDArray[Any], p: npt.NDArray[Any],
+              s: npt.NDArray[np.float64], *, coarse: bool = False) -> Quality:
+        if self.classification:
+            kpi = self.slice if coarse else self.quality
+            return kpi.update(quality, t, p, s)  # type: ignore[arg-type]
+        return self.regression.update(quality, t, p)  # type: ignore[arg-type]
+
+    def add_labeled(self, state: WindowState, matched: Sequence[Matched]) -> WindowState:
+        t, p, ok = self._pairs(matched)
+        scores = np.array([np.nan if m[0].get("s") is None else m[0]["s"] for m in matched],
+                          dtype=np.float64)
+        delay_s = np.array([(m[2] - m[0]["t"]) / 1000.0 for m in matched], dtype=np.float64)
+        idx = np.flatnonzero(ok)
+        out: WindowState = {
+            **state,
+            "serving": self.serving.update_labels(state["serving"], delay_s[idx]),
+            "quality": self._fold(state["quality"], t[idx], p[idx], scores[idx]),
+            "unusable_labels": state["unusable_labels"] + int(len(matched) - idx.size),
+        }
+        if self.policy.segments:
+            out["segments"] = self._slices(state["segments"], matched, idx, t, p, scores)
+        return out
+
+    def _slices(self, segments: dict[str, dict[str, Quality]], matched: Sequence[Matched],
+                idx: npt.NDArray[np.intp], t: npt.NDArray[Any], p: npt.NDArray[Any],
+                s: npt.NDArray[np.float64]) -> dict[str, dict[str, Quality]]:
+        out = {key: dict(values) for key, values in segments.items()}
+        for key in self.policy.segments:
+            values = out.setdefault(key, {})
+            groups: dict[str, list[int]] = {}
+            for i in idx.tolist():
+                raw = (matched[i][0].get("g") or {}).get(key)
+                if raw is None:
+                    continue
+                name = str(raw)
+                if name not in values and len(values) >= self.policy.max_segment_values:
+                    name = OTHER
+                groups.setdefault(name, []).append(i)
+            for name, rows in groups.items():
+                prev = values.get(name) or self._new_quality(coarse=True)
+                values[name] = self._fold(prev, t[rows], p[rows], s[rows], coarse=True)
+        return out
+
+    @staticmethod
+    def add_expired(state: WindowState, n: int) -> WindowState:
+        return {**state, "expired": state["expired"] + n}
+
+    @staticmethod
+    def mark_concept_drift(state: WindowState) -> WindowState:
+        return {**state, "concept_drift": state["concept_drift"] + 1}
+
+    # -- the verdict -------------------------------------------------------------
+
+    def _metrics(self, quality: Quality, *, coarse: bool = False) -> dict[str, float]:
+        if self.classification:
+            kpi = self.slice if coarse else self.quality
+            return kpi.metrics(quality)  # type: ignore[arg-type]
+        return self.regression.metrics(quality)  # type: ignore[arg-type]
+
+    def _count(self, quality: Quality) -> int:
+        if self.classification:
+            return ClassificationKpi.count(quality)  # type: ignore[arg-type]
+        return RegressionKpi.count(quality)  # type: ignore[arg-type]
+
+    def report(self, state: WindowState) -> KpiResult:
+        p = self.policy
+        n = state["serving"]["n"]
+        labeled = self._count(state["quality"])
+        metrics = {**self.serving.metrics(state["serving"]), **self._metrics(state["quality"])}
+        metrics["unlabeled_expired"] = float(state["expired"])
+        notes: list[str] = []
+        if state["unusable_labels"]:
+            notes.append(f"{state['unusable_labels']} labels or predictions were missing or "
+                         "not numbers and could not be judged")
+        segments: dict[str, dict[str, dict[str, float]]] = {}
+        disparity: dict[str, dict[str, float]] = {}
+        for key, values in state["segments"].items():
+            segments[key] = {name: self._metrics(q, coarse=True) for name, q in values.items()}
+            counts = {name: self._count(q) for name, q in values.items()}
+            gaps = segment_disparity(segments[key], counts, min_count=p.min_segment_labeled)
+            disparity[key] = {metric: d["gap"] for metric, d in gaps.items()}
+            for metric, d in gaps.items():
+                if metric in ("accuracy", "recall", "precision", "f1", "mae") and d["gap"] > 0:
+                    notes.append(
+                        f"{key}: {metric} ranges from {d['min']:.3g} ({d['min_segment']}) "
+                        f"to {d['max']:.3g} ({d['max_segment']})")
+        breaches = []
+        skipped = []
+        for name, target in sorted(p.targets.items()):
+            value = metrics.get(name)
+            if value is None:
+                skipped.append(name)
+                continue
+            if name not in SERVING_METRICS and labeled < p.min_labeled:
+                skipped.append(name)
+                continue
+            if target.min is not None and value < target.min:
+                breaches.append(f"{name} {value:.4g} is below its target {target.min:g}")
+            if target.max is not None and value > target.max:
+                breaches.append(f"{name} {value:.4g} is above its target {target.max:g}")
+        if skipped:
+            notes.append(f"not judged yet ({labeled} labels of {p.min_labeled} needed, or "
+                         f"undefined): {', '.join(skipped)}")
+        concept = state["concept_drift"] > 0
+        if concept:
+            notes.append(f"the {p.concept_detector} detector on the error stream fired "
+                         f"{state['concept_drift']} time(s) on labels of this window's predictions")
+        status: KpiStatus = "breach" if breaches else "warn" if concept else "ok"
+        return KpiResult(
+            n_predictions=n, n_labeled=labeled, metrics=metrics, concept_drift=concept,
+            status=status, breaches=breaches, segments=segments, disparity=disparity,
+            notes=notes,
+        )
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        return float("nan")
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
