@@ -19,12 +19,15 @@ process. The machine is shared: compare figures from one run, not across runs.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +72,7 @@ def _messages(events_per_window: int, windows: int, batch_size: int) -> list[byt
     return out
 
 
-def _median_rate(fn: Any, events: int, repeat: int) -> float:
+def median_rate(fn: Any, events: int, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -112,7 +115,7 @@ def _report_ms(repeat: int) -> float:
     return statistics.median(times) * 1000
 
 
-def _peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -128,7 +131,7 @@ def run(*, events: int = 200_000, batch_size: int = 500, repeat: int = 3,
     messages = _messages(per_window, windows, batch_size)
     total = per_window * windows
 
-    decode = _median_rate(lambda: [orjson.loads(m) for m in messages], total, repeat)
+    decode = median_rate(lambda: [orjson.loads(m) for m in messages], total, repeat)
 
     def handle_all() -> None:
         handler = DriftHandler(policy=Policy.model_validate(
@@ -138,7 +141,7 @@ def run(*, events: int = 200_000, batch_size: int = 500, repeat: int = 3,
         for i, m in enumerate(messages):
             handler.handle(m, Origin("p", 0, i, b"fraud-detector"), table)
 
-    handler_rate = _median_rate(handle_all, total, repeat)
+    handler_rate = median_rate(handle_all, total, repeat)
     worker_rate, rss = _worker_rate(messages, per_window, windows, broker)
     return BenchResult(
         events=total, batch_size=batch_size,
@@ -150,43 +153,58 @@ def run(*, events: int = 200_000, batch_size: int = 500, repeat: int = 3,
     )
 
 
-def _worker_rate(
-    messages: list[bytes], per_window: int, windows: int, broker_address: str | None
-) -> tuple[float, float]:
+@contextmanager
+def bench_worker(
+    broker_address: str | None, policy: str, agents: str, before_start: Any = None
+) -> Iterator[tuple[Settings, subprocess.Popen[bytes], Path]]:
+    """A broker (embedded unless given), fresh topics, and a ``driftline worker``
+    running ``agents``; ``before_start(settings)`` runs before the worker starts."""
     embedded = None if broker_address else EmbeddedBroker().start()
     bootstrap = broker_address or embedded.bootstrap  # type: ignore[union-attr]
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     settings = Settings(broker=bootstrap, topic_prefix=prefix, app_id=f"driftline-{prefix}")
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
-    (workdir / "policy.yaml").write_text(_policy_text())
+    (workdir / "policy.yaml").write_text(policy)
     proc = None
     try:
         ensure_topics(settings)
-        producer = simulate.make_producer(bootstrap)
-        simulate.publish(producer, settings.topic("predictions"), "fraud-detector", messages)
-        env_args = ["--broker", bootstrap, "--topic-prefix", prefix, "--app-id", settings.app_id,
-                    "--policy", str(workdir / "policy.yaml"), "--log-level", "warn",
-                    "--agents", "drift"]
+        if before_start is not None:
+            before_start(settings)
+        args = ["--broker", bootstrap, "--topic-prefix", prefix, "--app-id", settings.app_id,
+                "--policy", str(workdir / "policy.yaml"), "--log-level", "warn",
+                "--agents", agents]
         with open(workdir / "worker.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "agents", "worker", *env_args],
-                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        stamps: list[int] = []
-        for msg in tail.messages(bootstrap, settings.topic("drift"),
-                                 stop=lambda: len(stamps) >= windows or proc.poll() is not None):
-            stamps.append(msg.timestamp()[1])
-            if len(stamps) >= windows:
-                break
-        if len(stamps) < windows:
-            raise RuntimeError(f"the worker stopped early; see {workdir / 'worker.log'}")
-        rss = _peak_rss_mb(proc.pid)
-        seconds = (stamps[-1] - stamps[0]) / 1000
-        return per_window * (windows - 1) / max(seconds, 1e-3), rss
+            proc = subprocess.Popen([sys.executable, "-m", "agents", "worker", *args],
+                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, "DRIFTLINE_DATADIR": str(workdir)})
+        yield settings, proc, workdir
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=20)
         if embedded is not None:
             embedded.stop()
+
+
+def _worker_rate(
+    messages: list[bytes], per_window: int, windows: int, broker_address: str | None
+) -> tuple[float, float]:
+    def publish(settings: Settings) -> None:
+        producer = simulate.make_producer(settings.bootstrap)
+        simulate.publish(producer, settings.topic("predictions"), "fraud-detector", messages)
+
+    with bench_worker(broker_address, _policy_text(), "drift", publish) as (settings, proc, wd):
+        stamps: list[int] = []
+        for msg in tail.messages(settings.bootstrap, settings.topic("drift"),
+                                 stop=lambda: len(stamps) >= windows or proc.poll() is not None):
+            stamps.append(msg.timestamp()[1])
+            if len(stamps) >= windows:
+                break
+        if len(stamps) < windows:
+            raise RuntimeError(f"the worker stopped early; see {wd / 'worker.log'}")
+        rss = peak_rss_mb(proc.pid)
+        seconds = (stamps[-1] - stamps[0]) / 1000
+        return per_window * (windows - 1) / max(seconds, 1e-3), rss
 
 
 def render(result: BenchResult) -> str:

@@ -35,6 +35,7 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
+import numpy as np
 import orjson
 
 from agents.codec import Codec, Origin, Row, keyed_events
@@ -226,28 +227,36 @@ class _Work:
         self._joined(self.join.add_labels(self.store, self.model, labels))
 
     def _joined(self, joined: JoinOutcome) -> None:
-        """Fold completed predictions into their windows (and the concept detector)."""
-        groups: dict[tuple[Series, int], list[tuple[dict[str, Any], Any, int]]] = {}
-        for m in joined.matches:
+        """Fold completed predictions into their windows, and their errors, in arrival
+        order, into their series' concept detector."""
+        keys: list[tuple[Series, int]] = []
+        groups: dict[tuple[Series, int], list[int]] = {}
+        for i, m in enumerate(joined.matches):
             p = m.prediction
-            groups.setdefault(((p["v"], p["a"]), self.start_of(p["t"])), []).append(
-                (p, m.label, m.label_ts_ms))
-        detectors: dict[Series, ConceptDetector] = {}
-        for (series, start), matched in groups.items():
+            key = ((p["v"], p["a"]), self.start_of(p["t"]))
+            keys.append(key)
+            groups.setdefault(key, []).append(i)
+        errors = np.full(len(keys), np.nan)
+        for (series, start), rows in groups.items():
             if start < self.index(series)["retired_until_ms"]:
                 # Not expected: a window retires only after its predictions have
                 # been labeled or expired. Counted, should it ever happen.
-                self.index(series)["lost"] += len(matched)
+                self.index(series)["lost"] += len(rows)
                 continue
-            state = self.kpi.add_labeled(self.window(series, start), matched)
-            errors = self.kpi.errors(matched)
-            if series not in detectors:
-                detectors[series] = self._detector(series)
-            if detectors[series].update(errors.tolist()):
-                state = self.kpi.mark_concept_drift(state)
+            matched = [(joined.matches[i].prediction, joined.matches[i].label,
+                        joined.matches[i].label_ts_ms) for i in rows]
+            state, errs = self.kpi.add_labeled(self.window(series, start), matched)
+            errors[rows] = errs
             self.windows[(series, start)] = state
             self.touched(series, start)
-        for series, detector in detectors.items():
+        for series in {s for s, _ in groups}:
+            order = [i for i, (s, _) in enumerate(keys) if s == series and errors[i] == errors[i]]
+            if not order:
+                continue
+            detector = self._detector(series)
+            for fired in detector.update(errors[order]):
+                window = keys[order[fired]]
+                self.windows[window] = self.kpi.mark_concept_drift(self.window(*window))
             self.store[_k("c", self.model, *series)] = detector.dumps()
         expired: dict[tuple[Series, int], int] = {}
         for p in joined.expired:

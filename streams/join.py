@@ -32,8 +32,9 @@ handed back (the caller counts them as never labeled) and expired labels are
 counted as orphans: nothing leaves silently.
 
 Bounds: entries younger than the TTL, i.e. about ``rate x (ttl + bucket)``
-pending predictions (and early labels); each costs its value plus about
-150 bytes in memory, and its JSON (about 100 bytes) in the store. Keys: per
+pending predictions (and early labels); each costs its value's JSON plus
+about 250 bytes in memory (about 500 bytes with the simulator's values;
+``driftline bench --labels`` measures it), and the JSON again in the store. Keys: per
 open bucket one chunk per call that added to it and one deletion record per
 call that joined from it; ``ttl / bucket + 1`` open buckets per model and
 kind. A second label for a joined request finds no prediction and ends as an
@@ -79,11 +80,18 @@ class JoinOutcome:
     orphans_expired: int = 0
 
 
+def _compact(value: Any) -> bytes:
+    """JSON bytes that own only their length: ``orjson.dumps`` returns bytes that keep
+    a 4 KB buffer (measured with tracemalloc), 40 times what a pending entry needs."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 def _key(*parts: str) -> bytes:
     return SEP.join(p.encode() for p in parts)
 
 
-Index = dict[str, dict[str, tuple[int, Any]]]  # kind -> request id -> (bucket, value)
+# kind -> request id -> (bucket, value as JSON bytes: a third of a dict's memory)
+Index = dict[str, dict[str, tuple[int, bytes]]]
 
 
 class LabelJoin:
@@ -148,7 +156,7 @@ class LabelJoin:
                         entries.pop(request_id, None)
                 bucket = int(bucket_s)
                 for request_id, value in entries.items():
-                    index[kind].setdefault(request_id, (bucket, value))
+                    index[kind].setdefault(request_id, (bucket, _compact(value)))
         self._index[model] = index
         return index
 
@@ -156,11 +164,12 @@ class LabelJoin:
         return ts_ms - ts_ms % self.bucket_ms
 
     def _log_added(self, store: Store, model: str, clock: ModelClock, kind: str,
-                   added: dict[int, dict[str, Any]]) -> None:
+                   added: dict[int, list[tuple[str, bytes]]]) -> None:
         buckets = clock["buckets"][kind]
         for bucket, entries in added.items():
             counts = buckets.setdefault(str(bucket), [0, 0])
-            store[_key("x", model, kind, str(bucket), str(counts[0]))] = orjson.dumps(entries)
+            chunk = b"{" + b",".join(orjson.dumps(r) + b":" + v for r, v in entries) + b"}"
+            store[_key("x", model, kind, str(bucket), str(counts[0]))] = chunk
             counts[0] += 1
 
     def _log_joined(self, store: Store, model: str, clock: ModelClock, kind: str,
@@ -204,7 +213,7 @@ class LabelJoin:
                             continue  # joined meanwhile
                         del live[request_id]
                         if kind == PREDICTION:
-                            out.expired.append(entry[1])
+                            out.expired.append(orjson.loads(entry[1]))
                         else:
                             out.orphans_expired += 1
                 for seq in range(deletions):
@@ -222,7 +231,7 @@ class LabelJoin:
         clock = self.clock(store, model)
         index = self._working_set(store, model)
         waiting, early = index[PREDICTION], index[LABEL]
-        added: dict[int, dict[str, Any]] = {}
+        added: dict[int, list[tuple[str, bytes]]] = {}
         joined: dict[int, list[str]] = {}
         for request_id, ts_ms, value in predictions:
             if request_id in waiting:
@@ -230,12 +239,14 @@ class LabelJoin:
                 continue
             label = early.pop(request_id, None)
             if label is not None:
-                out.matches.append(Match(value, label[1]["y"], label[1]["t"]))
+                first = orjson.loads(label[1])
+                out.matches.append(Match(value, first["y"], first["t"]))
                 joined.setdefault(label[0], []).append(request_id)
                 continue
             bucket = self._bucket(ts_ms)
-            waiting[request_id] = (bucket, value)
-            added.setdefault(bucket, {})[request_id] = value
+            raw = _compact(value)
+            waiting[request_id] = (bucket, raw)
+            added.setdefault(bucket, []).append((request_id, raw))
         self._log_added(store, model, clock, PREDICTION, added)
         self._log_joined(store, model, clock, LABEL, joined)
         self._advance(store, model, clock, index, "predictions_ms",
@@ -252,21 +263,21 @@ class LabelJoin:
         clock = self.clock(store, model)
         index = self._working_set(store, model)
         waiting, early = index[PREDICTION], index[LABEL]
-        added: dict[int, dict[str, Any]] = {}
+        added: dict[int, list[tuple[str, bytes]]] = {}
         joined: dict[int, list[str]] = {}
         for request_id, ts_ms, label in labels:
             prediction = waiting.pop(request_id, None)
             if prediction is not None:
-                out.matches.append(Match(prediction[1], label, ts_ms))
+                out.matches.append(Match(orjson.loads(prediction[1]), label, ts_ms))
                 joined.setdefault(prediction[0], []).append(request_id)
                 continue
             if request_id in early:
                 clock["duplicates"] += 1
                 continue
             bucket = self._bucket(ts_ms)
-            value = {"y": label, "t": ts_ms}
-            early[request_id] = (bucket, value)
-            added.setdefault(bucket, {})[request_id] = value
+            raw = _compact({"y": label, "t": ts_ms})
+            early[request_id] = (bucket, raw)
+            added.setdefault(bucket, []).append((request_id, raw))
         self._log_added(store, model, clock, LABEL, added)
         self._log_joined(store, model, clock, PREDICTION, joined)
         self._advance(store, model, clock, index, "labels_ms", (t for _, t, _ in labels), out)

@@ -6,7 +6,8 @@ and calls, as events come:
 * :meth:`KpiWindow.add_predictions` with the window's prediction events
   (serving health: errors, latency);
 * :meth:`KpiWindow.add_labeled` with predictions whose label just joined
-  (quality: classification or regression, label delay, per-segment slices);
+  (quality: classification or regression, label delay, per-segment slices;
+  it also returns their errors, for the concept-drift detector);
 * :meth:`KpiWindow.add_expired` for predictions whose label never came;
 * :meth:`KpiWindow.mark_concept_drift` when the detector fired on one of its labels;
 
@@ -118,19 +119,13 @@ class KpiWindow:
         labels = [m[1] for m in matched]
         preds = [m[0]["p"] for m in matched]
         if self.classification:
-            t = to_binary(labels, self.policy.positive_label)
-            p = to_binary(preds, self.policy.positive_label)
+            t = to_binary(_array(labels), self.policy.positive_label)
+            p = to_binary(_array(preds), self.policy.positive_label)
             return t, p, (t != MISSING) & (p != MISSING)
         tf = np.array([_number(v) for v in labels], dtype=np.float64)
         pf = np.array([_number(v) for v in preds], dtype=np.float64)
         return tf, pf, np.isfinite(tf) & np.isfinite(pf)
 
-    def errors(self, matched: Sequence[Matched]) -> npt.NDArray[np.float64]:
-        """The error stream for the concept detector, in ``matched`` order (usable pairs)."""
-        t, p, ok = self._pairs(matched)
-        if self.classification:
-            return classification_errors(t[ok], p[ok])
-        return regression_errors(t[ok], p[ok])
 
     def _fold(self, quality: Quality, t: npt.NDArray[Any], p: npt.NDArray[Any],
               s: npt.NDArray[np.float64], *, coarse: bool = False) -> Quality:
@@ -139,7 +134,11 @@ class KpiWindow:
             return kpi.update(quality, t, p, s)  # type: ignore[arg-type]
         return self.regression.update(quality, t, p)  # type: ignore[arg-type]
 
-    def add_labeled(self, state: WindowState, matched: Sequence[Matched]) -> WindowState:
+    def add_labeled(
+        self, state: WindowState, matched: Sequence[Matched]
+    ) -> tuple[WindowState, npt.NDArray[np.float64]]:
+        """Fold labeled predictions in; also return their errors for the concept detector,
+        one per entry of ``matched`` (NaN where the label or prediction is unusable)."""
         t, p, ok = self._pairs(matched)
         scores = np.array([np.nan if m[0].get("s") is None else m[0]["s"] for m in matched],
                           dtype=np.float64)
@@ -153,7 +152,12 @@ class KpiWindow:
         }
         if self.policy.segments:
             out["segments"] = self._slices(state["segments"], matched, idx, t, p, scores)
-        return out
+        errors = np.full(len(matched), np.nan)
+        if self.classification:
+            errors[idx] = classification_errors(t[idx], p[idx])
+        else:
+            errors[idx] = regression_errors(t[idx], p[idx])
+        return out, errors
 
     def _slices(self, segments: dict[str, dict[str, Quality]], matched: Sequence[Matched],
                 idx: npt.NDArray[np.intp], t: npt.NDArray[Any], p: npt.NDArray[Any],
@@ -245,6 +249,13 @@ class KpiWindow:
             status=status, breaches=breaches, segments=segments, disparity=disparity,
             notes=notes,
         )
+
+
+def _array(values: list[Any]) -> list[Any] | npt.NDArray[Any]:
+    """Numbers (or bools) as one numpy array, for the vectorised 0/1 mapping; else as is."""
+    if all(type(v) in (int, float) for v in values) or all(type(v) is bool for v in values):
+        return np.asarray(values)
+    return values
 
 
 def _number(value: Any) -> float:
