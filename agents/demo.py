@@ -22,7 +22,17 @@ drift:
   window: 60s
   allowed_lateness: 5s
   min_reference_events: 2000
+kpi:
+  window: 60s
+  allowed_lateness: 5s
+  label_ttl: 3m
+  min_labeled: 200
+  targets:
+    roc_auc: {min: 0.7}
+    latency_p99_ms: {max: 80}
 """
+#: Mean label delay, in event seconds (chargebacks come quickly in the demo).
+LABEL_DELAY_S = 30.0
 
 
 def _stop_process(proc: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> None:
@@ -78,25 +88,30 @@ def run(*, duration_s: float = 90.0, rate: float = 2000.0, time_scale: float = 1
                  "--app-id", settings.app_id, "--policy", str(policy), "--log-level", "warn"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        print(f"  worker   drift agent, 60 s windows of event time, app id {settings.app_id}",
-              flush=True)
+        print(f"  worker   drift and KPI agents, 60 s windows of event time, app id "
+              f"{settings.app_id}", flush=True)
         sim = threading.Thread(
             target=simulate.run, daemon=True,
             kwargs=dict(bootstrap=broker.bootstrap, topic=settings.topic("predictions"),
                         rate=rate, duration_s=duration_s, scenario="drift", shift_at=shift_at,
-                        time_scale=time_scale, seed=seed, should_stop=stop.is_set),
+                        time_scale=time_scale, seed=seed, should_stop=stop.is_set,
+                        labels_topic=settings.topic("labels"), label_delay_s=LABEL_DELAY_S),
         )
         sim.start()
         print(
             f"  serving  fraud-detector v1, {rate:.0f} events/s, event time x{time_scale:g}; "
-            f"amount and distance_from_home_km shift after {shift_at * duration_s:.0f} s\n",
+            f"amount and distance_from_home_km shift after {shift_at * duration_s:.0f} s;\n"
+            f"           labels follow about {LABEL_DELAY_S:.0f} event seconds later, and a "
+            "window's KPIs are shown once all its labels are in\n",
             flush=True,
         )
         deadline = time.monotonic() + duration_s + 5
         colour = sys.stdout.isatty()
-        for msg in tail.messages(broker.bootstrap, settings.topic("drift"),
+        for msg in tail.messages(broker.bootstrap, [settings.topic("drift"), settings.topic("kpi")],
                                  stop=lambda: time.monotonic() > deadline):
-            print(view.render("drift", msg.value(), colour=colour), flush=True)
+            if msg.topic() == settings.topic("kpi") and b"final revision" not in msg.value():
+                continue  # revisions while labels arrive; the demo shows the complete window
+            print(view.render(msg.topic(), msg.value(), colour=colour), flush=True)
             if worker.poll() is not None:
                 break
         if worker.poll() is not None:

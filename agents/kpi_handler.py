@@ -340,7 +340,7 @@ class _Work:
         if orphans:
             notes.append(f"{orphans} labels of this model never met their prediction "
                          "within label_ttl so far (orphan labels)")
-        if final and revision > 0:
+        if final:
             notes.append("final revision: label_ttl has passed, no later label can change it")
         return KpiReport(
             model=self.model,

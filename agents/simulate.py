@@ -25,6 +25,7 @@ of event time (mean ``label_delay_s``), as chargebacks and reviews come in.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import math
 import time
@@ -242,6 +243,7 @@ def run(
     tick = batch_size / rate  # wall seconds per batch
     sent = 0
     due: list[tuple[float, int, dict[str, Any]]] = []  # labels by ts (a heap)
+    order = itertools.count()  # ties in ts keep publication order
     while True:
         elapsed = time.monotonic() - wall0
         if elapsed >= duration_s or (should_stop is not None and should_stop()):
@@ -257,7 +259,7 @@ def run(
         sent += len(events)
         if labels_topic is not None:
             for label in labels:
-                heapq.heappush(due, (label["ts"], len(due), label))
+                heapq.heappush(due, (label["ts"], next(order), label))
             now_s = start_s + tick * time_scale
             ready = []
             while due and due[0][0] <= now_s:

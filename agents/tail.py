@@ -18,7 +18,8 @@ class TopicMissing(DriftlineError):
     """The topic to read does not exist on the broker."""
 
 
-def _assigned_consumer(bootstrap: str, topic: str, *, from_beginning: bool) -> Consumer:
+def _assigned_consumer(bootstrap: str, topics: str | list[str], *,
+                       from_beginning: bool) -> Consumer:
     # Partitions are assigned directly: no consumer group, so nothing to join
     # and no offsets committed on the operators' behalf.
     consumer = Consumer({
@@ -27,23 +28,27 @@ def _assigned_consumer(bootstrap: str, topic: str, *, from_beginning: bool) -> C
         "enable.auto.commit": False,
         "enable.partition.eof": False,
     })
-    # A topic just created may take a moment to show in metadata: wait for it.
-    deadline = time.monotonic() + METADATA_WAIT_S
-    while True:
-        info = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if info is not None and info.error is None and info.partitions:
-            break
-        if time.monotonic() > deadline:
-            consumer.close()
-            raise TopicMissing(f"topic {topic!r} does not exist on {bootstrap}")
-        time.sleep(0.2)
+    names = [topics] if isinstance(topics, str) else topics
+    partitions: list[tuple[str, int]] = []
+    for topic in names:
+        # A topic just created may take a moment to show in metadata: wait for it.
+        deadline = time.monotonic() + METADATA_WAIT_S
+        while True:
+            info = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if info is not None and info.error is None and info.partitions:
+                break
+            if time.monotonic() > deadline:
+                consumer.close()
+                raise TopicMissing(f"topic {topic!r} does not exist on {bootstrap}")
+            time.sleep(0.2)
+        partitions += [(topic, p) for p in sorted(info.partitions)]
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-    consumer.assign([TopicPartition(topic, p, start) for p in sorted(info.partitions)])
+    consumer.assign([TopicPartition(topic, p, start) for topic, p in partitions])
     return consumer
 
 
 def messages(
-    bootstrap: str, topic: str, *, from_beginning: bool = True,
+    bootstrap: str, topic: str | list[str], *, from_beginning: bool = True,
     stop: Callable[[], bool] | None = None, idle_timeout_s: float | None = None,
 ) -> Iterator[Any]:
     """Yield confluent-kafka messages until ``stop()`` or ``idle_timeout_s`` without any."""

@@ -1,4 +1,4 @@
-"""The policy file: windows, drift thresholds, and (later) KPI targets and rules.
+"""The policy file: windows, drift thresholds, KPI targets, label join and concept drift.
 
 One YAML file, validated at start. A bad file is refused with the field path
 and the reason, e.g. ``drift.window: '5x' is not a duration like 30s, 5m, 1h``.
@@ -20,7 +20,15 @@ How a feature is judged, and what the defaults mean for false alarms:
   ``consecutive`` windows in a row (2), or at once when PSI reaches
   ``psi_drift`` (0.2, the usual "significant shift" rule of thumb);
 * windows with fewer than ``min_window_events`` events are reported but never
-  flagged.
+  flagged;
+* the multivariate signal (PCA reconstruction error of the numeric features
+  together) follows the same rules with its own floor and drift level
+  (``multivariate_warn``, ``multivariate_drift``: relative rises over its
+  held-out baseline), counted as one more test in the Bonferroni correction.
+
+The ``kpi`` section (see ``KpiPolicy``) sets the KPI windows, how long
+predictions wait for labels, the targets that make a window a breach, the
+segments to slice by, the cost matrix and the concept-drift detector.
 """
 
 from __future__ import annotations
