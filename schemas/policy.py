@@ -33,73 +33,23 @@ segments to slice by, the cost matrix and the concept-drift detector.
 
 from __future__ import annotations
 
-import math
-import re
-from typing import Annotated, Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
-    WithJsonSchema,
     model_validator,
 )
 
-from schemas.errors import DriftlineError, explain
+from schemas.durations import DurationMs, format_duration_ms, parse_duration_ms
+from schemas.errors import DriftlineError
+from schemas.rules import DecisionPolicy
 
-_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-
-
-def parse_duration_ms(value: Any) -> int:
-    """``"5m"`` -> 300000. Plain numbers are seconds.
-
-    >>> parse_duration_ms("90s"), parse_duration_ms("1.5h"), parse_duration_ms(2)
-    (90000, 5400000, 2000)
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h")
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{value!r} is not a finite, non-negative number of seconds")
-        return int(value * 1000)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return int(float(match.group(1)) * _UNITS_MS[match.group(2)])
-    raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h")
-
-
-def format_duration_ms(ms: int) -> str:
-    """The inverse of :func:`parse_duration_ms`, so a dumped policy reloads unchanged.
-
-    >>> format_duration_ms(300_000), format_duration_ms(1500)
-    ('5m', '1500ms')
-    """
-    for unit in ("d", "h", "m", "s"):
-        size = _UNITS_MS[unit]
-        if ms and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
-
-
-# Held as milliseconds; written as "5m"-style strings, so dump -> load round-trips.
-# Plain numbers in a policy file are seconds.
-DurationMs = Annotated[
-    int,
-    BeforeValidator(parse_duration_ms),
-    PlainSerializer(format_duration_ms, return_type=str),
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "string", "pattern": _DURATION.pattern}, {"type": "number"}],
-            "description": "a duration like 30s, 5m, 1h; a plain number is seconds",
-        }
-    ),
-]
+# Durations moved to schemas.durations; still importable from here.
+__all__ = ["format_duration_ms", "parse_duration_ms"]
 
 
 class PolicyError(DriftlineError):
@@ -247,11 +197,13 @@ class KpiPolicy(_Section):
 class ModelPolicy(_Section):
     drift: DriftPolicy | None = None
     kpi: KpiPolicy | None = None
+    decisions: DecisionPolicy | None = None
 
 
 class Policy(_Section):
     drift: DriftPolicy = DriftPolicy()
     kpi: KpiPolicy = KpiPolicy()
+    decisions: DecisionPolicy = DecisionPolicy()
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
 
     def drift_for(self, model: str) -> DriftPolicy:
@@ -262,11 +214,38 @@ class Policy(_Section):
         override = self.models.get(model)
         return override.kpi if override and override.kpi else self.kpi
 
+    def decisions_for(self, model: str) -> DecisionPolicy:
+        override = self.models.get(model)
+        return override.decisions if override and override.decisions else self.decisions
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the deepest node on ``loc`` that the document has."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            node = None
+    return node.start_mark.line + 1 if node is not None else line
+
 
 def parse_policy(text: str, *, source: str = "policy") -> Policy:
-    """Validate a YAML policy document; raise PolicyError naming field and reason."""
+    """Validate a YAML policy document; raise PolicyError naming line, field and reason.
+
+    >>> parse_policy("drift:\\n  window: 5x\\n", source="p.yaml")
+    Traceback (most recent call last):
+    ...
+    schemas.policy.PolicyError: p.yaml:2: drift.window: Value error, '5x' is not a duration ...
+    """
     try:
         data = yaml.safe_load(text) or {}
+        root = yaml.compose(text) if text.strip() else None
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -274,7 +253,13 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(f"{source}: {explain(exc, where_empty='(top level)')}") from exc
+        problems = []
+        for item in exc.errors():
+            field = ".".join(str(p) for p in item["loc"]) or "(top level)"
+            line = _line_of(root, tuple(item["loc"]))
+            where = f"{source}:{line}" if line else source
+            problems.append(f"{where}: {field}: {item['msg']}")
+        raise PolicyError("; ".join(problems)) from exc
 
 
 def load_policy(path: str) -> Policy:

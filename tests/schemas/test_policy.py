@@ -120,12 +120,12 @@ def test_bad_value_names_field_and_source(text: str, where: str) -> None:
     with pytest.raises(PolicyError) as info:
         parse_policy(text, source="prod.yaml")
     message = str(info.value)
-    assert message.startswith("prod.yaml: ")
+    assert message.startswith("prod.yaml:1: "), message
     assert where in message
 
 
 def test_psi_warn_above_psi_drift_is_refused() -> None:
-    with pytest.raises(PolicyError, match=r"^p\.yaml: drift: .*psi_warn \(0\.5\) must not exceed"):
+    with pytest.raises(PolicyError, match=r"^p\.yaml:1: drift: .*psi_warn \(0\.5\) must not exceed"):
         parse_policy("drift: {psi_warn: 0.5, psi_drift: 0.2}", source="p.yaml")
     assert parse_policy("drift: {psi_warn: 0.2, psi_drift: 0.2}").drift.psi_warn == 0.2
 
@@ -178,7 +178,7 @@ def test_load_policy_names_the_file_on_a_bad_value(tmp_path: Path) -> None:
     path.write_text("drift: {window: 5x}\n")
     with pytest.raises(PolicyError) as info:
         load_policy(str(path))
-    assert str(info.value).startswith(f"{path}: drift.window")
+    assert str(info.value).startswith(f"{path}:1: drift.window")
 
 
 def test_load_policy_missing_file(tmp_path: Path) -> None:
@@ -221,7 +221,7 @@ def test_cli_policy_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFix
 def test_non_finite_durations_are_refused_naming_the_field(text: str) -> None:
     with pytest.raises(PolicyError) as info:
         parse_policy(text, source="p.yaml")
-    assert "p.yaml: drift." in str(info.value)
+    assert "p.yaml:1: drift." in str(info.value)
     assert "finite" in str(info.value)
 
 
@@ -237,3 +237,42 @@ def test_policy_json_schema_describes_durations_as_strings_or_seconds() -> None:
     window = Policy.model_json_schema()["$defs"]["DriftPolicy"]["properties"]["window"]
     assert {"type": "number"} in window["anyOf"]
     assert any(option.get("type") == "string" for option in window["anyOf"])
+
+
+def test_errors_name_the_line_of_the_bad_value() -> None:
+    text = """
+drift:
+  window: 5m
+models:
+  fraud:
+    decisions:
+      rollback:
+        alpha: 2
+      delivery:
+        canary_steps: [0.5, 0.1]
+"""
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, source="p.yaml")
+    message = str(info.value)
+    assert "p.yaml:8: models.fraud.decisions.rollback.alpha" in message
+    assert "p.yaml:10: models.fraud.decisions.delivery" in message
+    assert "canary_steps must increase" in message
+
+
+def test_decisions_section_defaults_and_per_model_override() -> None:
+    policy = parse_policy("""
+decisions:
+  cooldown: 30m
+  retrain: {drift_windows: 4}
+models:
+  loans:
+    decisions: {risk_tier: high, max_commands_per_hour: 2}
+""")
+    assert policy.decisions_for("fraud").cooldown == 1_800_000
+    assert policy.decisions_for("fraud").retrain.drift_windows == 4
+    assert not policy.decisions_for("fraud").needs_approval
+    loans = policy.decisions_for("loans")
+    assert loans.needs_approval and loans.max_commands_per_hour == 2
+    # a model override replaces the whole section (as drift and kpi do)
+    assert loans.retrain.drift_windows == 3
+    assert parse_policy(policy.model_dump_json()) == policy
