@@ -7,7 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CommandType = Literal["retrain", "rollback", "promote", "set_canary_weight", "hold"]
+CommandType = Literal[
+    "retrain",  # run the retrain hook on the clean training data
+    "canary",  # start serving to_version as the canary at canary_weight
+    "set_canary_weight",  # move the canary's traffic share
+    "promote",  # to_version becomes the champion; the old one is last known good
+    "rollback",  # drop a failing canary, or return the champion to the last known good
+    "hold",  # a decision held back (e.g. retrain during a poisoning campaign), for the record
+    "approve",  # an operator approves the command named in ``approves``
+]
 
 
 class Command(BaseModel):
@@ -21,11 +29,20 @@ class Command(BaseModel):
     from_version: str | None = None
     to_version: str | None = None
     canary_weight: float | None = None
+    approves: str | None = Field(default=None, description="command_id an approve approves")
     reason: str
-    evidence: list[dict[str, Any]] = Field(default_factory=list)
+    evidence: list[dict[str, Any]] = Field(
+        default_factory=list, description="the reports that triggered the decision"
+    )
+    approval_required: bool = Field(
+        default=False, description="the controller waits for an operator's approve"
+    )
     issued_by: str = "policy"
-    issued_at: datetime
-    signature: str = ""
+    issued_at: datetime = Field(
+        description="event time of the decision (the triggering report's window end), so a "
+        "replay issues the same command; wall-clock time for operators' commands"
+    )
+    signature: str = Field(default="", description="HMAC-SHA256 of the other fields, hex")
 
 
 class DeploymentState(BaseModel):

@@ -1,0 +1,328 @@
+"""The policy agent's decisions: one report in, commands out (see schemas.rules).
+
+``decide(state, event, rules)`` updates ``state`` (a ``ModelState``) with a
+drift, KPI, poisoning or deployment event and returns the commands it calls
+for, unsigned, with their evidence. Pure: the same events in the same order
+give the same commands with the same ids, which is what makes a replay an
+audit. Commands held back by the brakes (cooldown, hourly cap) are returned
+as ``held`` with the reason, for the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from schemas.commands import Command, CommandType, DeploymentEvent
+from schemas.reports import DriftReport, KpiReport, PoisoningReport
+from schemas.rules import DecisionPolicy
+from streams.policy.commands import command_id
+from streams.policy.state import MAX_WINDOWS, ModelState, WindowSummary, epoch_ms
+from streams.policy.stats import worse_than
+
+HOUR_MS = 3_600_000
+
+Event = DriftReport | KpiReport | PoisoningReport | DeploymentEvent
+
+
+@dataclass
+class Decisions:
+    commands: list[Command] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # decisions the brakes held back, in words
+
+
+def summarise_drift(report: DriftReport) -> WindowSummary:
+    return WindowSummary(
+        kind="drift", model=report.model, model_version=report.model_version,
+        window_start=epoch_ms(report.window_start), window_end=epoch_ms(report.window_end),
+        status=report.status, n=report.n, why=report.drifted_features[:10],
+    )
+
+
+def summarise_kpi(report: KpiReport) -> WindowSummary:
+    accuracy = report.metrics.get("accuracy")
+    errors = None if accuracy is None else round((1.0 - accuracy) * report.n_labeled)
+    return WindowSummary(
+        kind="kpi", model=report.model, model_version=report.model_version,
+        variant=report.variant, window_start=epoch_ms(report.window_start),
+        window_end=epoch_ms(report.window_end), revision=report.revision, status=report.status,
+        n=report.n_predictions, n_labeled=report.n_labeled, errors=errors,
+        error_rate=report.metrics.get("error_rate"),
+        latency_p99_ms=report.metrics.get("latency_p99_ms"),
+        concept_drift=report.concept_drift, why=report.breaches[:10],
+    )
+
+
+def _streak(series: list[WindowSummary], status: str, after_ms: int | None) -> list[WindowSummary]:
+    """The newest windows in a row (contiguous in event time) with ``status``."""
+    run: list[WindowSummary] = []
+    for s in reversed(series):
+        if s.status != status or (after_ms is not None and s.window_end <= after_ms):
+            break
+        if run and s.window_end != run[-1].window_start:
+            break
+        run.append(s)
+    return run
+
+
+class _Decider:
+    def __init__(self, state: ModelState, rules: DecisionPolicy, model: str) -> None:
+        self.state, self.rules, self.model = state, rules, model
+        self.out = Decisions()
+
+    # -- issuing -----------------------------------------------------------
+    def issue(
+        self, type_: CommandType, at_ms: int, reason: str, evidence: list[WindowSummary],
+        *, from_version: str | None = None, to_version: str | None = None,
+        weight: float | None = None,
+    ) -> bool:
+        held = self._brake(type_, at_ms)
+        if held:
+            self.out.held.append(f"{type_} of {self.model} held back: {held} ({reason})")
+            return False
+        proof = [e.evidence() for e in evidence]
+        cid = command_id(type_, self.model, from_version=from_version, to_version=to_version,
+                         canary_weight=weight, evidence=proof)
+        self.out.commands.append(Command(
+            command_id=cid, type=type_, model=self.model, from_version=from_version,
+            to_version=to_version, canary_weight=weight, reason=reason, evidence=proof,
+            approval_required=self.rules.needs_approval, issued_by="policy",
+            issued_at=datetime.fromtimestamp(at_ms / 1000, tz=UTC),
+        ))
+        self.state.issued.append((at_ms, type_))
+        return True
+
+    def _brake(self, type_: str, at_ms: int) -> str:
+        """Why a command of ``type_`` may not go out now; empty if it may.
+
+        Rollbacks are never held back: they only ever return to a version that
+        was good, and holding one back keeps a failing model serving.
+        """
+        issued = [(t, k) for t, k in self.state.issued if t > at_ms - HOUR_MS]
+        self.state.issued = issued[-self.rules.max_commands_per_hour:]
+        if type_ in ("rollback", "hold"):
+            return ""
+        if len(issued) >= self.rules.max_commands_per_hour:
+            return (f"{len(issued)} commands in the last hour, the cap is "
+                    f"{self.rules.max_commands_per_hour}")
+        last = max((t for t, k in issued if k == type_), default=None)
+        if last is not None and at_ms - last < self.rules.cooldown:
+            return (f"the last {type_} was {(at_ms - last) / 1000:.0f} s ago, the cooldown is "
+                    f"{self.rules.cooldown / 1000:.0f} s")
+        return ""
+
+    # -- retraining --------------------------------------------------------
+    def retrain(self, at_ms: int, reason: str, evidence: list[WindowSummary]) -> None:
+        state = self.state
+        # the version being retrained: the champion, as deployed or as reported
+        version = state.champion or evidence[-1].model_version or None
+        if state.poisoning == "campaign":
+            if not state.hold_issued:
+                state.hold_issued = self.issue(
+                    "hold", at_ms, f"retrain blocked while the poisoning guard reports a "
+                    f"campaign ({state.poisoning_reason}); it was due: {reason}", evidence,
+                    from_version=version)
+            return
+        if self.issue("retrain", at_ms, reason, evidence, from_version=version):
+            state.last_retrain_ms = at_ms
+            state.clean_since_retrain = 0
+
+    def check_schedule(self, at_ms: int, evidence: list[WindowSummary]) -> None:
+        schedule, state = self.rules.retrain.schedule, self.state
+        if state.first_seen_ms is None:
+            state.first_seen_ms = at_ms
+        since = state.last_retrain_ms if state.last_retrain_ms is not None else state.first_seen_ms
+        if schedule and at_ms - since >= schedule:
+            self.retrain(at_ms, f"scheduled: no retrain for {(at_ms - since) / 3.6e6:.1f} h "
+                         f"(schedule {schedule / 3.6e6:g} h)", evidence)
+
+    # -- events ------------------------------------------------------------
+    def on_drift(self, report: DriftReport) -> None:
+        state, rules = self.state, self.rules.retrain
+        champion = state.champion or report.model_version
+        if report.model_version != champion:
+            return  # drift of a canary's traffic is judged by its KPIs
+        summary = summarise_drift(report)
+        state.remember(summary)
+        need = min(rules.drift_windows, MAX_WINDOWS)
+        run = _streak(state.drift, "drift", state.last_retrain_ms)
+        if need and len(run) >= need:
+            features = ", ".join(summary.why[:5]) or "the multivariate signal"
+            self.retrain(summary.window_end,
+                         f"sustained drift of {champion}: {len(run)} drift windows in a row "
+                         f"(policy: {need}); drifting: {features}", list(reversed(run)))
+            return
+        self.check_schedule(summary.window_end, [summary])
+
+    def on_kpi(self, report: KpiReport) -> None:
+        state = self.state
+        summary = summarise_kpi(report)
+        role = report.variant
+        if role == "champion" and state.champion not in (None, report.model_version):
+            return
+        if role == "canary" and state.canary not in (None, report.model_version):
+            return  # a report of a canary that was already rolled back or promoted
+        state.remember(summary)
+        if role == "champion":
+            self.champion_kpi(summary)
+            self.compare_canary(summary.window_start)
+            self.compare_challenger(summary.window_start)
+        elif role == "canary":
+            if not self.canary_serving(summary):
+                self.compare_canary(summary.window_start)
+        elif role == "challenger":
+            self.compare_challenger(summary.window_start)
+
+    def serving_problem(self, s: WindowSummary) -> str:
+        limits = self.rules.rollback
+        if limits.max_error_rate is not None and s.error_rate is not None \
+                and s.error_rate > limits.max_error_rate:
+            return f"serving error rate {s.error_rate:.4f} over the limit {limits.max_error_rate}"
+        if limits.max_latency_p99_ms is not None and s.latency_p99_ms is not None \
+                and s.latency_p99_ms > limits.max_latency_p99_ms:
+            return (f"p99 latency {s.latency_p99_ms:.1f} ms over the limit "
+                    f"{limits.max_latency_p99_ms:g} ms")
+        return ""
+
+    def champion_kpi(self, s: WindowSummary) -> None:
+        state, rules = self.state, self.rules.retrain
+        problem = self.serving_problem(s)
+        if problem and state.last_known_good not in (None, s.model_version):
+            self.issue("rollback", s.window_end,
+                       f"champion {s.model_version}: {problem}; back to the last known good "
+                       f"{state.last_known_good}", [s], from_version=s.model_version,
+                       to_version=state.last_known_good)
+            return
+        if s.concept_drift and rules.on_concept_drift and (
+                state.last_retrain_ms is None or s.window_end > state.last_retrain_ms):
+            self.retrain(s.window_end, f"concept drift on {s.model_version}: the error stream "
+                         "changed (river detector) in this window", [s])
+            return
+        need = min(rules.kpi_breach_windows, MAX_WINDOWS)
+        run = _streak(state.kpi.get("champion", []), "breach", state.last_retrain_ms)
+        if need and len(run) >= need:
+            self.retrain(s.window_end, f"KPI targets of {s.model_version} missed in {len(run)} "
+                         f"windows in a row (policy: {need}): {'; '.join(s.why[:3])}",
+                         list(reversed(run)))
+            return
+        self.check_schedule(s.window_end, [s])
+
+    def canary_serving(self, s: WindowSummary) -> bool:
+        problem = self.serving_problem(s)
+        if problem:
+            self.rollback_canary(s.window_end, f"canary {s.model_version}: {problem}", [s])
+        return bool(problem)
+
+    def rollback_canary(self, at_ms: int, reason: str, evidence: list[WindowSummary]) -> None:
+        state = self.state
+        if self.issue("rollback", at_ms, reason, evidence, from_version=state.canary or
+                      evidence[0].model_version, to_version=state.champion):
+            state.canary_healthy = 0
+
+    def _pair(self, variant: str, start: int) -> tuple[WindowSummary, WindowSummary] | None:
+        """The variant's and the champion's summaries of one window, both with enough labels."""
+        state, need = self.state, self.rules.rollback.min_labeled
+        other = self.state.window(variant, start, state.canary if variant == "canary" else None)
+        champ = self.state.window("champion", start, state.champion)
+        if other is None or champ is None:
+            return None
+        if other.errors is None or champ.errors is None:
+            return None
+        if other.n_labeled < need or champ.n_labeled < need:
+            return None
+        return other, champ
+
+    def compare_canary(self, start: int) -> None:
+        state, rules = self.state, self.rules
+        if state.canary is None:
+            return
+        pair = self._pair("canary", start)
+        if pair is None:
+            return
+        canary, champ = pair
+        test = worse_than(canary.errors or 0, canary.n_labeled, champ.errors or 0,
+                          champ.n_labeled, margin=rules.rollback.margin,
+                          alpha=rules.rollback.alpha)
+        if test.worse:
+            self.rollback_canary(canary.window_end, "canary worse than the champion: " +
+                                 test.describe(canary.model_version, champ.model_version,
+                                               rules.rollback.margin), [canary, champ])
+            return
+        if start in state.canary_judged or canary.status == "breach":
+            return
+        state.canary_judged = ([*state.canary_judged, start])[-MAX_WINDOWS:]
+        state.canary_healthy += 1
+        if state.canary_healthy < rules.delivery.healthy_windows:
+            return
+        steps = rules.delivery.canary_steps
+        higher = [w for w in steps if w > state.canary_weight + 1e-9]
+        why = (f"canary {canary.model_version} healthy for {state.canary_healthy} windows at "
+               f"weight {state.canary_weight:g} and not worse than the champion: " +
+               test.describe(canary.model_version, champ.model_version, rules.rollback.margin))
+        if higher and higher[0] < 1.0:
+            if self.issue("set_canary_weight", canary.window_end, why, [canary, champ],
+                          to_version=canary.model_version, weight=higher[0]):
+                state.canary_healthy = 0
+        elif self.issue("promote", canary.window_end, why, [canary, champ],
+                        from_version=state.champion, to_version=canary.model_version):
+            state.canary_healthy = 0
+
+    def compare_challenger(self, start: int) -> None:
+        state, rules = self.state, self.rules
+        pair = self._pair("challenger", start)
+        if pair is None or start in state.challenger_judged:
+            return
+        challenger, champ = pair
+        state.challenger_judged = ([*state.challenger_judged, start])[-MAX_WINDOWS:]
+        test = worse_than(champ.errors or 0, champ.n_labeled, challenger.errors or 0,
+                          challenger.n_labeled, margin=0.0, alpha=rules.rollback.alpha)
+        state.challenger_wins = state.challenger_wins + 1 if test.worse else 0
+        if state.challenger_wins >= rules.delivery.challenger_windows and self.issue(
+                "promote", challenger.window_end,
+                f"challenger {challenger.model_version} beat the champion in "
+                f"{state.challenger_wins} windows in a row: " +
+                test.describe(champ.model_version, challenger.model_version, 0.0),
+                [challenger, champ], from_version=state.champion,
+                to_version=challenger.model_version):
+            state.challenger_wins = 0
+
+    def on_poisoning(self, report: PoisoningReport) -> None:
+        state = self.state
+        state.poisoning, state.poisoning_reason = report.status, report.reason
+        if report.status != "campaign":
+            state.hold_issued = False
+        state.clean_since_retrain += sum(s.passed for s in report.sources.values())
+        need = self.rules.retrain.new_clean_labels
+        if need and state.clean_since_retrain >= need and report.status != "campaign":
+            summary = WindowSummary(
+                kind="poisoning", model=report.model, model_version=state.champion or "",
+                variant="training-data", window_start=epoch_ms(report.window_start),
+                window_end=epoch_ms(report.window_end), status=report.status,
+                n=state.clean_since_retrain)
+            self.retrain(summary.window_end, f"{state.clean_since_retrain} new clean labeled "
+                         f"records since the last retrain (policy: {need})", [summary])
+
+    def on_deployment(self, event: DeploymentEvent) -> None:
+        if event.status != "applied":
+            return
+        state, new = self.state, event.state
+        if new.canary != state.canary or new.canary_weight != state.canary_weight:
+            state.canary_healthy = 0
+        if new.champion != state.champion:
+            state.challenger_wins = 0
+        state.champion, state.canary = new.champion, new.canary
+        state.canary_weight, state.last_known_good = new.canary_weight, new.last_known_good
+
+
+def decide(state: ModelState, event: Event, rules: DecisionPolicy) -> Decisions:
+    """Update ``state`` with ``event``; the commands it calls for (unsigned)."""
+    decider = _Decider(state, rules, event.model)
+    if isinstance(event, DriftReport):
+        decider.on_drift(event)
+    elif isinstance(event, KpiReport):
+        decider.on_kpi(event)
+    elif isinstance(event, PoisoningReport):
+        decider.on_poisoning(event)
+    else:
+        decider.on_deployment(event)
+    return decider.out

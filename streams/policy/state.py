@@ -1,0 +1,96 @@
+"""What the policy agent remembers about one model, and what bounds it.
+
+Everything is keyed by event time (window starts and ends in epoch ms), so
+state rebuilt from a replay is the same. Bounds: ``MAX_WINDOWS`` recent
+windows per kind (drift, and KPI per variant), ``max_commands_per_hour``
+issue times; nothing grows with traffic.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Recent windows kept per kind: enough for any streak the policy can ask for
+# up to this length (longer streaks are counted as this many).
+MAX_WINDOWS = 16
+
+
+def epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+class WindowSummary(BaseModel):
+    """The part of a drift or KPI report the rules look at, plus its identity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["drift", "kpi", "poisoning"]
+    model: str
+    model_version: str
+    variant: str = "champion"
+    window_start: int
+    window_end: int
+    revision: int = 0
+    status: str
+    n: int = 0  # events (drift) or predictions (KPI)
+    n_labeled: int = 0
+    errors: int | None = None  # labeled predictions that were wrong (classification)
+    error_rate: float | None = None  # serving errors
+    latency_p99_ms: float | None = None
+    concept_drift: bool = False
+    why: list[str] = Field(default_factory=list)  # drifted features / missed targets
+
+    def evidence(self) -> dict[str, Any]:
+        return self.model_dump(exclude_defaults=False)
+
+
+class ModelState(BaseModel):
+    """The policy agent's memory of one model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # the deployment as the controller last reported it on `deployments`
+    champion: str | None = None
+    canary: str | None = None
+    canary_weight: float = 0.0
+    last_known_good: str | None = None
+    # recent windows, newest last, at most MAX_WINDOWS each
+    drift: list[WindowSummary] = Field(default_factory=list)
+    kpi: dict[str, list[WindowSummary]] = Field(default_factory=dict)
+    # canary / challenger windows already judged (window starts), newest last
+    canary_judged: list[int] = Field(default_factory=list)
+    canary_healthy: int = 0
+    challenger_judged: list[int] = Field(default_factory=list)
+    challenger_wins: int = 0
+    # poisoning guard
+    poisoning: str = "ok"
+    poisoning_reason: str = ""
+    hold_issued: bool = False
+    clean_since_retrain: int = 0
+    # retraining and the brakes (event time, epoch ms)
+    first_seen_ms: int | None = None
+    last_retrain_ms: int | None = None
+    issued: list[tuple[int, str]] = Field(default_factory=list)  # (at, type), last hour
+
+    def remember(self, summary: WindowSummary) -> None:
+        """Add or replace (a revision) the summary of a window."""
+        series = self.drift if summary.kind == "drift" else self.kpi.setdefault(
+            summary.variant, [])
+        for i, old in enumerate(series):
+            if old.window_start == summary.window_start and old.model_version == \
+                    summary.model_version:
+                if summary.revision >= old.revision:
+                    series[i] = summary
+                return
+        series.append(summary)
+        series.sort(key=lambda s: s.window_start)
+        del series[:-MAX_WINDOWS]
+
+    def window(self, variant: str, start: int, version: str | None) -> WindowSummary | None:
+        for s in self.kpi.get(variant, []):
+            if s.window_start == start and (version is None or s.model_version == version):
+                return s
+        return None
