@@ -7,11 +7,11 @@ from collections.abc import Iterable
 
 import faust
 
-from agents import drift_agent, kpi_agent
+from agents import controller_agent, drift_agent, kpi_agent, policy_agent
 from agents.config import Settings
 from schemas.policy import Policy
 
-AGENTS = ("drift", "kpi")
+AGENTS = ("drift", "kpi", "policy", "controller")
 
 
 def create_app(
@@ -47,4 +47,8 @@ def create_app(
         drift_agent.register(app, settings, policy)
     if "kpi" in wanted:
         kpi_agent.register(app, settings, policy)
+    if "policy" in wanted:
+        policy_agent.register(app, settings, policy)
+    if "controller" in wanted:
+        controller_agent.register(app, settings, policy)
     return app

@@ -26,6 +26,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         store=getattr(args, "store", None),
         log_level=getattr(args, "log_level", None),
         topic_prefix=getattr(args, "topic_prefix", None),
+        registry=getattr(args, "registry", None),
     )
 
 
@@ -148,6 +149,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_command(args: argparse.Namespace) -> int:
+    from agents import operator
+
+    settings = _settings(args)
+    if args.action == "approve":
+        command = operator.operator_command(settings, "approve", args.model, approves=args.id,
+                                            reason=args.reason or "")
+    else:
+        command = operator.operator_command(
+            settings, args.action.replace("-", "_"), args.model, to_version=args.version,
+            weight=args.weight, reason=args.reason or "")
+    operator.send(settings, command)
+    print(f"sent {command.type} {command.command_id} for {command.model} to "
+          f"{settings.topic('commands')}; follow it with `driftline tail deployments "
+          f"--model {command.model}`")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from agents import operator
+
+    check, _ = operator.audit(_settings(args), model=args.model)
+    if check.intact:
+        print(f"audit chain intact: {check.events} events, {check.models} models"
+              + (f", {check.duplicates} redelivered (identical) events" if check.duplicates
+                 else "")
+              + (f", {check.unchained} refusals for unknown models (unchained)"
+                 if check.unchained else ""))
+        return 0
+    print(f"audit chain BROKEN at event {check.broken_at} of {check.events}: {check.reason}")
+    return 1
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from agents.registry import open_registry
+
+    registry = open_registry(_settings(args).registry)
+    if args.action == "register":
+        metadata = orjson.loads(args.metadata) if args.metadata else None
+        card = orjson.loads(Path(args.model_card).read_bytes()) if args.model_card else None
+        version = registry.register(args.model, args.version, Path(args.artifact),
+                                    metadata=metadata, model_card=card)
+        print(f"registered {version.model}@{version.version} sha256 {version.sha256[:16]}...")
+        return 0
+    models = [args.model] if args.model else registry.models()
+    for model in models:
+        state, _ = registry.load(model)
+        print(f"{model}: champion {state.champion}, canary {state.canary} "
+              f"({state.canary_weight:g}), last known good {state.last_known_good}")
+        for v in registry.versions(model):
+            print(f"  {v.version}  {v.created_at:%Y-%m-%d %H:%M}  sha256 {v.sha256[:16]}...")
+    return 0
+
+
 def cmd_schemas_export(args: argparse.Namespace) -> int:
     from schemas.export import json_schemas
 
@@ -181,8 +236,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the agents (a Faust worker)")
     _common(p)
     p.add_argument("--policy", help="policy YAML file (env DRIFTLINE_POLICY)")
-    p.add_argument("--agents", default="drift,kpi",
-                   help="comma-separated subset of agents (default: all: drift,kpi)")
+    p.add_argument("--agents", default="drift,kpi,policy,controller",
+                   help="comma-separated subset of agents (default: all: "
+                   "drift,kpi,policy,controller)")
+    p.add_argument("--registry", help="model registry: a directory or mlflow+<uri> "
+                   "(env DRIFTLINE_REGISTRY)")
     p.add_argument("--app-id", help="Faust app id = consumer group (env DRIFTLINE_APP_ID)")
     p.add_argument("--partitions", type=int, help="partitions for topics it creates")
     p.add_argument("--store", help="table store: memory:// or rocksdb://")
@@ -252,6 +310,49 @@ def parser() -> argparse.ArgumentParser:
     e = ssub.add_parser("export", help="write one .schema.json per model into DIR")
     e.add_argument("dir")
     e.set_defaults(func=cmd_schemas_export)
+
+    p = sub.add_parser("command", help="issue or approve a command to the controller")
+    csub = p.add_subparsers(dest="action", required=True)
+    for verb, text in (("rollback", "drop the canary, or return the champion to the last "
+                        "known good version"), ("promote", "make --version the champion"),
+                       ("canary", "serve --version as the canary at --weight"),
+                       ("set-canary-weight", "change the canary's traffic share"),
+                       ("retrain", "run the retrain hook")):
+        c = csub.add_parser(verb, help=text)
+        _common(c)
+        c.add_argument("--model", required=True)
+        c.add_argument("--version")
+        c.add_argument("--weight", type=float)
+        c.add_argument("--reason")
+        c.set_defaults(func=cmd_command)
+    c = csub.add_parser("approve", help="approve a command awaiting approval")
+    _common(c)
+    c.add_argument("id", help="the command_id to approve")
+    c.add_argument("--model", required=True)
+    c.add_argument("--reason")
+    c.set_defaults(func=cmd_command)
+
+    p = sub.add_parser("audit", help="audit the deployment decisions")
+    asub = p.add_subparsers(dest="action", required=True)
+    a = asub.add_parser("verify", help="check the hash chain of `deployments`")
+    _common(a)
+    a.add_argument("--model")
+    a.set_defaults(func=cmd_audit_verify)
+
+    p = sub.add_parser("registry", help="the controller's model registry")
+    gsub = p.add_subparsers(dest="action", required=True)
+    g = gsub.add_parser("register", help="register a model version (file or directory)")
+    g.add_argument("--registry", help="a directory or mlflow+<uri> (env DRIFTLINE_REGISTRY)")
+    g.add_argument("--model", required=True)
+    g.add_argument("--version", required=True)
+    g.add_argument("--artifact", required=True)
+    g.add_argument("--metadata", help="JSON object")
+    g.add_argument("--model-card", help="JSON file of model-card fields")
+    g.set_defaults(func=cmd_registry)
+    g = gsub.add_parser("list", help="models, their state and versions")
+    g.add_argument("--registry", help="a directory or mlflow+<uri> (env DRIFTLINE_REGISTRY)")
+    g.add_argument("--model")
+    g.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("policy", help="policy file tools")
     psub = p.add_subparsers(dest="action", required=True)

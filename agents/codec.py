@@ -183,3 +183,19 @@ def keyed_events(decoded: Decoded, origin: Origin, *, agent: str) -> list[Row]:
             )
         )
     return kept
+
+
+def decode_one(
+    model: type[E], raw: bytes | None, origin: Origin, *, agent: str
+) -> tuple[E | None, DeadLetter | None]:
+    """One JSON object of ``model`` (reports, commands), or the dead letter saying why not."""
+    if not raw:
+        return None, dead_letter(origin, f"empty message; expected one {model.__name__} JSON "
+                                 "object", raw or b"", agent=agent)
+    try:
+        return model.model_validate_json(raw), None
+    except ValidationError as exc:
+        why = explain(exc, where_empty="(message)", limit=5)
+        return None, dead_letter(
+            origin, f"not a valid {model.__name__}: {why} (JSON Schema: `driftline schemas "
+            "export`)", raw, agent=agent)

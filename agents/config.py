@@ -45,11 +45,30 @@ class Settings:
     # Larger messages are dead-lettered instead of decoded.
     max_message_bytes: int = 16 * 1024 * 1024
     log_level: str = "info"
+    # The deployment controller's model registry: a directory (the file
+    # registry) or mlflow+<tracking URI>, see agents.registry.
+    registry: str = "~/.driftline/registry"
+    # The command signing key (HMAC-SHA256): DRIFTLINE_COMMAND_KEY holds it, or
+    # DRIFTLINE_COMMAND_KEY_FILE names a file holding it. With neither, a random
+    # key is created once in <datadir>/command.key (mode 0600), see agents.keys.
+    command_key: str = ""
+    command_key_file: str = ""
+    # The controller's verdict endpoint for Argo Rollouts / Flagger (0: off).
+    controller_port: int = 0
+    controller_token: str = ""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         base = cls(**{f.name: _env(f.name, f.default) for f in fields(cls)})
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def __repr__(self) -> str:  # never print the signing key or the token
+        hidden = {"command_key", "controller_token"}
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown.append(f"{f.name}={'***' if f.name in hidden and value else repr(value)}")
+        return f"Settings({', '.join(shown)})"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

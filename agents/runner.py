@@ -52,10 +52,11 @@ def handler_agent(
         async for event in stream.events():
             msg = event.message
             origin = Origin(msg.topic, msg.partition, msg.offset, msg.key)
-            view = Overlay(table)
+            view = Overlay(table if table is not None else {})
             try:
                 outcome = await asyncio.to_thread(handler.handle, msg.value, origin, view)
-                view.apply(table)
+                if table is not None:
+                    view.apply(table)
             except Exception as exc:  # keep the worker alive; keep the message
                 logger.exception("%s agent failed on %s[%d]@%d", handler.AGENT,
                                  origin.topic, origin.partition, origin.offset)
@@ -78,14 +79,15 @@ def handler_agent(
 
 def register(
     app: faust.App, settings: Settings, handler: Handler, *, name: str, sources: list[str],
-    output: str, table: str,
+    output: str, table: str | None,
 ) -> tuple[faust.types.AgentT, Any]:
     """The agent ``name``: ``handler`` over the ``sources`` topics (in one stream, so
     a model's messages are handled in order), reports to ``output``, its state in
     the Faust table ``table`` (bytes keys and values, one changelog partition per
-    input partition). Returns the agent and its table."""
-    state = app.Table(table, default=None, key_type=bytes, value_type=bytes,
-                      partitions=settings.partitions)
+    input partition), or none (``table=None``: the controller keeps its state in
+    the registry). Returns the agent and its table."""
+    state = None if table is None else app.Table(
+        table, default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions)
     body = handler_agent(
         handler,
         table=state,

@@ -28,6 +28,7 @@ import heapq
 import itertools
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ CATEGORICAL = {
 }
 SCENARIOS = ("none", "drift", "concept")
 SHIFTED = ("amount", "distance_from_home_km")
+# Predictions whose features wait for a label (to become TrainingRecords).
+MAX_AWAITING_LABEL = 200_000
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class FraudTraffic:
 
     def __init__(
         self, *, seed: int = 0, model: str = "fraud-detector", version: str = "v1",
-        variant: str = "champion",
+        variant: str = "champion", bad: bool = False,
     ) -> None:
         self.rng = np.random.default_rng(seed)
         # Outcomes and label delays draw from their own stream, so asking for
@@ -87,6 +90,9 @@ class FraudTraffic:
         self.model = model
         self.version = version
         self.variant = variant
+        # A bad version (the "bad canary" scenario): its scores carry noise and a
+        # bias, so it flags many honest transactions; accuracy falls ~0.97 -> ~0.8.
+        self.bad = bad
         self._seq = 0
 
     def columns(
@@ -125,7 +131,8 @@ class FraudTraffic:
             + 0.5 * cols["failed_logins_24h"] - 0.0008 * cols["account_age_days"]
             + 0.8 * (cols["merchant_category"] == "gaming")
         )
-        cols["@score"] = 1.0 / (1.0 + np.exp(-logit))
+        served = logit + (r.normal(1.5, 2.5, n) if self.bad else 0.0)
+        cols["@score"] = 1.0 / (1.0 + np.exp(-served))
         # After a concept change, fraud follows another rule than the model learnt.
         true_logit = logit if not concept else (
             -3.0 + 0.45 * np.log(amount / 40.0) - 6.0 * cols["device_risk"]
@@ -219,12 +226,84 @@ def publish(producer: Producer, topic: str, key: str, payloads: list[bytes]) -> 
         raise RuntimeError(f"{remaining} messages not delivered; errors: {errors[:3]}")
 
 
+class DeploymentFollower:
+    """The latest deployment state per model, read from ``deployments`` in a thread.
+
+    The simulated serving app honours it as a real one would: canary traffic by
+    the canary's weight, all traffic back on the champion after a rollback, the
+    new champion after a promotion.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from agents import tail
+
+        self._states: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+
+        def follow() -> None:
+            for msg in tail.messages(bootstrap, topic, stop=self._stop.is_set):
+                event = orjson.loads(msg.value())
+                if event.get("status") == "applied":
+                    self._states[event["model"]] = event["state"]
+
+        self._thread = threading.Thread(target=follow, daemon=True, name="deployments")
+        self._thread.start()
+
+    def state(self, model: str) -> dict[str, Any] | None:
+        return self._states.get(model)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def training_records(labels: list[dict[str, Any]], predictions: list[dict[str, Any]], *,
+                     source: str = "chargebacks") -> list[dict[str, Any]]:
+    """TrainingRecords from labeled predictions: what a data pipeline offers for retraining."""
+    features = {p["request_id"]: p["features"] for p in predictions}
+    return [{"record_id": lab["request_id"], "model": lab["model"], "ts": lab["ts"],
+             "source": source, "features": features[lab["request_id"]], "label": lab["label"]}
+            for lab in labels if lab["request_id"] in features]
+
+
+class _Fleet:
+    """One traffic generator per model version, routed by the deployment state."""
+
+    def __init__(self, *, seed: int, model: str, version: str, bad_versions: set[str],
+                 follower: DeploymentFollower | None) -> None:
+        self.seed, self.model, self.default = seed, model, version
+        self.bad, self.follower = bad_versions, follower
+        self.traffic: dict[str, FraudTraffic] = {}
+
+    def of(self, version: str) -> FraudTraffic:
+        if version not in self.traffic:
+            index = len(self.traffic)
+            self.traffic[version] = FraudTraffic(
+                seed=self.seed + 1000 * index, model=self.model, version=version,
+                bad=version in self.bad)
+        return self.traffic[version]
+
+    def split(self, n: int) -> list[tuple[FraudTraffic, str, int]]:
+        """(generator, variant, events) for a batch of ``n`` events."""
+        state = self.follower.state(self.model) if self.follower else None
+        if not state or not state.get("champion"):
+            return [(self.of(self.default), "champion", n)]
+        canary, weight = state.get("canary"), float(state.get("canary_weight") or 0.0)
+        n_canary = round(n * weight) if canary else 0
+        parts = [(self.of(state["champion"]), "champion", n - n_canary)]
+        if n_canary:
+            parts.append((self.of(canary), "canary", n_canary))
+        return [p for p in parts if p[2] > 0]
+
+
 def run(
     *, bootstrap: str, topic: str, rate: float, duration_s: float, scenario: str = "none",
     shift_at: float = 0.45, time_scale: float = 1.0, batch_size: int = 500, seed: int = 0,
     model: str = "fraud-detector", version: str = "v1", window_s: float = 60.0,
     labels_topic: str | None = None, label_delay_s: float = 300.0, label_share: float = 0.9,
-    should_stop: Any = None,
+    should_stop: Any = None, follower: DeploymentFollower | None = None,
+    bad_versions: set[str] = frozenset(),  # type: ignore[assignment]
+    training_topic: str | None = None,
 ) -> int:
     """Publish ``rate`` events/s for ``duration_s`` wall seconds; return events sent.
 
@@ -232,11 +311,16 @@ def run(
     than wall time. With ``scenario="drift"`` or ``"concept"`` the change starts
     after ``shift_at`` of the duration. With ``labels_topic``, labels are
     published once the event time reaches their ``ts`` (like a chargeback
-    feed); those still in the future when the run ends are not sent.
+    feed); those still in the future when the run ends are not sent. With a
+    ``follower``, traffic follows the deployment state (canary share, rollback,
+    promotion); versions in ``bad_versions`` serve noisy scores. With
+    ``training_topic``, each published label also goes out as a TrainingRecord.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
-    traffic = FraudTraffic(seed=seed, model=model, version=version)
+    fleet = _Fleet(seed=seed, model=model, version=version, bad_versions=set(bad_versions),
+                   follower=follower)
+    features: dict[str, dict[str, Any]] = {}  # request id -> features, until labeled
     producer = make_producer(bootstrap)
     wall0 = time.monotonic()
     event0 = math.floor(time.time() / window_s) * window_s
@@ -250,11 +334,21 @@ def run(
             break
         changed = scenario != "none" and elapsed >= shift_at * duration_s
         start_s = event0 + sent / rate * time_scale
-        events, labels = traffic.events_with_labels(
-            batch_size, start_s=start_s, span_s=tick * time_scale,
-            shifted=changed and scenario == "drift", concept=changed and scenario == "concept",
-            label_delay_s=label_delay_s, label_share=label_share,
-        )
+        events, labels = [], []
+        for traffic, variant, n in fleet.split(batch_size):
+            traffic.variant = variant
+            part, part_labels = traffic.events_with_labels(
+                n, start_s=start_s, span_s=tick * time_scale,
+                shifted=changed and scenario == "drift",
+                concept=changed and scenario == "concept",
+                label_delay_s=label_delay_s, label_share=label_share,
+            )
+            events += part
+            labels += part_labels
+        if training_topic is not None:
+            features.update((e["request_id"], e) for e in events)
+            while len(features) > MAX_AWAITING_LABEL:  # never-labeled ones, oldest first
+                features.pop(next(iter(features)))
         publish(producer, topic, model, list(batches(events, batch_size)))
         sent += len(events)
         if labels_topic is not None:
@@ -266,6 +360,11 @@ def run(
                 ready.append(heapq.heappop(due)[2])
             if ready:
                 publish(producer, labels_topic, model, list(batches(ready, batch_size)))
+            if ready and training_topic is not None:
+                seen = [features.pop(lab["request_id"]) for lab in ready
+                        if lab["request_id"] in features]
+                records = training_records(ready, seen)
+                publish(producer, training_topic, model, list(batches(records, batch_size)))
         pause = wall0 + sent / rate - time.monotonic()
         if pause > 0:
             time.sleep(pause)  # pacing the simulated serving app, not synchronisation

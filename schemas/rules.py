@@ -126,7 +126,7 @@ class DecisionPolicy(_Section):
     )
     risk_tier: RiskTier = "medium"
     approval_tiers: list[RiskTier] = Field(
-        default_factory=lambda: ["high"],
+        default_factory=lambda: ["high"],  # type: ignore[arg-type]
         description="risk tiers whose commands wait for an operator's approval",
     )
 

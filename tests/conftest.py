@@ -46,7 +46,8 @@ class WorkerProcess:
         self.settings = Settings(broker=broker.bootstrap, topic_prefix=self.prefix,
                                  app_id=f"driftline-{self.prefix.rstrip('.')}",
                                  store=store or os.environ.get("DRIFTLINE_STORE", "memory://"),
-                                 partitions=partitions, datadir=str(tmp / "data"))
+                                 partitions=partitions, datadir=str(tmp / "data"),
+                                 registry=str(tmp / "registry"))
         self.policy_path = tmp / "policy.yaml"
         self.policy_path.write_text(policy)
         self.log_path = tmp / "worker.log"
@@ -63,6 +64,7 @@ class WorkerProcess:
             raise RuntimeError("the worker is running; stop() or restart() it first")
         ensure_topics(self.settings)
         env = {**os.environ, "DRIFTLINE_DATADIR": self.settings.datadir,
+               "DRIFTLINE_REGISTRY": self.settings.registry,
                "DRIFTLINE_TOPIC_PREFIX": self.prefix,
                "DRIFTLINE_PARTITIONS": str(self.settings.partitions)}
         with open(self.log_path, "ab") as log:

@@ -32,6 +32,7 @@ class ChainCheck:
     broken_at: int | None = None  # position in the input of the first broken link
     reason: str = ""
     duplicates: int = 0  # exact re-publications of the previous event (a redelivery)
+    unchained: int = 0  # refusals for models the registry does not know (prev_hash "")
 
     @property
     def intact(self) -> bool:
@@ -43,10 +44,12 @@ def verify_chain(events: Iterable[dict[str, Any]]) -> ChainCheck:
 
     An event identical to its model's previous one (same hash) is a
     re-publication after a crash between the registry commit and the send:
-    counted as a duplicate, not a break.
+    counted as a duplicate, not a break. An event with an empty ``prev_hash``
+    (a refusal for a model the registry does not know) belongs to no chain;
+    its own hash is still checked.
     """
     heads: dict[str, str] = {}
-    count = duplicates = 0
+    count = duplicates = unchained = 0
     for position, event in enumerate(events):
         count += 1
         model = str(event.get("model"))
@@ -57,6 +60,9 @@ def verify_chain(events: Iterable[dict[str, Any]]) -> ChainCheck:
                               f"event {position} ({model}, command {event.get('command_id')}) "
                               f"was altered: its hash {str(claimed)[:12]}... does not match its "
                               f"content ({actual[:12]}...)")
+        if event.get("prev_hash") == "":
+            unchained += 1  # a refusal for an unknown model: no chain to extend
+            continue
         head = heads.get(model, GENESIS)
         if claimed == head and model in heads:
             duplicates += 1
@@ -68,4 +74,4 @@ def verify_chain(events: Iterable[dict[str, Any]]) -> ChainCheck:
                               f"{str(event.get('prev_hash'))[:12]}... but the chain is at "
                               f"{head[:12]}... (an event was removed, reordered or inserted)")
         heads[model] = actual
-    return ChainCheck(count, len(heads), duplicates=duplicates)
+    return ChainCheck(count, len(heads), duplicates=duplicates, unchained=unchained)

@@ -125,7 +125,8 @@ def test_bad_value_names_field_and_source(text: str, where: str) -> None:
 
 
 def test_psi_warn_above_psi_drift_is_refused() -> None:
-    with pytest.raises(PolicyError, match=r"^p\.yaml:1: drift: .*psi_warn \(0\.5\) must not exceed"):
+    expected = r"^p\.yaml:1: drift: .*psi_warn \(0\.5\) must not exceed"
+    with pytest.raises(PolicyError, match=expected):
         parse_policy("drift: {psi_warn: 0.5, psi_drift: 0.2}", source="p.yaml")
     assert parse_policy("drift: {psi_warn: 0.2, psi_drift: 0.2}").drift.psi_warn == 0.2
 

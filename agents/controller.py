@@ -1,0 +1,175 @@
+"""The deployment controller: signed commands in, registry changes and DeploymentEvents out.
+
+For each command on ``commands`` (key: model):
+
+1. Decode it; a message that is not a Command goes to ``deadletter``.
+2. Refuse (a ``rejected`` DeploymentEvent with the reason) a command whose
+   HMAC signature does not verify, for a model the registry does not know, or
+   whose transition makes no sense (``streams.policy.transitions``), or whose
+   target version's artifact no longer matches its SHA-256.
+3. Hold a command for a model whose risk tier needs approval (or that asks for
+   one) as ``pending_approval``, until an operator's signed ``approve`` names it.
+4. Apply it: commit the new state and the journal to the registry in one step,
+   then publish the event. A ``retrain`` starts the retrain hook.
+
+Exactly once: the journal (kept in the registry with the state, committed
+atomically by the file registry) records every decided command_id with the
+hash of its event. A redelivered command (Kafka redelivery, a restart before
+the offset commit, an operator sending it twice) is not applied again: if it
+is the newest decision, its event is published again unchanged (the audit
+chain counts an identical repeat as a redelivery), otherwise a ``rejected``
+event says it was already decided.
+
+The hash chain (``streams.policy.chain``) runs per model through every event
+of a model the registry knows. Commands for models it does not know are
+refused with an unchained event (``prev_hash`` empty): they have no chain to
+extend, and keeping one per invented name would let anyone grow the
+controller's state.
+
+Bounds: the journal keeps the last ``MAX_DECIDED`` command ids and at most
+``MAX_PENDING`` commands awaiting approval per model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.codec import Origin, decode_one
+from agents.hooks import RetrainHook
+from agents.registry import Registry
+from agents.runner import Outcome
+from schemas.commands import Command, DeploymentEvent, DeploymentState
+from schemas.policy import Policy
+from streams.policy.chain import GENESIS, event_hash
+from streams.policy.commands import verify
+from streams.policy.transitions import transition
+
+logger = logging.getLogger(__name__)
+
+MAX_DECIDED = 1000
+MAX_PENDING = 100
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Controller:
+    AGENT = "controller"
+
+    def __init__(
+        self, registry: Registry, key: bytes, policy: Policy, *,
+        hook: RetrainHook | None = None, clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.registry, self._key, self.policy = registry, key, policy
+        self.hook, self.clock = hook, clock
+
+    def handle(
+        self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
+    ) -> Outcome:
+        command, dead = decode_one(Command, raw, origin, agent=self.AGENT)
+        if command is None:
+            return Outcome(dead=[dead] if dead else [])
+        return Outcome(reports=self.decide(command))
+
+    # ------------------------------------------------------------------
+    def decide(self, command: Command) -> list[DeploymentEvent]:
+        model = command.model
+        if not verify(command, self._key):
+            why = ("no signature" if not command.signature else
+                   "the signature does not verify: the command was not signed with the "
+                   "controller's key, or was changed after signing")
+            # not remembered as decided: a forger must not pre-empt the genuine command's id
+            return [self._record(command, "rejected", f"refused: {why}", remember=False)]
+        if model not in self.registry.models():
+            return [self._unchained(command, f"refused: the registry has no model {model!r}")]
+        state, journal = self.registry.load(model)
+        decided = journal.setdefault("decided", {})
+        if command.command_id in decided:
+            last = journal.get("last")
+            if last and last.get("command_id") == command.command_id:
+                return [DeploymentEvent.model_validate(last)]  # same event, same hash
+            return [self._record(command, "rejected",
+                                 f"refused: command {command.command_id} was already decided "
+                                 "(a command is applied at most once)", state, journal)]
+        if command.type == "approve":
+            return [self._approve(command, state, journal)]
+        # An operator's own command is a human decision already; the policy agent's
+        # commands for a model in an approval tier wait for one.
+        tiered = self.policy.decisions_for(model).needs_approval
+        by_operator = command.issued_by.startswith("operator")
+        if command.approval_required or (tiered and not by_operator):
+            pending = journal.setdefault("pending", {})
+            if len(pending) >= MAX_PENDING:
+                return [self._record(command, "rejected", f"refused: {MAX_PENDING} commands "
+                                     "already await approval for this model", state, journal)]
+            pending[command.command_id] = command.model_dump(mode="json")
+            return [self._record(command, "pending_approval",
+                                 f"awaits an operator's approval (driftline command approve "
+                                 f"{command.command_id}): {command.reason}", state, journal)]
+        return [self._apply(command, state, journal, approved_by=None)]
+
+    def _approve(self, approval: Command, state: DeploymentState,
+                 journal: dict[str, Any]) -> DeploymentEvent:
+        pending = journal.setdefault("pending", {})
+        target = pending.pop(approval.approves or "", None)
+        if target is None:
+            return self._record(approval, "rejected",
+                                f"refused: no command {approval.approves!r} awaits approval",
+                                state, journal)
+        journal["decided"][approval.command_id] = "approval"
+        return self._apply(Command.model_validate(target), state, journal,
+                           approved_by=approval.issued_by)
+
+    def _apply(self, command: Command, state: DeploymentState, journal: dict[str, Any], *,
+               approved_by: str | None) -> DeploymentEvent:
+        versions = {v.version for v in self.registry.versions(command.model)}
+        result = transition(state, command, versions)
+        if not result.ok:
+            return self._record(command, "rejected", f"refused: {result.refused}", state, journal)
+        if result.verify is not None:
+            problem = self.registry.verify(command.model, result.verify)
+            if problem:
+                return self._record(command, "rejected", f"refused: {problem}", state, journal)
+        reason = command.reason if approved_by is None else \
+            f"approved by {approved_by}: {command.reason}"
+        if command.type == "retrain" and self.hook is not None:
+            reason += f"; {self.hook.start(command)}"
+        return self._record(command, "applied", reason, result.state, journal)
+
+    # ------------------------------------------------------------------
+    def _record(self, command: Command, status: str, reason: str,
+                state: DeploymentState | None = None,
+                journal: dict[str, Any] | None = None, *, remember: bool = True
+                ) -> DeploymentEvent:
+        """Chain the event, commit state and journal, return the event to publish."""
+        if state is None or journal is None:
+            if command.model not in self.registry.models():
+                return self._unchained(command, reason)
+            state, journal = self.registry.load(command.model)
+        event = self._event(command, status, reason, state, journal.get("head", GENESIS))
+        decided = journal.setdefault("decided", {})
+        if remember:
+            decided[command.command_id] = event.hash
+        for old in list(decided)[:-MAX_DECIDED]:
+            del decided[old]
+        journal["head"], journal["last"] = event.hash, event.model_dump(mode="json")
+        self.registry.commit(command.model, state, journal)
+        logger.info("%s %s %s: %s", command.model, command.type, status, reason)
+        return event
+
+    def _unchained(self, command: Command, reason: str) -> DeploymentEvent:
+        logger.warning("%s %s rejected: %s", command.model, command.type, reason)
+        return self._event(command, "rejected", reason, DeploymentState(), "")
+
+    def _event(self, command: Command, status: str, reason: str, state: DeploymentState,
+               prev_hash: str) -> DeploymentEvent:
+        body = DeploymentEvent(
+            model=command.model, command_id=command.command_id, action=command.type,
+            status=status, reason=reason, state=state,  # type: ignore[arg-type]
+            at=self.clock(), prev_hash=prev_hash, hash="",
+        )
+        return body.model_copy(update={"hash": event_hash(body.model_dump(mode="json"))})

@@ -1,0 +1,27 @@
+"""The deployment controller agent: ``commands`` in, ``deployments`` out (see agents.controller)."""
+
+from __future__ import annotations
+
+import faust
+
+from agents import runner
+from agents.config import Settings
+from agents.controller import Controller
+from agents.hooks import RetrainHook
+from agents.keys import command_key
+from agents.registry import open_registry
+from schemas.policy import Policy
+
+
+def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
+    controller = Controller(
+        open_registry(settings.registry), command_key(settings), policy,
+        hook=RetrainHook(policy, settings),
+    )
+    # No table: the registry holds the deployment state and the controller's
+    # journal, committed together (agents.registry).
+    agent, _ = runner.register(
+        app, settings, controller, name="controller", sources=["commands"],
+        output="deployments", table=None,
+    )
+    return agent

@@ -1,0 +1,114 @@
+"""An example retrain hook: train a new version on the clean training data, deploy it as canary.
+
+The controller starts it on a ``retrain`` command (policy:
+``decisions.retrain.hook_command: "python scripts/retrain_example.py"``) with
+the worker's settings in the environment (DRIFTLINE_BROKER, _TOPIC_PREFIX,
+_REGISTRY, _DATADIR) and DRIFTLINE_MODEL / DRIFTLINE_TRAINING_TOPIC. It
+
+1. reads the model's records from ``training-data.clean`` (only what the
+   poisoning guard let through: quarantined records never reach it);
+2. fits a scikit-learn pipeline (DictVectorizer -> StandardScaler ->
+   LogisticRegression) on them and scores it on a 20 % hold-out;
+3. registers it as the next version (v1 -> v2) in the controller's registry,
+   with the training facts as metadata and model-card fields;
+4. publishes a signed ``canary`` command at the policy's first canary step,
+   so the new version gets a share of traffic and must earn its promotion.
+
+Run by hand: ``python scripts/retrain_example.py --model fraud-detector``.
+Needs scikit-learn (in the dev extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents import operator
+from agents.config import Settings
+from agents.registry import open_registry
+from agents.tail import read_to_end
+from schemas.policy import Policy, load_policy
+
+
+def records(settings: Settings, topic: str, model: str) -> list[dict[str, Any]]:
+    out = []
+    for value in read_to_end(settings.bootstrap, topic):
+        doc = orjson.loads(value)
+        for record in doc.get("events", [doc]) if isinstance(doc, dict) else []:
+            if record.get("model") == model:
+                out.append(record)
+    return out
+
+
+def train(rows: list[dict[str, Any]], seed: int = 0) -> tuple[Any, dict[str, float]]:
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = [{k: v for k, v in r["features"].items() if v is not None} for r in rows]
+    y = [str(r["label"]) for r in rows]
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=seed)
+    pipeline = make_pipeline(DictVectorizer(), StandardScaler(with_mean=False),
+                             LogisticRegression(max_iter=500))
+    pipeline.fit(x_train, y_train)
+    return pipeline, {"holdout_accuracy": float(pipeline.score(x_test, y_test)),
+                      "train_records": float(len(x_train))}
+
+
+def next_version(existing: list[str]) -> str:
+    numbers = [int(m.group(1)) for v in existing if (m := re.fullmatch(r"v(\d+)", v))]
+    return f"v{max(numbers, default=0) + 1}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=os.environ.get("DRIFTLINE_MODEL"))
+    ap.add_argument("--min-records", type=int, default=500)
+    args = ap.parse_args(argv)
+    if not args.model:
+        ap.error("--model (or DRIFTLINE_MODEL) is required")
+    settings = Settings.from_env()
+    policy = load_policy(settings.policy) if settings.policy else Policy()
+    topic = os.environ.get("DRIFTLINE_TRAINING_TOPIC", settings.topic("training-data.clean"))
+    rows = records(settings, topic, args.model)
+    if len(rows) < args.min_records:
+        print(f"retrain of {args.model}: only {len(rows)} clean records on {topic} "
+              f"(need {args.min_records}); nothing trained", file=sys.stderr)
+        return 1
+    pipeline, scores = train(rows)
+    registry = open_registry(settings.registry)
+    version = next_version([v.version for v in registry.versions(args.model)])
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = Path(tmp) / "model.pkl"
+        artifact.write_bytes(pickle.dumps(pipeline))
+        registry.register(
+            args.model, version, artifact,
+            metadata={"training_topic": topic, "records": len(rows), **scores,
+                      "retrained_from": os.environ.get("DRIFTLINE_FROM_VERSION", "")},
+            model_card={"trained_by": "scripts/retrain_example.py",
+                        "training_data": f"{topic} (screened by the poisoning guard)",
+                        "metrics": scores})
+    weight = policy.decisions_for(args.model).delivery.canary_steps[0]
+    command = operator.operator_command(
+        settings, "canary", args.model, to_version=version, weight=weight,
+        reason=f"retrained on {len(rows)} clean records (hold-out accuracy "
+               f"{scores['holdout_accuracy']:.3f}); deployed as canary at {weight:g}",
+        issued_by="retrain-hook")
+    operator.send(settings, command)
+    print(f"retrained {args.model} -> {version} on {len(rows)} records; canary command "
+          f"{command.command_id} sent")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""The deployment controller on a real file registry: signatures, transitions, exactly once."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.codec import Origin
+from agents.config import Settings
+from agents.controller import Controller
+from agents.hooks import RetrainHook
+from agents.registry import open_registry
+from schemas.commands import Command, DeploymentEvent
+from schemas.policy import Policy, parse_policy
+from streams.policy.chain import verify_chain
+from streams.policy.commands import command_id, sign
+
+KEY = b"0123456789abcdef0123456789abcdef"
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def command(type_: str, *, key: bytes | None = KEY, model: str = "fraud", **kw: Any) -> Command:
+    cid = command_id(type_, model, from_version=kw.get("from_version"),
+                     to_version=kw.get("to_version"), canary_weight=kw.get("canary_weight"),
+                     approves=kw.get("approves"), nonce=kw.pop("nonce", ""))
+    c = Command(command_id=cid, type=type_, model=model, reason=f"test {type_}",  # type: ignore[arg-type]
+                issued_at=T0, **kw)
+    return sign(c, key) if key else c
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Any:
+    reg = open_registry(str(tmp_path / "registry"))
+    for version in ("v1", "v2", "v3"):
+        artifact = tmp_path / f"model-{version}.bin"
+        artifact.write_bytes(f"weights of {version}".encode())
+        reg.register("fraud", version, artifact, model_card={"owner": "risk-team"})
+    return reg
+
+
+def controller(registry: Any, policy: Policy | None = None, **kw: Any) -> Controller:
+    return Controller(registry, KEY, policy or Policy(), **kw)
+
+
+def feed(ctl: Controller, *commands: Command) -> list[DeploymentEvent]:
+    events: list[DeploymentEvent] = []
+    for i, c in enumerate(commands):
+        outcome = ctl.handle(c.model_dump_json().encode(), Origin("commands", 0, i), {})
+        assert not outcome.dead
+        events += outcome.reports  # type: ignore[arg-type]
+    return events
+
+
+def test_a_canary_is_deployed_stepped_promoted_and_every_event_is_chained(registry: Any) -> None:
+    ctl = controller(registry)
+    events = feed(ctl,
+                  command("promote", to_version="v1"),
+                  command("canary", to_version="v2", canary_weight=0.1),
+                  command("set_canary_weight", to_version="v2", canary_weight=0.5),
+                  command("promote", from_version="v1", to_version="v2"))
+    assert [e.status for e in events] == ["applied"] * 4
+    state, _ = registry.load("fraud")
+    assert (state.champion, state.canary, state.last_known_good) == ("v2", None, "v1")
+    assert events[-1].state == state
+    check = verify_chain([e.model_dump(mode="json") for e in events])
+    assert check.intact and check.events == 4
+
+
+def test_forged_and_unsigned_commands_are_refused_and_cannot_preempt_the_real_one(
+        registry: Any) -> None:
+    ctl = controller(registry)
+    forged = command("promote", to_version="v3", key=b"not-the-key-at-all-0123456789")
+    unsigned = command("promote", to_version="v3", key=None)
+    altered = command("promote", to_version="v1").model_copy(update={"to_version": "v3"})
+    events = feed(ctl, forged, unsigned, altered)
+    assert [e.status for e in events] == ["rejected"] * 3
+    assert "does not verify" in events[0].reason and "no signature" in events[1].reason
+    assert "does not verify" in events[2].reason
+    assert registry.load("fraud")[0].champion is None
+    # the genuine command with the forged one's id still applies
+    genuine = feed(ctl, command("promote", to_version="v3"))
+    assert genuine[0].command_id == forged.command_id and genuine[0].status == "applied"
+    assert verify_chain([e.model_dump(mode="json") for e in events + genuine]).intact
+
+
+def test_commands_that_make_no_sense_are_refused_with_the_reason(registry: Any) -> None:
+    ctl = controller(registry)
+    events = feed(ctl, command("promote", to_version="v1"), command("rollback"),
+                  command("promote", to_version="v9"), command("canary", to_version="v1"),
+                  command("promote", model="ghost", to_version="v1"))
+    assert [e.status for e in events] == ["applied", "rejected", "rejected", "rejected",
+                                          "rejected"]
+    assert "no previous good version" in events[1].reason
+    assert "no such version" in events[2].reason
+    assert "already the champion" in events[3].reason
+    assert "no model 'ghost'" in events[4].reason and events[4].prev_hash == ""
+    check = verify_chain([e.model_dump(mode="json") for e in events])
+    assert check.intact and check.unchained == 1
+
+
+def test_a_redelivered_command_is_applied_once_even_across_a_restart(registry: Any) -> None:
+    first = controller(registry)
+    promote = command("promote", to_version="v1")
+    canary = command("canary", to_version="v2", canary_weight=0.1)
+    rollback = command("rollback", from_version="v2", nonce="op-1")
+    events = feed(first, promote, canary, rollback)
+    again = feed(first, rollback)  # redelivered right away: the same event again
+    assert again[0] == events[-1]
+    restarted = controller(open_registry(str(registry.root)))
+    later = feed(restarted, canary)  # an older command redelivered after a restart
+    assert later[0].status == "rejected" and "already decided" in later[0].reason
+    state, _ = registry.load("fraud")
+    assert (state.champion, state.canary) == ("v1", None)
+    check = verify_chain([e.model_dump(mode="json") for e in events + again + later])
+    assert check.intact and check.duplicates == 1
+
+
+def test_a_tampered_artifact_is_never_promoted_or_restored(registry: Any, tmp_path: Path) -> None:
+    ctl = controller(registry)
+    feed(ctl, command("promote", to_version="v1"), command("promote", to_version="v2"))
+    stored = [p for p in (tmp_path / "registry").rglob("*") if p.is_file()
+              and p.read_bytes() == b"weights of v1"]
+    assert stored, "the registry keeps a copy of the artifact"
+    stored[0].write_bytes(b"weights of an attacker")
+    events = feed(ctl, command("rollback", from_version="v2"),
+                  command("promote", from_version="v2", to_version="v1"))
+    assert [e.status for e in events] == ["rejected", "rejected"]
+    assert all("checksum" in e.reason or "sha256" in e.reason.lower() for e in events)
+    assert registry.load("fraud")[0].champion == "v2"
+
+
+def test_high_risk_models_wait_for_an_operators_approval(registry: Any) -> None:
+    policy = parse_policy("models: {fraud: {decisions: {risk_tier: high}}}")
+    ctl = controller(registry, policy)
+    feed(ctl, command("promote", to_version="v1", issued_by="operator:ana"))
+    proposal = command("promote", from_version="v1", to_version="v2")  # from the policy agent
+    events = feed(ctl, proposal)
+    assert events[0].status == "pending_approval"
+    assert registry.load("fraud")[0].champion == "v1"
+    events += feed(ctl, command("approve", approves="nope", issued_by="operator:ana"),
+                   command("approve", approves=proposal.command_id, issued_by="operator:ana"))
+    assert [e.status for e in events] == ["pending_approval", "rejected", "applied"]
+    assert "approved by operator:ana" in events[-1].reason
+    assert registry.load("fraud")[0].champion == "v2"
+
+
+def test_retrain_starts_the_hook_and_the_event_says_so(registry: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "retrained.json"
+    script = tmp_path / "hook.py"
+    script.write_text("import os, pathlib\n"
+                      f"pathlib.Path({str(marker)!r}).write_text(os.environ['DRIFTLINE_COMMAND'])\n")
+    policy = parse_policy(f"decisions: {{retrain: {{hook_command: '{sys.executable} {script}'}}}}")
+    ctl = controller(registry, policy,
+                     hook=RetrainHook(policy, Settings()))
+    events = feed(ctl, command("promote", to_version="v1"),
+                  command("retrain", from_version="v1"))
+    assert events[-1].status == "applied" and "retrain hook started" in events[-1].reason
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Command.model_validate_json(marker.read_text()).type == "retrain"
+
+
+def test_a_message_that_is_not_a_command_is_dead_lettered(registry: Any) -> None:
+    outcome = controller(registry).handle(b'{"type": "promote"}', Origin("commands", 0, 7), {})
+    assert outcome.reports == [] and len(outcome.dead) == 1
+    assert "not a valid Command" in outcome.dead[0].error and outcome.dead[0].offset == 7

@@ -1,0 +1,106 @@
+"""End to end: a bad canary is rolled back by the policy agent and the controller.
+
+The real worker (KPI, policy and controller agents) on the embedded broker and
+a real file registry: an operator deploys v1 as champion and v2 as a canary;
+the canary's predictions are noisy (accuracy ~0.74 vs ~0.94); its KPI windows
+are compared with the champion's, the policy agent issues a signed rollback and
+the controller applies it. Then a forged command is refused and a redelivered
+one is applied once, and the audit chain verifies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agents import operator, simulate, tail
+from agents.registry import open_registry
+from streams.policy.commands import sign
+
+pytestmark = pytest.mark.e2e
+
+POLICY = """
+kpi:
+  window: 60s
+  allowed_lateness: 0s
+  label_ttl: 5m
+  min_labeled: 100
+decisions:
+  rollback: {min_labeled: 100}
+"""
+MODEL = "fraud-detector"
+T0 = 1_800_000_000 - 1_800_000_000 % 60
+
+
+def _deployments(worker: Any, done: Any, timeout_s: float = 90) -> list[dict[str, Any]]:
+    seen = tail.collect(worker.settings.bootstrap, worker.topic("deployments"), done,
+                        timeout_s=timeout_s)
+    assert done(seen), f"{[(e['action'], e['status'], e['reason']) for e in seen]}\n" \
+                       f"{worker.log()[-4000:]}"
+    return seen
+
+
+def test_bad_canary_rolled_back_forged_refused_redelivered_once(
+        worker_factory: Any, tmp_path: Path) -> None:
+    worker = worker_factory(POLICY, agents="kpi,policy,controller")
+    registry = open_registry(worker.settings.registry)
+    for version in ("v1", "v2"):
+        artifact = tmp_path / f"{version}.bin"
+        artifact.write_bytes(f"model {version}".encode())
+        registry.register(MODEL, version, artifact)
+    s = worker.settings
+    operator.send(s, operator.operator_command(s, "promote", MODEL, to_version="v1"))
+    operator.send(s, operator.operator_command(s, "canary", MODEL, to_version="v2",
+                                               weight=0.5))
+    _deployments(worker, lambda seen: sum(e["status"] == "applied" for e in seen) >= 2)
+
+    champion = simulate.FraudTraffic(seed=11, model=MODEL, version="v1")
+    canary = simulate.FraudTraffic(seed=12, model=MODEL, version="v2", variant="canary",
+                                   bad=True)
+    producer = simulate.make_producer(s.bootstrap)
+    for w in range(4):
+        for traffic in (champion, canary):
+            preds, labels = traffic.events_with_labels(
+                800, start_s=T0 + 60 * w, span_s=60, label_delay_s=0.0)
+            simulate.publish(producer, worker.topic("predictions"), MODEL,
+                             list(simulate.batches(preds, 400)))
+            simulate.publish(producer, worker.topic("labels"), MODEL,
+                             list(simulate.batches(labels, 400)))
+
+    def rolled_back(seen: list[dict[str, Any]]) -> bool:
+        return any(e["action"] == "rollback" and e["status"] == "applied" for e in seen)
+
+    seen = _deployments(worker, rolled_back)
+    rollback = next(e for e in seen if e["action"] == "rollback")
+    assert rollback["state"]["canary"] is None and rollback["state"]["champion"] == "v1"
+    assert "canary worse than the champion" in rollback["reason"]
+    commands = tail.collect(s.bootstrap, worker.topic("commands"),
+                            lambda seen: any(c["type"] == "rollback" for c in seen),
+                            timeout_s=10)
+    issued = next(c for c in commands if c["type"] == "rollback")
+    assert issued["issued_by"] == "policy" and issued["command_id"] == rollback["command_id"]
+    assert {e["variant"] for e in issued["evidence"]} == {"canary", "champion"}
+    state, _ = registry.load(MODEL)
+    assert (state.champion, state.canary) == ("v1", None)
+
+    # A forged command: signed with another key. Then one command delivered twice.
+    forged = sign(operator.operator_command(s, "promote", MODEL, to_version="v2"),
+                  b"an-attackers-key-0123456789abcdef")
+    again = operator.operator_command(s, "canary", MODEL, to_version="v2", weight=0.1)
+    operator.publish(s, "commands", MODEL, [forged.model_dump_json().encode()] +
+                     [again.model_dump_json().encode()] * 2)
+    seen = _deployments(worker, lambda seen: sum(e["command_id"] == again.command_id
+                                                 for e in seen) >= 2)
+    refused = next(e for e in seen if e["command_id"] == forged.command_id)
+    assert refused["status"] == "rejected" and "does not verify" in refused["reason"]
+    twice = [e for e in seen if e["command_id"] == again.command_id]
+    assert twice[0] == twice[1] and twice[0]["status"] == "applied"
+    assert registry.load(MODEL)[0].canary == "v2"
+
+    check, events = operator.audit(s)
+    assert check.intact, check.reason
+    assert check.duplicates == 1 and check.events == len(events) >= 6
+    assert orjson.loads(orjson.dumps(events[-1]))["state"]["canary_weight"] == 0.1
