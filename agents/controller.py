@@ -49,8 +49,11 @@ from streams.policy.transitions import transition
 
 logger = logging.getLogger(__name__)
 
-MAX_DECIDED = 1000
-MAX_PENDING = 100
+# The journal must stay under the registry's 64 KiB per document: 500 ids with
+# an 8-character hash prefix take about 23 KB; a pending command with the
+# longest streak of evidence (16 windows) about 7 KB.
+MAX_DECIDED = 500
+MAX_PENDING = 5
 
 
 def utcnow() -> datetime:
@@ -153,7 +156,7 @@ class Controller:
         event = self._event(command, status, reason, state, journal.get("head", GENESIS))
         decided = journal.setdefault("decided", {})
         if remember:
-            decided[command.command_id] = event.hash
+            decided[command.command_id] = event.hash[:8]
         for old in list(decided)[:-MAX_DECIDED]:
             del decided[old]
         journal["head"], journal["last"] = event.hash, event.model_dump(mode="json")

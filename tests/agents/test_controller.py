@@ -170,3 +170,22 @@ def test_a_message_that_is_not_a_command_is_dead_lettered(registry: Any) -> None
     outcome = controller(registry).handle(b'{"type": "promote"}', Origin("commands", 0, 7), {})
     assert outcome.reports == [] and len(outcome.dead) == 1
     assert "not a valid Command" in outcome.dead[0].error and outcome.dead[0].offset == 7
+
+
+def test_the_journal_stays_bounded_and_fits_the_registry(registry: Any) -> None:
+    from agents.controller import MAX_DECIDED, MAX_PENDING
+
+    ctl = controller(registry, parse_policy("decisions: {risk_tier: high}"))
+    holds = [command("hold", nonce=str(i), issued_by="operator:ana")
+             for i in range(MAX_DECIDED + 50)]
+    events = feed(ctl, *holds)
+    assert all(e.status == "applied" for e in events)
+    proposals = [command("retrain", nonce=f"p{i}",
+                         evidence=[{"kind": "drift", "why": ["x" * 200] * 10}])
+                 for i in range(MAX_PENDING + 1)]
+    events = feed(ctl, *proposals)
+    assert [e.status for e in events] == ["pending_approval"] * MAX_PENDING + ["rejected"]
+    _, journal = registry.load("fraud")
+    assert len(journal["decided"]) == MAX_DECIDED and len(journal["pending"]) == MAX_PENDING
+    assert holds[-1].command_id in journal["decided"]
+    assert holds[0].command_id not in journal["decided"]
