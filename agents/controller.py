@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 # longest streak of evidence (16 windows) about 7 KB.
 MAX_DECIDED = 500
 MAX_PENDING = 5
+MAX_ROLLED_BACK = 50  # versions remembered as rolled back, newest last
 
 
 def utcnow() -> datetime:
@@ -141,6 +142,11 @@ class Controller:
             f"approved by {approved_by}: {command.reason}"
         if command.type == "retrain" and self.hook is not None:
             reason += f"; {self.hook.start(command)}"
+        if command.type == "rollback":  # for the verdict endpoint (agents.verdict)
+            gone = state.canary if result.state.canary is None and state.canary else \
+                state.champion
+            kept = [v for v in journal.get("rolled_back", []) if v != gone]
+            journal["rolled_back"] = [*kept[-(MAX_ROLLED_BACK - 1):], gone]
         return self._record(command, "applied", reason, result.state, journal)
 
     # ------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from agents import runner
+from agents import runner, verdict
 from agents.config import Settings
 from agents.controller import Controller
 from agents.hooks import RetrainHook
@@ -14,8 +14,9 @@ from schemas.policy import Policy
 
 
 def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
+    registry = open_registry(settings.registry)
     controller = Controller(
-        open_registry(settings.registry), command_key(settings), policy,
+        registry, command_key(settings), policy,
         hook=RetrainHook(policy, settings),
     )
     # No table: the registry holds the deployment state and the controller's
@@ -24,4 +25,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         app, settings, controller, name="controller", sources=["commands"],
         output="deployments", table=None,
     )
+    if settings.controller_port:
+        # The pass/fail endpoint for Argo Rollouts and Flagger (agents.verdict).
+        verdict.serve(registry, port=settings.controller_port, token=settings.controller_token)
     return agent

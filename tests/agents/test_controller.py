@@ -189,3 +189,64 @@ def test_the_journal_stays_bounded_and_fits_the_registry(registry: Any) -> None:
     assert len(journal["decided"]) == MAX_DECIDED and len(journal["pending"]) == MAX_PENDING
     assert holds[-1].command_id in journal["decided"]
     assert holds[0].command_id not in journal["decided"]
+
+
+def test_the_verdict_endpoint_answers_argo_and_flagger(registry: Any) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from agents import verdict
+
+    ctl = controller(registry)
+    feed(ctl, command("promote", to_version="v1"),
+         command("canary", to_version="v2", canary_weight=0.1))
+    server = verdict.serve(registry, port=0, token="s3cret", host="127.0.0.1")
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def call(path: str, body: dict[str, Any] | None = None, token: str = "s3cret",
+             raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(base + path, data=data,
+                                         headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    try:
+        assert call("/verdict/fraud/v2")[1]["verdict"] == "pass"
+        assert call("/verdict/fraud/v3")[1]["verdict"] == "pending"
+        assert call("/verdict/fraud/v9")[0] == 404
+        assert call("/verdict/fraud/v2", token="wrong")[0] == 401
+        assert call("/flagger", {"metadata": {"model": "fraud", "version": "v2"}})[0] == 200
+        feed(ctl, command("rollback", from_version="v2"))
+        status, body = call("/verdict/fraud/v2")
+        assert (status, body["verdict"]) == (200, "fail") and "rolled back" in body["reason"]
+        assert call("/flagger", {"metadata": {"model": "fraud", "version": "v2"}})[0] == 412
+        assert call("/flagger", {"metadata": {}})[0] == 400
+        assert call("/flagger", raw=b"x" * (verdict.MAX_BODY + 1))[0] == 413
+    finally:
+        server.shutdown()
+
+
+def test_the_verdict_endpoint_limits_the_request_rate(registry: Any) -> None:
+    import urllib.error
+    import urllib.request
+
+    from agents import verdict
+
+    server = verdict.serve(registry, port=0, host="127.0.0.1", rate=1.0)
+    codes = []
+    try:
+        for _ in range(5):
+            url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+            try:
+                with urllib.request.urlopen(url, timeout=10) as answer:
+                    codes.append(answer.status)
+            except urllib.error.HTTPError as err:
+                codes.append(err.code)
+    finally:
+        server.shutdown()
+    assert codes[0] == 200 and 429 in codes
