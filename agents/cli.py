@@ -248,7 +248,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("demo", help="broker + worker + drifting traffic in one terminal")
-    p.add_argument("--duration", type=float, default=90.0, help="seconds (default 90)")
+    p.add_argument("--duration", type=float, default=120.0, help="seconds (default 120)")
     p.add_argument("--rate", type=float, default=2000.0, help="events per second")
     p.add_argument("--time-scale", type=float, default=10.0, help="event seconds per second")
     p.set_defaults(func=cmd_demo)

@@ -1,4 +1,17 @@
-"""`driftline demo`: broker, worker and a drifting serving app in one terminal."""
+"""`driftline demo`: broker, worker and a serving app in one terminal, the whole loop.
+
+The story, in simulated event time (60-s windows, ten times faster than wall time):
+
+1. fraud-detector v1 is the champion; an operator deploys v2 as a canary at 50 %.
+   v2 is bad (noisy scores): once its first KPI window has labels, the policy
+   agent finds it significantly worse than the champion and issues a signed
+   rollback; the controller applies it and the serving app sends all traffic
+   back to v1.
+2. Halfway, two features drift. After two drift windows the policy agent
+   issues a retrain; the controller runs scripts/retrain_example.py, which
+   trains v3 on the screened training data, registers it and deploys it as a
+   canary; v3 is healthy and no worse than v1, so it is promoted.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-from agents import simulate, tail, view
+from agents import operator, simulate, tail, view
 from agents.broker import EmbeddedBroker
 from agents.config import Settings
+from agents.registry import open_registry
 from agents.topics import ensure_topics
 
 DEMO_POLICY = """\
@@ -30,9 +44,22 @@ kpi:
   targets:
     roc_auc: {min: 0.7}
     latency_p99_ms: {max: 80}
+decisions:
+  retrain:
+    drift_windows: 2          # sustained drift: two drift windows in a row
+    kpi_breach_windows: 0     # the demo's story is feature drift
+    on_concept_drift: false
+    hook_command: "{python} {retrain} --min-records 1000 --max-records 20000"
+  rollback: {min_labeled: 200}
+  delivery: {canary_steps: [0.5, 1.0], healthy_windows: 1}
 """
+MODEL = "fraud-detector"
+RETRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "retrain_example.py"
 #: Mean label delay, in event seconds (chargebacks come quickly in the demo).
 LABEL_DELAY_S = 30.0
+#: Where the serving app's labeled records go for retraining. The retrain
+#: hook reads the clean topic.
+TRAINING_TOPIC = "training-data.clean"
 
 
 def _stop_process(proc: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> None:
@@ -62,12 +89,27 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(*, duration_s: float = 90.0, rate: float = 2000.0, time_scale: float = 10.0,
+def _deploy_v1_and_a_bad_canary(settings: Settings, workdir: Path) -> None:
+    """Register v1 and v2 and deploy them as an operator would, through signed commands."""
+    registry = open_registry(settings.registry)
+    for version, note in (("v1", "the champion"), ("v2", "a canary with noisy scores")):
+        artifact = workdir / f"{MODEL}-{version}.bin"
+        artifact.write_bytes(f"demo model {version}: {note}".encode())
+        registry.register(MODEL, version, artifact, model_card={"owner": "demo", "note": note})
+    operator.send(settings, operator.operator_command(settings, "promote", MODEL,
+                                                      to_version="v1", issuer="demo"))
+    operator.send(settings, operator.operator_command(settings, "canary", MODEL,
+                                                      to_version="v2", weight=0.5,
+                                                      issuer="demo"))
+
+
+def run(*, duration_s: float = 120.0, rate: float = 2000.0, time_scale: float = 10.0,
         shift_at: float = 0.45, seed: int = 0) -> int:
     """Run the whole loop for ``duration_s`` seconds (or until Ctrl-C); leave nothing behind."""
     workdir = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
     policy = workdir / "policy.yaml"
-    policy.write_text(DEMO_POLICY)
+    policy.write_text(DEMO_POLICY.replace("{python}", sys.executable)
+                      .replace("{retrain}", str(RETRAIN_SCRIPT)))
     stop = threading.Event()
     # SIGTERM ends the demo like Ctrl-C does, so the children are cleaned up
     # (and SIGINT is handled even when started with it ignored, e.g. by nohup).
@@ -77,37 +119,50 @@ def run(*, duration_s: float = 90.0, rate: float = 2000.0, time_scale: float = 1
     broker = EmbeddedBroker(log_path=str(workdir / "broker.log"))
     worker: subprocess.Popen[bytes] | None = None
     sim: threading.Thread | None = None
+    follower: simulate.DeploymentFollower | None = None
     try:
         broker.start()
-        settings = Settings(broker=broker.bootstrap, app_id=f"driftline-demo-{os.getpid()}")
+        settings = Settings(broker=broker.bootstrap, app_id=f"driftline-demo-{os.getpid()}",
+                            datadir=str(workdir / "data"), registry=str(workdir / "registry"))
         ensure_topics(settings)
         print(f"  broker   embedded Kafka-protocol broker at {broker.bootstrap}", flush=True)
+        env = {**os.environ, "DRIFTLINE_DATADIR": settings.datadir,
+               "DRIFTLINE_REGISTRY": settings.registry}
         with open(workdir / "worker.log", "ab") as log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "agents", "worker", "--broker", broker.bootstrap,
                  "--app-id", settings.app_id, "--policy", str(policy), "--log-level", "warn"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=env,
             )
-        print(f"  worker   drift and KPI agents, 60 s windows of event time, app id "
-              f"{settings.app_id}", flush=True)
+        print(f"  worker   drift, KPI, policy and controller agents; 60 s windows of event "
+              f"time; registry {settings.registry}", flush=True)
+        _deploy_v1_and_a_bad_canary(settings, workdir)
+        follower = simulate.DeploymentFollower(broker.bootstrap, settings.topic("deployments"))
         sim = threading.Thread(
             target=simulate.run, daemon=True,
             kwargs=dict(bootstrap=broker.bootstrap, topic=settings.topic("predictions"),
                         rate=rate, duration_s=duration_s, scenario="drift", shift_at=shift_at,
                         time_scale=time_scale, seed=seed, should_stop=stop.is_set,
-                        labels_topic=settings.topic("labels"), label_delay_s=LABEL_DELAY_S),
+                        labels_topic=settings.topic("labels"), label_delay_s=LABEL_DELAY_S,
+                        follower=follower, bad_versions={"v2"},
+                        training_topic=settings.topic(TRAINING_TOPIC)),
         )
         sim.start()
         print(
-            f"  serving  fraud-detector v1, {rate:.0f} events/s, event time x{time_scale:g}; "
-            f"amount and distance_from_home_km shift after {shift_at * duration_s:.0f} s;\n"
-            f"           labels follow about {LABEL_DELAY_S:.0f} event seconds later, and a "
-            "window's KPIs are shown once all its labels are in\n",
+            f"  serving  {MODEL}: v1 champion, v2 canary at 50 % (a bad one), {rate:.0f} "
+            f"events/s, event time x{time_scale:g};\n"
+            f"           amount and distance_from_home_km shift after "
+            f"{shift_at * duration_s:.0f} s; labels follow about {LABEL_DELAY_S:.0f} event "
+            "seconds later\n"
+            "           (a window's KPIs are shown once all its labels are in; commands and "
+            "deployments as they happen)\n",
             flush=True,
         )
         deadline = time.monotonic() + duration_s + 5
         colour = sys.stdout.isatty()
-        for msg in tail.messages(broker.bootstrap, [settings.topic("drift"), settings.topic("kpi")],
+        shown = [settings.topic(t) for t in ("drift", "kpi", "commands", "deployments")]
+        for msg in tail.messages(broker.bootstrap, shown,
                                  stop=lambda: time.monotonic() > deadline):
             if msg.topic() == settings.topic("kpi") and b"final revision" not in msg.value():
                 continue  # revisions while labels arrive; the demo shows the complete window
@@ -117,7 +172,9 @@ def run(*, duration_s: float = 90.0, rate: float = 2000.0, time_scale: float = 1
         if worker.poll() is not None:
             print(f"the worker stopped (code {worker.returncode}); see {workdir}/worker.log")
             return 1
-        print("\ndemo finished", flush=True)
+        check, events = operator.audit(settings)
+        print(f"\ndemo finished; audit chain of {len(events)} deployment events: "
+              f"{'intact' if check.intact else 'BROKEN: ' + check.reason}", flush=True)
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted; stopping", flush=True)
@@ -131,6 +188,8 @@ def run(*, duration_s: float = 90.0, rate: float = 2000.0, time_scale: float = 1
         stop.set()
         if sim is not None:
             sim.join(timeout=10)
+        if follower is not None:
+            follower.close()
         if worker is not None:
             _stop_process(worker)
         broker.stop()

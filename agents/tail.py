@@ -103,32 +103,37 @@ def collect(
 
 def read_to_end(bootstrap: str, topic: str, *, quiet_s: float = 1.0,
                 timeout_s: float = 60.0) -> list[bytes]:
-    """Every value on ``topic`` now, in partition order (partition by partition).
+    """Every value on ``topic`` up to now, in partition order (partition by partition).
 
-    Reads until each partition's high watermark is reached and then no message
-    came for ``quiet_s`` (the embedded broker can report a watermark short of
-    the last records of a multi-record batch; the quiet period covers that).
+    Reads each partition up to its high watermark as of the start, and then
+    for ``quiet_s`` more (the embedded broker can report a watermark short of
+    the last records of a multi-record batch; the extra second covers that).
+    A topic that keeps receiving messages does not keep it reading.
     """
     consumer = _assigned_consumer(bootstrap, topic, from_beginning=True)
     by_partition: dict[int, list[bytes]] = {}
     try:
         ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1]
                 for tp in consumer.assignment()}
-        done = {p for p, end in ends.items() if end <= 0}
+        pending = {p for p, end in ends.items() if end > 0}
         deadline = time.monotonic() + timeout_s
+        reached = time.monotonic() if not pending else None
         last = time.monotonic()
         while time.monotonic() < deadline:
+            now = time.monotonic()
+            if reached is not None and (now - reached > quiet_s or now - last > quiet_s):
+                break
             msg = consumer.poll(0.1)
             if msg is None:
-                if len(done) == len(ends) and time.monotonic() - last > quiet_s:
-                    break
                 continue
             if msg.error():
                 raise KafkaException(msg.error())
             last = time.monotonic()
             by_partition.setdefault(msg.partition(), []).append(msg.value())
             if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                done.add(msg.partition())
+                pending.discard(msg.partition())
+                if not pending and reached is None:
+                    reached = time.monotonic()
     finally:
         consumer.close()
     return [value for p in sorted(by_partition) for value in by_partition[p]]

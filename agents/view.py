@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-_COLOURS = {"ok": "32", "warn": "33", "drift": "31;1", "breach": "31;1", "error": "31"}
+_COLOURS = {"ok": "32", "warn": "33", "drift": "31;1", "breach": "31;1", "error": "31",
+            "applied": "36;1", "rejected": "31", "pending_approval": "33", "command": "35;1"}
 
 
 def _colour(text: str, status: str, enabled: bool) -> str:
@@ -79,6 +80,27 @@ def deadletter_line(letter: dict[str, Any], *, colour: bool = False) -> str:
     return f"{_colour('DEADLETTER', 'error', colour)} {where}{index}  {letter['error']}"
 
 
+def command_line(command: dict[str, Any], *, colour: bool = False) -> str:
+    """One line per Command: who decided what for which versions, and why."""
+    versions = " -> ".join(v for v in (command.get("from_version"), command.get("to_version"))
+                           if v)
+    weight = f" weight {command['canary_weight']:g}" if command.get("canary_weight") else ""
+    head = _colour(f"COMMAND {command['type'].upper()}", "command", colour)
+    return (f"{head}  {command['model']} {versions}{weight}  by {command.get('issued_by')}  "
+            f"{command['reason']}  [{command['command_id'][:8]}]")
+
+
+def deployment_line(event: dict[str, Any], *, colour: bool = False) -> str:
+    """One line per DeploymentEvent: what the controller did and the resulting state."""
+    state = event.get("state", {})
+    canary = f", canary {state['canary']} at {state['canary_weight']:g}" \
+        if state.get("canary") else ""
+    status = event["status"]
+    return (f"{_colour(f'DEPLOY {status.upper()}', status, colour)}  {event['model']} "
+            f"{event['action']}: champion {state.get('champion')}{canary}  {event['reason']}  "
+            f"[{event['command_id'][:8]}]")
+
+
 def render(topic: str, value: bytes, *, colour: bool | None = None) -> str:
     """A readable line for a message of a known topic; compact JSON otherwise."""
     if colour is None:
@@ -94,6 +116,10 @@ def render(topic: str, value: bytes, *, colour: bool | None = None) -> str:
             return kpi_line(doc, colour=colour)
         if topic.endswith("deadletter"):
             return deadletter_line(doc, colour=colour)
+        if topic.endswith("commands"):
+            return command_line(doc, colour=colour)
+        if topic.endswith("deployments"):
+            return deployment_line(doc, colour=colour)
     except (KeyError, TypeError):
         pass
     return orjson.dumps(doc).decode()

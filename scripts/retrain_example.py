@@ -5,8 +5,9 @@ The controller starts it on a ``retrain`` command (policy:
 the worker's settings in the environment (DRIFTLINE_BROKER, _TOPIC_PREFIX,
 _REGISTRY, _DATADIR) and DRIFTLINE_MODEL / DRIFTLINE_TRAINING_TOPIC. It
 
-1. reads the model's records from ``training-data.clean`` (only what the
-   poisoning guard let through: quarantined records never reach it);
+1. reads the model's newest records (``--max-records``) from
+   ``training-data.clean`` (only what the poisoning guard let through:
+   quarantined records never reach it);
 2. fits a scikit-learn pipeline (DictVectorizer -> StandardScaler ->
    LogisticRegression) on them and scores it on a 20 % hold-out;
 3. registers it as the next version (v1 -> v2) in the controller's registry,
@@ -74,13 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=os.environ.get("DRIFTLINE_MODEL"))
     ap.add_argument("--min-records", type=int, default=500)
+    ap.add_argument("--max-records", type=int, default=20_000,
+                    help="train on the newest this many records (the current distribution)")
     args = ap.parse_args(argv)
     if not args.model:
         ap.error("--model (or DRIFTLINE_MODEL) is required")
     settings = Settings.from_env()
     policy = load_policy(settings.policy) if settings.policy else Policy()
     topic = os.environ.get("DRIFTLINE_TRAINING_TOPIC", settings.topic("training-data.clean"))
-    rows = records(settings, topic, args.model)
+    rows = records(settings, topic, args.model)[-args.max_records:]
     if len(rows) < args.min_records:
         print(f"retrain of {args.model}: only {len(rows)} clean records on {topic} "
               f"(need {args.min_records}); nothing trained", file=sys.stderr)

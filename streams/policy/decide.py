@@ -256,7 +256,7 @@ class _Decider:
             return
         steps = rules.delivery.canary_steps
         higher = [w for w in steps if w > state.canary_weight + 1e-9]
-        why = (f"canary {canary.model_version} healthy for {state.canary_healthy} windows at "
+        why = (f"canary {canary.model_version} healthy for {state.canary_healthy} window(s) at "
                f"weight {state.canary_weight:g} and not worse than the champion: " +
                test.describe(canary.model_version, champ.model_version, rules.rollback.margin))
         if higher and higher[0] < 1.0:
