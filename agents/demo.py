@@ -136,7 +136,7 @@ def run(*, duration_s: float = 120.0, rate: float = 2000.0, time_scale: float = 
                 env=env,
             )
         print(f"  worker   drift, KPI, policy and controller agents; 60 s windows of event "
-              f"time; registry {settings.registry}", flush=True)
+              f"time; app id {settings.app_id}", flush=True)
         _deploy_v1_and_a_bad_canary(settings, workdir)
         follower = simulate.DeploymentFollower(broker.bootstrap, settings.topic("deployments"))
         sim = threading.Thread(

@@ -1,7 +1,8 @@
 """The retrain hook: what the controller starts when it applies a ``retrain``.
 
 From the policy (``decisions.retrain``): ``hook_command``, a command line
-started in the background (the controller does not wait for training), with
+started in the background (the controller does not wait for training; the
+hook stays in the worker's process group, so stopping the group stops it), with
 the command and where the clean training data is in its environment; or
 ``hook_url``, which receives the command as a JSON POST (5 s timeout). The
 hook's answer goes into the DeploymentEvent's reason, so the audit trail says
@@ -43,8 +44,7 @@ class RetrainHook:
                    "DRIFTLINE_COMMAND": payload}
             try:
                 process = subprocess.Popen(
-                    shlex.split(rules.hook_command), env=env, stdin=subprocess.DEVNULL,
-                    start_new_session=True)
+                    shlex.split(rules.hook_command), env=env, stdin=subprocess.DEVNULL)
             except OSError as exc:
                 return f"the retrain hook could not start ({rules.hook_command!r}: {exc})"
             return f"retrain hook started (pid {process.pid})"
