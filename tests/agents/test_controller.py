@@ -33,9 +33,20 @@ def command(type_: str, *, key: bytes | None = KEY, model: str = "fraud", **kw: 
     return sign(c, key) if key else c
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Any:
-    reg = open_registry(str(tmp_path / "registry"))
+@pytest.fixture(scope="session")
+def mlflow_factory(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.agents.test_registry_mlflow import MlflowFactory
+
+    return MlflowFactory(tmp_path_factory.mktemp("mlflow-template"))
+
+
+@pytest.fixture(params=["file", "mlflow"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The controller on both registries: files, and a real MLflow on SQLite."""
+    if request.param == "file":
+        reg: Any = open_registry(str(tmp_path / "registry"))
+    else:
+        reg = request.getfixturevalue("mlflow_factory")(tmp_path / "mlflow")
     for version in ("v1", "v2", "v3"):
         artifact = tmp_path / f"model-{version}.bin"
         artifact.write_bytes(f"weights of {version}".encode())
@@ -111,7 +122,7 @@ def test_a_redelivered_command_is_applied_once_even_across_a_restart(registry: A
     events = feed(first, promote, canary, rollback)
     again = feed(first, rollback)  # redelivered right away: the same event again
     assert again[0] == events[-1]
-    restarted = controller(open_registry(str(registry.root)))
+    restarted = controller(registry)  # the controller keeps nothing but the registry
     later = feed(restarted, canary)  # an older command redelivered after a restart
     assert later[0].status == "rejected" and "already decided" in later[0].reason
     state, _ = registry.load("fraud")
@@ -123,7 +134,7 @@ def test_a_redelivered_command_is_applied_once_even_across_a_restart(registry: A
 def test_a_tampered_artifact_is_never_promoted_or_restored(registry: Any, tmp_path: Path) -> None:
     ctl = controller(registry)
     feed(ctl, command("promote", to_version="v1"), command("promote", to_version="v2"))
-    stored = [p for p in (tmp_path / "registry").rglob("*") if p.is_file()
+    stored = [p for p in tmp_path.rglob("*") if p.is_file() and p.parent != tmp_path
               and p.read_bytes() == b"weights of v1"]
     assert stored, "the registry keeps a copy of the artifact"
     stored[0].write_bytes(b"weights of an attacker")
@@ -172,8 +183,16 @@ def test_a_message_that_is_not_a_command_is_dead_lettered(registry: Any) -> None
     assert "not a valid Command" in outcome.dead[0].error and outcome.dead[0].offset == 7
 
 
-def test_the_journal_stays_bounded_and_fits_the_registry(registry: Any) -> None:
+def test_the_journal_stays_bounded_and_fits_the_registry(tmp_path: Path) -> None:
+    """On the file registry only: MLflow takes ~0.13 s per commit (several tag writes
+    on SQLite), so 550 commits would take over a minute; the MLflow registry's own
+    tests store journals far larger than this bound."""
     from agents.controller import MAX_DECIDED, MAX_PENDING
+
+    registry = open_registry(str(tmp_path / "registry"))
+    artifact = tmp_path / "m.bin"
+    artifact.write_bytes(b"m")
+    registry.register("fraud", "v1", artifact)
 
     ctl = controller(registry, parse_policy("decisions: {risk_tier: high}"))
     holds = [command("hold", nonce=str(i), issued_by="operator:ana")
@@ -250,3 +269,35 @@ def test_the_verdict_endpoint_limits_the_request_rate(registry: Any) -> None:
     finally:
         server.shutdown()
     assert codes[0] == 200 and 429 in codes
+
+
+def test_retrain_posts_the_command_to_the_webhook(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[bytes] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/retrain"
+        policy = parse_policy(f"decisions: {{retrain: {{hook_url: '{url}'}}}}")
+        hook = RetrainHook(policy, Settings())
+        answer = hook.start(command("retrain", from_version="v1"))
+        assert answer == "retrain webhook answered 202"
+        assert Command.model_validate_json(received[0]).from_version == "v1"
+        server.shutdown()
+        server.server_close()  # nothing listens any more
+        failed = hook.start(command("retrain", from_version="v1"))
+        assert failed.startswith("the retrain webhook failed")
+    finally:
+        server.server_close()

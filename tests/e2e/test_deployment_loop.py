@@ -10,6 +10,9 @@ one is applied once, and the audit chain verifies.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +107,19 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
     assert check.intact, check.reason
     assert check.duplicates == 1 and check.events == len(events) >= 6
     assert orjson.loads(orjson.dumps(events[-1]))["state"]["canary_weight"] == 0.1
+
+    # An operator at the command line: roll the canary back, then verify the chain.
+    env = {**os.environ, "DRIFTLINE_DATADIR": s.datadir, "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix,
+           "DRIFTLINE_BROKER": s.bootstrap}
+    cli = [sys.executable, "-m", "agents"]
+    out = subprocess.run([*cli, "command", "rollback", "--model", MODEL, "--reason",
+                          "paged by payments"], env=env, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0 and "sent rollback" in out.stdout, out.stderr
+    seen = _deployments(worker, lambda seen: any("paged by payments" in e["reason"]
+                                                 for e in seen))
+    manual = next(e for e in seen if "paged by payments" in e["reason"])
+    assert manual["status"] == "applied" and manual["state"]["canary"] is None
+    out = subprocess.run([*cli, "audit", "verify"], env=env, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0 and "audit chain intact" in out.stdout, out.stdout + out.stderr
