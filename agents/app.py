@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import faust
 
-from agents import controller_agent, drift_agent, kpi_agent, policy_agent
+from agents import controller_agent, drift_agent, kpi_agent, metrics, policy_agent
 from agents.config import Settings
 from schemas.policy import Policy
 
@@ -51,4 +51,10 @@ def create_app(
         policy_agent.register(app, settings, policy)
     if "controller" in wanted:
         controller_agent.register(app, settings, policy)
+    if settings.metrics_port:
+
+        @app.timer(5.0)
+        async def consumer_lag() -> None:
+            await metrics.sample_lag(app)
+
     return app

@@ -60,6 +60,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     policy = _policy(settings)  # refuse a bad policy before touching Kafka
     ensure_topics(settings)
     app = create_app(settings, policy=policy, agents=args.agents.split(","))
+    if settings.metrics_port:
+        from agents import metrics
+
+        metrics.serve(settings.metrics_port)
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0

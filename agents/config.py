@@ -56,6 +56,8 @@ class Settings:
     # The controller's verdict endpoint for Argo Rollouts / Flagger (0: off).
     controller_port: int = 0
     controller_token: str = ""
+    # Prometheus metrics of the worker on this port's /metrics (0: off).
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

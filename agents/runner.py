@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import faust
 from pydantic import BaseModel
 
+from agents import metrics
 from agents.codec import Origin, dead_letter
 from agents.config import Settings
 from agents.overlay import Overlay
@@ -67,7 +68,10 @@ def handler_agent(
                     msg.value or b"", agent=handler.AGENT,
                 )
                 await deadletter.send(key=msg.key, value=letter.model_dump_json().encode())
+                metrics.observe(handler.AGENT, origin.topic, counted=0, dead=1, reports=())
                 continue
+            metrics.observe(handler.AGENT, origin.topic, counted=outcome.counted,
+                            dead=len(outcome.dead), reports=outcome.reports)
             for report in outcome.reports:
                 model = getattr(report, "model", "")
                 await reports.send(key=model.encode(), value=report.model_dump_json().encode())

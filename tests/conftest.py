@@ -40,7 +40,7 @@ class WorkerProcess:
 
     def __init__(self, broker: EmbeddedBroker, tmp: Path, policy: str, *,
                  agents: str = "drift", partitions: int = 1, store: str | None = None,
-                 log_level: str = "warn") -> None:
+                 log_level: str = "warn", env: dict[str, str] | None = None) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:8]}."
         self.store = store
         self.settings = Settings(broker=broker.bootstrap, topic_prefix=self.prefix,
@@ -54,6 +54,7 @@ class WorkerProcess:
         self.agents = agents
         self.log_level = log_level
         self.starts = 0
+        self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def topic(self, name: str) -> str:
@@ -64,7 +65,7 @@ class WorkerProcess:
             raise RuntimeError("the worker is running; stop() or restart() it first")
         ensure_topics(self.settings)
         env = {**os.environ, "DRIFTLINE_DATADIR": self.settings.datadir,
-               "DRIFTLINE_REGISTRY": self.settings.registry,
+               "DRIFTLINE_REGISTRY": self.settings.registry, **self.extra_env,
                "DRIFTLINE_TOPIC_PREFIX": self.prefix,
                "DRIFTLINE_PARTITIONS": str(self.settings.partitions)}
         with open(self.log_path, "ab") as log:

@@ -11,8 +11,11 @@ one is applied once, and the audit chain verifies.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +49,32 @@ def _deployments(worker: Any, done: Any, timeout_s: float = 90) -> list[dict[str
     return seen
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _metrics(port: int, ready: Any, timeout_s: float = 30) -> str:
+    """The worker's /metrics once ``ready(text)`` holds (the lag is sampled every 5 s)."""
+    deadline, text = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            text = ""
+        if ready(text):
+            return text
+        time.sleep(0.5)  # polling interval of the condition
+    raise AssertionError(f"metrics not ready within {timeout_s} s:\n{text[-3000:]}")
+
+
 def test_bad_canary_rolled_back_forged_refused_redelivered_once(
         worker_factory: Any, tmp_path: Path) -> None:
-    worker = worker_factory(POLICY, agents="kpi,policy,controller")
+    port = _free_port()
+    worker = worker_factory(POLICY, agents="kpi,policy,controller",
+                            env={"DRIFTLINE_METRICS_PORT": str(port)})
     registry = open_registry(worker.settings.registry)
     for version in ("v1", "v2"):
         artifact = tmp_path / f"{version}.bin"
@@ -88,6 +114,11 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
     assert {e["variant"] for e in issued["evidence"]} == {"canary", "champion"}
     state, _ = registry.load(MODEL)
     assert (state.champion, state.canary) == ("v1", None)
+    scraped = _metrics(port, lambda text: 'status="applied",type="rollback"' in text
+                       and "driftline_consumer_lag{" in text)
+    assert f'driftline_events_total{{agent="kpi",topic="{worker.topic("predictions")}"}} 6400.0' \
+        in scraped
+    assert 'driftline_kpi{metric="accuracy",model="fraud-detector",variant="canary"' in scraped
 
     # A forged command: signed with another key. Then one command delivered twice.
     forged = sign(operator.operator_command(s, "promote", MODEL, to_version="v2"),

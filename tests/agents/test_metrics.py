@@ -1,0 +1,51 @@
+"""Prometheus metrics: what the runner's observe() makes of messages and reports."""
+
+from __future__ import annotations
+
+from agents import metrics
+from tests.streams.policy_cases import deployed, drift, kpi, poisoning
+
+
+def value(name: str, **labels: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, labels)
+
+
+def test_messages_reports_and_commands_become_metrics() -> None:
+    before = value("driftline_events_total", topic="m.predictions", agent="drift") or 0.0
+    metrics.observe("drift", "m.predictions", counted=500, dead=2, reports=[])
+    assert value("driftline_events_total", topic="m.predictions", agent="drift") == before + 500
+    assert (value("driftline_deadletters_total", topic="m.predictions", agent="drift") or 0) >= 2
+
+    report = drift(0, "drift", model="metrics-model")
+    report.features["amount"] = report.features.get("amount") or _feature(0.31)
+    metrics.observe("drift", "m.predictions", counted=0, dead=0,
+                    reports=[report, kpi(0, model="metrics-model", accuracy=0.91,
+                                         status="breach", concept=True)])
+    assert value("driftline_window_status", model="metrics-model", version="v1", kind="drift",
+                 variant="") == 2
+    assert value("driftline_drift_psi", model="metrics-model", version="v1",
+                 feature="amount") == 0.31
+    assert value("driftline_kpi", model="metrics-model", version="v1", variant="champion",
+                 metric="accuracy") == 0.91
+    assert value("driftline_concept_drift", model="metrics-model", version="v1",
+                 variant="champion") == 1
+    assert (value("driftline_report_latency_seconds_count", kind="drift") or 0) >= 1
+
+    event = deployed(model="metrics-model")
+    metrics.observe("controller", "m.commands", counted=0, dead=0, reports=[event])
+    assert value("driftline_commands_total", model="metrics-model", type="promote",
+                 status="applied") == 1
+    report_p = poisoning(0, "campaign")
+    report_p = report_p.model_copy(update={"model": "metrics-model"})
+    report_p.sources["crm"].quarantined["label_inconsistent"] = 7
+    metrics.observe("poisoning", "m.training-data", counted=0, dead=0, reports=[report_p])
+    assert value("driftline_poisoning_status", model="metrics-model") == 2
+    assert value("driftline_quarantined_total", model="metrics-model",
+                 reason="label_inconsistent") == 7
+
+
+def _feature(psi: float) -> object:
+    from schemas.reports import FeatureDrift
+
+    return FeatureDrift(kind="numeric", n=100, missing=0, metrics={"psi": psi}, status="drift",
+                        drifted=True)
