@@ -7,11 +7,18 @@ from collections.abc import Iterable
 
 import faust
 
-from agents import controller_agent, drift_agent, kpi_agent, metrics, policy_agent
+from agents import (
+    controller_agent,
+    drift_agent,
+    kpi_agent,
+    metrics,
+    poisoning_agent,
+    policy_agent,
+)
 from agents.config import Settings
 from schemas.policy import Policy
 
-AGENTS = ("drift", "kpi", "policy", "controller")
+AGENTS = ("drift", "kpi", "poisoning", "policy", "controller")
 
 
 def create_app(
@@ -47,6 +54,8 @@ def create_app(
         drift_agent.register(app, settings, policy)
     if "kpi" in wanted:
         kpi_agent.register(app, settings, policy)
+    if "poisoning" in wanted:
+        poisoning_agent.register(app, settings, policy)
     if "policy" in wanted:
         policy_agent.register(app, settings, policy)
     if "controller" in wanted:

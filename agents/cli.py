@@ -117,7 +117,9 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = _policy(settings).drift_for(args.model)
     profile = reference_build.build(Path(args.data), model=args.model, version=args.version,
-                                    policy=policy, score_column=args.score_column)
+                                    policy=policy, score_column=args.score_column,
+                                    label_column=args.label_column,
+                                    trusted_rows=args.trusted_rows)
     names = sorted(profile.features)
     print(f"reference profile for {args.model}@{args.version}: {profile.n} records, "
           f"{len(names)} columns ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
@@ -207,6 +209,26 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from agents import quarantine
+
+    settings = _settings(args)
+    if args.action == "release":
+        note = quarantine.release(settings, args.record_id, model=args.model,
+                                  reason=args.reason)
+        print(f"released {args.model}/{args.record_id} to "
+              f"{settings.topic('training-data.clean')} (recorded by {note.released_by})")
+        return 0
+    items = quarantine.held(settings, model=args.model)
+    for item in items:
+        d = quarantine.describe(item)
+        print(orjson.dumps(d).decode() if args.json else
+              f"{d['ts']}  {d['model']}  {d['record_id']}  source {d['source']}  "
+              f"label {d['label']}  {', '.join(d['reasons'])}")
+    print(f"{len(items)} records in quarantine", file=sys.stderr)
+    return 0
+
+
 def cmd_schemas_export(args: argparse.Namespace) -> int:
     from schemas.export import json_schemas
 
@@ -240,9 +262,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the agents (a Faust worker)")
     _common(p)
     p.add_argument("--policy", help="policy YAML file (env DRIFTLINE_POLICY)")
-    p.add_argument("--agents", default="drift,kpi,policy,controller",
+    p.add_argument("--agents", default="drift,kpi,poisoning,policy,controller",
                    help="comma-separated subset of agents (default: all: "
-                   "drift,kpi,policy,controller)")
+                   "drift,kpi,poisoning,policy,controller)")
     p.add_argument("--registry", help="model registry: a directory or mlflow+<uri> "
                    "(env DRIFTLINE_REGISTRY)")
     p.add_argument("--app-id", help="Faust app id = consumer group (env DRIFTLINE_APP_ID)")
@@ -295,6 +317,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data", required=True, help="CSV, JSON lines or Parquet file")
     r.add_argument("--policy", help="policy YAML (bins, fine_bins, top_k); env DRIFTLINE_POLICY")
     r.add_argument("--score-column", default="score", help="the model's score, if present")
+    r.add_argument("--label-column", default="label",
+                   help="the label: labeled records become the poisoning guard's trusted set")
+    r.add_argument("--trusted-rows", type=int, default=5000,
+                   help="rows in the trusted set (stratified sample; 0: none)")
     r.add_argument("--out", help="also write the profile as JSON to this file")
     r.add_argument("--no-publish", action="store_true", help="do not publish to Kafka")
     r.set_defaults(func=cmd_reference_build)
@@ -357,6 +383,20 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--registry", help="a directory or mlflow+<uri> (env DRIFTLINE_REGISTRY)")
     g.add_argument("--model")
     g.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("quarantine", help="training records held back by the poisoning guard")
+    qsub = p.add_subparsers(dest="action", required=True)
+    q = qsub.add_parser("list", help="quarantined records not released")
+    _common(q)
+    q.add_argument("--model")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_quarantine)
+    q = qsub.add_parser("release", help="release a record to training-data.clean (recorded)")
+    _common(q)
+    q.add_argument("record_id")
+    q.add_argument("--model", required=True)
+    q.add_argument("--reason", required=True, help="why it is safe, for the record")
+    q.set_defaults(func=cmd_quarantine)
 
     p = sub.add_parser("policy", help="policy file tools")
     psub = p.add_subparsers(dest="action", required=True)

@@ -24,11 +24,14 @@ import threading
 import time
 from pathlib import Path
 
-from agents import operator, simulate, tail, view
+import orjson
+
+from agents import operator, reference_build, simulate, tail, view
 from agents.broker import EmbeddedBroker
 from agents.config import Settings
 from agents.registry import open_registry
 from agents.topics import ensure_topics
+from schemas.policy import Policy, load_policy
 
 DEMO_POLICY = """\
 # The demo's policy: one-minute windows of simulated event time.
@@ -44,6 +47,9 @@ kpi:
   targets:
     roc_auc: {min: 0.7}
     latency_p99_ms: {max: 80}
+poisoning:
+  window: 60s
+  allowed_lateness: 5s
 decisions:
   retrain:
     drift_windows: 2          # sustained drift: two drift windows in a row
@@ -57,9 +63,9 @@ MODEL = "fraud-detector"
 RETRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "retrain_example.py"
 #: Mean label delay, in event seconds (chargebacks come quickly in the demo).
 LABEL_DELAY_S = 30.0
-#: Where the serving app's labeled records go for retraining. The retrain
-#: hook reads the clean topic.
-TRAINING_TOPIC = "training-data.clean"
+#: Where the serving app's labeled records go for retraining: the poisoning
+#: guard screens them; the retrain hook reads what it lets through.
+TRAINING_TOPIC = "training-data"
 
 
 def _stop_process(proc: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> None:
@@ -87,6 +93,19 @@ class _Interrupted:
 def _interrupt(signum: int, frame: object) -> None:
     _Interrupted.seen = True
     raise KeyboardInterrupt
+
+
+def _publish_reference(settings: Settings, workdir: Path, policy: Policy) -> None:
+    """v1's training data, profiled: the drift reference and the poisoning guard's trusted set."""
+    traffic = simulate.FraudTraffic(seed=99, model=MODEL)
+    preds, labels = traffic.events_with_labels(20_000, start_s=0.0, span_s=3600.0,
+                                               label_delay_s=0.0)
+    data = workdir / "fraud-detector-v1-training.jsonl"
+    data.write_bytes(b"\n".join(orjson.dumps({**r["features"], "label": r["label"]})
+                                for r in simulate.training_records(labels, preds)))
+    profile = reference_build.build(data, model=MODEL, version="v1",
+                                    policy=policy.drift_for(MODEL))
+    reference_build.publish(profile, settings)
 
 
 def _deploy_v1_and_a_bad_canary(settings: Settings, workdir: Path) -> None:
@@ -135,8 +154,9 @@ def run(*, duration_s: float = 120.0, rate: float = 2000.0, time_scale: float = 
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
                 env=env,
             )
-        print(f"  worker   drift, KPI, policy and controller agents; 60 s windows of event "
-              f"time; app id {settings.app_id}", flush=True)
+        print(f"  worker   drift, KPI, poisoning, policy and controller agents; 60 s windows "
+              f"of event time; app id {settings.app_id}", flush=True)
+        _publish_reference(settings, workdir, load_policy(str(policy)))
         _deploy_v1_and_a_bad_canary(settings, workdir)
         follower = simulate.DeploymentFollower(broker.bootstrap, settings.topic("deployments"))
         sim = threading.Thread(

@@ -29,11 +29,13 @@ import orjson
 from agents import simulate
 from agents.config import Settings
 from schemas.errors import DriftlineError
+from schemas.poisoning import TrustedSet
 from schemas.policy import DriftPolicy
 from schemas.reference import MultivariateProfile, ReferenceFeatureProfile, ReferenceProfile
 from streams.batch import columns_from_rows
 from streams.drift.monitor import PREDICTION, SCORE
 from streams.drift.reference import profile_features, profile_multivariate
+from streams.poisoning.trusted import sample_trusted
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +141,12 @@ def build(
     version: str,
     policy: DriftPolicy,
     score_column: str = "score",
+    label_column: str = "label",
+    trusted_rows: int = 5000,
 ) -> ReferenceProfile:
+    """The profile of ``path``'s records; with a ``label_column``, also the trusted
+    set the poisoning guard screens training records against (a stratified sample
+    of at most ``trusted_rows`` labeled records; 0: none)."""
     records = read_records(path)
     if not records:
         raise ReferenceDataError(f"{path}: no records")
@@ -167,7 +174,33 @@ def build(
         n=len(records),
         features={k: ReferenceFeatureProfile.model_validate(v) for k, v in features.items()},
         multivariate=MultivariateProfile.model_validate(pca) if pca is not None else None,
+        trusted=trusted_set(records, columns, model=model, version=version, source=path.name,
+                            label_column=label_column, max_rows=trusted_rows),
     )
+
+
+def trusted_set(
+    records: list[dict[str, Any]], columns: dict[str, Sequence[Any]], *, model: str,
+    version: str, source: str, label_column: str, max_rows: int,
+) -> TrustedSet | None:
+    """The labeled records' features (not the model's score or prediction) and labels."""
+    labeled = [i for i, r in enumerate(records) if r.get(label_column) is not None]
+    if not labeled or max_rows <= 0:
+        return None
+    features = {}
+    for name, values in columns.items():
+        if name in (SCORE, PREDICTION):
+            continue
+        column = values.tolist() if hasattr(values, "tolist") else list(values)
+        features[name] = [_plain(column[i]) for i in labeled]
+    labels = [records[i][label_column] for i in labeled]
+    return sample_trusted(model, features, labels, max_rows=max_rows, source=source,
+                          model_version=version)
+
+
+def _plain(value: Any) -> Any:
+    """NaN (a missing number in a column) back to None, as the events carry it."""
+    return None if isinstance(value, float) and value != value else value
 
 
 def publish(profile: ReferenceProfile, settings: Settings) -> None:

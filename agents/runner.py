@@ -34,6 +34,8 @@ class Outcome:
     reports: list[BaseModel] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     counted: int = 0
+    #: messages for the agent's other outputs: (output name, key, value)
+    routed: list[tuple[str, bytes, bytes]] = field(default_factory=list)
 
 
 class Handler(Protocol):
@@ -45,7 +47,8 @@ class Handler(Protocol):
 
 
 def handler_agent(
-    handler: Handler, *, table: Any, reports: faust.types.TopicT, deadletter: faust.types.TopicT
+    handler: Handler, *, table: Any, reports: faust.types.TopicT, deadletter: faust.types.TopicT,
+    outputs: dict[str, faust.types.TopicT] | None = None,
 ) -> Any:
     """An agent body (``async def (stream)``) that runs ``handler`` on every message."""
 
@@ -75,6 +78,8 @@ def handler_agent(
             for report in outcome.reports:
                 model = getattr(report, "model", "")
                 await reports.send(key=model.encode(), value=report.model_dump_json().encode())
+            for name, key, value in outcome.routed:
+                await (outputs or {})[name].send(key=key, value=value)
             for letter in outcome.dead:
                 await deadletter.send(key=msg.key, value=letter.model_dump_json().encode())
 
@@ -83,7 +88,7 @@ def handler_agent(
 
 def register(
     app: faust.App, settings: Settings, handler: Handler, *, name: str, sources: list[str],
-    output: str, table: str | None,
+    output: str, table: str | None, extra_outputs: tuple[str, ...] = (),
 ) -> tuple[faust.types.AgentT, Any]:
     """The agent ``name``: ``handler`` over the ``sources`` topics (in one stream, so
     a model's messages are handled in order), reports to ``output``, its state in
@@ -97,6 +102,8 @@ def register(
         table=state,
         reports=app.topic(settings.topic(output), key_type=bytes, value_type=bytes),
         deadletter=app.topic(settings.topic("deadletter"), key_type=bytes, value_type=bytes),
+        outputs={name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
+                 for name in extra_outputs},
     )
     source = app.topic(*(settings.topic(s) for s in sources), key_type=bytes, value_type=bytes)
     return app.agent(source, name=name)(body), state

@@ -46,6 +46,7 @@ from pydantic import (
 
 from schemas.durations import DurationMs, format_duration_ms, parse_duration_ms
 from schemas.errors import DriftlineError
+from schemas.poisoning import PoisoningPolicy
 from schemas.rules import DecisionPolicy
 
 # Durations moved to schemas.durations; still importable from here.
@@ -198,12 +199,14 @@ class ModelPolicy(_Section):
     drift: DriftPolicy | None = None
     kpi: KpiPolicy | None = None
     decisions: DecisionPolicy | None = None
+    poisoning: PoisoningPolicy | None = None
 
 
 class Policy(_Section):
     drift: DriftPolicy = DriftPolicy()
     kpi: KpiPolicy = KpiPolicy()
     decisions: DecisionPolicy = DecisionPolicy()
+    poisoning: PoisoningPolicy = PoisoningPolicy()
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
 
     def drift_for(self, model: str) -> DriftPolicy:
@@ -213,6 +216,10 @@ class Policy(_Section):
     def kpi_for(self, model: str) -> KpiPolicy:
         override = self.models.get(model)
         return override.kpi if override and override.kpi else self.kpi
+
+    def poisoning_for(self, model: str) -> PoisoningPolicy:
+        override = self.models.get(model)
+        return override.poisoning if override and override.poisoning else self.poisoning
 
     def decisions_for(self, model: str) -> DecisionPolicy:
         override = self.models.get(model)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.poisoning import TrustedSet
+
 
 class ReferenceFeatureProfile(BaseModel):
     """One feature's reference distribution, binned as the drift monitor needs it."""
@@ -77,4 +79,9 @@ class ReferenceProfile(BaseModel):
         default=None,
         description="the joint distribution of the numeric features; absent in profiles built "
         "before driftline judged it, or with fewer than two numeric features",
+    )
+    trusted: TrustedSet | None = Field(
+        default=None,
+        description="a bounded, stratified sample of the labeled training records: what the "
+        "poisoning guard judges new training records against (reference build with labels)",
     )

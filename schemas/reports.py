@@ -163,6 +163,11 @@ class QuarantinedRecord(_Report):
     record: TrainingRecord
     reasons: list[str]
     scores: dict[str, float]
+    released_by: str | None = Field(
+        default=None, description="set on the copy that records an operator's release"
+    )
+    released_at: datetime | None = None
+    release_reason: str = ""
 
 
 class DeadLetter(_Report):

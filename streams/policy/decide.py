@@ -293,7 +293,7 @@ class _Decider:
             state.hold_issued = False
         state.clean_since_retrain += sum(s.passed for s in report.sources.values())
         need = self.rules.retrain.new_clean_labels
-        if need and state.clean_since_retrain >= need and report.status != "campaign":
+        if need and state.clean_since_retrain >= need:  # during a campaign: a hold
             summary = WindowSummary(
                 kind="poisoning", model=report.model, model_version=state.champion or "",
                 variant="training-data", window_start=epoch_ms(report.window_start),

@@ -114,6 +114,15 @@ def test_new_clean_labels_trigger_when_configured() -> None:
     assert state.clean_since_retrain == 10_000  # counting restarts after the retrain
 
 
+def test_enough_clean_labels_during_a_campaign_hold_then_retrain_after_it() -> None:
+    rules = DecisionPolicy.model_validate({"retrain": {"new_clean_labels": 1000}})
+    commands, _, _ = run([deployed("v1"), poisoning(0, "campaign", passed=1500),
+                          poisoning(1, "campaign", passed=10), poisoning(2, "ok", passed=10)],
+                         rules)
+    assert kinds(commands) == [("hold", "v1", None, None), ("retrain", "v1", None, None)]
+    assert "1520 new clean labeled records" in commands[1].reason
+
+
 def test_retrain_is_blocked_during_a_poisoning_campaign_and_says_so_once() -> None:
     events = [deployed("v1"), poisoning(0, "campaign"),
               drift(0, "drift"), drift(1, "drift"), drift(2, "drift"), drift(3, "drift")]

@@ -1,0 +1,32 @@
+"""The poisoning guard agent: ``training-data`` in; clean, quarantined and reports out."""
+
+from __future__ import annotations
+
+import faust
+
+from agents import runner
+from agents.config import Settings
+from agents.poisoning_handler import PoisoningHandler
+from schemas.policy import Policy
+
+
+def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
+    handler = PoisoningHandler(
+        policy, training_topic=settings.topic("training-data"),
+        references_topic=settings.topic("references"),
+        max_message_bytes=settings.max_message_bytes,
+    )
+    # references and training-data are both keyed by model (references by
+    # model@version: give both topics one partition, or run one worker, until
+    # issue 7's scale-out work co-partitions them).
+    agent, _ = runner.register(
+        app, settings, handler, name="poisoning", sources=["training-data", "references"],
+        output="poisoning", table="poisoning-state",
+        extra_outputs=("training-data.clean", "training-data.quarantine"),
+    )
+
+    @app.on_partitions_revoked.connect
+    async def forget(sender: object, revoked: object, **kwargs: object) -> None:
+        handler.forget()
+
+    return agent
