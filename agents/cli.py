@@ -88,6 +88,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         model=args.model, version=args.version,
         labels_topic=None if args.no_labels else settings.topic("labels"),
         label_delay_s=args.label_delay, label_share=args.label_share,
+        training_topic=settings.topic("training-data")
+        if args.training_data or args.scenario == "poisoning" else None,
+        flood_at=args.shift_at if args.scenario == "poisoning" else None,
     )
     print(f"published {sent} prediction events to {settings.topic('predictions')}"
           + ("" if args.no_labels else f" and their labels to {settings.topic('labels')}"))
@@ -281,8 +284,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="publish realistic fraud-model traffic")
     _common(p)
-    p.add_argument("--scenario", default="none", choices=["none", "drift", "concept"],
-                   help="drift: two features shift; concept: P(label | features) changes")
+    p.add_argument("--scenario", default="none",
+                   choices=["none", "drift", "concept", "poisoning"],
+                   help="drift: two features shift; concept: P(label | features) changes; "
+                   "poisoning: a 'bot' source floods training-data with one record")
     p.add_argument("--rate", type=float, default=2000.0)
     p.add_argument("--duration", type=float, default=60.0, help="wall seconds")
     p.add_argument("--shift-at", type=float, default=0.45, help="fraction of the duration")
@@ -296,6 +301,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--label-share", type=float, default=0.9,
                    help="share of predictions that ever get a label (default 0.9)")
     p.add_argument("--no-labels", action="store_true", help="publish predictions only")
+    p.add_argument("--training-data", action="store_true",
+                   help="also publish each labeled prediction as a TrainingRecord")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("tail", help="print a topic readably (drift, deadletter, ...)")

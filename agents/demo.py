@@ -66,6 +66,8 @@ LABEL_DELAY_S = 30.0
 #: Where the serving app's labeled records go for retraining: the poisoning
 #: guard screens them; the retrain hook reads what it lets through.
 TRAINING_TOPIC = "training-data"
+#: When (a fraction of the run) a "bot" source floods the training data.
+FLOOD_AT = 0.2
 
 
 def _stop_process(proc: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> None:
@@ -166,7 +168,7 @@ def run(*, duration_s: float = 120.0, rate: float = 2000.0, time_scale: float = 
                         time_scale=time_scale, seed=seed, should_stop=stop.is_set,
                         labels_topic=settings.topic("labels"), label_delay_s=LABEL_DELAY_S,
                         follower=follower, bad_versions={"v2"},
-                        training_topic=settings.topic(TRAINING_TOPIC)),
+                        training_topic=settings.topic(TRAINING_TOPIC), flood_at=FLOOD_AT),
         )
         sim.start()
         print(
@@ -181,11 +183,14 @@ def run(*, duration_s: float = 120.0, rate: float = 2000.0, time_scale: float = 
         )
         deadline = time.monotonic() + duration_s + 5
         colour = sys.stdout.isatty()
-        shown = [settings.topic(t) for t in ("drift", "kpi", "commands", "deployments")]
+        shown = [settings.topic(t)
+                 for t in ("drift", "kpi", "commands", "deployments", "poisoning")]
         for msg in tail.messages(broker.bootstrap, shown,
                                  stop=lambda: time.monotonic() > deadline):
             if msg.topic() == settings.topic("kpi") and b"final revision" not in msg.value():
                 continue  # revisions while labels arrive; the demo shows the complete window
+            if msg.topic() == settings.topic("poisoning") and b'"status":"ok"' in msg.value():
+                continue  # the demo shows the training-data windows that are not ok
             print(view.render(msg.topic(), msg.value(), colour=colour), flush=True)
             if worker.poll() is not None:
                 break

@@ -57,7 +57,7 @@ CATEGORICAL = {
     "device_type": (["ios", "android", "desktop", "unknown"], [0.35, 0.35, 0.25, 0.05]),
     "payment_method": (["card", "wallet", "bank_transfer", "bnpl"], [0.6, 0.25, 0.1, 0.05]),
 }
-SCENARIOS = ("none", "drift", "concept")
+SCENARIOS = ("none", "drift", "concept", "poisoning")
 SHIFTED = ("amount", "distance_from_home_km")
 # Predictions whose features wait for a label (to become TrainingRecords).
 MAX_AWAITING_LABEL = 200_000
@@ -266,6 +266,12 @@ def training_records(labels: list[dict[str, Any]], predictions: list[dict[str, A
             for lab in labels if lab["request_id"] in features]
 
 
+def flood(record: dict[str, Any], copies: int, *, source: str = "bot") -> list[dict[str, Any]]:
+    """``copies`` of one training record from ``source``, all labeled 0 (a poisoning flood)."""
+    return [{**record, "record_id": f"{source}-{record['record_id']}-{i}", "source": source,
+             "label": 0} for i in range(copies)]
+
+
 class _Fleet:
     """One traffic generator per model version, routed by the deployment state."""
 
@@ -303,7 +309,7 @@ def run(
     labels_topic: str | None = None, label_delay_s: float = 300.0, label_share: float = 0.9,
     should_stop: Any = None, follower: DeploymentFollower | None = None,
     bad_versions: set[str] = frozenset(),  # type: ignore[assignment]
-    training_topic: str | None = None,
+    training_topic: str | None = None, flood_at: float | None = None, flood_copies: int = 300,
 ) -> int:
     """Publish ``rate`` events/s for ``duration_s`` wall seconds; return events sent.
 
@@ -314,7 +320,10 @@ def run(
     feed); those still in the future when the run ends are not sent. With a
     ``follower``, traffic follows the deployment state (canary share, rollback,
     promotion); versions in ``bad_versions`` serve noisy scores. With
-    ``training_topic``, each published label also goes out as a TrainingRecord.
+    ``training_topic``, each published label also goes out as a TrainingRecord,
+    and with ``flood_at`` (a fraction of the duration) a source called ``bot``
+    floods it with ``flood_copies`` copies of one record labeled "not fraud"
+    (the poisoning scenario).
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
@@ -364,6 +373,9 @@ def run(
                 seen = [features.pop(lab["request_id"]) for lab in ready
                         if lab["request_id"] in features]
                 records = training_records(ready, seen)
+                if flood_at is not None and elapsed >= flood_at * duration_s and records:
+                    records += flood(records[0], flood_copies)
+                    flood_at = None  # once
                 publish(producer, training_topic, model, list(batches(records, batch_size)))
         pause = wall0 + sent / rate - time.monotonic()
         if pause > 0:

@@ -101,6 +101,18 @@ def deployment_line(event: dict[str, Any], *, colour: bool = False) -> str:
             f"[{event['command_id'][:8]}]")
 
 
+def poisoning_line(report: dict[str, Any], *, colour: bool = False) -> str:
+    """One line per PoisoningReport: window, status, records seen/quarantined and why."""
+    sources = report.get("sources", {})
+    seen = sum(c.get("seen", 0) for c in sources.values())
+    held = sum(c.get("seen", 0) - c.get("passed", 0) for c in sources.values())
+    status = report["status"]
+    level = {"ok": "ok", "suspect": "warn", "campaign": "drift"}.get(status, status)
+    return (f"{_hhmm(report['window_start'])}-{_hhmm(report['window_end'])}  "
+            f"{report['model']} training data  {_colour(status.upper().ljust(8), level, colour)}"
+            f"  quarantined {held}/{seen}  {report.get('reason', '')}")
+
+
 def render(topic: str, value: bytes, *, colour: bool | None = None) -> str:
     """A readable line for a message of a known topic; compact JSON otherwise."""
     if colour is None:
@@ -120,6 +132,8 @@ def render(topic: str, value: bytes, *, colour: bool | None = None) -> str:
             return command_line(doc, colour=colour)
         if topic.endswith("deployments"):
             return deployment_line(doc, colour=colour)
+        if topic.endswith("poisoning"):
+            return poisoning_line(doc, colour=colour)
     except (KeyError, TypeError):
         pass
     return orjson.dumps(doc).decode()
