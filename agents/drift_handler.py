@@ -29,6 +29,14 @@ logger = logging.getLogger(__name__)
 UNVERSIONED = "unversioned"
 #: Table key suffix of a version's reference (the state's key is model@version).
 REFERENCE_SUFFIX = b"#reference"
+#: ... and of the reference it replaced, kept while windows counted on it are open.
+PREVIOUS_SUFFIX = b"#previous"
+
+
+def stamp(reference: Any) -> str:
+    """What tells two references of a version apart."""
+    return (f"{reference['kind']}:{reference.get('start_ms')}:{reference.get('end_ms')}:"
+            f"{reference.get('n')}:{reference.get('source', '')}")
 
 
 class DriftHandler:
@@ -101,9 +109,22 @@ class DriftHandler:
         state_key = f"{model}@{version}".encode()
         ref_key = state_key + REFERENCE_SUFFIX
         state = codec_state.loads(table.get(state_key)) or monitor.initialize(model, version)
-        stored = table.get(ref_key)  # the state is stored without its reference
+        stored = table.get(ref_key)  # the state is stored without its references
+        previous_key = ref_key + PREVIOUS_SUFFIX
         if stored is not None:
-            state["reference"] = self._reference(ref_key, stored)
+            reference = self._reference(ref_key, stored)
+            seen = state.get("reference_stamp")
+            if seen is not None and seen != stamp(reference):
+                # a published profile replaced the reference the open windows were counted on
+                old = table.get(previous_key)
+                previous = self._reference(previous_key, old) if old is not None else None
+                state = monitor.switch_reference(state, reference, previous)
+            else:
+                state["reference"] = reference
+                if state.get("reference_from_ms") is not None:
+                    old = table.get(previous_key)
+                    state["previous_reference"] = (
+                        self._reference(previous_key, old) if old is not None else None)
         state = monitor.update(state, to_batch(events))
         state, reports = monitor.close_ready(state)
         reference = state["reference"]
@@ -111,7 +132,11 @@ class DriftHandler:
             raw = codec_state.dumps(reference)
             table[ref_key] = raw
             self._references[ref_key] = (raw, reference)
-        table[state_key] = codec_state.dumps({**state, "reference": None})
+        if state.get("reference_from_ms") is None and previous_key in table:
+            del table[previous_key]  # every window counted on it has closed
+        table[state_key] = codec_state.dumps({
+            **state, "reference": None, "previous_reference": None,
+            "reference_stamp": stamp(reference) if reference is not None else None})
         return reports
 
     def _store_profile(
@@ -134,6 +159,11 @@ class DriftHandler:
             return
         reference = reference_from_profile(profile)
         key = f"{profile.model}@{profile.model_version}".encode() + REFERENCE_SUFFIX
+        current = table.get(key)
+        if current is not None and key + PREVIOUS_SUFFIX not in table:
+            # Open windows were counted on the current reference's bins: keep it
+            # for them (see DriftMonitor.switch_reference).
+            table[key + PREVIOUS_SUFFIX] = current
         table[key] = codec_state.dumps(reference)
         out.counted += 1
 

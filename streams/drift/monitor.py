@@ -111,6 +111,9 @@ class VersionState(TypedDict):
     late: int
     streaks: dict[str, int]  # windows in a row each judged feature has been flagged
     mv_names: NotRequired[list[str]]  # warm-up only: the multivariate signal's features
+    # While the reference changes: the one windows before reference_from_ms keep.
+    previous_reference: NotRequired[Reference | None]
+    reference_from_ms: NotRequired[int | None]
 
 
 def _reference_info(ref: Reference) -> ReferenceInfo:
@@ -227,7 +230,10 @@ class DriftMonitor:
             for n, k in state["kinds"].items()
             if k == "categorical"
         }
-        edges = self._reference_edges(state)
+        edges_now = self._reference_edges(state)
+        cut = state.get("reference_from_ms")
+        previous = state.get("previous_reference")
+        edges_before = self._edges_of(previous) if cut is not None and previous else {}
         errors, rows = self._multivariate_input(state, batch, numeric)
         shift = [state["anchors"].get(name, 0.0) for name in state.get("mv_names", [])]
         on_time = starts[~late]
@@ -238,8 +244,14 @@ class DriftMonitor:
             key = str(start)
             acc = state["windows"].get(key) or self._new_window(start)
             acc = {**acc, "numeric": dict(acc["numeric"]), "categorical": dict(acc["categorical"])}
+            # A window opened before the reference changed is counted and judged on
+            # the previous one (its bins); its multivariate signal is not judged.
+            before = cut is not None and start < cut
+            edges = edges_before if before else edges_now
+            if before:
+                acc["mv"] = None
             # (a window counted partly before its reference existed keeps mv None)
-            if errors is not None and "mv_halves" not in acc and acc.get("mv", ()) is not None:
+            elif errors is not None and "mv_halves" not in acc and acc.get("mv", ()) is not None:
                 acc["mv"] = mv.add_errors(acc.get("mv"), errors if idx is None else errors[idx])
             elif rows is not None:
                 halves = acc.get("mv_halves") or mv.empty_halves(shift)
@@ -323,7 +335,10 @@ class DriftMonitor:
 
     @staticmethod
     def _reference_edges(state: VersionState) -> dict[str, npt.NDArray[np.float64]]:
-        ref = state["reference"]
+        return DriftMonitor._edges_of(state["reference"])
+
+    @staticmethod
+    def _edges_of(ref: Reference | None) -> dict[str, npt.NDArray[np.float64]]:
         if ref is None:
             return {}
         return {
@@ -357,9 +372,40 @@ class DriftMonitor:
             late, state["late"] = state["late"], 0
             if state["reference"] is None:
                 reports.append(self._absorb_warmup(state, acc, late))
+            elif self._before_switch(state, start):
+                view: VersionState = {**state, "reference": state.get("previous_reference")}
+                reports.append(self._report(view, acc, late))
+                state["streaks"] = view["streaks"]
             else:
                 reports.append(self._report(state, acc, late))
+        cut = state.get("reference_from_ms")
+        if cut is not None and not any(int(k) < cut for k in state["windows"]):
+            state["previous_reference"], state["reference_from_ms"] = None, None
         return state, reports
+
+    @staticmethod
+    def _before_switch(state: VersionState, start: int) -> bool:
+        cut = state.get("reference_from_ms")
+        return cut is not None and start < cut and state.get("previous_reference") is not None
+
+    def switch_reference(
+        self, state: VersionState, reference: Reference, previous: Reference | None
+    ) -> VersionState:
+        """Judge against ``reference`` from the next window on.
+
+        Windows already open were counted on ``previous``'s bins: they keep it
+        until they close (``previous_reference`` and ``reference_from_ms``, the
+        first window start that uses the new one). Without open windows, or
+        without the previous reference, the switch is immediate.
+        """
+        state = {**state, "reference": reference}
+        open_starts = [int(k) for k in state["windows"]]
+        if previous is None or not open_starts:
+            state["previous_reference"], state["reference_from_ms"] = None, None
+            return state
+        state["previous_reference"] = previous
+        state["reference_from_ms"] = max(open_starts) + self.policy.window
+        return state
 
     def _merge(self, a: WindowAcc, b: WindowAcc) -> WindowAcc:
         numeric = dict(a["numeric"])

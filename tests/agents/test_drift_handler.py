@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -222,3 +223,41 @@ def test_to_batch_adds_score_and_prediction(prediction: Any) -> None:
     assert list(batch.columns[PREDICTION]) == [event["prediction"], None]
     assert list(batch.columns["a"]) == [1.0, None]
     assert list(batch.columns["c"]) == [None, "x"]
+
+
+def test_a_profile_published_mid_stream_applies_from_the_next_window(tmp_path: Path) -> None:
+    """Open windows were counted on the warm-up reference's bins: they are judged on
+    it; later windows on the profile (whose bins differ: here 50 fine bins, not 100).
+    Before this was handled every later message of the version failed."""
+    from agents import reference_build, simulate
+
+    policy = parse_policy("drift: {window: 60s, allowed_lateness: 0s, "
+                          "min_reference_events: 1000}")
+    handler = DriftHandler(policy=policy, predictions_topic="p", features_topic="f",
+                           max_message_bytes=1 << 24, references_topic="r")
+    traffic = simulate.FraudTraffic(seed=1)
+    t0 = 1_800_000_000 - 1_800_000_000 % 60
+    table: dict[bytes, bytes] = {}
+    reports = []
+
+    def send(w: int) -> None:
+        events = traffic.events(2000, start_s=t0 + 60 * w, span_s=60)
+        out = handler.handle(orjson.dumps({"events": events}),
+                             Origin("p", 0, w, b"fraud-detector"), table)
+        assert out.dead == [], out.dead[0].error
+        reports.extend(out.reports)
+
+    send(0)
+    send(1)  # window 0 closes: the warm-up reference; window 1 is open on its bins
+    history = simulate.FraudTraffic(seed=9).events(5000, start_s=0, span_s=3600)
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(e["features"]) for e in history))
+    coarse = parse_policy("drift: {fine_bins: 50}").drift_for("fraud-detector")
+    profile = reference_build.build(path, model="fraud-detector", version="v1", policy=coarse)
+    handler.handle(profile.model_dump_json().encode(), Origin("r", 0, 0, b"x"), table)
+    for w in range(2, 5):
+        send(w)
+    kinds = {r.window_start.timestamp() - t0: r.reference.kind for r in reports}
+    assert kinds == {0: "warmup", 60: "warmup", 120: "profile", 180: "profile"}
+    assert all(r.status == "ok" for r in reports[1:]), [r.drifted_features for r in reports]
+    assert b"fraud-detector@v1#reference#previous" not in table  # dropped once unused
