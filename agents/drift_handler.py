@@ -114,8 +114,9 @@ class DriftHandler:
         if stored is not None:
             reference = self._reference(ref_key, stored)
             seen = state.get("reference_stamp")
-            if seen is not None and seen != stamp(reference):
-                # a published profile replaced the reference the open windows were counted on
+            if seen != stamp(reference):
+                # a published profile replaced the reference the open windows were counted
+                # on (or arrived during the warm-up: no reference at all)
                 old = table.get(previous_key)
                 previous = self._reference(previous_key, old) if old is not None else None
                 state = monitor.switch_reference(state, reference, previous)

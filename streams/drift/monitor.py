@@ -373,9 +373,13 @@ class DriftMonitor:
             if state["reference"] is None:
                 reports.append(self._absorb_warmup(state, acc, late))
             elif self._before_switch(state, start):
-                view: VersionState = {**state, "reference": state.get("previous_reference")}
-                reports.append(self._report(view, acc, late))
-                state["streaks"] = view["streaks"]
+                previous = state.get("previous_reference")
+                if previous is None:  # opened during the warm-up
+                    reports.append(self._report(state, acc, late, judge=False))
+                else:
+                    view: VersionState = {**state, "reference": previous}
+                    reports.append(self._report(view, acc, late))
+                    state["streaks"] = view["streaks"]
             else:
                 reports.append(self._report(state, acc, late))
         cut = state.get("reference_from_ms")
@@ -386,7 +390,7 @@ class DriftMonitor:
     @staticmethod
     def _before_switch(state: VersionState, start: int) -> bool:
         cut = state.get("reference_from_ms")
-        return cut is not None and start < cut and state.get("previous_reference") is not None
+        return cut is not None and start < cut
 
     def switch_reference(
         self, state: VersionState, reference: Reference, previous: Reference | None
@@ -395,12 +399,15 @@ class DriftMonitor:
 
         Windows already open were counted on ``previous``'s bins: they keep it
         until they close (``previous_reference`` and ``reference_from_ms``, the
-        first window start that uses the new one). Without open windows, or
-        without the previous reference, the switch is immediate.
+        first window start that uses the new one). Windows opened during the
+        warm-up (``previous`` None) were counted without any bins: they are
+        reported but not judged (the sketch cannot place values that sit exactly
+        on a profile's bin edges, e.g. counts of a discrete feature). Without
+        open windows the switch is immediate.
         """
         state = {**state, "reference": reference}
         open_starts = [int(k) for k in state["windows"]]
-        if previous is None or not open_starts:
+        if not open_starts:
             state["previous_reference"], state["reference_from_ms"] = None, None
             return state
         state["previous_reference"] = previous
@@ -532,13 +539,20 @@ class DriftMonitor:
         cst = acc["categorical"].get(name) or self.categorical.initialize()
         return compare_categorical(rf, cst)
 
-    def _report(self, state: VersionState, acc: WindowAcc, late: int) -> DriftReport:
+    def _report(
+        self, state: VersionState, acc: WindowAcc, late: int, *, judge: bool = True
+    ) -> DriftReport:
         ref = state["reference"]
         assert ref is not None
         p = self.policy
         notes: list[str] = []
-        enough = acc["n"] >= p.min_window_events
-        if not enough:
+        enough = judge and acc["n"] >= p.min_window_events
+        if not judge:
+            notes.append(
+                "this window was already open when the reference profile arrived: its "
+                "values were not counted on the profile's bins, so it is reported, not judged"
+            )
+        elif not enough:
             notes.append(
                 f"only {acc['n']} events in this window; at least {p.min_window_events} "
                 "are needed before a feature is flagged"

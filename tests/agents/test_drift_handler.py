@@ -261,3 +261,44 @@ def test_a_profile_published_mid_stream_applies_from_the_next_window(tmp_path: P
     assert kinds == {0: "warmup", 60: "warmup", 120: "profile", 180: "profile"}
     assert all(r.status == "ok" for r in reports[1:]), [r.drifted_features for r in reports]
     assert b"fraud-detector@v1#reference#previous" not in table  # dropped once unused
+
+
+def test_a_profile_arriving_during_the_warm_up_judges_from_the_next_window(
+        tmp_path: Path) -> None:
+    """Windows open during the warm-up were counted without bins: reported, not judged
+    (a sketch cannot place discrete values that sit on the profile's bin edges; judging
+    them flagged txn_count_24h and shipping_days with PSI above 0.7)."""
+    from agents import reference_build, simulate
+
+    policy = parse_policy("drift: {window: 60s, allowed_lateness: 0s, "
+                          "min_reference_events: 100000}")
+    handler = DriftHandler(policy=policy, predictions_topic="p", features_topic="f",
+                           max_message_bytes=1 << 24, references_topic="r")
+    traffic = simulate.FraudTraffic(seed=2)
+    t0 = 1_800_000_000 - 1_800_000_000 % 60
+    table: dict[bytes, bytes] = {}
+    reports = []
+
+    def send(w: int, part: int) -> None:
+        events = traffic.events(1000, start_s=t0 + 60 * w + 30 * part, span_s=30)
+        out = handler.handle(orjson.dumps({"events": events}),
+                             Origin("p", 0, 2 * w + part, b"fraud-detector"), table)
+        assert out.dead == []
+        reports.extend(out.reports)
+
+    send(0, 0)  # window 0 opens during the warm-up
+    history = simulate.FraudTraffic(seed=9).events(5000, start_s=0, span_s=3600)
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(e["features"]) for e in history))
+    profile = reference_build.build(path, model="fraud-detector", version="v1",
+                                    policy=policy.drift_for("fraud-detector"))
+    handler.handle(profile.model_dump_json().encode(), Origin("r", 0, 0, b"x"), table)
+    for w, part in [(0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0)]:
+        send(w, part)
+    by_start = {int(r.window_start.timestamp()) - t0: r for r in reports}
+    assert sorted(by_start) == [0, 60, 120]
+    first = by_start[0]
+    assert first.status == "ok" and any("reported, not judged" in n for n in first.notes)
+    assert all(r.status == "ok" and r.reference.kind == "profile" for r in reports), [
+        (r.window_start, r.drifted_features) for r in reports]
+    assert not any("reported, not judged" in n for n in by_start[60].notes)
