@@ -16,6 +16,7 @@ from agents import (
     policy_agent,
 )
 from agents.config import Settings
+from agents.kafka import faust_credentials
 from schemas.policy import Policy
 
 AGENTS = ("drift", "kpi", "poisoning", "policy", "controller")
@@ -45,6 +46,8 @@ def create_app(
         # Batched messages are large (500 events is about 450 KB): Faust's default
         # of 1 MB per partition per fetch starves the agent (measured 4x slower).
         consumer_max_fetch_size=max(settings.max_message_bytes, 16 * 1_048_576),
+        # SASL/SSL from DRIFTLINE_KAFKA_* (agents.kafka); None for PLAINTEXT.
+        broker_credentials=faust_credentials(),
     )
     wanted = set(agents)
     unknown = wanted - set(AGENTS)

@@ -54,10 +54,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from agents.app import create_app
+    from agents.kafka import Security
     from agents.topics import ensure_topics
 
     settings = _settings(args)
     policy = _policy(settings)  # refuse a bad policy before touching Kafka
+    security = Security.from_env()  # and incomplete SASL/SSL settings
+    logging.getLogger("driftline").info("Kafka at %s: %s", settings.bootstrap,
+                                        security.describe())
     ensure_topics(settings)
     app = create_app(settings, policy=policy, agents=args.agents.split(","))
     if settings.metrics_port:

@@ -18,6 +18,7 @@ import orjson
 from confluent_kafka import Producer
 
 from agents.config import Settings
+from agents.kafka import client_config
 from agents.keys import command_key
 from agents.tail import read_to_end
 from schemas.commands import Command, CommandType
@@ -45,7 +46,7 @@ def operator_command(
 
 
 def publish(settings: Settings, topic: str, key: str, values: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": settings.bootstrap})
+    producer = Producer(client_config(settings.bootstrap))
     for value in values:
         producer.produce(settings.topic(topic), key=key.encode(), value=value)
     if producer.flush(30) != 0:

@@ -38,6 +38,8 @@ import numpy as np
 import orjson
 from confluent_kafka import Producer
 
+from agents.kafka import client_config
+
 logger = logging.getLogger(__name__)
 
 NUMERIC = (
@@ -198,7 +200,7 @@ def batches(events: list[dict[str, Any]], size: int) -> Iterator[bytes]:
 
 def make_producer(bootstrap: str) -> Producer:
     return Producer({
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "linger.ms": 5,
         "enable.idempotence": False,
         "message.max.bytes": 16 * 1024 * 1024,

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from agents.kafka import client_config
 from schemas.errors import DriftlineError
 
 METADATA_WAIT_S = 10.0
@@ -23,7 +24,7 @@ def _assigned_consumer(bootstrap: str, topics: str | list[str], *,
     # Partitions are assigned directly: no consumer group, so nothing to join
     # and no offsets committed on the operators' behalf.
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": "driftline-tail",
         "enable.auto.commit": False,
         "enable.partition.eof": False,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from agents.config import Settings
+from agents.kafka import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def ensure_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[str]:
 
     Existing topics are left as they are (their partition count included).
     """
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    admin = AdminClient(client_config(settings.bootstrap))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
         NewTopic(

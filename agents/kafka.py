@@ -1,0 +1,151 @@
+"""Connecting to a secured Kafka: SASL and SSL settings for every client driftline opens.
+
+From the environment only (secrets never go on a command line, where ``ps``
+shows them):
+
+| variable | meaning |
+|---|---|
+| ``DRIFTLINE_KAFKA_SECURITY_PROTOCOL`` | PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL |
+| ``DRIFTLINE_KAFKA_SASL_MECHANISM`` | PLAIN (default), SCRAM-SHA-256 or SCRAM-SHA-512 |
+| ``DRIFTLINE_KAFKA_SASL_USERNAME`` | the SASL user |
+| ``DRIFTLINE_KAFKA_SASL_PASSWORD`` | its password, or: |
+| ``DRIFTLINE_KAFKA_SASL_PASSWORD_FILE`` | a file holding it (e.g. a mounted secret) |
+| ``DRIFTLINE_KAFKA_SSL_CAFILE`` | CA bundle that signed the brokers' certificates |
+| ``DRIFTLINE_KAFKA_SSL_CERTFILE`` / ``_KEYFILE`` | client certificate and key (mutual TLS) |
+
+``client_config`` gives them to confluent-kafka (CLI, simulator, tail, the
+retrain hook), ``faust_credentials`` to the worker's Faust app (aiokafka).
+Passwords are read when a client is made and never logged: ``describe`` and
+the errors name the settings, not their values.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import DriftlineError
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class KafkaSecurityError(DriftlineError):
+    """The Kafka security settings are incomplete or unreadable."""
+
+
+@dataclass(frozen=True)
+class Security:
+    protocol: str = "PLAINTEXT"
+    mechanism: str = "PLAIN"
+    username: str = ""
+    password_file: str = ""
+    cafile: str = ""
+    certfile: str = ""
+    keyfile: str = ""
+    _password: str = ""
+
+    def __repr__(self) -> str:
+        return f"Security({self.describe()})"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Security:
+        env = dict(os.environ if env is None else env)
+
+        def get(name: str, default: str = "") -> str:
+            return env.get(f"DRIFTLINE_KAFKA_{name}", default).strip()
+
+        found = cls(
+            protocol=get("SECURITY_PROTOCOL", "PLAINTEXT").upper(),
+            mechanism=get("SASL_MECHANISM", "PLAIN").upper(),
+            username=get("SASL_USERNAME"), password_file=get("SASL_PASSWORD_FILE"),
+            cafile=get("SSL_CAFILE"), certfile=get("SSL_CERTFILE"), keyfile=get("SSL_KEYFILE"),
+            _password=env.get("DRIFTLINE_KAFKA_SASL_PASSWORD", ""),
+        )
+        found.check()
+        return found
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol.endswith("SSL")
+
+    def check(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise KafkaSecurityError(f"DRIFTLINE_KAFKA_SECURITY_PROTOCOL={self.protocol!r} is "
+                                     f"not one of {', '.join(PROTOCOLS)}")
+        if self.sasl and self.mechanism not in MECHANISMS:
+            raise KafkaSecurityError(f"DRIFTLINE_KAFKA_SASL_MECHANISM={self.mechanism!r} is not "
+                                     f"one of {', '.join(MECHANISMS)}")
+        if self.sasl and not self.username:
+            raise KafkaSecurityError(f"{self.protocol} needs DRIFTLINE_KAFKA_SASL_USERNAME")
+        if self.sasl and not (self._password or self.password_file):
+            raise KafkaSecurityError(f"{self.protocol} needs DRIFTLINE_KAFKA_SASL_PASSWORD or "
+                                     "DRIFTLINE_KAFKA_SASL_PASSWORD_FILE")
+        if bool(self.certfile) != bool(self.keyfile):
+            raise KafkaSecurityError("set both DRIFTLINE_KAFKA_SSL_CERTFILE and "
+                                     "DRIFTLINE_KAFKA_SSL_KEYFILE, or neither")
+
+    def password(self) -> str:
+        if self._password:
+            return self._password
+        try:
+            return Path(self.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise KafkaSecurityError(f"cannot read DRIFTLINE_KAFKA_SASL_PASSWORD_FILE "
+                                     f"{self.password_file}: {exc.strerror}") from exc
+
+    def describe(self) -> str:
+        """The settings without any secret, for logs."""
+        parts = [self.protocol]
+        if self.sasl:
+            parts.append(f"{self.mechanism} as {self.username}")
+        if self.tls:
+            parts.append(f"CA {self.cafile or 'system'}" + (", client certificate"
+                                                             if self.certfile else ""))
+        return ", ".join(parts)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.cafile or None)
+        if self.certfile:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        return context
+
+
+def client_config(bootstrap: str, security: Security | None = None) -> dict[str, Any]:
+    """confluent-kafka settings: the bootstrap servers plus SASL/SSL from the environment."""
+    sec = security or Security.from_env()
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    if sec.protocol == "PLAINTEXT":
+        return config
+    config["security.protocol"] = sec.protocol
+    if sec.sasl:
+        config.update({"sasl.mechanisms": sec.mechanism, "sasl.username": sec.username,
+                       "sasl.password": sec.password()})
+    if sec.tls:
+        if sec.cafile:
+            config["ssl.ca.location"] = sec.cafile
+        if sec.certfile:
+            config.update({"ssl.certificate.location": sec.certfile,
+                           "ssl.key.location": sec.keyfile})
+    return config
+
+
+def faust_credentials(security: Security | None = None) -> Any:
+    """``broker_credentials`` for the Faust app, or None for PLAINTEXT."""
+    import faust
+
+    sec = security or Security.from_env()
+    if sec.protocol == "PLAINTEXT":
+        return None
+    if sec.sasl:
+        return faust.SASLCredentials(
+            username=sec.username, password=sec.password(), mechanism=sec.mechanism,
+            ssl_context=sec.ssl_context() if sec.tls else None)
+    return faust.SSLCredentials(context=sec.ssl_context())
