@@ -236,6 +236,52 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _time_ms(value: str | None, default_ms: int) -> int:
+    """RFC 3339, epoch seconds, or nothing (the default)."""
+    from datetime import datetime
+
+    if not value:
+        return default_ms
+    try:
+        return int(float(value) * 1000)
+    except ValueError:
+        pass
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError as exc:
+        raise DriftlineError(f"{value!r} is not a time: use RFC 3339 "
+                             "(2026-11-23T09:00:00Z) or epoch seconds") from exc
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import time
+
+    from agents import replay
+
+    settings = _settings(args)
+    policy = _policy(settings)
+    result = replay.run(settings, policy, from_ms=_time_ms(args.from_, 0),
+                        to_ms=_time_ms(args.to, int(time.time() * 1000) + 1),
+                        model=args.model, verify=args.verify)
+    if args.json:
+        for kind, reports in (("drift", result.drift), ("kpi", result.kpi)):
+            for r in reports:
+                print(orjson.dumps({"kind": kind, **r}).decode())
+    print(f"replayed {result.messages} input messages: {len(result.drift)} drift and "
+          f"{len(result.kpi)} KPI reports", file=sys.stderr)
+    if not args.verify:
+        return 0
+    for d in result.differences:
+        print(f"DIFFERENT {d.key}: {d.what}" + (f" ({', '.join(d.fields)})" if d.fields
+                                                 else ""))
+    if result.differences:
+        print(f"verify: {len(result.differences)} differences in {result.compared} "
+              "reports compared")
+        return 1
+    print(f"verify: {result.compared} reports compared, all identical to the live run")
+    return 0
+
+
 def cmd_schemas_export(args: argparse.Namespace) -> int:
     from schemas.export import json_schemas
 
@@ -372,6 +418,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--model", required=True)
     c.add_argument("--reason")
     c.set_defaults(func=cmd_command)
+
+    p = sub.add_parser("replay", help="recompute drift and KPI reports from the input topics")
+    _common(p)
+    p.add_argument("--from", dest="from_", help="RFC 3339 or epoch seconds (default: the start)")
+    p.add_argument("--to", help="RFC 3339 or epoch seconds (default: now)")
+    p.add_argument("--model")
+    p.add_argument("--policy", help="the policy to replay with (env DRIFTLINE_POLICY)")
+    p.add_argument("--verify", action="store_true",
+                   help="compare with the reports on drift and kpi; exit 1 on a difference")
+    p.add_argument("--json", action="store_true", help="print the recomputed reports")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("audit", help="audit the deployment decisions")
     asub = p.add_subparsers(dest="action", required=True)

@@ -104,17 +104,25 @@ def collect(
 
 def read_to_end(bootstrap: str, topic: str, *, quiet_s: float = 1.0,
                 timeout_s: float = 60.0) -> list[bytes]:
-    """Every value on ``topic`` up to now, in partition order (partition by partition).
+    """Every value on ``topic`` up to now, in partition order (see :func:`read_messages`)."""
+    return [m.value() for m in read_messages(bootstrap, [topic], quiet_s=quiet_s,
+                                             timeout_s=timeout_s)]
+
+
+def read_messages(bootstrap: str, topics: list[str], *, quiet_s: float = 1.0,
+                  timeout_s: float = 60.0) -> list[Any]:
+    """Every message on ``topics`` up to now (confluent-kafka Message objects), topic
+    by topic and partition by partition, in offset order.
 
     Reads each partition up to its high watermark as of the start, and then
     for ``quiet_s`` more (the embedded broker can report a watermark short of
     the last records of a multi-record batch; the extra second covers that).
     A topic that keeps receiving messages does not keep it reading.
     """
-    consumer = _assigned_consumer(bootstrap, topic, from_beginning=True)
-    by_partition: dict[int, list[bytes]] = {}
+    consumer = _assigned_consumer(bootstrap, topics, from_beginning=True)
+    by_partition: dict[tuple[str, int], list[Any]] = {}
     try:
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1]
+        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
                 for tp in consumer.assignment()}
         pending = {p for p, end in ends.items() if end > 0}
         deadline = time.monotonic() + timeout_s
@@ -130,11 +138,12 @@ def read_to_end(bootstrap: str, topic: str, *, quiet_s: float = 1.0,
             if msg.error():
                 raise KafkaException(msg.error())
             last = time.monotonic()
-            by_partition.setdefault(msg.partition(), []).append(msg.value())
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                pending.discard(msg.partition())
+            where = (msg.topic(), msg.partition())
+            by_partition.setdefault(where, []).append(msg)
+            if msg.offset() + 1 >= ends.get(where, 0):
+                pending.discard(where)
                 if not pending and reached is None:
                     reached = time.monotonic()
     finally:
         consumer.close()
-    return [value for p in sorted(by_partition) for value in by_partition[p]]
+    return [m for where in sorted(by_partition) for m in by_partition[where]]
