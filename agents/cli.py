@@ -195,6 +195,17 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_audit_report(args: argparse.Namespace) -> int:
+    from agents import audit_report
+
+    settings = _settings(args)
+    start, end = _time_ms(args.from_, 0), _time_ms(args.to, 2**62)
+    page = audit_report.build(settings, args.model, start_ms=start, end_ms=end)
+    Path(args.out).write_text(page, encoding="utf-8")
+    print(f"audit report of {args.model} written to {args.out} ({len(page) // 1024} KB)")
+    return 0
+
+
 def cmd_registry(args: argparse.Namespace) -> int:
     from agents.registry import open_registry
 
@@ -436,6 +447,13 @@ def parser() -> argparse.ArgumentParser:
     _common(a)
     a.add_argument("--model")
     a.set_defaults(func=cmd_audit_verify)
+    a = asub.add_parser("report", help="one self-contained HTML file for a reviewer")
+    _common(a)
+    a.add_argument("--model", required=True)
+    a.add_argument("--from", dest="from_", help="RFC 3339 or epoch seconds (default: all)")
+    a.add_argument("--to", help="RFC 3339 or epoch seconds (default: all)")
+    a.add_argument("--out", required=True, help="the HTML file to write")
+    a.set_defaults(func=cmd_audit_report)
 
     p = sub.add_parser("registry", help="the controller's model registry")
     gsub = p.add_subparsers(dest="action", required=True)

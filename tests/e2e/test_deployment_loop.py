@@ -154,3 +154,12 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
     out = subprocess.run([*cli, "audit", "verify"], env=env, capture_output=True, text=True,
                          timeout=60, check=False)
     assert out.returncode == 0 and "audit chain intact" in out.stdout, out.stdout + out.stderr
+
+    page = tmp_path / "audit.html"
+    out = subprocess.run([*cli, "audit", "report", "--model", MODEL, "--out", str(page)],
+                         env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    text = page.read_text()
+    assert "Audit chain intact" in text and text.count("<svg") >= 2
+    assert rollback["command_id"] in text and "canary worse than the champion" in text
+    assert "paged by payments" in text and "src=" not in text and "<script" not in text
