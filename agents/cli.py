@@ -120,11 +120,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 def cmd_reference_build(args: argparse.Namespace) -> int:
     from agents import reference_build
+    from agents.keys import command_key
+    from agents.pii import Pseudonymizer
 
     settings = _settings(args)
-    policy = _policy(settings).drift_for(args.model)
+    full = _policy(settings)
+    policy = full.drift_for(args.model)
+    pii = Pseudonymizer(full.pii, command_key(settings)) if full.pii else None
     profile = reference_build.build(Path(args.data), model=args.model, version=args.version,
-                                    policy=policy, score_column=args.score_column,
+                                    policy=policy, score_column=args.score_column, pii=pii,
                                     label_column=args.label_column,
                                     trusted_rows=args.trusted_rows)
     names = sorted(profile.features)

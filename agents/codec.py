@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from agents.pii import Pseudonymizer
 from schemas.errors import explain
 from schemas.events import row_type
 from schemas.reports import DeadLetter
@@ -85,8 +86,10 @@ def dead_letter(
 class Codec(Generic[E]):
     """Validating decoder for one input topic's event type."""
 
-    def __init__(self, model: type[E], *, max_message_bytes: int, agent: str) -> None:
+    def __init__(self, model: type[E], *, max_message_bytes: int, agent: str,
+                 pii: Pseudonymizer | None = None) -> None:
         self.model = model
+        self.pii = pii  # fields named as PII in the policy, replaced after validation
         self.max_message_bytes = max_message_bytes
         self.agent = agent
         row = row_type(model)
@@ -98,6 +101,12 @@ class Codec(Generic[E]):
         )
 
     def decode(self, raw: bytes | None, origin: Origin) -> Decoded:
+        out = self._decode(raw, origin)
+        if self.pii:
+            self.pii.apply(out.events)
+        return out
+
+    def _decode(self, raw: bytes | None, origin: Origin) -> Decoded:
         out = Decoded()
         items = self._items(raw or b"", origin, out)
         if items is None:

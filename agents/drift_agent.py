@@ -7,6 +7,7 @@ import faust
 from agents import runner
 from agents.config import Settings
 from agents.drift_handler import DriftHandler
+from agents.keys import command_key
 from schemas.policy import Policy
 
 
@@ -17,6 +18,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         features_topic=settings.topic("features"),
         max_message_bytes=settings.max_message_bytes,
         references_topic=settings.topic("references"),
+        pii_key=command_key(settings) if policy.pii else b"",
     )
     # References ride in the same stream so that a profile and the windows it
     # judges are handled in order by one agent. (With several partitions the

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from agents import state as codec_state
 from agents.codec import Codec, Origin, Row, dead_letter, keyed_events
+from agents.pii import Pseudonymizer
 from agents.runner import Outcome
 from schemas.errors import explain
 from schemas.events import FeatureEvent, PredictionEvent
@@ -53,16 +54,17 @@ class DriftHandler:
         features_topic: str,
         max_message_bytes: int,
         references_topic: str = "references",
+        pii_key: bytes = b"",
     ) -> None:
         self.references_topic = references_topic
         self.policy = policy
         self._codecs = {
             predictions_topic: Codec(
-                PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT
-            ),
+                PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT,
+                pii=Pseudonymizer(policy.pii, pii_key)),
             features_topic: Codec(
-                FeatureEvent, max_message_bytes=max_message_bytes, agent=self.AGENT
-            ),
+                FeatureEvent, max_message_bytes=max_message_bytes, agent=self.AGENT,
+                pii=Pseudonymizer(policy.pii, pii_key)),
         }
         self._monitors: dict[str, DriftMonitor] = {}  # configuration per model, no state
         # Decoded references by table key: a cache of table contents (never the

@@ -6,6 +6,7 @@ import faust
 
 from agents import runner
 from agents.config import Settings
+from agents.keys import command_key
 from agents.kpi_handler import KpiHandler
 from schemas.policy import Policy
 
@@ -16,6 +17,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         predictions_topic=settings.topic("predictions"),
         labels_topic=settings.topic("labels"),
         max_message_bytes=settings.max_message_bytes,
+        pii_key=command_key(settings) if policy.pii else b"",
     )
     # Both topics are keyed by model, so a model's predictions, labels and all of
     # its state (the label join, KPI windows, concept detectors: keys and bounds in

@@ -39,6 +39,7 @@ import numpy as np
 import orjson
 
 from agents.codec import Codec, Origin, Row, keyed_events
+from agents.pii import Pseudonymizer
 from agents.runner import Outcome
 from schemas.events import LabelEvent, PredictionEvent
 from schemas.policy import KpiPolicy, Policy
@@ -92,13 +93,14 @@ class KpiHandler:
         predictions_topic: str,
         labels_topic: str,
         max_message_bytes: int,
+        pii_key: bytes = b"",
     ) -> None:
         self.policy = policy
         self.predictions_topic = predictions_topic
         self._codecs = {
             predictions_topic: Codec(
-                PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT
-            ),
+                PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT,
+                pii=Pseudonymizer(policy.pii, pii_key)),
             labels_topic: Codec(LabelEvent, max_message_bytes=max_message_bytes, agent=self.AGENT),
         }
         self._models: dict[str, tuple[KpiPolicy, LabelJoin, KpiWindow]] = {}

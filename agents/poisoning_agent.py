@@ -6,6 +6,7 @@ import faust
 
 from agents import runner
 from agents.config import Settings
+from agents.keys import command_key
 from agents.poisoning_handler import PoisoningHandler
 from schemas.policy import Policy
 
@@ -15,6 +16,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         policy, training_topic=settings.topic("training-data"),
         references_topic=settings.topic("references"),
         max_message_bytes=settings.max_message_bytes,
+        pii_key=command_key(settings) if policy.pii else b"",
     )
     # references and training-data are both keyed by model (references by
     # model@version: give both topics one partition, or run one worker, until

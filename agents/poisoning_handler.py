@@ -30,6 +30,7 @@ from collections.abc import MutableMapping
 import orjson
 
 from agents.codec import Codec, Origin, decode_one, keyed_events
+from agents.pii import Pseudonymizer
 from agents.runner import Outcome
 from schemas.events import TrainingRecord
 from schemas.policy import Policy
@@ -46,10 +47,11 @@ class PoisoningHandler:
     AGENT = "poisoning"
 
     def __init__(self, policy: Policy, *, training_topic: str, references_topic: str,
-                 max_message_bytes: int) -> None:
+                 max_message_bytes: int, pii_key: bytes = b"") -> None:
         self.policy = policy
         self.training_topic, self.references_topic = training_topic, references_topic
-        self.codec = Codec(TrainingRecord, max_message_bytes=max_message_bytes, agent=self.AGENT)
+        self.codec = Codec(TrainingRecord, max_message_bytes=max_message_bytes, agent=self.AGENT,
+                           pii=Pseudonymizer(policy.pii, pii_key))
         self._guards: dict[str, tuple[bytes, PoisoningGuard]] = {}  # model -> (profile, guard)
 
     def handle(

@@ -28,6 +28,7 @@ import orjson
 
 from agents import simulate
 from agents.config import Settings
+from agents.pii import Pseudonymizer
 from schemas.errors import DriftlineError
 from schemas.poisoning import TrustedSet
 from schemas.policy import DriftPolicy
@@ -143,6 +144,7 @@ def build(
     score_column: str = "score",
     label_column: str = "label",
     trusted_rows: int = 5000,
+    pii: Pseudonymizer | None = None,
 ) -> ReferenceProfile:
     """The profile of ``path``'s records; with a ``label_column``, also the trusted
     set the poisoning guard screens training records against (a stratified sample
@@ -150,6 +152,8 @@ def build(
     records = read_records(path)
     if not records:
         raise ReferenceDataError(f"{path}: no records")
+    if pii:  # the profile and the trusted set hold the same tokens as the live events
+        pii.apply_records(records)
     columns = columns_of(records, score_column=score_column)
     features = profile_features(
         columns, bins=policy.bins, fine_bins=policy.fine_bins, top_k=policy.top_k

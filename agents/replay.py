@@ -32,6 +32,7 @@ import orjson
 from agents.codec import Origin
 from agents.config import Settings
 from agents.drift_handler import DriftHandler
+from agents.keys import command_key
 from agents.kpi_handler import KpiHandler
 from agents.tail import read_messages
 from schemas.policy import Policy
@@ -65,13 +66,14 @@ def identity(kind: str, report: dict[str, Any]) -> str:
 def recompute(messages: Iterable[Any], policy: Policy, settings: Settings,
               *, model: str | None = None) -> ReplayResult:
     """Run the drift and KPI handlers over ``messages`` (confluent-kafka-like objects)."""
+    key = command_key(settings) if policy.pii else b""  # the worker's PII tokens
     drift = DriftHandler(policy=policy, predictions_topic=settings.topic("predictions"),
                          features_topic=settings.topic("features"),
                          max_message_bytes=settings.max_message_bytes,
-                         references_topic=settings.topic("references"))
+                         references_topic=settings.topic("references"), pii_key=key)
     kpi = KpiHandler(policy=policy, predictions_topic=settings.topic("predictions"),
                      labels_topic=settings.topic("labels"),
-                     max_message_bytes=settings.max_message_bytes)
+                     max_message_bytes=settings.max_message_bytes, pii_key=key)
     routes = {settings.topic("references"): [drift], settings.topic("features"): [drift],
               settings.topic("predictions"): [drift, kpi], settings.topic("labels"): [kpi]}
     tables: dict[str, dict[bytes, bytes]] = {"drift": {}, "kpi": {}}

@@ -207,6 +207,11 @@ class Policy(_Section):
     kpi: KpiPolicy = KpiPolicy()
     decisions: DecisionPolicy = DecisionPolicy()
     poisoning: PoisoningPolicy = PoisoningPolicy()
+    pii: list[str] = Field(
+        default_factory=list,
+        description="features and segment keys holding personal data: their values are "
+        "replaced by keyed hashes before any state, report or log keeps them (agents.pii)",
+    )
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
 
     def drift_for(self, model: str) -> DriftPolicy:
