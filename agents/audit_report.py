@@ -18,18 +18,13 @@ import orjson
 
 from agents.config import Settings
 from agents.tail import read_to_end
+from schemas.events import event_time_ms
 from streams.policy.chain import ChainCheck, verify_chain
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf")
 MAX_FEATURES_CHARTED = 8
 KPIS_CHARTED = ("roc_auc", "accuracy", "error_rate", "latency_p99_ms", "business_value")
-
-
-def _ms(value: Any) -> int:
-    if isinstance(value, int | float):
-        return int(value * 1000)
-    return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def _when(ms: int) -> str:
@@ -95,7 +90,7 @@ def render(model: str, *, start_ms: int, end_ms: int, drift: list[dict[str, Any]
         for name, f in r.get("features", {}).items():
             if "psi" in f.get("metrics", {}):
                 psi[f"{r['model_version']} {name}"].append(
-                    (_ms(r["window_start"]), f["metrics"]["psi"]))
+                    (event_time_ms(r["window_start"]), f["metrics"]["psi"]))
     top = sorted(psi, key=lambda k: -max(v for _, v in psi[k]))[:MAX_FEATURES_CHARTED]
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in kpi:  # the newest revision of each window
@@ -107,7 +102,7 @@ def render(model: str, *, start_ms: int, end_ms: int, drift: list[dict[str, Any]
         series: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for (version, variant, _), r in latest.items():
             if metric in r.get("metrics", {}):
-                series[f"{version}/{variant}"].append((_ms(r["window_start"]),
+                series[f"{version}/{variant}"].append((event_time_ms(r["window_start"]),
                                                        r["metrics"][metric]))
         if series:
             kpi_charts.append(chart(f"{metric} per version/variant", series))
@@ -177,7 +172,7 @@ def build(settings: Settings, model: str, *, start_ms: int, end_ms: int) -> str:
         return found
 
     def within(items: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
-        return [d for d in items if start_ms <= _ms(d[field]) < end_ms]
+        return [d for d in items if start_ms <= event_time_ms(d[field]) < end_ms]
 
     deployments = docs("deployments")
     return render(

@@ -253,19 +253,14 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 def _time_ms(value: str | None, default_ms: int) -> int:
     """RFC 3339, epoch seconds, or nothing (the default)."""
-    from datetime import datetime
+    from schemas.events import event_time_ms
 
     if not value:
         return default_ms
     try:
-        return int(float(value) * 1000)
-    except ValueError:
-        pass
-    try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        return event_time_ms(float(value) if value.replace(".", "", 1).isdigit() else value)
     except ValueError as exc:
-        raise DriftlineError(f"{value!r} is not a time: use RFC 3339 "
-                             "(2026-11-23T09:00:00Z) or epoch seconds") from exc
+        raise DriftlineError(str(exc)) from exc
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -82,13 +82,17 @@ class Controller:
     # ------------------------------------------------------------------
     def decide(self, command: Command) -> list[DeploymentEvent]:
         model = command.model
+        known = model in self.registry.models()
         if not verify(command, self._key):
-            why = ("no signature" if not command.signature else
-                   "the signature does not verify: the command was not signed with the "
-                   "controller's key, or was changed after signing")
+            why = ("refused: no signature" if not command.signature else
+                   "refused: the signature does not verify: the command was not signed with "
+                   "the controller's key, or was changed after signing")
+            if not known:
+                return [self._unchained(command, why)]
             # not remembered as decided: a forger must not pre-empt the genuine command's id
-            return [self._record(command, "rejected", f"refused: {why}", remember=False)]
-        if model not in self.registry.models():
+            state, journal = self.registry.load(model)
+            return [self._record(command, "rejected", why, state, journal, remember=False)]
+        if not known:
             return [self._unchained(command, f"refused: the registry has no model {model!r}")]
         state, journal = self.registry.load(model)
         decided = journal.setdefault("decided", {})
@@ -150,15 +154,9 @@ class Controller:
         return self._record(command, "applied", reason, result.state, journal)
 
     # ------------------------------------------------------------------
-    def _record(self, command: Command, status: str, reason: str,
-                state: DeploymentState | None = None,
-                journal: dict[str, Any] | None = None, *, remember: bool = True
-                ) -> DeploymentEvent:
+    def _record(self, command: Command, status: str, reason: str, state: DeploymentState,
+                journal: dict[str, Any], *, remember: bool = True) -> DeploymentEvent:
         """Chain the event, commit state and journal, return the event to publish."""
-        if state is None or journal is None:
-            if command.model not in self.registry.models():
-                return self._unchained(command, reason)
-            state, journal = self.registry.load(command.model)
         event = self._event(command, status, reason, state, journal.get("head", GENESIS))
         decided = journal.setdefault("decided", {})
         if remember:

@@ -15,10 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
 
+from agents import simulate
 from agents.config import Settings
-from agents.kafka import client_config
 from agents.keys import command_key
 from agents.tail import read_to_end
 from schemas.commands import Command, CommandType
@@ -46,11 +45,9 @@ def operator_command(
 
 
 def publish(settings: Settings, topic: str, key: str, values: list[bytes]) -> None:
-    producer = Producer(client_config(settings.bootstrap))
-    for value in values:
-        producer.produce(settings.topic(topic), key=key.encode(), value=value)
-    if producer.flush(30) != 0:
-        raise RuntimeError(f"could not deliver to {settings.topic(topic)} within 30 s")
+    """Deliver ``values`` to ``topic`` (prefixed) or raise (simulate.publish checks each)."""
+    simulate.publish(simulate.make_producer(settings.bootstrap), settings.topic(topic), key,
+                     values)
 
 
 def send(settings: Settings, command: Command) -> None:

@@ -63,8 +63,8 @@ class PoisoningHandler:
         rows = keyed_events(decoded, origin, agent=self.AGENT)
         out = Outcome(dead=decoded.dead, counted=len(rows))
         by_model: dict[str, list[TrainingRecord]] = defaultdict(list)
-        for row in rows:
-            by_model[row["model"]].append(TrainingRecord.model_validate(row))
+        for row in rows:  # validated by the codec already (every field is required)
+            by_model[row["model"]].append(TrainingRecord.model_construct(**row))
         for model, records in by_model.items():
             self._screen(model, records, table, out)
         return out

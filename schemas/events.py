@@ -20,6 +20,8 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictStr,
+    TypeAdapter,
+    ValidationError,
 )
 
 Variant = Literal["champion", "canary", "challenger", "shadow"]
@@ -42,6 +44,21 @@ def _finite_epoch(value: datetime) -> datetime:
 
 
 EventTime = Annotated[datetime, AfterValidator(_finite_epoch)]
+_EVENT_TIME: TypeAdapter[datetime] = TypeAdapter(EventTime)
+
+
+def event_time_ms(value: Any) -> int:
+    """An event time (RFC 3339 string, epoch seconds or datetime) in epoch milliseconds,
+    read as the events' ``ts`` is; ValueError if it is not one.
+
+    >>> event_time_ms("2026-11-23T09:00:00Z"), event_time_ms(1_800_000_000)
+    (1795424400000, 1800000000000)
+    """
+    try:
+        return int(_EVENT_TIME.validate_python(value).timestamp() * 1000)
+    except ValidationError as exc:
+        raise ValueError(f"{value!r} is not a time: use RFC 3339 (2026-11-23T09:00:00Z) or "
+                         "epoch seconds") from exc
 
 
 def _finite_number(value: float) -> float:

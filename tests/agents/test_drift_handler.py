@@ -225,42 +225,60 @@ def test_to_batch_adds_score_and_prediction(prediction: Any) -> None:
     assert list(batch.columns["c"]) == [None, "x"]
 
 
+T0_MID = 1_800_000_000 - 1_800_000_000 % 60
+
+
+class _Stream:
+    """A DriftHandler fed whole-minute windows of simulated traffic, and a profile."""
+
+    def __init__(self, policy_text: str, seed: int) -> None:
+        from agents import simulate
+
+        self.policy = parse_policy(policy_text)
+        self.handler = DriftHandler(policy=self.policy, predictions_topic="p",
+                                    features_topic="f", max_message_bytes=1 << 24,
+                                    references_topic="r")
+        self.traffic = simulate.FraudTraffic(seed=seed)
+        self.table: dict[bytes, bytes] = {}
+        self.reports: list[Any] = []
+        self.offset = 0
+
+    def send(self, n: int, start_s: float, span_s: float) -> None:
+        events = self.traffic.events(n, start_s=T0_MID + start_s, span_s=span_s)
+        self.offset += 1
+        out = self.handler.handle(orjson.dumps({"events": events}),
+                                  Origin("p", 0, self.offset, b"fraud-detector"), self.table)
+        assert out.dead == [], out.dead[0].error
+        self.reports.extend(out.reports)
+
+    def publish_profile(self, tmp_path: Path, policy: Any) -> None:
+        from agents import reference_build, simulate
+
+        history = simulate.FraudTraffic(seed=9).events(5000, start_s=0, span_s=3600)
+        path = tmp_path / "train.jsonl"
+        path.write_bytes(b"\n".join(orjson.dumps(e["features"]) for e in history))
+        profile = reference_build.build(path, model="fraud-detector", version="v1",
+                                        policy=policy)
+        self.handler.handle(profile.model_dump_json().encode(), Origin("r", 0, 0, b"x"),
+                            self.table)
+
+
 def test_a_profile_published_mid_stream_applies_from_the_next_window(tmp_path: Path) -> None:
     """Open windows were counted on the warm-up reference's bins: they are judged on
     it; later windows on the profile (whose bins differ: here 50 fine bins, not 100).
     Before this was handled every later message of the version failed."""
-    from agents import reference_build, simulate
-
-    policy = parse_policy("drift: {window: 60s, allowed_lateness: 0s, "
-                          "min_reference_events: 1000}")
-    handler = DriftHandler(policy=policy, predictions_topic="p", features_topic="f",
-                           max_message_bytes=1 << 24, references_topic="r")
-    traffic = simulate.FraudTraffic(seed=1)
-    t0 = 1_800_000_000 - 1_800_000_000 % 60
-    table: dict[bytes, bytes] = {}
-    reports = []
-
-    def send(w: int) -> None:
-        events = traffic.events(2000, start_s=t0 + 60 * w, span_s=60)
-        out = handler.handle(orjson.dumps({"events": events}),
-                             Origin("p", 0, w, b"fraud-detector"), table)
-        assert out.dead == [], out.dead[0].error
-        reports.extend(out.reports)
-
-    send(0)
-    send(1)  # window 0 closes: the warm-up reference; window 1 is open on its bins
-    history = simulate.FraudTraffic(seed=9).events(5000, start_s=0, span_s=3600)
-    path = tmp_path / "train.jsonl"
-    path.write_bytes(b"\n".join(orjson.dumps(e["features"]) for e in history))
-    coarse = parse_policy("drift: {fine_bins: 50}").drift_for("fraud-detector")
-    profile = reference_build.build(path, model="fraud-detector", version="v1", policy=coarse)
-    handler.handle(profile.model_dump_json().encode(), Origin("r", 0, 0, b"x"), table)
+    stream = _Stream("drift: {window: 60s, allowed_lateness: 0s, min_reference_events: 1000}",
+                     seed=1)
+    stream.send(2000, 0, 60)
+    stream.send(2000, 60, 60)  # window 0 closes: the warm-up reference; window 1 is open
+    stream.publish_profile(tmp_path, parse_policy("drift: {fine_bins: 50}").drift_for("x"))
     for w in range(2, 5):
-        send(w)
-    kinds = {r.window_start.timestamp() - t0: r.reference.kind for r in reports}
+        stream.send(2000, 60 * w, 60)
+    reports = stream.reports
+    kinds = {r.window_start.timestamp() - T0_MID: r.reference.kind for r in reports}
     assert kinds == {0: "warmup", 60: "warmup", 120: "profile", 180: "profile"}
     assert all(r.status == "ok" for r in reports[1:]), [r.drifted_features for r in reports]
-    assert b"fraud-detector@v1#reference#previous" not in table  # dropped once unused
+    assert b"fraud-detector@v1#reference#previous" not in stream.table  # dropped once unused
 
 
 def test_a_profile_arriving_during_the_warm_up_judges_from_the_next_window(
@@ -268,34 +286,14 @@ def test_a_profile_arriving_during_the_warm_up_judges_from_the_next_window(
     """Windows open during the warm-up were counted without bins: reported, not judged
     (a sketch cannot place discrete values that sit on the profile's bin edges; judging
     them flagged txn_count_24h and shipping_days with PSI above 0.7)."""
-    from agents import reference_build, simulate
-
-    policy = parse_policy("drift: {window: 60s, allowed_lateness: 0s, "
-                          "min_reference_events: 100000}")
-    handler = DriftHandler(policy=policy, predictions_topic="p", features_topic="f",
-                           max_message_bytes=1 << 24, references_topic="r")
-    traffic = simulate.FraudTraffic(seed=2)
-    t0 = 1_800_000_000 - 1_800_000_000 % 60
-    table: dict[bytes, bytes] = {}
-    reports = []
-
-    def send(w: int, part: int) -> None:
-        events = traffic.events(1000, start_s=t0 + 60 * w + 30 * part, span_s=30)
-        out = handler.handle(orjson.dumps({"events": events}),
-                             Origin("p", 0, 2 * w + part, b"fraud-detector"), table)
-        assert out.dead == []
-        reports.extend(out.reports)
-
-    send(0, 0)  # window 0 opens during the warm-up
-    history = simulate.FraudTraffic(seed=9).events(5000, start_s=0, span_s=3600)
-    path = tmp_path / "train.jsonl"
-    path.write_bytes(b"\n".join(orjson.dumps(e["features"]) for e in history))
-    profile = reference_build.build(path, model="fraud-detector", version="v1",
-                                    policy=policy.drift_for("fraud-detector"))
-    handler.handle(profile.model_dump_json().encode(), Origin("r", 0, 0, b"x"), table)
+    stream = _Stream("drift: {window: 60s, allowed_lateness: 0s, "
+                     "min_reference_events: 100000}", seed=2)
+    stream.send(1000, 0, 30)  # window 0 opens during the warm-up
+    stream.publish_profile(tmp_path, stream.policy.drift_for("fraud-detector"))
     for w, part in [(0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0)]:
-        send(w, part)
-    by_start = {int(r.window_start.timestamp()) - t0: r for r in reports}
+        stream.send(1000, 60 * w + 30 * part, 30)
+    reports = stream.reports
+    by_start = {int(r.window_start.timestamp()) - T0_MID: r for r in reports}
     assert sorted(by_start) == [0, 60, 120]
     first = by_start[0]
     assert first.status == "ok" and any("reported, not judged" in n for n in first.notes)
