@@ -22,6 +22,7 @@ reasons and topics — never request ids or raw category values.
 | driftline_poisoning_status | model: 0 ok, 1 suspect, 2 campaign |
 | driftline_report_latency_seconds | kind: wall-clock time from a window's end to its report |
 | driftline_consumer_lag | topic, partition |
+| driftline_redelivered_total | topic, agent (redelivered, already applied: skipped) |
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ LATENCY = Histogram("driftline_report_latency_seconds",
                     "wall-clock time from a window's end to its report", ["kind"],
                     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
                     registry=REGISTRY)
+REDELIVERED = Counter("driftline_redelivered", "messages redelivered after a restart whose "
+                      "effects were already applied (skipped)", ["topic", "agent"],
+                      registry=REGISTRY)
 LAG = Gauge("driftline_consumer_lag", "messages not yet consumed", ["topic", "partition"],
             registry=REGISTRY)
 

@@ -62,6 +62,10 @@ class Overlay(MutableMapping[bytes, bytes]):
     def __len__(self) -> int:
         return len((set(self.writes) | set(self.base)) - self.deleted)
 
+    def changes(self) -> dict[bytes, bytes | None]:
+        """Every write, and every delete as None."""
+        return {**self.writes, **dict.fromkeys(self.deleted)}
+
     def apply(self, target: MutableMapping[bytes, bytes]) -> None:
         """Write, then delete (a Faust table sends a tombstone to its changelog)."""
         for key, value in self.writes.items():

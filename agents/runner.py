@@ -7,6 +7,10 @@ starves Faust's fetcher: 12 ms of work per message cost 45 ms of wall time),
 applies the table writes on the loop, where Faust tables must be written, and
 sends the reports and dead letters. A handler that raises never stops the
 worker: the message goes to ``deadletter`` with the exception, as a bug report.
+
+Table writes are preceded by a redo record (agents.redo), so that a message
+handed again after a crash is recognised and skipped: state is changed once
+per message, and what a message emitted is never lost.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from agents import metrics
 from agents.codec import Origin, dead_letter
 from agents.config import Settings
 from agents.overlay import Overlay
+from agents.redo import RedoLog
 from schemas.reports import DeadLetter
 
 logger = logging.getLogger(__name__)
@@ -48,19 +53,25 @@ class Handler(Protocol):
 
 def handler_agent(
     handler: Handler, *, table: Any, reports: faust.types.TopicT, deadletter: faust.types.TopicT,
-    outputs: dict[str, faust.types.TopicT] | None = None,
+    outputs: dict[str, faust.types.TopicT] | None = None, log: RedoLog | None = None,
 ) -> Any:
-    """An agent body (``async def (stream)``) that runs ``handler`` on every message."""
+    """An agent body (``async def (stream)``) that runs ``handler`` on every message.
+
+    ``log`` holds the table's redo records (agents.redo); None without a table."""
 
     async def agent(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
             origin = Origin(msg.topic, msg.partition, msg.offset, msg.key)
+            redo = None if log is None else log.begin(msg.partition, msg.topic, msg.offset)
+            if log is not None and redo is None:
+                metrics.REDELIVERED.labels(origin.topic, handler.AGENT).inc()
+                logger.info("%s: %s[%d]@%d was applied before the worker stopped; skipped",
+                            handler.AGENT, origin.topic, origin.partition, origin.offset)
+                continue
             view = Overlay(table if table is not None else {})
             try:
                 outcome = await asyncio.to_thread(handler.handle, msg.value, origin, view)
-                if table is not None:
-                    view.apply(table)
             except Exception as exc:  # keep the worker alive; keep the message
                 logger.exception("%s agent failed on %s[%d]@%d", handler.AGENT,
                                  origin.topic, origin.partition, origin.offset)
@@ -75,13 +86,23 @@ def handler_agent(
                 continue
             metrics.observe(handler.AGENT, origin.topic, counted=outcome.counted,
                             dead=len(outcome.dead), reports=outcome.reports)
+            sent = []
             for report in outcome.reports:
                 model = getattr(report, "model", "")
-                await reports.send(key=model.encode(), value=report.model_dump_json().encode())
+                sent.append(await reports.send(key=model.encode(),
+                                               value=report.model_dump_json().encode()))
             for name, key, value in outcome.routed:
-                await (outputs or {})[name].send(key=key, value=value)
+                sent.append(await (outputs or {})[name].send(key=key, value=value))
             for letter in outcome.dead:
-                await deadletter.send(key=msg.key, value=letter.model_dump_json().encode())
+                sent.append(await deadletter.send(key=msg.key,
+                                                  value=letter.model_dump_json().encode()))
+            changes = view.changes()
+            if log is not None and redo is not None and changes:
+                # What the message emitted is acknowledged before the state that says
+                # it was handled (agents.redo): a crash in between sends it again.
+                if sent:
+                    await asyncio.gather(*sent)
+                log.commit(msg.partition, redo, msg.topic, msg.offset, changes)
 
     return agent
 
@@ -97,9 +118,17 @@ def register(
     the registry). Returns the agent and its table."""
     state = None if table is None else app.Table(
         table, default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    log = None if state is None else RedoLog(state)
+    if log is not None:
+
+        @app.on_partitions_revoked.connect
+        async def recheck(sender: object, revoked: object, **kwargs: object) -> None:
+            log.forget()  # the table is recovered again for the partitions assigned next
+
     body = handler_agent(
         handler,
         table=state,
+        log=log,
         reports=app.topic(settings.topic(output), key_type=bytes, value_type=bytes),
         deadletter=app.topic(settings.topic("deadletter"), key_type=bytes, value_type=bytes),
         outputs={name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)

@@ -129,6 +129,40 @@ class WorkerProcess:
         self.start()
         return code
 
+    def crash_restart(self) -> int | None:
+        """SIGKILL the worker, wherever it is, then start a new process as
+        :meth:`restart` does; returns the killed process's exit code (-9)."""
+        assert self.proc is not None and self.proc.poll() is None, "the worker is not running"
+        self.proc.kill()
+        code = self.proc.wait()
+        self.seal_changelogs()
+        with open(self.log_path, "a") as log:
+            log.write(f"--- worker killed (exit code {code}); a new process starts ---\n")
+        self.start()
+        return code
+
+    def committed(self, topic: str, partition: int = 0) -> int | None:
+        """The offset the worker's group has committed on ``topic`` (None: none yet)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.settings.bootstrap,
+                             "group.id": self.settings.app_id, "enable.auto.commit": False})
+        try:
+            (tp,) = consumer.committed([TopicPartition(self.topic(topic), partition)],
+                                       timeout=5)
+            return tp.offset if tp.offset >= 0 else None
+        finally:
+            consumer.close()
+
+    def wait_committed(self, topic: str, offset: int, timeout_s: float = 30.0) -> None:
+        """Wait until the worker's group has committed ``offset`` (or beyond) on ``topic``."""
+        deadline = time.monotonic() + timeout_s
+        while (got := self.committed(topic)) is None or got < offset:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the worker committed {got} of {offset} {topic} "
+                                     f"messages within {timeout_s:.0f} s\n{self.log()[-4000:]}")
+            time.sleep(0.2)  # polling interval of the condition, not synchronisation
+
     def seal_changelogs(self) -> list[str]:
         """Append a one-record batch to every partition of the app's changelog
         topics (see :meth:`restart`); returns the topics."""

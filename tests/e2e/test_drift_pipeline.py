@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import time
 
 import orjson
 import pytest
@@ -156,7 +155,7 @@ def test_a_published_reference_profile_is_used_from_the_first_window(
     )
     # A team publishes the profile before the version serves: wait until the
     # worker has consumed it (its committed offset moves past it).
-    _wait_committed(worker, worker.topic("references"), 1, timeout_s=60)
+    worker.wait_committed("references", 1, timeout_s=60)
     traffic = simulate.FraudTraffic(seed=22)
     messages = _window(traffic, 0, shifted=True)
     messages += list(simulate.batches(traffic.events(1, start_s=T0 + 61, span_s=1), 500))
@@ -170,22 +169,3 @@ def test_a_published_reference_profile_is_used_from_the_first_window(
     assert report["n"] == PER_WINDOW
     flagged = {n for n, f in report["features"].items() if f["status"] != "ok"}
     assert flagged == set(simulate.SHIFTED)
-
-
-def _wait_committed(worker: object, topic: str, offset: int, *, timeout_s: float) -> None:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": worker.settings.bootstrap})  # type: ignore[attr-defined]
-    group = worker.settings.app_id  # type: ignore[attr-defined]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])]
-        try:
-            result = admin.list_consumer_group_offsets(request)[group].result(timeout=5)
-            if result.topic_partitions[0].offset >= offset:
-                return
-        except Exception:  # the group may not exist yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the worker did not consume {topic} within {timeout_s} s")

@@ -12,15 +12,12 @@ between, for the embedded broker's sake (see there).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from agents import simulate, tail
-from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -42,28 +39,6 @@ def _iso(ts: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
-def _committed(bootstrap: str, group: str, topic: str) -> int | None:
-    """The offset ``group`` has committed on partition 0 of ``topic`` (None: none yet)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False})
-    try:
-        (tp,) = consumer.committed([TopicPartition(topic, 0)], timeout=5)
-        return tp.offset if tp.offset >= 0 else None
-    finally:
-        consumer.close()
-
-
-def _wait_committed(worker: WorkerProcess, topic: str, n: int, timeout_s: float = 30) -> None:
-    """Wait until the worker's group has committed ``n`` messages of ``topic``."""
-    args = (worker.settings.bootstrap, worker.settings.app_id, worker.topic(topic))
-    deadline = time.monotonic() + timeout_s
-    while (got := _committed(*args)) != n:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the worker committed {got} of {n} {topic} messages "
-                                 f"within {timeout_s:.0f} s\n{worker.log()}")
-        time.sleep(0.2)  # polling interval of the condition, not synchronisation
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
@@ -103,8 +78,8 @@ def test_pending_predictions_survive_a_restart(worker_factory: object, store: st
     # pending predictions can only come from the table. (The embedded broker
     # under-reports a partition's end offset when its last record batch holds
     # several records, so the count of messages sent is the reference.)
-    _wait_committed(worker, "predictions", len(sent))
-    _wait_committed(worker, "labels", 1)
+    worker.wait_committed("predictions", len(sent))
+    worker.wait_committed("labels", 1)
 
     code = worker.restart()
     assert code == 0, f"the worker did not stop cleanly on SIGTERM ({code})\n{worker.log()}"
