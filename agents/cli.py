@@ -27,6 +27,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         log_level=getattr(args, "log_level", None),
         topic_prefix=getattr(args, "topic_prefix", None),
         registry=getattr(args, "registry", None),
+        issuers=getattr(args, "issuers", None),
     )
 
 
@@ -59,6 +60,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     policy = _policy(settings)  # refuse a bad policy before touching Kafka
+    if settings.issuers and {"policy", "controller"} & set(args.agents.split(",")):
+        from agents import issuers
+        from agents.keys import command_key
+
+        issuers.load(settings, worker_key=command_key(settings))  # and a bad issuers file
     security = Security.from_env()  # and incomplete SASL/SSL settings
     logging.getLogger("driftline").info("Kafka at %s: %s", settings.bootstrap,
                                         security.describe())
@@ -170,13 +176,14 @@ def cmd_command(args: argparse.Namespace) -> int:
     from agents import operator
 
     settings = _settings(args)
+    who = {"issuer": args.issuer, "key_file": args.key_file}
     if args.action == "approve":
         command = operator.operator_command(settings, "approve", args.model, approves=args.id,
-                                            reason=args.reason or "")
+                                            reason=args.reason or "", **who)
     else:
         command = operator.operator_command(
             settings, args.action.replace("-", "_"), args.model, to_version=args.version,
-            weight=args.weight, reason=args.reason or "")
+            weight=args.weight, reason=args.reason or "", **who)
     operator.send(settings, command)
     print(f"sent {command.type} {command.command_id} for {command.model} to "
           f"{settings.topic('commands')}; follow it with `driftline tail deployments "
@@ -314,6 +321,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topic-prefix", help="prefix for every topic (env DRIFTLINE_TOPIC_PREFIX)")
 
 
+def _signer(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--issuer", metavar="NAME",
+                   help="sign as operator:NAME (default: your login name)")
+    p.add_argument("--key-file", metavar="PATH",
+                   help="sign with the key in this file: your own issuer key when the "
+                   "controller has an issuers file (default: the command key)")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="driftline", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -330,6 +345,9 @@ def parser() -> argparse.ArgumentParser:
                    "drift,kpi,poisoning,policy,controller)")
     p.add_argument("--registry", help="model registry: a directory or mlflow+<uri> "
                    "(env DRIFTLINE_REGISTRY)")
+    p.add_argument("--issuers", help="issuers file (YAML): each command issuer's own key, "
+                   "models and command types (env DRIFTLINE_ISSUERS; default: off, one "
+                   "command key for everyone)")
     p.add_argument("--app-id", help="Faust app id = consumer group (env DRIFTLINE_APP_ID)")
     p.add_argument("--partitions", type=int, help="partitions for topics it creates")
     p.add_argument("--store", help="table store: memory:// or rocksdb://")
@@ -408,7 +426,15 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("dir")
     e.set_defaults(func=cmd_schemas_export)
 
-    p = sub.add_parser("command", help="issue or approve a command to the controller")
+    p = sub.add_parser(
+        "command", help="issue or approve a command to the controller",
+        description="Sign a command and publish it on `commands`. It is signed with "
+        "--key-file if given (your own key, listed for operator:<issuer> in the "
+        "controller's issuers file), else with the issuer's key if a local issuers file "
+        "(DRIFTLINE_ISSUERS) lists the issuer, else with the command key "
+        "(DRIFTLINE_COMMAND_KEY / DRIFTLINE_COMMAND_KEY_FILE). With an issuers file the "
+        "controller refuses, and records, a command signed with another issuer's key or "
+        "for a model or command type the issuer may not touch.")
     csub = p.add_subparsers(dest="action", required=True)
     for verb, text in (("rollback", "drop the canary, or return the champion to the last "
                         "known good version"), ("promote", "make --version the champion"),
@@ -421,12 +447,14 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--version")
         c.add_argument("--weight", type=float)
         c.add_argument("--reason")
+        _signer(c)
         c.set_defaults(func=cmd_command)
     c = csub.add_parser("approve", help="approve a command awaiting approval")
     _common(c)
     c.add_argument("id", help="the command_id to approve")
     c.add_argument("--model", required=True)
     c.add_argument("--reason")
+    _signer(c)
     c.set_defaults(func=cmd_command)
 
     p = sub.add_parser("replay", help="recompute drift and KPI reports from the input topics")

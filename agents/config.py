@@ -53,6 +53,9 @@ class Settings:
     # key is created once in <datadir>/command.key (mode 0600), see agents.keys.
     command_key: str = ""
     command_key_file: str = ""
+    # The issuers file (YAML): each issuer's own key and the models and command
+    # types it may touch (agents.issuers). Empty: off, one command key for all.
+    issuers: str = ""
     # The controller's verdict endpoint for Argo Rollouts / Flagger (0: off).
     controller_port: int = 0
     controller_token: str = ""

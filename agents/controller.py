@@ -4,9 +4,11 @@ For each command on ``commands`` (key: model):
 
 1. Decode it; a message that is not a Command goes to ``deadletter``.
 2. Refuse (a ``rejected`` DeploymentEvent with the reason) a command whose
-   HMAC signature does not verify, for a model the registry does not know, or
-   whose transition makes no sense (``streams.policy.transitions``), or whose
-   target version's artifact no longer matches its SHA-256.
+   HMAC signature does not verify, whose issuer may not touch the model or
+   issue that command type (with an issuers file, ``agents.issuers``), for a
+   model the registry does not know, or whose transition makes no sense
+   (``streams.policy.transitions``), or whose target version's artifact no
+   longer matches its SHA-256.
 3. Hold a command for a model whose risk tier needs approval (or that asks for
    one) as ``pending_approval``, until an operator's signed ``approve`` names it.
 4. Apply it: commit the new state and the journal to the registry in one step,
@@ -39,12 +41,12 @@ from typing import Any
 
 from agents.codec import Origin, decode_one
 from agents.hooks import RetrainHook
+from agents.issuers import Issuers, refusal
 from agents.registry import Registry
 from agents.runner import Outcome
 from schemas.commands import Command, DeploymentEvent, DeploymentState
 from schemas.policy import Policy
 from streams.policy.chain import GENESIS, event_hash
-from streams.policy.commands import verify
 from streams.policy.transitions import transition
 
 logger = logging.getLogger(__name__)
@@ -66,10 +68,12 @@ class Controller:
 
     def __init__(
         self, registry: Registry, key: bytes, policy: Policy, *,
+        issuers: Issuers | None = None,
         hook: RetrainHook | None = None, clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``key`` is the command key; ``issuers`` the issuers file with its keys (None: off)."""
         self.registry, self._key, self.policy = registry, key, policy
-        self.hook, self.clock = hook, clock
+        self.issuers, self.hook, self.clock = issuers, hook, clock
 
     def handle(
         self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
@@ -83,13 +87,12 @@ class Controller:
     def decide(self, command: Command) -> list[DeploymentEvent]:
         model = command.model
         known = model in self.registry.models()
-        if not verify(command, self._key):
-            why = ("refused: no signature" if not command.signature else
-                   "refused: the signature does not verify: the command was not signed with "
-                   "the controller's key, or was changed after signing")
+        why = refusal(command, key=self._key, issuers=self.issuers)
+        if why is not None:  # unsigned, forged, or an issuer acting outside its rules
             if not known:
                 return [self._unchained(command, why)]
-            # not remembered as decided: a forger must not pre-empt the genuine command's id
+            # not remembered as decided: a forger (or an issuer without the right)
+            # must not pre-empt the genuine command's id
             state, journal = self.registry.load(model)
             return [self._record(command, "rejected", why, state, journal, remember=False)]
         if not known:
@@ -122,6 +125,8 @@ class Controller:
 
     def _approve(self, approval: Command, state: DeploymentState,
                  journal: dict[str, Any]) -> DeploymentEvent:
+        # Only this model's journal is searched: the approved command is for the
+        # approval's model, which ``decide`` has authorised the approver for.
         pending = journal.setdefault("pending", {})
         target = pending.pop(approval.approves or "", None)
         if target is None:

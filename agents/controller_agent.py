@@ -8,6 +8,7 @@ from agents import runner, verdict
 from agents.config import Settings
 from agents.controller import Controller
 from agents.hooks import RetrainHook
+from agents.issuers import load as load_issuers
 from agents.keys import command_key
 from agents.registry import open_registry
 from schemas.policy import Policy
@@ -15,8 +16,9 @@ from schemas.policy import Policy
 
 def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
     registry = open_registry(settings.registry)
+    key = command_key(settings)
     controller = Controller(
-        registry, command_key(settings), policy,
+        registry, key, policy, issuers=load_issuers(settings, worker_key=key),
         hook=RetrainHook(policy, settings),
     )
     # No table: the registry holds the deployment state and the controller's

@@ -40,6 +40,7 @@ class RetrainHook:
                    "DRIFTLINE_BROKER": s.broker, "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix,
                    "DRIFTLINE_REGISTRY": s.registry, "DRIFTLINE_DATADIR": s.datadir,
                    "DRIFTLINE_COMMAND_KEY_FILE": s.command_key_file,
+                   "DRIFTLINE_ISSUERS": s.issuers,  # signs as retrain-hook (agents.issuers)
                    "DRIFTLINE_POLICY": s.policy,
                    "DRIFTLINE_COMMAND": payload}
             try:

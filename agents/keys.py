@@ -7,6 +7,9 @@ first time a worker or an operator's CLI needs it. The policy agent signs with
 it, the controller verifies with it, and ``driftline command`` signs operators'
 commands with it; production sets one of the two variables from a secret
 store. The key never appears in logs or reprs.
+
+With an issuers file (``DRIFTLINE_ISSUERS``, see ``agents.issuers``) every
+issuer signs with its own key, read by ``read_key_file`` the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 
 from agents.config import Settings
 from schemas.errors import DriftlineError
+
+MIN_KEY_CHARS = 16
 
 
 class SigningKeyError(DriftlineError):
@@ -47,13 +52,25 @@ def command_key(settings: Settings, *, create: bool = True) -> bytes:
             pass
         finally:
             tmp.unlink()
-    try:
-        key = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise SigningKeyError(f"cannot read the command signing key file {path}: {exc.strerror}; "
-                        "set DRIFTLINE_COMMAND_KEY_FILE to a readable file or "
-                        "DRIFTLINE_COMMAND_KEY to the key") from exc
-    if len(key) < 16:
-        raise SigningKeyError(f"the command signing key in {path} is shorter than 16 characters; "
-                        "use at least 32 random bytes (e.g. `openssl rand -hex 32`)")
+    return read_key_file(path, what="the command signing key",
+                         hint="set DRIFTLINE_COMMAND_KEY_FILE to a readable file or "
+                         "DRIFTLINE_COMMAND_KEY to the key")
+
+
+def key_bytes(text: str, *, what: str) -> bytes:
+    """A key's bytes (surrounding whitespace ignored); at least ``MIN_KEY_CHARS`` characters."""
+    key = text.strip()
+    if len(key) < MIN_KEY_CHARS:
+        raise SigningKeyError(f"{what} is shorter than {MIN_KEY_CHARS} characters; use at least "
+                              "32 random bytes (e.g. `openssl rand -hex 32`)")
     return key.encode()
+
+
+def read_key_file(path: Path, *, what: str, hint: str = "") -> bytes:
+    """The key in ``path``; SigningKeyError naming ``what`` and the file if unusable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SigningKeyError(f"cannot read {what} file {path}: {exc.strerror}"
+                              + (f"; {hint}" if hint else "")) from exc
+    return key_bytes(text, what=f"{what} in {path}")

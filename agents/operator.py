@@ -1,10 +1,14 @@
 """What operators do by hand: issue and approve commands, verify the audit chain.
 
-``driftline command rollback --model M`` builds a Command, signs it with the
-command key (agents.keys) and publishes it on ``commands``; the controller
-applies it like any other and records a DeploymentEvent. Operators' commands
-carry ``issued_by = "operator:<user>"`` and a random nonce in their id, so two
-manual rollbacks a week apart are two commands.
+``driftline command rollback --model M`` builds a Command, signs it and
+publishes it on ``commands``; the controller applies it like any other and
+records a DeploymentEvent. Operators' commands carry
+``issued_by = "operator:<user>"`` and a random nonce in their id, so two manual
+rollbacks a week apart are two commands.
+
+The signing key: ``--key-file`` (the operator's own key, for a controller with
+an issuers file), else the issuer's key if this machine's issuers file lists
+the issuer, else the command key (agents.keys, agents.issuers).
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import getpass
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from agents import simulate
 from agents.config import Settings
-from agents.keys import command_key
+from agents.issuers import signing_key
+from agents.keys import read_key_file
 from agents.tail import read_to_end
 from schemas.commands import Command, CommandType
 from streams.policy.chain import ChainCheck, verify_chain
@@ -29,9 +35,16 @@ def operator_command(
     settings: Settings, type_: CommandType, model: str, *, to_version: str | None = None,
     from_version: str | None = None, weight: float | None = None, approves: str | None = None,
     reason: str = "", issuer: str | None = None, issued_by: str | None = None,
+    key_file: str | None = None,
 ) -> Command:
     """A signed command; ``issued_by`` defaults to ``operator:<issuer or login name>``
-    (automation such as the retrain hook names itself instead)."""
+    (automation such as the retrain hook names itself instead).
+
+    ``key_file`` holds the key to sign with (the issuer's own); without it the
+    key comes from ``agents.issuers.signing_key``.
+    """
+    if issuer and issuer.startswith("operator:"):
+        issuer = issuer.removeprefix("operator:")
     issued_by = issued_by or f"operator:{issuer or getpass.getuser()}"
     cid = command_id(type_, model, from_version=from_version, to_version=to_version,
                      canary_weight=weight, approves=approves, nonce=uuid.uuid4().hex)
@@ -41,7 +54,9 @@ def operator_command(
         reason=reason or f"{type_} issued by {issued_by}", issued_by=issued_by,
         issued_at=datetime.now(UTC),
     )
-    return sign(command, command_key(settings))
+    key = read_key_file(Path(key_file).expanduser(), what=f"{issued_by}'s key") if key_file \
+        else signing_key(settings, issued_by)
+    return sign(command, key)
 
 
 def publish(settings: Settings, topic: str, key: str, values: list[bytes]) -> None:

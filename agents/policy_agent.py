@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from agents import runner
 from agents.codec import Origin, decode_one
 from agents.config import Settings
-from agents.keys import command_key
+from agents.issuers import signing_key
 from agents.runner import Outcome
 from schemas.commands import DeploymentEvent
 from schemas.policy import Policy
@@ -61,7 +61,8 @@ class PolicyHandler:
 
 
 def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
-    handler = PolicyHandler(policy, command_key(settings), settings)
+    # The "policy" issuer's own key if the issuers file lists it, else the command key.
+    handler = PolicyHandler(policy, signing_key(settings, "policy"), settings)
     agent, _ = runner.register(
         app, settings, handler, name="policy", sources=list(SOURCES), output="commands",
         table="policy-state",

@@ -45,7 +45,7 @@ from pydantic import (
 )
 
 from schemas.durations import DurationMs, format_duration_ms, parse_duration_ms
-from schemas.errors import DriftlineError
+from schemas.errors import DriftlineError, explain_yaml
 from schemas.poisoning import PoisoningPolicy
 from schemas.rules import DecisionPolicy
 
@@ -231,22 +231,6 @@ class Policy(_Section):
         return override.decisions if override and override.decisions else self.decisions
 
 
-def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """The 1-based line of the deepest node on ``loc`` that the document has."""
-    node, line = root, None
-    for part in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            node = node.value[part] if part < len(node.value) else None
-        else:
-            node = None
-    return node.start_mark.line + 1 if node is not None else line
-
-
 def parse_policy(text: str, *, source: str = "policy") -> Policy:
     """Validate a YAML policy document; raise PolicyError naming line, field and reason.
 
@@ -265,13 +249,7 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for item in exc.errors():
-            field = ".".join(str(p) for p in item["loc"]) or "(top level)"
-            line = _line_of(root, tuple(item["loc"]))
-            where = f"{source}:{line}" if line else source
-            problems.append(f"{where}: {field}: {item['msg']}")
-        raise PolicyError("; ".join(problems)) from exc
+        raise PolicyError(explain_yaml(exc.errors(), root, source=source)) from exc
 
 
 def load_policy(path: str) -> Policy:
