@@ -11,7 +11,11 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from schemas.errors import DriftlineError
+
 EMBEDDED_BROKER = "127.0.0.1:9092"
+#: models tracked per agent and table partition (see Settings.max_models)
+DEFAULT_MAX_MODELS = 100
 
 
 def _env(name: str, default: Any) -> Any:
@@ -61,6 +65,23 @@ class Settings:
     controller_token: str = ""
     # Prometheus metrics of the worker on this port's /metrics (0: off).
     metrics_port: int = 0
+    # Models each agent tracks per table partition, besides those the policy file
+    # lists under models: (agents.admission); events of further ones are
+    # dead-lettered. 0: only the listed ones. What a model costs at the policy's
+    # defaults (README, memory bounds), as table state (in RAM with memory://,
+    # replayed from the changelog at every start): drift up to 8 windows x 1 KB x
+    # features per version (200 KB at 25 features) plus its reference (tens of KB);
+    # KPI 169 windows x 11 KB = 1.9 MB per version and variant; the poisoning
+    # guard's trusted set (5,000 rows) and checks in memory. About 2-4 MB for a
+    # model with one version: 100 models are 200-400 MB, which fits a 1-2 GB worker
+    # and is far above what one team deploys, while a producer inventing names hits
+    # the limit long before memory runs out.
+    max_models: int = DEFAULT_MAX_MODELS
+
+    def __post_init__(self) -> None:
+        if self.max_models < 0:
+            raise DriftlineError(
+                f"DRIFTLINE_MAX_MODELS must be 0 or more, got {self.max_models}")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

@@ -19,6 +19,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         max_message_bytes=settings.max_message_bytes,
         references_topic=settings.topic("references"),
         pii_key=command_key(settings) if policy.pii else b"",
+        max_models=settings.max_models,
     )
     # References ride in the same stream so that a profile and the windows it
     # judges are handled in order by one agent. (With several partitions the

@@ -13,7 +13,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents import state as codec_state
+from agents.admission import Admission
 from agents.codec import Codec, Origin, Row, dead_letter, keyed_events
+from agents.config import DEFAULT_MAX_MODELS
 from agents.pii import Pseudonymizer
 from agents.runner import Outcome
 from schemas.errors import explain
@@ -41,7 +43,8 @@ def stamp(reference: Any) -> str:
 
 
 class DriftHandler:
-    """Decode, group by model version, fold into the state table, close windows."""
+    """Decode, keep the admitted models' events (``agents.admission``), group by model
+    version, fold into the state table, close windows."""
 
     AGENT = "drift"
     MAX_CACHED_REFERENCES = 1024
@@ -55,9 +58,13 @@ class DriftHandler:
         max_message_bytes: int,
         references_topic: str = "references",
         pii_key: bytes = b"",
+        max_models: int = DEFAULT_MAX_MODELS,
     ) -> None:
         self.references_topic = references_topic
         self.policy = policy
+        # Only admitted models get state, here and in the table (agents.admission).
+        self.admission = Admission(agent=self.AGENT, max_models=max_models,
+                                   listed=policy.models)
         self._codecs = {
             predictions_topic: Codec(
                 PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT,
@@ -66,7 +73,7 @@ class DriftHandler:
                 FeatureEvent, max_message_bytes=max_message_bytes, agent=self.AGENT,
                 pii=Pseudonymizer(policy.pii, pii_key)),
         }
-        self._monitors: dict[str, DriftMonitor] = {}  # configuration per model, no state
+        self._monitors: dict[str, DriftMonitor] = {}  # per admitted model: configuration
         # Decoded references by table key: a cache of table contents (never the
         # state of record), bounded by MAX_CACHED_REFERENCES, rebuilt after a restart.
         self._references: dict[bytes, tuple[bytes, Any]] = {}
@@ -85,7 +92,9 @@ class DriftHandler:
             return out
         decoded = self._codecs[origin.topic].decode(raw, origin)
         events = keyed_events(decoded, origin, agent=self.AGENT)
+        events, refused = self.admission.split(events, decoded, raw, origin, table)
         out.dead.extend(decoded.dead)
+        out.dead.extend(refused)
         groups: dict[tuple[str, str], list[Row]] = {}
         for event in events:
             version = event.get("model_version") or UNVERSIONED
@@ -159,6 +168,10 @@ class DriftHandler:
                     agent=self.AGENT,
                 )
             )
+            return
+        refused = self.admission.refuse_one(profile.model, raw, origin, table)
+        if refused is not None:
+            out.dead.append(refused)
             return
         reference = reference_from_profile(profile)
         key = f"{profile.model}@{profile.model_version}".encode() + REFERENCE_SUFFIX

@@ -18,6 +18,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         labels_topic=settings.topic("labels"),
         max_message_bytes=settings.max_message_bytes,
         pii_key=command_key(settings) if policy.pii else b"",
+        max_models=settings.max_models,
     )
     # Both topics are keyed by model, so a model's predictions, labels and all of
     # its state (the label join, KPI windows, concept detectors: keys and bounds in

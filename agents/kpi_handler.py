@@ -9,7 +9,8 @@ keyed by model and must have the same number of partitions):
 * ``s|model|version|variant`` -> the series index (``SeriesIndex``);
 * ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``);
 * ``c|model|version|variant`` -> the concept-drift detector;
-* ``k|model|`` -> the model's series (``ModelIndex``).
+* ``k|model|`` -> the model's series (``ModelIndex``);
+* ``\\x00driftline|models|<partition>`` -> the models tracked (``agents.admission``).
 
 Reports are driven by event time, never by the wall clock, so a replay emits
 the same reports, and by the clock of the input that matters (the join's
@@ -23,9 +24,10 @@ end: every prediction in it has then been labeled or expired (or, if labels
 stall for good, once the predictions' clock is twice that past: state stays
 bounded).
 
-Bounds per model: ``MAX_SERIES`` versions x variants; per series ``label_ttl /
-window + 1`` windows of a few KB (see ``streams.kpi.window``); the join's
-pending entries (about 150 bytes each) for predictions younger than the TTL.
+Bounds: ``max_models`` models per partition (``agents.admission``); per model
+``MAX_SERIES`` versions x variants; per series ``label_ttl / window + 1``
+windows of a few KB (see ``streams.kpi.window``); the join's pending entries
+(about 150 bytes each) for predictions younger than the TTL.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from typing import Any, TypedDict
 import numpy as np
 import orjson
 
+from agents.admission import Admission
 from agents.codec import Codec, Origin, Row, keyed_events
+from agents.config import DEFAULT_MAX_MODELS
 from agents.pii import Pseudonymizer
 from agents.runner import Outcome
 from schemas.events import LabelEvent, PredictionEvent
@@ -94,16 +98,20 @@ class KpiHandler:
         labels_topic: str,
         max_message_bytes: int,
         pii_key: bytes = b"",
+        max_models: int = DEFAULT_MAX_MODELS,
     ) -> None:
         self.policy = policy
         self.predictions_topic = predictions_topic
+        # Only admitted models get state, here and in the table (agents.admission).
+        self.admission = Admission(agent=self.AGENT, max_models=max_models,
+                                   listed=policy.models)
         self._codecs = {
             predictions_topic: Codec(
                 PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT,
                 pii=Pseudonymizer(policy.pii, pii_key)),
             labels_topic: Codec(LabelEvent, max_message_bytes=max_message_bytes, agent=self.AGENT),
         }
-        self._models: dict[str, tuple[KpiPolicy, LabelJoin, KpiWindow]] = {}
+        self._models: dict[str, tuple[KpiPolicy, LabelJoin, KpiWindow]] = {}  # admitted ones
 
     def _for(self, model: str) -> tuple[KpiPolicy, LabelJoin, KpiWindow]:
         if model not in self._models:
@@ -123,7 +131,9 @@ class KpiHandler:
         out = Outcome()
         decoded = self._codecs[origin.topic].decode(raw, origin)
         events = keyed_events(decoded, origin, agent=self.AGENT)
+        events, refused = self.admission.split(events, decoded, raw, origin, table)
         out.dead.extend(decoded.dead)
+        out.dead.extend(refused)
         by_model: dict[str, list[Row]] = {}
         for event in events:
             by_model.setdefault(event["model"], []).append(event)

@@ -23,6 +23,9 @@ reasons and topics — never request ids or raw category values.
 | driftline_report_latency_seconds | kind: wall-clock time from a window's end to its report |
 | driftline_consumer_lag | topic, partition |
 | driftline_redelivered_total | topic, agent (redelivered, already applied: skipped) |
+| driftline_backfilled_total | topic, agent (skipped by the consumer, read directly) |
+| driftline_untracked_events_total | topic, agent (beyond DRIFTLINE_MAX_MODELS: dead-lettered) |
+| driftline_tracked_models | agent, partition (admitted, the policy's not counted; last seen) |
 """
 
 from __future__ import annotations
@@ -70,6 +73,14 @@ LATENCY = Histogram("driftline_report_latency_seconds",
 REDELIVERED = Counter("driftline_redelivered", "messages redelivered after a restart whose "
                       "effects were already applied (skipped)", ["topic", "agent"],
                       registry=REGISTRY)
+UNTRACKED_EVENTS = Counter("driftline_untracked_events", "events dead-lettered because their "
+                           "model is beyond DRIFTLINE_MAX_MODELS (agents.admission)",
+                           ["topic", "agent"], registry=REGISTRY)
+TRACKED_MODELS = Gauge("driftline_tracked_models", "models admitted on a table partition, the "
+                       "policy file's not counted (agents.admission)", ["agent", "partition"],
+                       registry=REGISTRY)
+BACKFILLED = Counter("driftline_backfilled", "messages the consumer skipped, read directly "
+                     "and handled (agents.backfill)", ["topic", "agent"], registry=REGISTRY)
 LAG = Gauge("driftline_consumer_lag", "messages not yet consumed", ["topic", "partition"],
             registry=REGISTRY)
 

@@ -17,6 +17,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         references_topic=settings.topic("references"),
         max_message_bytes=settings.max_message_bytes,
         pii_key=command_key(settings) if policy.pii else b"",
+        max_models=settings.max_models,
     )
     # references and training-data are both keyed by model (references by
     # model@version: give both topics one partition, or run one worker, until

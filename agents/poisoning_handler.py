@@ -18,7 +18,10 @@ State: the newest profile with a trusted set per model, in the table
 guards; the guards themselves (checks fitted on the trusted set, open windows
 and per-source histories, bounded as ``PoisoningGuard`` documents) are in
 memory: a restart loses the open windows' counts and the sources' histories
-(the fitted checks are rebuilt deterministically).
+(the fitted checks are rebuilt deterministically). Both exist only for
+admitted models, at most ``max_models`` per partition besides the policy's
+(``agents.admission``): the records and profiles of other models are
+dead-lettered, so they do not reach retraining either.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from collections.abc import MutableMapping
 
 import orjson
 
+from agents.admission import Admission
 from agents.codec import Codec, Origin, decode_one, keyed_events
+from agents.config import DEFAULT_MAX_MODELS
 from agents.pii import Pseudonymizer
 from agents.runner import Outcome
 from schemas.events import TrainingRecord
@@ -47,8 +52,12 @@ class PoisoningHandler:
     AGENT = "poisoning"
 
     def __init__(self, policy: Policy, *, training_topic: str, references_topic: str,
-                 max_message_bytes: int, pii_key: bytes = b"") -> None:
+                 max_message_bytes: int, pii_key: bytes = b"",
+                 max_models: int = DEFAULT_MAX_MODELS) -> None:
         self.policy = policy
+        # Only admitted models get state, here and in the table (agents.admission).
+        self.admission = Admission(agent=self.AGENT, max_models=max_models,
+                                   listed=policy.models)
         self.training_topic, self.references_topic = training_topic, references_topic
         self.codec = Codec(TrainingRecord, max_message_bytes=max_message_bytes, agent=self.AGENT,
                            pii=Pseudonymizer(policy.pii, pii_key))
@@ -61,7 +70,8 @@ class PoisoningHandler:
             return self._reference(raw, origin, table)
         decoded = self.codec.decode(raw, origin)
         rows = keyed_events(decoded, origin, agent=self.AGENT)
-        out = Outcome(dead=decoded.dead, counted=len(rows))
+        rows, refused = self.admission.split(rows, decoded, raw, origin, table)
+        out = Outcome(dead=[*decoded.dead, *refused], counted=len(rows))
         by_model: dict[str, list[TrainingRecord]] = defaultdict(list)
         for row in rows:  # validated by the codec already (every field is required)
             by_model[row["model"]].append(TrainingRecord.model_construct(**row))
@@ -75,6 +85,9 @@ class PoisoningHandler:
         if profile is None:
             return Outcome(dead=[dead] if dead else [])
         if profile.trusted is not None and raw:
+            refused = self.admission.refuse_one(profile.model, raw, origin, table)
+            if refused is not None:
+                return Outcome(dead=[refused])
             table[f"t|{profile.model}".encode()] = raw
             self._guards.pop(profile.model, None)  # rebuilt on the next records
             logger.info("trusted set of %s: %d rows from %s (%s)", profile.model,

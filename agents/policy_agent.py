@@ -1,8 +1,10 @@
 """The policy agent: drift, KPI, poisoning and deployment events in, signed commands out.
 
 One ``ModelState`` per model in the table ``policy-state`` (key ``p|<model>``,
-bounded as ``streams.policy.state`` says); ``streams.policy.decide`` makes the
-decisions, this module only decodes, signs and writes. Every input topic is
+bounded as ``streams.policy.state`` says), for at most ``max_models`` models per
+partition besides the policy file's (``agents.admission``).
+``streams.policy.decide`` makes the decisions, this module only decodes, signs
+and writes. Every input topic is
 keyed by model and needs the same partition count, so a model's reports and
 its deployment events meet on one partition, in order.
 """
@@ -16,6 +18,7 @@ import faust
 from pydantic import BaseModel
 
 from agents import runner
+from agents.admission import Admission
 from agents.codec import Origin, decode_one
 from agents.config import Settings
 from agents.issuers import signing_key
@@ -41,6 +44,9 @@ class PolicyHandler:
     def __init__(self, policy: Policy, key: bytes, settings: Settings) -> None:
         self.policy, self._key = policy, key
         self.kinds = {settings.topic(name): model for name, model in SOURCES.items()}
+        # Only admitted models get state in the table (agents.admission).
+        self.admission = Admission(agent=self.AGENT, max_models=settings.max_models,
+                                   listed=policy.models)
 
     def handle(
         self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
@@ -50,6 +56,9 @@ class PolicyHandler:
         if event is None:
             return Outcome(dead=[dead] if dead else [])
         model: str = event.model  # type: ignore[attr-defined]
+        refused = self.admission.refuse_one(model, raw, origin, table)
+        if refused is not None:
+            return Outcome(dead=[refused])
         key = f"p|{model}".encode()
         stored = table.get(key)
         state = ModelState.model_validate_json(stored) if stored else ModelState()

@@ -7,7 +7,8 @@ replay runs the very same code in this process, with dictionaries for tables:
    ``labels``) and keep the messages whose Kafka timestamp is in
    ``[from, to)``, in offset order per partition, the topics merged by
    timestamp as the worker's single stream per agent receives them;
-2. feed them to a fresh DriftHandler and KpiHandler with the policy given;
+2. feed them to a fresh DriftHandler and KpiHandler with the policy given (and
+   ``DRIFTLINE_MAX_MODELS``: the same models are admitted in the same order);
 3. with ``verify``, read ``drift`` and compare every recomputed DriftReport
    with the live one of the same model, version and window: equal, different
    (the fields that differ are listed), or missing on either side.
@@ -70,10 +71,12 @@ def recompute(messages: Iterable[Any], policy: Policy, settings: Settings,
     drift = DriftHandler(policy=policy, predictions_topic=settings.topic("predictions"),
                          features_topic=settings.topic("features"),
                          max_message_bytes=settings.max_message_bytes,
-                         references_topic=settings.topic("references"), pii_key=key)
+                         references_topic=settings.topic("references"), pii_key=key,
+                         max_models=settings.max_models)
     kpi = KpiHandler(policy=policy, predictions_topic=settings.topic("predictions"),
                      labels_topic=settings.topic("labels"),
-                     max_message_bytes=settings.max_message_bytes, pii_key=key)
+                     max_message_bytes=settings.max_message_bytes, pii_key=key,
+                     max_models=settings.max_models)
     routes = {settings.topic("references"): [drift], settings.topic("features"): [drift],
               settings.topic("predictions"): [drift, kpi], settings.topic("labels"): [kpi]}
     tables: dict[str, dict[bytes, bytes]] = {"drift": {}, "kpi": {}}

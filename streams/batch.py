@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -131,9 +133,18 @@ def anchor_of(values: Sequence[Value]) -> float:
     values keeps the anchor (and so the bins) the same however producers batch,
     as long as batches hold at least ``ANCHOR_SAMPLE`` events.
 
+    The median of two values near the float limit overflows (their mean); the
+    lower middle value is taken then, which is always finite.
+
     >>> anchor_of([2019, 2021, None, 2020.0])
     2020.0
+    >>> anchor_of([-1e308, -1e308])
+    -1e+308
     """
     finite = numeric_column(values[:ANCHOR_SAMPLE])
-    finite = finite[~np.isnan(finite)]
-    return float(np.median(finite)) if finite.size else 0.0
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return 0.0
+    with np.errstate(over="ignore"):
+        middle = float(np.median(finite))
+    return middle if math.isfinite(middle) else float(np.sort(finite)[(finite.size - 1) // 2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agents.admission import models_key
 from agents.codec import Origin
 from agents.config import Settings
 from agents.policy_agent import PolicyHandler
@@ -27,7 +28,7 @@ def test_reports_become_signed_commands_and_state_survives_in_the_table() -> Non
         sent += out.reports  # type: ignore[arg-type]
     assert [(c.type, c.from_version) for c in sent] == [("retrain", "v1"), ("rollback", "v2")]
     assert all(verify(c, KEY) for c in sent)
-    assert set(table) == {b"p|fraud"}
+    assert set(table) == {b"p|fraud", models_key(0)}
 
 
 def test_a_report_that_does_not_parse_is_dead_lettered() -> None:
