@@ -16,11 +16,14 @@ For each command on ``commands`` (key: model):
 
 Exactly once: the journal (kept in the registry with the state, committed
 atomically by the file registry) records every decided command_id with the
-hash of its event. A redelivered command (Kafka redelivery, a restart before
-the offset commit, an operator sending it twice) is not applied again: if it
-is the newest decision, its event is published again unchanged (the audit
-chain counts an identical repeat as a redelivery), otherwise a ``rejected``
-event says it was already decided.
+hash of its event, and the offset of the last command decided on each
+partition of ``commands``. A message Kafka hands again after a restart (at or
+before that offset) changes nothing: the newest decision's event is published
+again unchanged (it may have died with the process; the audit chain counts an
+identical repeat as a redelivery), older ones were acknowledged before the
+next command was handled and are not repeated. The same command sent again
+(a new message: an operator sending it twice, a replayed old command) is not
+applied again either: a ``rejected`` event says it was already decided.
 
 The hash chain (``streams.policy.chain``) runs per model through every event
 of a model the registry knows. Commands for models it does not know are
@@ -59,6 +62,16 @@ MAX_PENDING = 5
 MAX_ROLLED_BACK = 50  # versions remembered as rolled back, newest last
 
 
+def _where(origin: Origin) -> str:
+    return f"{origin.topic}[{origin.partition}]"
+
+
+def _redelivered(journal: dict[str, Any], origin: Origin | None) -> bool:
+    """True for a message at or before the last offset decided on its partition."""
+    return origin is not None and \
+        origin.offset <= journal.get("offsets", {}).get(_where(origin), -1)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -81,23 +94,31 @@ class Controller:
         command, dead = decode_one(Command, raw, origin, agent=self.AGENT)
         if command is None:
             return Outcome(dead=[dead] if dead else [])
-        return Outcome(reports=self.decide(command))
+        return Outcome(reports=self.decide(command, origin))
 
     # ------------------------------------------------------------------
-    def decide(self, command: Command) -> list[DeploymentEvent]:
+    def decide(self, command: Command, origin: Origin | None = None) -> list[DeploymentEvent]:
+        """The events for ``command``, read at ``origin`` (None: not from Kafka)."""
         model = command.model
-        known = model in self.registry.models()
         why = refusal(command, key=self._key, issuers=self.issuers)
+        if model not in self.registry.models():
+            return [self._unchained(command, why or
+                                    f"refused: the registry has no model {model!r}")]
+        state, journal = self.registry.load(model)
+        if _redelivered(journal, origin):
+            # Kafka handed this message again (the worker stopped before committing
+            # its offset): it was decided, and its event was acknowledged before the
+            # next command was handled (agents.runner), except maybe the newest's.
+            last = journal.get("last")
+            if last and last.get("command_id") == command.command_id:
+                return [DeploymentEvent.model_validate(last)]  # same event, same hash
+            return []
+        if origin is not None:  # committed with whatever this command changes
+            journal.setdefault("offsets", {})[_where(origin)] = origin.offset
         if why is not None:  # unsigned, forged, or an issuer acting outside its rules
-            if not known:
-                return [self._unchained(command, why)]
             # not remembered as decided: a forger (or an issuer without the right)
             # must not pre-empt the genuine command's id
-            state, journal = self.registry.load(model)
             return [self._record(command, "rejected", why, state, journal, remember=False)]
-        if not known:
-            return [self._unchained(command, f"refused: the registry has no model {model!r}")]
-        state, journal = self.registry.load(model)
         decided = journal.setdefault("decided", {})
         if command.command_id in decided:
             last = journal.get("last")

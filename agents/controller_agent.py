@@ -21,11 +21,12 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         registry, key, policy, issuers=load_issuers(settings, worker_key=key),
         hook=RetrainHook(policy, settings),
     )
-    # No table: the registry holds the deployment state and the controller's
-    # journal, committed together (agents.registry).
+    # The registry holds the deployment state and the controller's journal,
+    # committed together (agents.registry); the table only holds the runner's
+    # redo records, i.e. which commands were handled (agents.redo).
     agent, _ = runner.register(
         app, settings, controller, name="controller", sources=["commands"],
-        output="deployments", table=None,
+        output="deployments", table="controller-progress",
     )
     if settings.controller_port:
         # The pass/fail endpoint for Argo Rollouts and Flagger (agents.verdict).

@@ -160,7 +160,8 @@ class RedoLog:
 
     def commit(self, partition: int, redo: Redo, topic: str, offset: int,
                changes: Mapping[bytes, bytes | None]) -> None:
-        """Write the message's redo record, then its ``changes`` (None: delete)."""
+        """Write the message's redo record, then its ``changes`` (None: delete). Written
+        for every message, changes or not: it is also the partition's progress."""
         after = redo.next(topic, offset, changes)
         raw = after.dumps()
         self.table[redo_key(partition)] = raw

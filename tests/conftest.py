@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,19 @@ class WorkerProcess:
 
     def topic(self, name: str) -> str:
         return self.settings.topic(name)
+
+    def peer(self, tmp: Path, *, env: dict[str, str] | None = None) -> WorkerProcess:
+        """Another worker process of the same app (app id, topic prefix, policy,
+        agents, partitions), with its own datadir and log: they share the
+        partitions. Not started."""
+        tmp.mkdir(parents=True, exist_ok=True)
+        other = WorkerProcess.__new__(WorkerProcess)
+        other.__dict__.update(self.__dict__)
+        other.settings = replace(self.settings, datadir=str(tmp / "data"))
+        other.log_path = tmp / "worker.log"
+        other.starts, other.proc = 0, None
+        other.extra_env = {**self.extra_env, **(env or {})}
+        return other
 
     def start(self) -> WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
@@ -154,10 +168,11 @@ class WorkerProcess:
         finally:
             consumer.close()
 
-    def wait_committed(self, topic: str, offset: int, timeout_s: float = 30.0) -> None:
+    def wait_committed(self, topic: str, offset: int, timeout_s: float = 30.0, *,
+                       partition: int = 0) -> None:
         """Wait until the worker's group has committed ``offset`` (or beyond) on ``topic``."""
         deadline = time.monotonic() + timeout_s
-        while (got := self.committed(topic)) is None or got < offset:
+        while (got := self.committed(topic, partition)) is None or got < offset:
             if time.monotonic() > deadline:
                 raise AssertionError(f"the worker committed {got} of {offset} {topic} "
                                      f"messages within {timeout_s:.0f} s\n{self.log()[-4000:]}")
