@@ -1,0 +1,146 @@
+"""End to end: two worker processes share a partitioned topic and report what one would.
+
+One worker (drift and KPI agents) starts alone on topics of two partitions and
+handles the first half of the predictions of four models; a second process of
+the same app joins, the group rebalances, the table partition that moves is
+recovered from its changelog by the newcomer, and both handle the rest, then
+the labels. Every drift and KPI report equals the one-pass run of the same
+handlers over the same input (agents.replay.recompute, which
+tests/e2e/test_replay.py shows equal to a live single worker), and each
+process handled events (their Prometheus counters).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agents import replay, simulate, tail
+from schemas.policy import parse_policy
+from tests.conftest import WorkerProcess
+
+pytestmark = pytest.mark.e2e
+
+POLICY = """
+drift: {window: 60s, allowed_lateness: 0s, min_reference_events: 500}
+kpi: {window: 60s, allowed_lateness: 0s, label_ttl: 5m, min_labeled: 50}
+"""
+MODELS = ("fraud-a", "fraud-b", "fraud-c", "fraud-d")
+T0 = 1_800_000_000 - 1_800_000_000 % 60
+WINDOWS = 6
+PER_WINDOW = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _events_counted(port: int, topic: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    found = re.findall(r'driftline_events_total\{agent="drift",topic="' + re.escape(topic)
+                       + r'"\} ([0-9.e+]+)', text)
+    return float(found[0]) if found else 0.0
+
+
+def _wait_all_committed(workers: WorkerProcess, topic: str, ends: dict[int, int]) -> None:
+    for partition, end in ends.items():
+        workers.wait_committed(topic, end, timeout_s=120, partition=partition)
+
+
+def _ends(messages: list[Any], topic: str) -> dict[int, int]:
+    """Per partition, one past the last offset of ``topic`` among ``messages``."""
+    out: dict[int, int] = {}
+    for m in messages:
+        if m.topic() == topic:
+            out[m.partition()] = max(out.get(m.partition(), 0), m.offset() + 1)
+    return out
+
+
+def test_two_workers_share_the_partitions_and_report_what_one_pass_does(
+        worker_factory: Any, tmp_path: Path) -> None:
+    ports = [_free_port(), _free_port()]
+    first: WorkerProcess = worker_factory(
+        POLICY, agents="drift,kpi", partitions=2, log_level="info",
+        env={"DRIFTLINE_METRICS_PORT": str(ports[0]), "DRIFTLINE_SESSION_TIMEOUT_S": "6"})
+    s = first.settings
+    first.wait_ready(timeout_s=60)
+    producer = simulate.make_producer(s.bootstrap)
+    labels: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    halves: list[list[tuple[str, bytes]]] = [[], []]
+    for i, model in enumerate(MODELS):
+        traffic = simulate.FraudTraffic(seed=40 + i, model=model)
+        for w in range(WINDOWS):
+            preds, labs = traffic.events_with_labels(
+                PER_WINDOW, start_s=T0 + 60 * w, span_s=60, label_delay_s=10.0,
+                shifted=(model == "fraud-b" and w >= 3))
+            halves[w >= WINDOWS // 2] += [(model, b) for b in simulate.batches(preds, 100)]
+            labels[model] += labs
+        # a far-future prediction closes every window of the model
+        closer = simulate.FraudTraffic(seed=60 + i, model=model).events(
+            1, start_s=T0 + 60 * WINDOWS + 700, span_s=1)
+        halves[1].append((model, orjson.dumps({"events": closer})))
+
+    def publish(topic: str, payloads: list[tuple[str, bytes]]) -> None:
+        for model, payload in payloads:
+            simulate.publish(producer, first.topic(topic), model, [payload])
+
+    publish("predictions", halves[0])
+    sent = tail.read_messages(s.bootstrap, [first.topic("predictions")])
+    partitions = {m.partition() for m in sent}
+    assert partitions == {0, 1}, f"the models' keys all landed on partitions {partitions}"
+    _wait_all_committed(first, "predictions", _ends(sent, first.topic("predictions")))
+
+    # The second process joins while the first is idle; the changelogs end with a
+    # one-record batch (see WorkerProcess.restart: the embedded broker's end offsets).
+    second = first.peer(tmp_path / "second", env={"DRIFTLINE_METRICS_PORT": str(ports[1])})
+    first.seal_changelogs()
+    second.start()
+    second.wait_ready(timeout_s=90)
+    publish("predictions", halves[1])
+    sent = tail.read_messages(s.bootstrap, [first.topic("predictions")])
+    _wait_all_committed(first, "predictions", _ends(sent, first.topic("predictions")))
+    for model in MODELS:
+        publish("labels", [(model, b) for b in simulate.batches(
+            sorted(labels[model], key=lambda e: e["ts"]), 100)])  # type: ignore[arg-type, return-value]
+    inputs = tail.read_messages(s.bootstrap, [first.topic(t) for t in replay.INPUTS])
+    _wait_all_committed(first, "labels", _ends(inputs, first.topic("labels")))
+
+    # The one-pass run: per model, its predictions in order, then its labels.
+    inputs.sort(key=lambda m: (m.topic() != first.topic("predictions"), m.partition(),
+                               m.offset()))
+    expected = replay.recompute(inputs, parse_policy(POLICY), s)
+    assert {r["model"] for r in expected.drift} == set(MODELS)
+    assert any(r["status"] != "ok" for r in expected.drift if r["model"] == "fraud-b")
+    for kind, want in (("drift", expected.drift), ("kpi", expected.kpi)):
+        wanted = {replay.identity(kind, r): r for r in want}
+
+        def complete(seen: list[dict[str, Any]], wanted: dict[str, Any] = wanted,
+                     kind: str = kind) -> bool:
+            return set(wanted) <= {replay.identity(kind, r) for r in seen}
+
+        live = tail.collect(s.bootstrap, first.topic(kind), complete, timeout_s=90)
+        got: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in live:
+            got[replay.identity(kind, r)].append(r)
+        assert set(got) == set(wanted), (
+            f"{kind}: missing {sorted(set(wanted) - set(got))[:5]}, "
+            f"unexpected {sorted(set(got) - set(wanted))[:5]}\n{first.log()[-3000:]}\n"
+            f"{second.log()[-3000:]}")
+        for key, copies in got.items():
+            assert all(c == wanted[key] for c in copies), f"{kind} {key} differs"
+
+    # Both processes did part of the work.
+    counted = [_events_counted(port, first.topic("predictions")) for port in ports]
+    assert all(c > 0 for c in counted), counted
+    print(f"events counted by each worker since it started: {counted}")
+    second.stop()
