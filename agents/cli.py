@@ -281,11 +281,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
                         to_ms=_time_ms(args.to, int(time.time() * 1000) + 1),
                         model=args.model, verify=args.verify)
     if args.json:
-        for kind, reports in (("drift", result.drift), ("kpi", result.kpi)):
+        for kind, reports in (("drift", result.drift), ("kpi", result.kpi),
+                              ("command", result.commands)):
             for r in reports:
                 print(orjson.dumps({"kind": kind, **r}).decode())
     print(f"replayed {result.messages} input messages: {len(result.drift)} drift and "
-          f"{len(result.kpi)} KPI reports", file=sys.stderr)
+          f"{len(result.kpi)} KPI reports, {len(result.commands)} commands of the policy agent",
+          file=sys.stderr)
     if not args.verify:
         return 0
     for d in result.differences:
@@ -457,14 +459,16 @@ def parser() -> argparse.ArgumentParser:
     _signer(c)
     c.set_defaults(func=cmd_command)
 
-    p = sub.add_parser("replay", help="recompute drift and KPI reports from the input topics")
+    p = sub.add_parser("replay", help="recompute drift and KPI reports from the input topics, "
+                       "and the policy agent's decisions from the reports")
     _common(p)
     p.add_argument("--from", dest="from_", help="RFC 3339 or epoch seconds (default: the start)")
     p.add_argument("--to", help="RFC 3339 or epoch seconds (default: now)")
     p.add_argument("--model")
     p.add_argument("--policy", help="the policy to replay with (env DRIFTLINE_POLICY)")
     p.add_argument("--verify", action="store_true",
-                   help="compare with the reports on drift and kpi; exit 1 on a difference")
+                   help="compare with the live drift and KPI reports and commands; exit 1 on "
+                   "a difference")
     p.add_argument("--json", action="store_true", help="print the recomputed reports")
     p.set_defaults(func=cmd_replay)
 

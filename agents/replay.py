@@ -9,17 +9,31 @@ replay runs the very same code in this process, with dictionaries for tables:
    timestamp as the worker's single stream per agent receives them;
 2. feed them to a fresh DriftHandler and KpiHandler with the policy given (and
    ``DRIFTLINE_MAX_MODELS``: the same models are admitted in the same order);
-3. with ``verify``, read ``drift`` and compare every recomputed DriftReport
-   with the live one of the same model, version and window: equal, different
-   (the fields that differ are listed), or missing on either side.
+3. replay the decisions: the policy agent's handler, with the policy given,
+   over the reports and deployment events it was handed live (``drift``,
+   ``kpi``, ``poisoning``, ``deployments`` in the range, merged by timestamp);
+   command ids derive from a decision's inputs, so the same decision has the
+   same id;
+4. with ``verify``, compare with what was emitted then, listing any
+   difference (the fields that differ, or missing on either side):
+   * every DriftReport, by model, version and window;
+   * the last revision of each KPI window, on what does not depend on how
+     predictions and labels interleaved (counts, metrics, breaches,
+     segments): its revision number, ``late``, ``concept_drift`` and so
+     ``status`` (``warn`` means concept drift) do (the concept detector is fed
+     in arrival order), and are not compared;
+   * every command the policy agent issued, by command id (the signature is
+     not compared: it depends on the key, not the decision).
 
 State starts empty at ``from``: a replay from the start of the topics
 reproduces the live run exactly (drift reports are a function of the
 predictions and references in order); one that starts mid-stream rebuilds a
 warm-up reference from its first events and cannot match windows whose
-judgement needed earlier state. KPI reports are recomputed but not verified:
-their revisions depend on how the broker interleaved predictions and labels
-for the live worker. Decisions (commands) are not replayed yet.
+judgement needed earlier state. A KPI window the live run has not retired yet
+may show a difference that only means its last revision was not sent yet.
+Decisions are replayed from the live reports (what the policy agent saw), not
+from the recomputed ones, so a changed ``decisions`` section shows its effect
+on exactly the history that happened.
 """
 
 from __future__ import annotations
@@ -39,6 +53,10 @@ from agents.tail import read_messages
 from schemas.policy import Policy
 
 INPUTS = ("references", "predictions", "features", "labels")
+#: what the policy agent consumes (agents.policy_agent.SOURCES)
+DECISION_INPUTS = ("drift", "kpi", "poisoning", "deployments")
+#: KPI fields that depend on the order predictions and labels arrived in
+KPI_ORDER_DEPENDENT = ("revision", "late", "concept_drift", "status", "notes")
 
 
 @dataclass
@@ -53,11 +71,14 @@ class ReplayResult:
     messages: int = 0
     drift: list[dict[str, Any]] = field(default_factory=list)
     kpi: list[dict[str, Any]] = field(default_factory=list)
+    commands: list[dict[str, Any]] = field(default_factory=list)
     compared: int = 0
     differences: list[Difference] = field(default_factory=list)
 
 
 def identity(kind: str, report: dict[str, Any]) -> str:
+    if kind == "command":
+        return f"command/{report['model']}/{report['type']}/{report['command_id']}"
     parts = [kind, report["model"], report["model_version"]]
     if kind == "kpi":
         parts += [report["variant"], f"r{report.get('revision', 0)}"]
@@ -95,27 +116,62 @@ def recompute(messages: Iterable[Any], policy: Policy, settings: Settings,
     return result
 
 
-def _differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+def decisions(messages: Iterable[Any], policy: Policy, settings: Settings, *,
+              model: str | None = None) -> list[dict[str, Any]]:
+    """The policy agent's commands over ``messages`` (confluent-kafka-like, in order)."""
+    from agents.issuers import signing_key
+    from agents.policy_agent import PolicyHandler
+
+    handler = PolicyHandler(policy, signing_key(settings, "policy"), settings)
+    table: dict[bytes, bytes] = {}
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        if model is not None and (msg.key() or b"").decode(errors="replace") != model:
+            continue
+        origin = Origin(msg.topic(), msg.partition(), msg.offset(), msg.key())
+        outcome = handler.handle(msg.value(), origin, table)
+        out.extend(orjson.loads(c.model_dump_json()) for c in outcome.reports)
+    return out
+
+
+def _differing(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
+
+
+def _latest(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last revision of each KPI window, by model, version, variant and window."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in reports:
+        key = "/".join(["kpi", r["model"], r["model_version"], r["variant"],
+                        str(r["window_start"])])
+        if key not in out or r["revision"] >= out[key]["revision"]:
+            out[key] = r
+    return out
 
 
 def compare(result: ReplayResult, live: dict[str, list[dict[str, Any]]]) -> None:
     """Fill ``result.differences`` and ``compared`` from the live reports by kind."""
-    for kind, replayed in (("drift", result.drift),):
-        mine = {identity(kind, r): r for r in replayed}
-        theirs = {identity(kind, r): r for r in live.get(kind, [])}
-        windows = {(r["model"], r["model_version"], str(r["window_start"])) for r in replayed}
+    drift = ({identity("drift", r): r for r in result.drift},
+             {identity("drift", r): r for r in live.get("drift", [])}, ())
+    kpi = (_latest(result.kpi), _latest(live.get("kpi", [])), KPI_ORDER_DEPENDENT)
+    commands = ({identity("command", c): c for c in result.commands},
+                {identity("command", c): c for c in live.get("commands", [])
+                 if c.get("issued_by") == "policy"}, ("signature",))
+    replayed_windows = {(r["model"], r["model_version"], str(r["window_start"]))
+                        for r in result.drift + result.kpi}
+    for mine, theirs, ignore in (drift, kpi, commands):
         for key in sorted(set(mine) | set(theirs)):
             a, b = mine.get(key), theirs.get(key)
             if b is not None and a is None:
-                if (b["model"], b["model_version"], str(b["window_start"])) not in windows:
+                window = (b.get("model"), b.get("model_version"), str(b.get("window_start")))
+                if "window_start" in b and window not in replayed_windows:
                     continue  # a window outside the replayed range
                 result.differences.append(Difference(key, "only live"))
             elif a is not None and b is None:
                 result.differences.append(Difference(key, "only replayed"))
             elif a is not None and b is not None:
                 result.compared += 1
-                fields = _differing(a, b)
+                fields = _differing(a, b, ignore)
                 if fields:
                     result.differences.append(Difference(key, "different", fields))
 
@@ -127,8 +183,17 @@ def run(settings: Settings, policy: Policy, *, from_ms: int, to_ms: int,
                 if from_ms <= m.timestamp()[1] < to_ms]
     messages.sort(key=lambda m: m.timestamp()[1])  # stable: offset order within a partition
     result = recompute(messages, policy, settings, model=model)
+    seen = [m for m in read_messages(settings.bootstrap,
+                                     [settings.topic(t) for t in DECISION_INPUTS])
+            if from_ms <= m.timestamp()[1] < to_ms]
+    seen.sort(key=lambda m: m.timestamp()[1])
+    result.commands = decisions(seen, policy, settings, model=model)
     if verify:
-        docs = [orjson.loads(m.value())
-                for m in read_messages(settings.bootstrap, [settings.topic("drift")])]
-        compare(result, {"drift": [d for d in docs if model is None or d.get("model") == model]})
+        live: dict[str, list[dict[str, Any]]] = {}
+        for kind, topic in (("drift", "drift"), ("kpi", "kpi"), ("commands", "commands")):
+            docs = [orjson.loads(m.value())
+                    for m in read_messages(settings.bootstrap, [settings.topic(topic)])
+                    if kind != "commands" or from_ms <= m.timestamp()[1] < to_ms]
+            live[kind] = [d for d in docs if model is None or d.get("model") == model]
+        compare(result, live)
     return result

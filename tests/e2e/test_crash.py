@@ -128,13 +128,8 @@ def test_three_sigkills_lose_nothing_count_nothing_twice_apply_nothing_twice(
         predictions += p
         labels += lab
     labels.sort(key=lambda e: e["ts"])  # type: ignore[arg-type, return-value]
-    # A far-future prediction and label at the end move both clocks past every
-    # window's label TTL: each KPI window gets its final revision.
-    end = T0 + 60 * WINDOWS + 700
-    closer = simulate.FraudTraffic(seed=32).events(1, start_s=end, span_s=1)
-    prediction_msgs = [*simulate.batches(predictions, BATCH), orjson.dumps({"events": closer})]
-    label_msgs = [*simulate.batches(labels, BATCH), orjson.dumps(
-        {"request_id": "closer", "model": MODEL, "ts": end, "label": 0})]
+    prediction_msgs = list(simulate.batches(predictions, BATCH))
+    label_msgs = list(simulate.batches(labels, BATCH))
 
     weights = [round(0.01 * (i + 2), 2) for i in range(30)]
     setup = [operator.operator_command(s, "promote", MODEL, to_version="v1"),
@@ -160,6 +155,17 @@ def test_three_sigkills_lose_nothing_count_nothing_twice_apply_nothing_twice(
     third = Publisher(worker, "labels", label_msgs, commands[half:], stop)
     _kill_during(worker, third, "labels", len(label_msgs), rng, kills, at=(0.2, 0.7))
     assert [k["code"] for k in kills] == [-9, -9, -9], kills
+    # Then a far-future prediction and label move both clocks past every window's
+    # label TTL: each KPI window gets its final revision. (Sent before the labels,
+    # the prediction would expire every prediction still waiting for its label.)
+    end = T0 + 60 * WINDOWS + 700
+    closer = simulate.FraudTraffic(seed=32).events(1, start_s=end, span_s=1)
+    producer = simulate.make_producer(s.bootstrap)
+    simulate.publish(producer, worker.topic("predictions"), MODEL,
+                     [orjson.dumps({"events": closer})])
+    simulate.publish(producer, worker.topic("labels"), MODEL, [orjson.dumps(
+        {"request_id": "closer", "model": MODEL, "ts": end, "label": 0})])
+    worker.wait_committed("labels", len(label_msgs) + 1, timeout_s=60)
     log = worker.log()
     assert log.count("worker killed") == 3
 
@@ -167,9 +173,11 @@ def test_three_sigkills_lose_nothing_count_nothing_twice_apply_nothing_twice(
     inputs = tail.read_messages(s.bootstrap, [worker.topic(t) for t in replay.INPUTS])
     inputs.sort(key=lambda m: (m.timestamp()[1], m.topic() != worker.topic("predictions"),
                                m.offset()))
-    assert sum(m.topic() == worker.topic("labels") for m in inputs) == len(label_msgs)
+    assert sum(m.topic() == worker.topic("labels") for m in inputs) == len(label_msgs) + 1
     expected = replay.recompute(inputs, parse_policy(POLICY), s)
     assert sum(r["n"] for r in expected.drift) == WINDOWS * PER_WINDOW
+    labeled = {r["window_start"]: r["n_labeled"] for r in expected.kpi}  # last revisions
+    assert len(labeled) == WINDOWS and sum(labeled.values()) == len(labels), labeled
 
     for kind, want in (("drift", expected.drift), ("kpi", expected.kpi)):
         done = {replay.identity(kind, r) for r in want}
