@@ -43,7 +43,8 @@ def _iso(ts: float) -> str:
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_pending_predictions_survive_a_restart(worker_factory: object, store: str) -> None:
-    worker = worker_factory(POLICY, agents="kpi", store=store, log_level="info")  # type: ignore[operator]
+    worker = worker_factory(POLICY, agents="kpi", store=store, log_level="info",  # type: ignore[operator]
+                            env={"DRIFTLINE_SESSION_TIMEOUT_S": "6"})
     bootstrap = worker.settings.bootstrap
     traffic = simulate.FraudTraffic(seed=11)
     predictions: list[dict[str, object]] = []
@@ -88,7 +89,7 @@ def test_pending_predictions_survive_a_restart(worker_factory: object, store: st
     # skipped, a prediction never handed to the agent; faust-streaming/faust#596).
     # The new worker joins the group once the stopped one's session has expired
     # (the embedded broker numbers the first generation 0, and aiokafka sends no
-    # LeaveGroup for generation 0): about 20 s.
+    # LeaveGroup for generation 0): about 2 x the 6 s session timeout set here.
     worker.wait_ready(timeout_s=60)
     if store == "rocksdb://":
         tables = Path(worker.settings.datadir)
