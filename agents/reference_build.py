@@ -163,7 +163,8 @@ def build(
     pca = (
         profile_multivariate(
             columns,
-            exclude=frozenset({SCORE, PREDICTION}),
+            # (features the policy ignores are left out, as in the stream's warm-up)
+            exclude=frozenset({SCORE, PREDICTION}) | policy.ignored(),
             max_features=policy.multivariate_max_features,
             variance=policy.multivariate_variance,
         )

@@ -21,6 +21,8 @@ How a feature is judged, and what the defaults mean for false alarms:
   ``psi_drift`` (0.2, the usual "significant shift" rule of thumb);
 * windows with fewer than ``min_window_events`` events are reported but never
   flagged;
+* ``features`` gives named features their own ``psi_warn``, ``psi_drift`` and
+  ``consecutive``, or ``ignore: true`` (see ``FeatureDriftPolicy``);
 * the multivariate signal (PCA reconstruction error of the numeric features
   together) follows the same rules with its own floor and drift level
   (``multivariate_warn``, ``multivariate_drift``: relative rises over its
@@ -33,6 +35,7 @@ segments to slice by, the cost matrix and the concept-drift detector.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import yaml
@@ -43,6 +46,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.durations import DurationMs, format_duration_ms, parse_duration_ms
 from schemas.errors import DriftlineError, explain_yaml
@@ -59,6 +63,51 @@ class PolicyError(DriftlineError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureDriftPolicy(_Section):
+    """How one feature is judged, where it differs from its ``drift`` section.
+
+    Unset settings take the section's value. Only what is judged per feature
+    can differ: the PSI floor and drift level, and the windows in a row before
+    drift. ``false_alarm_rate`` stays the model's budget, split evenly over the
+    features judged together (a feature of its own would break the per-model
+    guarantee); ``bins``, ``top_k`` and ``min_window_events`` shape the
+    reference and the window, not the judgement.
+
+    ``ignore``: the feature is still summarised and reported with all its
+    metrics, but never flagged (status ``ok``, no streak), left out of the
+    Bonferroni count (the other features' noise thresholds are as if it did
+    not exist) and out of the multivariate signal of references built from
+    then on. The settings apply to numeric and categorical features alike
+    (both are judged on PSI); ``prediction.score`` and ``prediction.class``
+    name the model's outputs.
+    """
+
+    psi_warn: float | None = Field(
+        default=None, gt=0, description="smallest PSI of this feature that is flagged"
+    )
+    psi_drift: float | None = Field(
+        default=None, gt=0, description="PSI of this feature that is drift at once"
+    )
+    consecutive: int | None = Field(
+        default=None, ge=1, le=100, description="flagged windows in a row before drift"
+    )
+    ignore: bool = Field(
+        default=False,
+        description="summarise and report the feature, never flag it, leave it out of the "
+        "false-alarm correction and of the multivariate signal",
+    )
+
+
+@dataclass(frozen=True)
+class FeatureThresholds:
+    """The settings one feature is judged by: its overrides over the section's values."""
+
+    psi_warn: float
+    psi_drift: float
+    consecutive: int
+    ignore: bool = False
 
 
 class DriftPolicy(_Section):
@@ -110,6 +159,11 @@ class DriftPolicy(_Section):
         default=0.5, gt=0, le=100,
         description="relative rise of the reconstruction error that is drift at once",
     )
+    features: dict[str, FeatureDriftPolicy] = Field(
+        default_factory=dict,
+        description="feature name -> its own psi_warn, psi_drift, consecutive, or ignore: "
+        "true; unset settings take this section's; names never seen are fine",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> DriftPolicy:
@@ -122,7 +176,57 @@ class DriftPolicy(_Section):
                 f"multivariate_warn ({self.multivariate_warn}) must not exceed "
                 f"multivariate_drift ({self.multivariate_drift})"
             )
+        problems = [
+            problem
+            for name, override in self.features.items()
+            if (problem := self._feature_order(name, override)) is not None
+        ]
+        if problems:
+            # Each problem keeps its own path (drift.features.<name>.<setting>).
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
+
+    def _feature_order(self, name: str, override: FeatureDriftPolicy) -> InitErrorDetails | None:
+        """A feature's psi_warn above its psi_drift (either may be the section's)."""
+        t = self.for_feature(name)
+        if t.psi_warn <= t.psi_drift:
+            return None
+        field = "psi_warn" if override.psi_warn is not None else "psi_drift"
+        warn_from = "" if override.psi_warn is not None else ", the section's"
+        drift_from = "" if override.psi_drift is not None else ", the section's"
+        return InitErrorDetails(
+            type=PydanticCustomError(
+                "threshold_order",
+                "psi_warn ({warn}{warn_from}) must not exceed psi_drift ({drift}{drift_from})",
+                {"warn": t.psi_warn, "warn_from": warn_from,
+                 "drift": t.psi_drift, "drift_from": drift_from},
+            ),
+            loc=("features", name, field),
+            input=getattr(override, field),
+        )
+
+    def for_feature(self, name: str) -> FeatureThresholds:
+        """The settings ``name`` is judged by (the section's, unless ``features`` overrides).
+
+        >>> p = DriftPolicy(features={"amount": {"psi_warn": 0.1}})
+        >>> p.for_feature("amount")
+        FeatureThresholds(psi_warn=0.1, psi_drift=0.2, consecutive=2, ignore=False)
+        >>> p.for_feature("age")
+        FeatureThresholds(psi_warn=0.05, psi_drift=0.2, consecutive=2, ignore=False)
+        """
+        o = self.features.get(name)
+        if o is None:
+            return FeatureThresholds(self.psi_warn, self.psi_drift, self.consecutive)
+        return FeatureThresholds(
+            psi_warn=self.psi_warn if o.psi_warn is None else o.psi_warn,
+            psi_drift=self.psi_drift if o.psi_drift is None else o.psi_drift,
+            consecutive=self.consecutive if o.consecutive is None else o.consecutive,
+            ignore=o.ignore,
+        )
+
+    def ignored(self) -> frozenset[str]:
+        """Features named with ``ignore: true``."""
+        return frozenset(name for name, o in self.features.items() if o.ignore)
 
 
 class Target(_Section):

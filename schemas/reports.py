@@ -43,6 +43,17 @@ class FeatureDrift(_Report):
     threshold: float | None = Field(
         default=None, description="PSI that noise alone exceeds at the policy's false-alarm rate"
     )
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="the settings this feature was judged by: psi_warn, psi_drift and "
+        "consecutive, the drift section's or the feature's own (drift.features); empty "
+        "when ignored",
+    )
+    ignored: bool = Field(
+        default=False,
+        description="the policy ignores this feature (drift.features.<name>.ignore): "
+        "reported, never flagged, not counted in the false-alarm correction",
+    )
     streak: int = Field(default=0, description="windows in a row this feature has been flagged")
     status: DriftStatus
     drifted: bool

@@ -36,7 +36,7 @@ from typing import Literal, NotRequired, TypedDict, cast
 import numpy as np
 import numpy.typing as npt
 
-from schemas.policy import DriftPolicy
+from schemas.policy import DriftPolicy, FeatureThresholds
 from schemas.reference import ReferenceProfile
 from schemas.reports import (
     DriftReport,
@@ -65,6 +65,14 @@ from streams.windows import closable, window_starts_ms
 SCORE = "@score"
 PREDICTION = "@prediction"
 _OUTPUTS = {SCORE: "score", PREDICTION: "class"}
+
+
+def policy_name(name: str) -> str:
+    """The name a feature has in the report and in the policy's ``drift.features``:
+    the outputs are ``prediction.score`` and ``prediction.class``."""
+    return f"prediction.{_OUTPUTS[name]}" if name in _OUTPUTS else name
+
+
 #: Names of features beyond ``max_features`` remembered for the report.
 MAX_UNTRACKED_NAMES = 20
 #: The multivariate signal's name in ``drifted_features``, and its key in ``streaks``.
@@ -177,7 +185,9 @@ class DriftMonitor:
     """
 
     def __init__(self, *, policy: DriftPolicy) -> None:
-        if policy.psi_warn > policy.psi_drift:
+        if policy.psi_warn > policy.psi_drift or any(
+            t.psi_warn > t.psi_drift for t in map(policy.for_feature, policy.features)
+        ):
             raise ValueError("psi_warn must not exceed psi_drift")
         self.policy = policy
         self.numeric = NumericSummary()
@@ -290,8 +300,13 @@ class DriftMonitor:
             return mv.errors(pca, self._rows(pca["names"], batch, numeric)), None
         names = state.get("mv_names")
         if names is None:
+            ignored = self.policy.ignored()
             names = mv.choose_features(
-                [n for n, k in state["kinds"].items() if k == "numeric" and n not in _OUTPUTS],
+                [
+                    n
+                    for n, k in state["kinds"].items()
+                    if k == "numeric" and n not in _OUTPUTS and n not in ignored
+                ],
                 self.policy.multivariate_max_features,
             )
             if len(names) < 2:
@@ -577,13 +592,17 @@ class DriftMonitor:
         sums = acc.get("mv") if pca is not None and not partial else None
         if p.multivariate:
             notes.extend(self._multivariate_notes(state, ref, partial))
-        # Bonferroni: noise alone flags any feature (or the multivariate signal) in at
-        # most false_alarm_rate of windows.
-        alpha = p.false_alarm_rate / max(len(compared) + (sums is not None), 1)
+        if pca is not None:
+            notes.extend(self._ignored_in_multivariate(pca, ref))
+        # Bonferroni: noise alone flags any judged feature (or the multivariate signal)
+        # in at most false_alarm_rate of windows. Ignored features are not tests.
+        settings = {name: p.for_feature(policy_name(name)) for name in compared}
+        tests = sum(not t.ignore for t in settings.values()) + (sums is not None)
+        alpha = p.false_alarm_rate / max(tests, 1)
         streaks = dict(state["streaks"])
         results: dict[str, FeatureDrift] = {}
         for name, (kind, c) in compared.items():
-            results[name] = self._judge(kind, c, enough, alpha, streaks, name)
+            results[name] = self._judge(kind, c, enough, alpha, streaks, name, settings[name])
         multivariate = (
             self._judge_multivariate(pca, sums, alpha, streaks)
             if pca is not None and sums is not None
@@ -630,6 +649,21 @@ class DriftMonitor:
             thresholds=thresholds,
             notes=notes,
         )
+
+    def _ignored_in_multivariate(self, pca: mv.PcaReference, ref: Reference) -> list[str]:
+        """Ignored features a reference built before they were ignored still has."""
+        kept = [n for n in pca["names"] if n in self.policy.ignored()]
+        if not kept:
+            return []
+        rebuild = (
+            "rebuild and publish it with `driftline reference build`"
+            if ref["kind"] == "profile"
+            else "a new version's warm-up reference leaves them out"
+        )
+        return [
+            f"the multivariate signal still includes {', '.join(kept)}, ignored by the policy: "
+            f"the reference was built before they were ignored; {rebuild}"
+        ]
 
     @staticmethod
     def _multivariate_notes(state: VersionState, ref: Reference, partial: bool) -> list[str]:
@@ -686,7 +720,7 @@ class DriftMonitor:
                 )
                 status, when = self._hysteresis(
                     streaks[_MV_STREAK], t.relative_change >= p.multivariate_drift,
-                    f"at least {p.multivariate_drift:.0%} above")
+                    f"at least {p.multivariate_drift:.0%} above", p.consecutive)
                 reason = (
                     f"{why}{when}; the features no longer vary together as in the reference "
                     "(changed correlations, or values off the reference's main directions)"
@@ -706,14 +740,17 @@ class DriftMonitor:
             reason=reason,
         )
 
-    def _hysteresis(self, run: int, large: bool, how_large: str) -> tuple[DriftStatus, str]:
+    @staticmethod
+    def _hysteresis(
+        run: int, large: bool, how_large: str, consecutive: int
+    ) -> tuple[DriftStatus, str]:
         """A flagged signal is drift when large or flagged ``consecutive`` windows running,
         warn before that; with the words that say which."""
         if large:
             return "drift", f"; {how_large}, drift at once"
-        if run >= self.policy.consecutive:
+        if run >= consecutive:
             return "drift", f"; flagged {run} windows in a row"
-        left = self.policy.consecutive - run
+        left = consecutive - run
         return "warn", f"; drift if it holds {left} more window{'s' if left > 1 else ''}"
 
     def _judge(
@@ -724,23 +761,34 @@ class DriftMonitor:
         alpha: float,
         streaks: dict[str, int],
         name: str,
+        t: FeatureThresholds,
     ) -> FeatureDrift:
-        """Flag when PSI beats both noise and the floor; drift when it holds or is large."""
+        """Flag when PSI beats both noise and the floor; drift when it holds or is large.
+
+        ``t``: the feature's own settings (``drift.features``) over the section's. An
+        ignored feature is reported with its metrics and never flagged."""
+        if t.ignore:
+            streaks.pop(name, None)
+            return FeatureDrift(
+                kind=kind, n=c.n, missing=c.missing, metrics=c.metrics,
+                status="ok", drifted=False, ignored=True,
+            )
         p = self.policy
         noise = psi_noise_threshold(c.reference_n, c.n, bins=c.psi_bins, alpha=alpha)
         status: DriftStatus = "ok"
         reason = ""
         if enough:
-            flagged = c.psi > noise and c.psi >= p.psi_warn
+            flagged = c.psi > noise and c.psi >= t.psi_warn
             streaks[name] = streaks.get(name, 0) + 1 if flagged else 0
             if flagged:
                 why = (
                     f"PSI {c.psi:.3f} is above noise ({noise:.4f} for {c.n} values at a "
                     f"false-alarm rate of {p.false_alarm_rate:g} per window) and the "
-                    f"{p.psi_warn:g} floor"
+                    f"{t.psi_warn:g} floor"
                 )
                 status, when = self._hysteresis(
-                    streaks[name], c.psi >= p.psi_drift, f"at least {p.psi_drift:g}")
+                    streaks[name], c.psi >= t.psi_drift, f"at least {t.psi_drift:g}",
+                    t.consecutive)
                 reason = f"{why}{when}; {c.move}"
         return FeatureDrift(
             kind=kind,
@@ -748,6 +796,11 @@ class DriftMonitor:
             missing=c.missing,
             metrics=c.metrics,
             threshold=round(noise, 6) if noise != float("inf") else None,
+            thresholds={
+                "psi_warn": t.psi_warn,
+                "psi_drift": t.psi_drift,
+                "consecutive": t.consecutive,
+            },
             streak=streaks.get(name, 0),
             status=status,
             drifted=status == "drift",

@@ -148,10 +148,11 @@ def profile_multivariate(
     """The multivariate reference of whole columns of training data (a file).
 
     The same code as the stream's warm-up: the first ``max_features`` numeric
-    columns by name (``exclude`` holds the model's outputs), the rows in file
-    order split even/odd into halves A and B, values summed minus the column's
-    anchor, a missing value imputed with the mean of the values above it. None
-    with fewer than two numeric columns that vary.
+    columns by name (``exclude`` holds the model's outputs and the features the
+    policy ignores), the rows in file order split even/odd into halves A and B,
+    values summed minus the column's anchor, a missing value imputed with the
+    mean of the values above it. None with fewer than two numeric columns that
+    vary.
 
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=2000)

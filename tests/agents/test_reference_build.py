@@ -169,6 +169,19 @@ def test_the_profile_carries_the_multivariate_part(jsonl: Path) -> None:
     assert off.multivariate is None
 
 
+def test_features_the_policy_ignores_are_left_out_of_the_multivariate_part(
+    jsonl: Path,
+) -> None:
+    policy = DriftPolicy(features={"amount": {"ignore": True}})
+    profile = reference_build.build(jsonl, model="m", version="v", policy=policy)
+    assert profile.multivariate is not None
+    assert "amount" not in profile.multivariate.names
+    assert "amount" in profile.features  # still profiled, so still reported
+    default = reference_build.build(jsonl, model="m", version="v", policy=DriftPolicy())
+    assert default.multivariate is not None and "amount" in default.multivariate.names
+    assert profile.multivariate.names == [n for n in default.multivariate.names if n != "amount"]
+
+
 def test_profiles_without_the_multivariate_part_still_load(jsonl: Path) -> None:
     profile = reference_build.build(jsonl, model="m", version="v", policy=DriftPolicy())
     old = orjson.loads(profile.model_dump_json())
