@@ -110,8 +110,18 @@ def test_two_workers_share_the_partitions_and_report_what_one_pass_does(
     second = first.peer(tmp_path / "second", env={"DRIFTLINE_METRICS_PORT": str(ports[1])})
     first.seal_changelogs()
     second.start()
+    try:
+        _second_half(first, second, halves[1], labels, publish, ports)
+    finally:
+        second.stop()
+
+
+def _second_half(first: WorkerProcess, second: WorkerProcess,
+                 half: list[tuple[str, bytes]], labels: dict[str, list[dict[str, Any]]],
+                 publish: Any, ports: list[int]) -> None:
+    s = first.settings
     second.wait_ready(timeout_s=90)
-    publish("predictions", halves[1])
+    publish("predictions", half)
     sent = tail.read_messages(s.bootstrap, [first.topic("predictions")])
     _wait_all_committed(first, "predictions", _ends(sent, first.topic("predictions")))
     for model in MODELS:
@@ -152,4 +162,3 @@ def test_two_workers_share_the_partitions_and_report_what_one_pass_does(
     counted = [_events_counted(port, first.topic("predictions")) for port in ports]
     assert all(c > 0 for c in counted), counted
     print(f"events counted by each worker since it started: {counted}")
-    second.stop()
