@@ -59,3 +59,26 @@ def explain_yaml(problems: list[Any], root: yaml.Node | None, *, source: str) ->
         line = item.get("line") or yaml_line(root, loc)
         parts.append(f"{f'{source}:{line}' if line else source}: {field}: {item['msg']}")
     return "; ".join(parts)
+
+
+def load_yaml_mapping(
+    text: str, *, source: str, error: type[DriftlineError], what: str
+) -> tuple[dict[Any, Any], yaml.Node | None]:
+    """A YAML document that must be a mapping, and its node tree (for ``yaml_line``);
+    ``error`` says ``source: ...`` when it is not valid YAML or not a mapping of ``what``.
+
+    >>> load_yaml_mapping("a: 1", source="f.yaml", error=DriftlineError, what="x")[0]
+    {'a': 1}
+    >>> load_yaml_mapping("- 1", source="f.yaml", error=DriftlineError, what="sections")
+    Traceback (most recent call last):
+    ...
+    schemas.errors.DriftlineError: f.yaml: the top level must be a mapping of sections
+    """
+    try:
+        data = yaml.safe_load(text) or {}
+        root = yaml.compose(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise error(f"{source}: the top level must be a mapping of {what}")
+    return data, root

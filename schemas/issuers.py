@@ -35,11 +35,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.commands import CommandType
-from schemas.errors import DriftlineError, explain_yaml, yaml_line
+from schemas.errors import DriftlineError, explain_yaml, load_yaml_mapping, yaml_line
 
 # policy, retrain-hook, operator:alice, ci:deployer@prod; no spaces, one optional colon
 ISSUER_NAME = re.compile(r"^[A-Za-z0-9][\w.@-]*(:[\w.@-]+)?$")
@@ -118,13 +117,8 @@ def parse_issuers(text: str, *, source: str = "issuers") -> IssuersFile:
     ...
     schemas.issuers.IssuersError: i.yaml:1: operator:ana.commands.0: Input should be ...
     """
-    try:
-        data = yaml.safe_load(text) or {}
-        root = yaml.compose(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise IssuersError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise IssuersError(f"{source}: the top level must be a mapping of issuer names to rules")
+    data, root = load_yaml_mapping(text, source=source, error=IssuersError,
+                                   what="issuer names to rules")
     problems: list[dict[str, Any]] = []
     issuers: dict[str, Issuer] = {}
     key_lines = {str(k.value): k.start_mark.line + 1 for k, _ in getattr(root, "value", [])}

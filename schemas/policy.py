@@ -38,7 +38,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -49,7 +48,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.durations import DurationMs, format_duration_ms, parse_duration_ms
-from schemas.errors import DriftlineError, explain_yaml
+from schemas.errors import DriftlineError, explain_yaml, load_yaml_mapping
 from schemas.poisoning import PoisoningPolicy
 from schemas.rules import DecisionPolicy
 
@@ -343,13 +342,7 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
     ...
     schemas.policy.PolicyError: p.yaml:2: drift.window: Value error, '5x' is not a duration ...
     """
-    try:
-        data = yaml.safe_load(text) or {}
-        root = yaml.compose(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise PolicyError(f"{source}: the top level must be a mapping of sections")
+    data, root = load_yaml_mapping(text, source=source, error=PolicyError, what="sections")
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
