@@ -27,11 +27,4 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         app, settings, handler, name="kpi", sources=["predictions", "labels"],
         output="kpi", table="kpi-state",
     )
-
-    @app.on_partitions_revoked.connect
-    async def forget(sender: object, revoked: object, **kwargs: object) -> None:
-        # The join's in-memory working set mirrors the table; after a rebalance
-        # it is rebuilt from the table (for the models this worker then owns).
-        handler.forget()
-
     return agent

@@ -68,8 +68,14 @@ class Overlay(MutableMapping[bytes, bytes]):
 
     def apply(self, target: MutableMapping[bytes, bytes]) -> None:
         """Write, then delete (a Faust table sends a tombstone to its changelog)."""
-        for key, value in self.writes.items():
+        apply_changes(target, self.changes())
+
+
+def apply_changes(target: MutableMapping[bytes, bytes],
+                  changes: Mapping[bytes, bytes | None]) -> None:
+    """Write each change to ``target``; None deletes the key (if there)."""
+    for key, value in changes.items():
+        if value is not None:
             target[key] = value
-        for key in self.deleted:
-            if key in target:
-                del target[key]
+        elif key in target:
+            del target[key]

@@ -27,9 +27,4 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         output="poisoning", table="poisoning-state",
         extra_outputs=("training-data.clean", "training-data.quarantine"),
     )
-
-    @app.on_partitions_revoked.connect
-    async def forget(sender: object, revoked: object, **kwargs: object) -> None:
-        handler.forget()
-
     return agent

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from agents.overlay import apply_changes
+
 logger = logging.getLogger(__name__)
 
 MAGIC = b"DLR1"
@@ -166,11 +168,7 @@ class RedoLog:
         raw = after.dumps()
         self.table[redo_key(partition)] = raw
         self._known[partition] = (raw, after)
-        for key, value in changes.items():
-            if value is not None:
-                self.table[key] = value
-            elif key in self.table:
-                del self.table[key]
+        apply_changes(self.table, changes)
 
     def forget(self) -> None:
         """After a rebalance: the next read of each partition checks its record again."""

@@ -149,7 +149,9 @@ def register(
     """The agent ``name``: ``handler`` over the ``sources`` topics (in one stream, so
     a model's messages are handled in order), reports to ``output``, its state in
     the Faust table ``table`` (bytes keys and values, one changelog partition per
-    input partition). The table also holds each partition's redo record, so even
+    input partition). A handler with a ``forget()`` (in-memory working sets that
+    mirror the table) has it called when partitions are revoked. The table also
+    holds each partition's redo record, so even
     an agent that keeps its state elsewhere (the controller: the registry) gets
     one, for its progress. Returns the agent and its table."""
     state = app.Table(table, default=None, key_type=bytes, value_type=bytes,
@@ -158,7 +160,12 @@ def register(
 
     @app.on_partitions_revoked.connect
     async def recheck(sender: object, revoked: object, **kwargs: object) -> None:
-        log.forget()  # the table is recovered again for the partitions assigned next
+        # The table is recovered again for the partitions assigned next: what was
+        # read from it (redo records; a handler's working sets) is read again.
+        log.forget()
+        forget = getattr(handler, "forget", None)
+        if forget is not None:
+            forget()
 
     async def settle(topic: str, partition: int, start: int, end: int) -> None:
         # Faust's consumer commits up to the first offset nobody acknowledged: mark

@@ -8,7 +8,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,8 +40,10 @@ class WorkerProcess:
 
     def __init__(self, broker: EmbeddedBroker, tmp: Path, policy: str, *,
                  agents: str = "drift", partitions: int = 1, store: str | None = None,
-                 log_level: str = "warn", env: dict[str, str] | None = None) -> None:
-        self.prefix = f"t{uuid.uuid4().hex[:8]}."
+                 log_level: str = "warn", env: dict[str, str] | None = None,
+                 prefix: str | None = None) -> None:
+        self.broker = broker
+        self.prefix = prefix or f"t{uuid.uuid4().hex[:8]}."
         self.store = store
         self.settings = Settings(broker=broker.bootstrap, topic_prefix=self.prefix,
                                  app_id=f"driftline-{self.prefix.rstrip('.')}",
@@ -63,16 +64,13 @@ class WorkerProcess:
 
     def peer(self, tmp: Path, *, env: dict[str, str] | None = None) -> WorkerProcess:
         """Another worker process of the same app (app id, topic prefix, policy,
-        agents, partitions), with its own datadir and log: they share the
+        agents, partitions, store), with its own datadir, registry and log: they share the
         partitions. Not started."""
         tmp.mkdir(parents=True, exist_ok=True)
-        other = WorkerProcess.__new__(WorkerProcess)
-        other.__dict__.update(self.__dict__)
-        other.settings = replace(self.settings, datadir=str(tmp / "data"))
-        other.log_path = tmp / "worker.log"
-        other.starts, other.proc = 0, None
-        other.extra_env = {**self.extra_env, **(env or {})}
-        return other
+        return WorkerProcess(self.broker, tmp, self.policy_path.read_text(), agents=self.agents,
+                             partitions=self.settings.partitions, store=self.store,
+                             log_level=self.log_level, env={**self.extra_env, **(env or {})},
+                             prefix=self.prefix)
 
     def start(self) -> WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:

@@ -172,12 +172,17 @@ def check_schema(
         if not details[i]:
             details[i] = detail
 
-    for name, num in support.numeric.items():
+    def column(name: str, missing_ok: bool) -> Sequence[Value] | None:
+        """The feature's values, or None when no record has it (flagged unless allowed)."""
         values = columns.get(name)
+        if values is None and not missing_ok:
+            for i in range(n):
+                flag(i, "missing_value", f"{name} is missing (never in the reference)")
+        return values
+
+    for name, num in support.numeric.items():
+        values = column(name, num.missing_ok)
         if values is None:
-            if not num.missing_ok:
-                for i in range(n):
-                    flag(i, "missing_value", f"{name} is missing (never in the reference)")
             continue
         x = numeric_column(values)
         for i in np.flatnonzero(np.isnan(x)).tolist():
@@ -214,11 +219,8 @@ def check_schema(
                 )
 
     for name, cat in support.categorical.items():
-        values = columns.get(name)
+        values = column(name, cat.missing_ok)
         if values is None:
-            if not cat.missing_ok:
-                for i in range(n):
-                    flag(i, "missing_value", f"{name} is missing (never in the reference)")
             continue
         for i, v in enumerate(values):
             if v is None:
