@@ -1,9 +1,17 @@
 """Decode input messages: one event, or a ``{"events": [...]}`` batch of them.
 
 Events are validated against the public models (``schemas.events``) and come
-out as plain dicts (``row_type``): three times faster than model instances,
-which matters at hundreds of thousands of events per second. Optional fields
-may be absent: read them with ``.get``. Each event is validated on its own.
+out as plain dicts: optional fields may be absent (read them with ``.get``),
+and every row carries ``ts_ms``, its event time in epoch milliseconds, the one
+to compute with (``ts`` is as validated: a datetime, or the number or text as
+sent when the fast path took the message).
+
+Two paths, one contract. Predictions, features and labels first go through
+their msgspec twins (``schemas.fast_rows``): parse and validate in one pass at
+JSON speed, accepting only what the pydantic model accepts, with the same
+values. A message msgspec refuses, for whatever reason, is validated again by
+pydantic into dicts (``row_type``), event by event if need be: that path
+decides what is invalid and says why. Each event is validated on its own.
 A message that cannot be read at all becomes one DeadLetter holding its exact
 bytes; an invalid event inside a batch becomes a DeadLetter holding that event
 (re-encoded as JSON) and its position, while the valid events of the same
@@ -14,14 +22,18 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import msgspec
+import numpy as np
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from agents.pii import Pseudonymizer
+from schemas import fast_rows
 from schemas.errors import explain
-from schemas.events import row_type
+from schemas.events import EventTime, datetime_ms, row_type
 from schemas.reports import DeadLetter
 
 E = TypeVar("E", bound=BaseModel)
@@ -86,8 +98,14 @@ def dead_letter(
 class Codec(Generic[E]):
     """Validating decoder for one input topic's event type."""
 
-    def __init__(self, model: type[E], *, max_message_bytes: int, agent: str,
-                 pii: Pseudonymizer | None = None) -> None:
+    def __init__(
+        self,
+        model: type[E],
+        *,
+        max_message_bytes: int,
+        agent: str,
+        pii: Pseudonymizer | None = None,
+    ) -> None:
         self.model = model
         self.pii = pii  # fields named as PII in the policy, replaced after validation
         self.max_message_bytes = max_message_bytes
@@ -95,6 +113,7 @@ class Codec(Generic[E]):
         row = row_type(model)
         self._many: TypeAdapter[list[Row]] = TypeAdapter(list[row])  # type: ignore[valid-type]
         self._one: TypeAdapter[Row] = TypeAdapter(row)
+        self._fast = fast_rows.decoders(model)
         self._hint = (
             f'send one {model.__name__} JSON object or {{"events": [...]}} of them '
             "(JSON Schema: `driftline schemas export`)"
@@ -107,6 +126,10 @@ class Codec(Generic[E]):
         return out
 
     def _decode(self, raw: bytes | None, origin: Origin) -> Decoded:
+        if raw and self._fast is not None and len(raw) <= self.max_message_bytes:
+            rows = self._decode_fast(raw)
+            if rows is not None:
+                return Decoded(events=rows, positions=list(range(len(rows))))
         out = Decoded()
         items = self._items(raw or b"", origin, out)
         if items is None:
@@ -114,12 +137,16 @@ class Codec(Generic[E]):
         try:
             out.events = self._many.validate_python(items)
             out.positions = list(range(len(items)))
+            for event in out.events:
+                event["ts_ms"] = datetime_ms(event["ts"])
             return out
         except ValidationError:
             pass  # find the bad ones one by one; the good ones go on
         for index, item in enumerate(items):
             try:
-                out.events.append(self._one.validate_python(item))
+                event = self._one.validate_python(item)
+                event["ts_ms"] = datetime_ms(event["ts"])
+                out.events.append(event)
                 out.positions.append(index)
             except ValidationError as exc:
                 where = f"event {index} of the batch" if len(items) > 1 else "the event"
@@ -135,6 +162,29 @@ class Codec(Generic[E]):
                     )
                 )
         return out
+
+    def _decode_fast(self, raw: bytes) -> list[Row] | None:
+        """The message's rows if msgspec accepts all of it, else None (pydantic decides)."""
+        batch, single = self._fast  # type: ignore[misc]
+        try:
+            rows: list[Row] = batch.decode(raw)["events"]
+        except (msgspec.MsgspecError, ValueError):  # ValueError: bad UTF-8
+            if b'"events"' in raw:  # a batch with a bad event: the slow path finds it
+                return None
+            try:
+                rows = [single.decode(raw)]
+            except (msgspec.MsgspecError, ValueError):  # ValueError: bad UTF-8
+                return None
+        stamps = [row["ts"] for row in rows]
+        if any(type(s) is str for s in stamps):  # text: pydantic parses those
+            millis = _text_times(stamps)
+            if millis is None:
+                return None
+        else:
+            millis = fast_rows.epoch_ms(stamps).tolist()
+        for row, ms in zip(rows, millis, strict=True):
+            row["ts_ms"] = ms
+        return rows
 
     def _items(self, raw: bytes, origin: Origin, out: Decoded) -> list[Any] | None:
         def refuse(reason: str) -> None:
@@ -164,6 +214,24 @@ class Codec(Generic[E]):
             return [doc]
         refuse(f"the message is a JSON {json_type(doc)}, not an object; {self._hint}")
         return None
+
+
+_EVENT_TIMES: TypeAdapter[list[datetime]] = TypeAdapter(list[EventTime])
+
+
+def _text_times(stamps: list[float | str]) -> list[int] | None:
+    """Event times, numbers and text mixed, in epoch milliseconds; None if pydantic
+    refuses a text one."""
+    texts = [(i, s) for i, s in enumerate(stamps) if isinstance(s, str)]
+    try:
+        parsed = _EVENT_TIMES.validate_python([s for _, s in texts])
+    except ValidationError:
+        return None
+    numbers = np.array([0.0 if isinstance(s, str) else s for s in stamps], dtype=np.float64)
+    millis = fast_rows.epoch_ms(numbers).tolist()
+    for (i, _), when in zip(texts, parsed, strict=True):
+        millis[i] = datetime_ms(when)
+    return millis
 
 
 def keyed_events(decoded: Decoded, origin: Origin, *, agent: str) -> list[Row]:
@@ -199,12 +267,19 @@ def decode_one(
 ) -> tuple[E | None, DeadLetter | None]:
     """One JSON object of ``model`` (reports, commands), or the dead letter saying why not."""
     if not raw:
-        return None, dead_letter(origin, f"empty message; expected one {model.__name__} JSON "
-                                 "object", raw or b"", agent=agent)
+        return None, dead_letter(
+            origin,
+            f"empty message; expected one {model.__name__} JSON object",
+            raw or b"",
+            agent=agent,
+        )
     try:
         return model.model_validate_json(raw), None
     except ValidationError as exc:
         why = explain(exc, where_empty="(message)", limit=5)
         return None, dead_letter(
-            origin, f"not a valid {model.__name__}: {why} (JSON Schema: `driftline schemas "
-            "export`)", raw, agent=agent)
+            origin,
+            f"not a valid {model.__name__}: {why} (JSON Schema: `driftline schemas export`)",
+            raw,
+            agent=agent,
+        )

@@ -197,7 +197,7 @@ class DriftHandler:
 
 def to_batch(events: list[Row]) -> FeatureBatch:
     """Columns of the events' features, plus the model's score and prediction (if any)."""
-    ts = [int(e["ts"].timestamp() * 1000) for e in events]
+    ts = [e["ts_ms"] for e in events]
     batch = FeatureBatch.from_rows(ts, [e.get("features") or {} for e in events])
     if any("prediction" in e for e in events):  # FeatureEvents have no outputs
         columns = dict(batch.columns)

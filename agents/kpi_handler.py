@@ -84,7 +84,7 @@ def _k(*parts: str) -> bytes:
 
 
 def _ts_ms(event: Row) -> int:
-    return int(event["ts"].timestamp() * 1000)
+    return int(event["ts_ms"])
 
 
 class KpiHandler:

@@ -8,7 +8,7 @@ breaking validation. ``ts`` is event time: an RFC 3339 string or epoch seconds.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import typing_extensions
@@ -47,6 +47,23 @@ EventTime = Annotated[datetime, AfterValidator(_finite_epoch)]
 _EVENT_TIME: TypeAdapter[datetime] = TypeAdapter(EventTime)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def datetime_ms(value: datetime) -> int:
+    """Epoch milliseconds of a datetime, exactly: floored, naive read as UTC. The one
+    definition of an event's time in milliseconds (integer arithmetic, no float
+    rounding).
+
+    >>> datetime_ms(datetime(2027, 1, 15, 8, 0, 0, 999, tzinfo=UTC))
+    1800000000000
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _MS
+
+
 def event_time_ms(value: Any) -> int:
     """An event time (RFC 3339 string, epoch seconds or datetime) in epoch milliseconds,
     read as the events' ``ts`` is; ValueError if it is not one.
@@ -55,7 +72,7 @@ def event_time_ms(value: Any) -> int:
     (1795424400000, 1800000000000)
     """
     try:
-        return int(_EVENT_TIME.validate_python(value).timestamp() * 1000)
+        return datetime_ms(_EVENT_TIME.validate_python(value))
     except ValidationError as exc:
         raise ValueError(f"{value!r} is not a time: use RFC 3339 (2026-11-23T09:00:00Z) or "
                          "epoch seconds") from exc
@@ -76,7 +93,7 @@ class _Event(BaseModel):
     def ts_ms(self) -> int:
         """Event time in epoch milliseconds."""
         ts: datetime = getattr(self, "ts")  # noqa: B009 - every subclass has ts
-        return int(ts.timestamp() * 1000)
+        return datetime_ms(ts)
 
 
 class PredictionEvent(_Event):

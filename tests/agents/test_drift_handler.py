@@ -8,14 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
-from pydantic import TypeAdapter
 
 from agents import state as codec_state
 from agents.admission import models_key
-from agents.codec import Origin
+from agents.codec import Codec, Origin
 from agents.drift_handler import UNVERSIONED, DriftHandler, to_batch
 from agents.simulate import FraudTraffic, batches
-from schemas.events import FeatureEvent, PredictionEvent, row_type
+from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy, parse_policy
 from streams.drift.monitor import PREDICTION, SCORE
 
@@ -211,7 +210,12 @@ def test_policy_override_per_model() -> None:
 
 @pytest.mark.parametrize("prediction", [True, "fraud", 1])
 def test_to_batch_adds_score_and_prediction(prediction: Any) -> None:
-    event = TypeAdapter(row_type(PredictionEvent)).validate_python(
+    def row(model: Any, event: dict[str, Any]) -> Any:
+        codec = Codec(model, max_message_bytes=1 << 20, agent="drift")
+        return codec.decode(orjson.dumps(event), Origin("t", 0, 0)).events[0]
+
+    event = row(
+        PredictionEvent,
         {
             "request_id": "r",
             "model": "m",
@@ -220,10 +224,10 @@ def test_to_batch_adds_score_and_prediction(prediction: Any) -> None:
             "score": 0.25,
             "prediction": prediction,
             "features": {"a": 1.0, "b": None},
-        }
+        },
     )
-    feature = TypeAdapter(row_type(FeatureEvent)).validate_python(
-        {"request_id": "s", "model": "m", "ts": T0 + 1, "features": {"c": "x"}}
+    feature = row(
+        FeatureEvent, {"request_id": "s", "model": "m", "ts": T0 + 1, "features": {"c": "x"}}
     )
     batch = to_batch([event, feature])
     assert batch.ts_ms.tolist() == [T0 * 1000, (T0 + 1) * 1000]
@@ -243,9 +247,13 @@ class _Stream:
         from agents import simulate
 
         self.policy = parse_policy(policy_text)
-        self.handler = DriftHandler(policy=self.policy, predictions_topic="p",
-                                    features_topic="f", max_message_bytes=1 << 24,
-                                    references_topic="r")
+        self.handler = DriftHandler(
+            policy=self.policy,
+            predictions_topic="p",
+            features_topic="f",
+            max_message_bytes=1 << 24,
+            references_topic="r",
+        )
         self.traffic = simulate.FraudTraffic(seed=seed)
         self.table: dict[bytes, bytes] = {}
         self.reports: list[Any] = []
@@ -254,8 +262,11 @@ class _Stream:
     def send(self, n: int, start_s: float, span_s: float) -> None:
         events = self.traffic.events(n, start_s=T0_MID + start_s, span_s=span_s)
         self.offset += 1
-        out = self.handler.handle(orjson.dumps({"events": events}),
-                                  Origin("p", 0, self.offset, b"fraud-detector"), self.table)
+        out = self.handler.handle(
+            orjson.dumps({"events": events}),
+            Origin("p", 0, self.offset, b"fraud-detector"),
+            self.table,
+        )
         assert out.dead == [], out.dead[0].error
         self.reports.extend(out.reports)
 
@@ -265,18 +276,17 @@ class _Stream:
         history = simulate.FraudTraffic(seed=9).events(5000, start_s=0, span_s=3600)
         path = tmp_path / "train.jsonl"
         path.write_bytes(b"\n".join(orjson.dumps(e["features"]) for e in history))
-        profile = reference_build.build(path, model="fraud-detector", version="v1",
-                                        policy=policy)
-        self.handler.handle(profile.model_dump_json().encode(), Origin("r", 0, 0, b"x"),
-                            self.table)
+        profile = reference_build.build(path, model="fraud-detector", version="v1", policy=policy)
+        self.handler.handle(profile.model_dump_json().encode(), Origin("r", 0, 0, b"x"), self.table)
 
 
 def test_a_profile_published_mid_stream_applies_from_the_next_window(tmp_path: Path) -> None:
     """Open windows were counted on the warm-up reference's bins: they are judged on
     it; later windows on the profile (whose bins differ: here 50 fine bins, not 100).
     Before this was handled every later message of the version failed."""
-    stream = _Stream("drift: {window: 60s, allowed_lateness: 0s, min_reference_events: 1000}",
-                     seed=1)
+    stream = _Stream(
+        "drift: {window: 60s, allowed_lateness: 0s, min_reference_events: 1000}", seed=1
+    )
     stream.send(2000, 0, 60)
     stream.send(2000, 60, 60)  # window 0 closes: the warm-up reference; window 1 is open
     stream.publish_profile(tmp_path, parse_policy("drift: {fine_bins: 50}").drift_for("x"))
@@ -289,13 +299,13 @@ def test_a_profile_published_mid_stream_applies_from_the_next_window(tmp_path: P
     assert b"fraud-detector@v1#reference#previous" not in stream.table  # dropped once unused
 
 
-def test_a_profile_arriving_during_the_warm_up_judges_from_the_next_window(
-        tmp_path: Path) -> None:
+def test_a_profile_arriving_during_the_warm_up_judges_from_the_next_window(tmp_path: Path) -> None:
     """Windows open during the warm-up were counted without bins: reported, not judged
     (a sketch cannot place discrete values that sit on the profile's bin edges; judging
     them flagged txn_count_24h and shipping_days with PSI above 0.7)."""
-    stream = _Stream("drift: {window: 60s, allowed_lateness: 0s, "
-                     "min_reference_events: 100000}", seed=2)
+    stream = _Stream(
+        "drift: {window: 60s, allowed_lateness: 0s, min_reference_events: 100000}", seed=2
+    )
     stream.send(1000, 0, 30)  # window 0 opens during the warm-up
     stream.publish_profile(tmp_path, stream.policy.drift_for("fraud-detector"))
     for w, part in [(0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0)]:
@@ -306,5 +316,6 @@ def test_a_profile_arriving_during_the_warm_up_judges_from_the_next_window(
     first = by_start[0]
     assert first.status == "ok" and any("reported, not judged" in n for n in first.notes)
     assert all(r.status == "ok" and r.reference.kind == "profile" for r in reports), [
-        (r.window_start, r.drifted_features) for r in reports]
+        (r.window_start, r.drifted_features) for r in reports
+    ]
     assert not any("reported, not judged" in n for n in by_start[60].notes)
