@@ -43,7 +43,7 @@ from collections.abc import Iterable, MutableMapping
 import orjson
 
 from agents import metrics
-from agents.codec import Decoded, Origin, Row, dead_letter
+from agents.codec import MODEL, Decoded, Origin, Row, dead_letter
 from agents.config import DEFAULT_MAX_MODELS
 from schemas.reports import DeadLetter
 
@@ -136,7 +136,7 @@ class Admission:
         ``dead`` the dead letters of the message so far."""
         # In order of first appearance, so a replay admits the same models (a set's
         # order of strings changes from one process to the next).
-        models = dict.fromkeys(r["model"] for r in rows)
+        models = dict.fromkeys(map(MODEL, rows))
         refused = {m: "" for m in models if not self.admit(m, origin, table)}
         if not refused:
             return rows, []

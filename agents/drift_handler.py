@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from pydantic import ValidationError
 
 from agents import state as codec_state
 from agents.admission import Admission
-from agents.codec import Codec, Origin, Row, dead_letter, keyed_events
+from agents.codec import MODEL, Codec, Origin, Row, dead_letter, keyed_events
 from agents.config import DEFAULT_MAX_MODELS
 from agents.pii import Pseudonymizer
 from agents.runner import Outcome
@@ -96,9 +98,13 @@ class DriftHandler:
         out.dead.extend(decoded.dead)
         out.dead.extend(refused)
         groups: dict[tuple[str, str], list[Row]] = {}
-        for event in events:
-            version = event.get("model_version") or UNVERSIONED
-            groups.setdefault((event["model"], version), []).append(event)
+        versions = set(map(dict.get, events, repeat("model_version")))
+        if len(versions) == 1 and len(set(map(MODEL, events))) == 1:  # the usual case
+            groups[events[0]["model"], versions.pop() or UNVERSIONED] = events
+        else:
+            for event in events:
+                version = event.get("model_version") or UNVERSIONED
+                groups.setdefault((event["model"], version), []).append(event)
         for (model, version), events in groups.items():
             out.reports.extend(self._fold(model, version, events, table))
             out.counted += len(events)
@@ -195,10 +201,14 @@ class DriftHandler:
         return reference
 
 
+_TS_MS = itemgetter("ts_ms")
+_NONE: dict[str, Any] = {}
+
+
 def to_batch(events: list[Row]) -> FeatureBatch:
     """Columns of the events' features, plus the model's score and prediction (if any)."""
-    ts = [e["ts_ms"] for e in events]
-    batch = FeatureBatch.from_rows(ts, [e.get("features") or {} for e in events])
+    ts = list(map(_TS_MS, events))
+    batch = FeatureBatch.from_rows(ts, [e.get("features") or _NONE for e in events])
     if any("prediction" in e for e in events):  # FeatureEvents have no outputs
         columns = dict(batch.columns)
         columns[SCORE] = [e.get("score") for e in events]

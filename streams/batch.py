@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -56,7 +56,7 @@ def columns_from_rows(rows: Sequence[Mapping[str, Value]]) -> dict[str, Sequence
     if len(names) > 1:
         pick = itemgetter(*names)
         try:  # every row carries every name: transpose at C speed
-            return dict(zip(names, zip(*[pick(row) for row in rows], strict=True), strict=True))
+            return dict(zip(names, zip(*map(pick, rows), strict=True), strict=True))
         except KeyError:
             pass
     return {name: [row.get(name) for row in rows] for name in names}
@@ -80,11 +80,33 @@ def numeric_column(values: Sequence[Value] | npt.NDArray[Any]) -> npt.NDArray[np
     return arr
 
 
+def numeric_matrix(columns: Sequence[Sequence[Value] | None], n: int) -> npt.NDArray[np.float64]:
+    """Columns of ``n`` values as the rows of one float64 matrix, read as
+    ``numeric_column`` reads each; a None column is all NaN.
+
+    >>> numeric_matrix([[1, None], None, ["x", "2"]], 2).tolist()
+    [[1.0, nan], [nan, nan], [nan, 2.0]]
+    """
+    if not columns:
+        return np.empty((0, n))
+    nothing = (None,) * n
+    rows = [nothing if c is None else c for c in columns]
+    try:  # one conversion for the common case: numbers and None
+        matrix = np.array(rows, dtype=np.float64)
+    except (ValueError, TypeError):
+        return np.array([numeric_column(c) for c in rows]).reshape(len(rows), n)
+    matrix[~np.isfinite(matrix)] = np.nan
+    return matrix
+
+
 def _to_float(value: Value) -> float:
     try:
         return float(value) if value is not None else float("nan")
     except (TypeError, ValueError):
         return float("nan")
+
+
+_TEXT = {str, type(None)}
 
 
 def categorical_column(values: Iterable[Value]) -> list[str | None]:
@@ -93,6 +115,9 @@ def categorical_column(values: Iterable[Value]) -> list[str | None]:
     >>> categorical_column(["a", True, 3, None])
     ['a', 'true', '3', None]
     """
+    values = list(values)
+    if set(map(type, values)) <= _TEXT:  # the common case, checked at C speed
+        return cast(list[str | None], values)
     out: list[str | None] = []
     for v in values:
         if v is None:

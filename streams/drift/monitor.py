@@ -52,6 +52,7 @@ from streams.batch import (
     categorical_column,
     infer_kind,
     numeric_column,
+    numeric_matrix,
 )
 from streams.drift import multivariate as mv
 from streams.drift.compare import Comparison, compare_categorical, compare_numeric
@@ -230,11 +231,9 @@ class DriftMonitor:
         wm = state["watermark_ms"]
         state["watermark_ms"] = high if wm is None else max(wm, high)
 
-        numeric = {
-            n: numeric_column(batch.columns.get(n, [None] * len(batch)))
-            for n, k in state["kinds"].items()
-            if k == "numeric"
-        }
+        numeric_names = [n for n, k in state["kinds"].items() if k == "numeric"]
+        matrix = numeric_matrix([batch.columns.get(n) for n in numeric_names], len(batch))
+        numeric = dict(zip(numeric_names, matrix, strict=True))
         categorical = {
             n: categorical_column(batch.columns.get(n, [None] * len(batch)))
             for n, k in state["kinds"].items()
@@ -268,12 +267,14 @@ class DriftMonitor:
                 part_rows = rows if idx is None else rows[idx]
                 acc["mv_halves"] = mv.add_events(halves, part_rows, offset=acc["n"])
             acc["n"] += int(mask.sum())
-            for name, values in numeric.items():
-                part = values if idx is None else values[idx]
-                prev = acc["numeric"].get(name) or self.numeric.initialize()
-                acc["numeric"][name] = self.numeric.update(
-                    prev, part, edges.get(name), anchor=state["anchors"].get(name, 0.0)
+            if numeric_names:
+                updated = self.numeric.update_many(
+                    [acc["numeric"].get(n) or self.numeric.initialize() for n in numeric_names],
+                    matrix if idx is None else matrix[:, idx],
+                    [edges.get(n) for n in numeric_names],
+                    [state["anchors"].get(n, 0.0) for n in numeric_names],
                 )
+                acc["numeric"].update(zip(numeric_names, updated, strict=True))
             for name, cats in categorical.items():
                 cpart = cats if idx is None else [cats[i] for i in idx]
                 cprev = acc["categorical"].get(name) or self.categorical.initialize()

@@ -135,11 +135,12 @@ class LogHistogram:
         keys: npt.NDArray[np.int64],
         counts: npt.NDArray[np.int64],
     ) -> LogHistogramState:
-        all_keys = np.concatenate([np.asarray(state["keys"], dtype=np.int64), keys])
-        all_counts = np.concatenate([np.asarray(state["counts"], dtype=np.int64), counts])
-        uniq, inverse = np.unique(all_keys, return_inverse=True)
+        old_keys = np.asarray(state["keys"], dtype=np.int64)
+        uniq = np.union1d(old_keys, keys)
         summed = np.zeros(uniq.size, dtype=np.int64)
-        np.add.at(summed, inverse, all_counts)
+        # each side's keys are distinct, so each side adds at distinct positions
+        summed[np.searchsorted(uniq, old_keys)] += np.asarray(state["counts"], dtype=np.int64)
+        summed[np.searchsorted(uniq, keys)] += counts
         excess = uniq.size - self.max_buckets
         if excess > 0:  # collapse the lowest buckets into the first one kept
             summed[excess] += summed[:excess].sum()
