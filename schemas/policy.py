@@ -64,6 +64,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Bound on ``drift.window / drift.hop``: the windows an event belongs to.
+MAX_WINDOWS_PER_EVENT = 60
+
+
 class FeatureDriftPolicy(_Section):
     """How one feature is judged, where it differs from its ``drift`` section.
 
@@ -110,7 +114,12 @@ class FeatureThresholds:
 
 
 class DriftPolicy(_Section):
-    window: DurationMs = Field(default=300_000, gt=0, description="tumbling window size")
+    window: DurationMs = Field(default=300_000, gt=0, description="window size")
+    hop: DurationMs | None = Field(
+        default=None, gt=0,
+        description="hopping windows: a window of `window` starts every `hop` (which divides "
+        f"it, at most {MAX_WINDOWS_PER_EVENT} windows per event); unset: tumbling windows",
+    )
     allowed_lateness: DurationMs = Field(
         default=60_000, ge=0, description="how long a window stays open after its end"
     )
@@ -166,6 +175,7 @@ class DriftPolicy(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> DriftPolicy:
+        self._check_hop()
         if self.psi_warn > self.psi_drift:
             raise ValueError(
                 f"psi_warn ({self.psi_warn}) must not exceed psi_drift ({self.psi_drift})"
@@ -184,6 +194,29 @@ class DriftPolicy(_Section):
             # Each problem keeps its own path (drift.features.<name>.<setting>).
             raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
+
+    def _check_hop(self) -> None:
+        hop = self.hop
+        if hop is None:
+            return
+        window = format_duration_ms(self.window)
+        problem = (
+            f"{format_duration_ms(hop)} is longer than the window ({window})" if hop > self.window
+            else f"{format_duration_ms(hop)} does not divide the window ({window})"
+            if self.window % hop
+            else f"{format_duration_ms(hop)} puts each event in {self.window // hop} windows "
+            f"of {window}; at most {MAX_WINDOWS_PER_EVENT} are allowed"
+            if self.window // hop > MAX_WINDOWS_PER_EVENT
+            else None
+        )
+        if problem is not None:
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("hop", problem), loc=("hop",), input=hop)])
+
+    @property
+    def pane(self) -> int:
+        """What windows are counted in: ``hop`` (hopping windows), else ``window``."""
+        return self.hop or self.window
 
     def _feature_order(self, name: str, override: FeatureDriftPolicy) -> InitErrorDetails | None:
         """A feature's psi_warn above its psi_drift (either may be the section's)."""

@@ -1,9 +1,18 @@
-"""Event-time tumbling windows.
+"""Event-time windows: tumbling, and hopping ones built from panes.
 
 A window ``[start, start + window_ms)`` is *closed* once the watermark (the
 largest event time seen) passes ``end + allowed_lateness_ms``. An event whose
 window is already closed is *late*: it is counted as late, never silently
 dropped, and does not change a report already sent.
+
+Hopping windows (a window of ``window_ms`` starts every ``hop_ms``, which
+divides it) are counted in *panes*: tumbling windows of ``hop_ms``. Each event
+updates one pane, and a window's summary is the merge of its
+``window_ms / hop_ms`` panes when it closes, so the cost per event does not
+grow with the overlap (the "panes" technique of Li et al., "No pane, no gain",
+SIGMOD Record 2005). An event is late once the first window it belongs to has
+closed; then it is counted in none of its windows, so that every window of an
+event agrees on whether it was counted.
 """
 
 from __future__ import annotations
@@ -50,4 +59,47 @@ def closable(
     if overflow > 0:
         rest = [s for s in ordered if s not in due]
         due.extend(rest[:overflow])
+    return due
+
+
+def hopping_closable(
+    panes_ms: list[int],
+    *,
+    closed_until_ms: int | None,
+    watermark_ms: int,
+    window_ms: int,
+    hop_ms: int,
+    allowed_lateness_ms: int,
+    max_panes: int,
+) -> list[int]:
+    """Starts of the hopping windows that must close now, oldest first.
+
+    ``panes_ms``: the starts of the panes kept; ``closed_until_ms``: the end of
+    the last window closed. The window starting at ``s`` is made of the panes
+    ``s, s + hop_ms, ..., s + window_ms - hop_ms``; the caller drops pane ``s``
+    when that window closes (it is the last window of the pane). A window closes
+    when the watermark passes its end plus the allowed lateness, or early, oldest
+    first, while more than ``max_panes`` panes would be kept (the bound on state).
+    With ``hop_ms == window_ms`` this is ``closable`` with ``max_open = max_panes``.
+
+    >>> hopping_closable([0, 60_000], closed_until_ms=None, watermark_ms=130_000,
+    ...                  window_ms=120_000, hop_ms=60_000, allowed_lateness_ms=0, max_panes=8)
+    [-60000, 0]
+    >>> hopping_closable([0, 60_000, 120_000], closed_until_ms=None, watermark_ms=0,
+    ...                  window_ms=120_000, hop_ms=60_000, allowed_lateness_ms=0, max_panes=2)
+    [-60000, 0]
+    """
+    if hop_ms <= 0 or window_ms % hop_ms:
+        raise ValueError("hop_ms must be positive and divide window_ms")
+    panes = sorted(panes_ms)
+    starts = sorted({s for p in panes for s in range(p - window_ms + hop_ms, p + 1, hop_ms)})
+    if closed_until_ms is not None:
+        starts = [s for s in starts if s + window_ms > closed_until_ms]
+    due = [s for s in starts if s + window_ms + allowed_lateness_ms <= watermark_ms]
+    kept = [p for p in panes if not due or p > due[-1]]
+    for s in starts[len(due):]:
+        if len(kept) <= max_panes:
+            break
+        due.append(s)
+        kept = [p for p in kept if p > s]
     return due

@@ -6,7 +6,12 @@ JSON-able dict that the drift agent keeps in a Faust table, one per
 
 * features tracked: ``max_features`` (the names of up to ``MAX_UNTRACKED_NAMES``
   more are kept in ``untracked`` for the report);
-* open windows: ``max_open_windows`` (the oldest closes early beyond that);
+* open windows: ``max_open_windows`` (the oldest closes early beyond that).
+  Windows are counted in panes (``streams.windows``): tumbling windows are
+  their own panes; hopping windows (``hop``) keep panes of ``hop``, at most
+  ``max_open_windows + window / hop - 1`` of them, and each window is the
+  merge of its ``window / hop`` panes when it closes. The bounds below are
+  per pane;
 * per numeric feature and window: ``bins + 1`` counts, or a log-bucket sketch
   (at most 2,048 buckets) while the reference is still being built;
 * per categorical feature and window: ``CategoricalSummary.MAX_CATEGORIES`` counts;
@@ -36,7 +41,7 @@ from typing import Literal, NotRequired, TypedDict, cast
 import numpy as np
 import numpy.typing as npt
 
-from schemas.policy import DriftPolicy, FeatureThresholds
+from schemas.policy import DriftPolicy, FeatureThresholds, format_duration_ms
 from schemas.reference import ReferenceProfile
 from schemas.reports import (
     DriftReport,
@@ -60,7 +65,7 @@ from streams.drift.psi import psi_noise_threshold
 from streams.drift.reference import ReferenceFeature, categorical_reference, numeric_reference
 from streams.summaries.categorical import CategoricalState, CategoricalSummary
 from streams.summaries.numeric import NumericState, NumericSummary
-from streams.windows import closable, window_starts_ms
+from streams.windows import hopping_closable, window_starts_ms
 
 #: Pseudo-features for the model's output; reported under ``prediction``.
 SCORE = "@score"
@@ -167,8 +172,14 @@ def reference_from_profile(profile: ReferenceProfile) -> Reference:
 
 
 class DriftMonitor:
-    """Per-feature PSI of event-time tumbling windows against the version's reference,
-    and the PCA reconstruction error of the numeric features together (``multivariate``).
+    """Per-feature PSI of event-time windows (tumbling, or hopping with ``hop``) against
+    the version's reference, and the PCA reconstruction error of the numeric features
+    together (``multivariate``).
+
+    With hopping windows, ``consecutive`` counts windows one hop apart, which
+    overlap: set it to ``window / hop + 1`` for a condition to hold over two
+    disjoint windows; ``false_alarm_rate`` stays per window, and there are
+    ``window / hop`` times as many windows.
 
     >>> from schemas.policy import DriftPolicy
     >>> rng = np.random.default_rng(7)
@@ -191,6 +202,9 @@ class DriftMonitor:
         ):
             raise ValueError("psi_warn must not exceed psi_drift")
         self.policy = policy
+        # Windows are counted in panes of ``hop`` (``window`` when tumbling): the
+        # state keeps at most max_open_windows windows' worth of them.
+        self.max_panes = policy.max_open_windows + policy.window // policy.pane - 1
         self.numeric = NumericSummary()
         self.categorical = CategoricalSummary()
 
@@ -223,7 +237,7 @@ class DriftMonitor:
             return state
         state = {**state, "kinds": dict(state["kinds"]), "windows": dict(state["windows"])}
         self._register_kinds(state, batch)
-        starts = window_starts_ms(batch.ts_ms, self.policy.window)
+        starts = window_starts_ms(batch.ts_ms, self.policy.pane)
         closed = state["closed_until_ms"]
         late = starts < closed if closed is not None else np.zeros(len(batch), dtype=bool)
         state["late"] += int(late.sum())
@@ -369,25 +383,33 @@ class DriftMonitor:
         """Close every window the watermark has passed; one report per closed window."""
         if state["watermark_ms"] is None:
             return state, []
-        due = closable(
+        p = self.policy
+        due = hopping_closable(
             [int(k) for k in state["windows"]],
+            closed_until_ms=state["closed_until_ms"],
             watermark_ms=state["watermark_ms"],
-            window_ms=self.policy.window,
-            allowed_lateness_ms=self.policy.allowed_lateness,
-            max_open=self.policy.max_open_windows,
+            window_ms=p.window,
+            hop_ms=p.pane,
+            allowed_lateness_ms=p.allowed_lateness,
+            max_panes=self.max_panes,
         )
         if not due:
             return state, []
         state = {**state, "windows": dict(state["windows"])}
         reports = []
         for start in due:
-            acc = state["windows"].pop(str(start))
-            end = start + self.policy.window
+            end = start + p.window
+            cut = state.get("reference_from_ms")
+            straddles = cut is not None and start < cut < end
+            acc = self._window(state, start, cut if straddles else None)
+            last = state["windows"].pop(str(start), None)  # its last window closes
             prev = state["closed_until_ms"]
             state["closed_until_ms"] = end if prev is None else max(prev, end)
             late, state["late"] = state["late"], 0
             if state["reference"] is None:
-                reports.append(self._absorb_warmup(state, acc, late))
+                reports.append(self._absorb_warmup(state, acc, last, late))
+            elif straddles:
+                reports.append(self._report(state, acc, late, judge=False, since_ms=cut))
             elif self._before_switch(state, start):
                 previous = state.get("previous_reference")
                 if previous is None:  # opened during the warm-up
@@ -403,10 +425,32 @@ class DriftMonitor:
             state["previous_reference"], state["reference_from_ms"] = None, None
         return state, reports
 
-    @staticmethod
-    def _before_switch(state: VersionState, start: int) -> bool:
+    def _window(self, state: VersionState, start: int, since_ms: int | None) -> WindowAcc:
+        """The window starting at ``start``: its pane when tumbling, else the merge of
+        its panes (from ``since_ms`` on, if given)."""
+        p = self.policy
+        first = start if since_ms is None else since_ms
+        panes = [
+            state["windows"][key]
+            for key in map(str, range(first, start + p.window, p.pane))
+            if key in state["windows"]
+        ]
+        if len(panes) == 1 and panes[0]["start_ms"] == start:
+            return panes[0]  # tumbling windows are their panes
+        acc = self._new_window(start)
+        for pane in panes:
+            acc = self._merge(acc, pane)
+        acc["start_ms"] = start
+        if any("mv" in pane or "mv_halves" in pane for pane in panes):
+            sums = [pane.get("mv") for pane in panes]  # None: not judged
+            acc["mv"] = None if None in sums else mv.sum_errors(cast(list[mv.ErrorSums], sums))
+        acc.pop("mv_halves", None)  # warm-up moments: the warm-up merges the panes
+        return acc
+
+    def _before_switch(self, state: VersionState, start: int) -> bool:
+        """Whether the window starting at ``start`` ends before the reference changed."""
         cut = state.get("reference_from_ms")
-        return cut is not None and start < cut
+        return cut is not None and start + self.policy.window <= cut
 
     def switch_reference(
         self, state: VersionState, reference: Reference, previous: Reference | None
@@ -427,7 +471,7 @@ class DriftMonitor:
             state["previous_reference"], state["reference_from_ms"] = None, None
             return state
         state["previous_reference"] = previous
-        state["reference_from_ms"] = max(open_starts) + self.policy.window
+        state["reference_from_ms"] = max(open_starts) + self.policy.pane
         return state
 
     def _merge(self, a: WindowAcc, b: WindowAcc) -> WindowAcc:
@@ -451,16 +495,31 @@ class DriftMonitor:
             merged["mv_halves"] = halves
         return merged
 
-    def _absorb_warmup(self, state: VersionState, acc: WindowAcc, late: int) -> DriftReport:
-        warm = acc if state["warmup"] is None else self._merge(state["warmup"], acc)
-        end = acc["start_ms"] + self.policy.window
-        need = self.policy.min_reference_events
+    def _absorb_warmup(
+        self, state: VersionState, acc: WindowAcc, pane: WindowAcc | None, late: int
+    ) -> DriftReport:
+        """Report the window ``acc`` of the warm-up and add its first ``pane`` (the one
+        it retires; the window itself when tumbling) to the warm-up reference."""
+        p = self.policy
+        end = acc["start_ms"] + p.window
+        pane_end = acc["start_ms"] + p.pane  # the warm-up's end once ``pane`` is in
+        warm = state["warmup"]
+        if pane is not None:
+            warm = pane if warm is None else self._merge(warm, pane)
+        if warm is None:  # hopping: no events in the panes the warm-up has seen yet
+            warm = self._new_window(acc["start_ms"])
+        need = p.min_reference_events
+        part = (
+            "this window is part of the reference"
+            if p.pane == p.window
+            else f"the first {format_duration_ms(p.pane)} of this window are part of the reference"
+        )
         notes = []
         if warm["n"] >= need:
-            ref = self._build_reference(warm, end, state.pop("mv_names", None))
+            ref = self._build_reference(warm, pane_end, state.pop("mv_names", None))
             state["reference"] = ref
             state["warmup"] = None
-            unjudged = self._drop_halves(state)
+            unjudged = self._drop_halves(state, after_ms=acc["start_ms"])
             notes.append(
                 f"this window completes the warm-up reference ({warm['n']} events since "
                 f"{_iso(warm['start_ms']).isoformat()}); later windows are compared with it"
@@ -482,7 +541,7 @@ class DriftMonitor:
                         "events were counted before this reference was complete"
                     )
         else:
-            state["warmup"] = warm
+            state["warmup"] = warm if warm["n"] else None
             notes.append(
                 f"building the warm-up reference: {warm['n']} of at least {need} events so far; "
                 "no drift is judged until it is complete"
@@ -497,31 +556,33 @@ class DriftMonitor:
             reference=ReferenceInfo(
                 kind="warmup",
                 window_start=_iso(warm["start_ms"]),
-                window_end=_iso(end),
+                window_end=_iso(pane_end),
                 n=warm["n"],
-                note="this window is part of the reference",
+                note=part,
             ),
             features={},
             status="ok",
             notes=notes,
         )
 
-    @staticmethod
-    def _drop_halves(state: VersionState) -> list[int]:
+    def _drop_halves(self, state: VersionState, *, after_ms: int) -> list[int]:
         """Open windows drop their moments once the reference is built, and are not
         judged by the multivariate signal: how many of their events were counted
         before the reference was complete depends on how events were batched, and
         reports must not (for events in time order, *whether* any was depends on
         event times only: the window right after the warm-up, mostly).
 
-        Returns the starts of those windows."""
-        dropped = []
+        Returns the starts of those windows (the windows after ``after_ms`` that
+        hold one of those panes, when hopping)."""
+        p = self.policy
+        dropped: set[int] = set()
         for key, acc in state["windows"].items():
             if "mv_halves" in acc:
                 kept = cast(WindowAcc, {k: v for k, v in acc.items() if k != "mv_halves"})
                 kept["mv"] = None
                 state["windows"][key] = kept
-                dropped.append(acc["start_ms"])
+                first = max(acc["start_ms"] - p.window + p.pane, after_ms + p.pane)
+                dropped.update(range(first, acc["start_ms"] + 1, p.pane))
         return sorted(dropped)
 
     def _build_reference(
@@ -556,14 +617,28 @@ class DriftMonitor:
         return compare_categorical(rf, cst)
 
     def _report(
-        self, state: VersionState, acc: WindowAcc, late: int, *, judge: bool = True
+        self,
+        state: VersionState,
+        acc: WindowAcc,
+        late: int,
+        *,
+        judge: bool = True,
+        since_ms: int | None = None,
     ) -> DriftReport:
+        """``since_ms``: a hopping window that spans a change of reference; only its
+        panes from then on (counted on the new reference's bins) are in ``acc``."""
         ref = state["reference"]
         assert ref is not None
         p = self.policy
         notes: list[str] = []
         enough = judge and acc["n"] >= p.min_window_events
-        if not judge:
+        if since_ms is not None:
+            notes.append(
+                "the reference changed during this window: only its events from "
+                f"{_iso(since_ms).isoformat()} on, counted on the new reference's bins, are "
+                "reported, and it is not judged"
+            )
+        elif not judge:
             notes.append(
                 "this window was already open when the reference profile arrived: its "
                 "values were not counted on the profile's bins, so it is reported, not judged"

@@ -330,6 +330,15 @@ def add_errors(sums: ErrorSums | None, err: Floats) -> ErrorSums:
     ]
 
 
+def sum_errors(parts: Sequence[ErrorSums]) -> ErrorSums:
+    """The sums of the union of the parts' events (e.g. the panes of a window).
+
+    >>> sum_errors([[2.0, 3.0, 5.0], [1.0, 3.0, 9.0]])
+    [3.0, 6.0, 14.0]
+    """
+    return [float(sum(column)) for column in zip(*parts, strict=True)] if parts else [0.0] * 3
+
+
 @dataclass(frozen=True)
 class ErrorTest:
     """A window's mean error against the baseline; no judgement."""
