@@ -196,6 +196,38 @@ def test_shift_is_reported_after_the_warm_up() -> None:
     }
 
 
+def test_hopping_windows_through_the_table() -> None:
+    """``drift.hop``: panes in the table, one report per hop, each event in two windows."""
+    policy = parse_policy(
+        "drift: {window: 120s, hop: 60s, allowed_lateness: 0s, min_reference_events: 1000}")
+    handler = _handler(policy)
+    traffic = FraudTraffic(seed=4)
+    table: dict[bytes, bytes] = {}
+    reports = []
+    for i, shifted in enumerate([False, False, False, True, True]):
+        events = traffic.events(1500, start_s=T0 + 60 * i, span_s=60, shifted=shifted)
+        for j, raw in enumerate(batches(events, 500)):
+            out = handler.handle(raw, _origin(offset=10 * i + j), table)
+            assert out.dead == []
+            reports.extend(out.reports)
+            panes = codec_state.loads(table[b"fraud-detector@v1"])["windows"]
+            assert len(panes) <= handler.monitor(MODEL).max_panes
+    closer = traffic.events(1, start_s=T0 + 600, span_s=1)
+    reports.extend(handler.handle(_message(closer), _origin(offset=99), table).reports)
+
+    starts = [int(r.window_start.timestamp()) for r in reports]
+    assert starts == [T0 + 60 * k for k in range(-1, 5)]
+    assert [r.n for r in reports] == [1500, 3000, 3000, 3000, 3000, 1500]
+    assert sum(r.n for r in reports) == 2 * 5 * 1500
+    # the window of minutes 0-1 completes the warm-up with minute 0 alone (1,500 events)
+    assert reports[0].reference.n == 0 and reports[1].reference.n == 1500
+    assert any("completes the warm-up" in note for note in reports[1].notes)
+    judged = {int(r.window_start.timestamp()) - T0: r for r in reports[2:]}
+    assert judged[60].status == "ok"  # minutes 1-2, before the shift
+    assert judged[120].status in ("warn", "drift")  # minute 3 shifted
+    assert {"amount", "distance_from_home_km"} <= set(judged[180].drifted_features)
+
+
 def test_policy_override_per_model() -> None:
     policy = parse_policy("models: {fraud-detector: {drift: {window: 10s}}}")
     handler = _handler(policy)
