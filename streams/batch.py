@@ -51,14 +51,19 @@ def columns_from_rows(rows: Sequence[Mapping[str, Value]]) -> dict[str, Sequence
 
     >>> columns_from_rows([{"a": 1.0}, {"a": 2.0, "b": "x"}])
     {'a': [1.0, 2.0], 'b': [None, 'x']}
+    >>> columns_from_rows([{"a": 1, "b": 2}, {"c": 3, "a": 4}])  # one size, other names
+    {'a': [1, 4], 'b': [2, None], 'c': [None, 3]}
     """
-    names = sorted(set().union(*rows)) if rows else []
-    if len(names) > 1:
-        pick = itemgetter(*names)
-        try:  # every row carries every name: transpose at C speed
-            return dict(zip(names, zip(*map(pick, rows), strict=True), strict=True))
+    if not rows:
+        return {}
+    width = len(rows[0])
+    if width > 1 and set(map(len, rows)) == {width}:
+        names = sorted(rows[0])
+        try:  # rows of one size that all carry the first's names: transpose at C speed
+            return dict(zip(names, zip(*map(itemgetter(*names), rows), strict=True), strict=True))
         except KeyError:
-            pass
+            pass  # the same size, other names
+    names = sorted(set().union(*rows))
     return {name: [row.get(name) for row in rows] for name in names}
 
 
