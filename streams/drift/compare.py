@@ -11,6 +11,7 @@ statistic and p-value, Jensen-Shannon distance on the top categories plus
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +75,7 @@ def compare_numeric(
         psi=value,
         psi_bins=size,
         metrics={k: round(v, 6) for k, v in metrics.items()},
-        move=_biggest_move(ref_g, cur_g, _group_labels(edges, groups, size)),
+        move=_biggest_move(ref_g, cur_g, lambda g: _group_label(edges, groups, g)),
     )
 
 
@@ -99,7 +100,7 @@ def compare_categorical(ref: ReferenceFeature, state: CategoricalState) -> Compa
         psi=value,
         psi_bins=ref_c.size,
         metrics={k: round(v, 6) if k != "chi2_p" else v for k, v in metrics.items()},
-        move=_biggest_move(ref_c, cur_c, [*cats, "(other)"]),
+        move=_biggest_move(ref_c, cur_c, [*cats, "(other)"].__getitem__),
     )
 
 
@@ -122,14 +123,20 @@ def _quantiles(counts: Floats, edges: Floats, lo: float, hi: float) -> Floats:
     return np.interp(GRID, cdf, points)
 
 
-def _group_labels(edges: Floats, groups: npt.NDArray[np.int64], size: int) -> list[str]:
-    starts = [j for j in range(1, groups.size) if groups[j] != groups[j - 1]]
-    bounds = ["-inf", *(f"{edges[j - 1]:.4g}" for j in starts), "inf"]
-    return [f"[{bounds[g]}, {bounds[g + 1]})" for g in range(size)]
+def _group_label(edges: Floats, groups: npt.NDArray[np.int64], g: int) -> str:
+    """The value range of PSI bin ``g`` (fine bins ``groups == g``).
+
+    >>> _group_label(np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1, 1]), 1)
+    '[2, inf)'
+    """
+    starts = np.flatnonzero(np.diff(groups)) + 1  # the first fine bin of groups 1, 2, ...
+    lo = "-inf" if g == 0 else f"{edges[starts[g - 1] - 1]:.4g}"
+    hi = "inf" if g == starts.size else f"{edges[starts[g] - 1]:.4g}"
+    return f"[{lo}, {hi})"
 
 
-def _biggest_move(ref: Floats, cur: Floats, labels: list[str]) -> str:
+def _biggest_move(ref: Floats, cur: Floats, label: Callable[[int], str]) -> str:
     p = ref / max(float(ref.sum()), 1.0)
     q = cur / max(float(cur.sum()), 1.0)
     i = int(np.argmax(np.abs(q - p)))
-    return f"biggest change in {labels[i]}: {p[i]:.1%} of the reference, {q[i]:.1%} now"
+    return f"biggest change in {label(i)}: {p[i]:.1%} of the reference, {q[i]:.1%} now"
