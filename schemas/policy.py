@@ -199,19 +199,18 @@ class DriftPolicy(_Section):
         hop = self.hop
         if hop is None:
             return
-        window = format_duration_ms(self.window)
-        problem = (
-            f"{format_duration_ms(hop)} is longer than the window ({window})" if hop > self.window
-            else f"{format_duration_ms(hop)} does not divide the window ({window})"
-            if self.window % hop
-            else f"{format_duration_ms(hop)} puts each event in {self.window // hop} windows "
-            f"of {window}; at most {MAX_WINDOWS_PER_EVENT} are allowed"
-            if self.window // hop > MAX_WINDOWS_PER_EVENT
-            else None
-        )
-        if problem is not None:
-            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
-                type=PydanticCustomError("hop", problem), loc=("hop",), input=hop)])
+        said, window = format_duration_ms(hop), format_duration_ms(self.window)
+        if hop > self.window:
+            problem = f"{said} is longer than the window ({window})"
+        elif self.window % hop:
+            problem = f"{said} does not divide the window ({window})"
+        elif self.window // hop > MAX_WINDOWS_PER_EVENT:
+            problem = (f"{said} puts each event in {self.window // hop} windows of {window}; "
+                       f"at most {MAX_WINDOWS_PER_EVENT} are allowed")
+        else:
+            return
+        raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+            type=PydanticCustomError("hop", problem), loc=("hop",), input=hop)])
 
     @property
     def pane(self) -> int:

@@ -53,13 +53,9 @@ def closable(
     ...          allowed_lateness_ms=0, max_open=2)
     [0]
     """
-    ordered = sorted(starts_ms)
-    due = [s for s in ordered if s + window_ms + allowed_lateness_ms <= watermark_ms]
-    overflow = len(ordered) - len(due) - max_open
-    if overflow > 0:
-        rest = [s for s in ordered if s not in due]
-        due.extend(rest[:overflow])
-    return due
+    return hopping_closable(starts_ms, closed_until_ms=None, watermark_ms=watermark_ms,
+                            window_ms=window_ms, hop_ms=window_ms,
+                            allowed_lateness_ms=allowed_lateness_ms, max_panes=max_open)
 
 
 def hopping_closable(

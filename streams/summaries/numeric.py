@@ -70,30 +70,11 @@ class NumericSummary:
         """Add a batch; NaN counts as missing. Bins when ``edges`` is given, else sketches.
 
         ``anchor`` is a typical value of the feature (see ``LogHistogram``); every
-        sketch of one feature must be given the same one so that they merge.
+        sketch of one feature must be given the same one so that they merge
+        (one feature of ``update_many``).
         """
-        nan = np.isnan(values)
-        finite = values[~nan]
-        out: NumericState = {
-            "missing": state["missing"] + int(nan.sum()),
-            "counts": state["counts"],
-            "sketch": state["sketch"],
-            "lo": state.get("lo"),
-            "hi": state.get("hi"),
-        }
-        if finite.size == 0:
-            return out
-        out["lo"] = _min(out["lo"], float(finite.min()))
-        out["hi"] = _max(out["hi"], float(finite.max()))
-        if edges is not None:
-            idx = np.searchsorted(edges, finite, side="right")
-            add = np.bincount(idx, minlength=edges.size + 1)
-            old = state["counts"]
-            out["counts"] = (add if old is None else add + np.asarray(old)).tolist()
-        else:
-            sketch = state["sketch"] or self.sketch.initialize(anchor)
-            out["sketch"] = self.sketch.update(sketch, finite)
-        return out
+        values = np.asarray(values, dtype=np.float64)
+        return self.update_many([state], values[np.newaxis, :], [edges], [anchor])[0]
 
     def update_many(
         self,
@@ -114,6 +95,8 @@ class NumericSummary:
         >>> b["counts"], b["lo"], b["missing"]
         ([0, 0, 3], 2.0, 0)
         """
+        if values.shape[1] == 0:  # no events: nothing to reduce
+            return [state.copy() for state in states]
         nan = np.isnan(values)
         missing = nan.sum(axis=1).tolist()
         with np.errstate(invalid="ignore"):  # a row of NaN has no min: never read
