@@ -180,7 +180,7 @@ class Codec(Generic[E]):
                 return None
         stamps = [row["ts"] for row in rows]
         if any(type(s) is str for s in stamps):  # text: pydantic parses those
-            millis = _text_times(stamps)
+            millis = text_times(stamps)
             if millis is None:
                 return None
         else:
@@ -222,7 +222,7 @@ class Codec(Generic[E]):
 _EVENT_TIMES: TypeAdapter[list[datetime]] = TypeAdapter(list[EventTime])
 
 
-def _text_times(stamps: list[float | str]) -> list[int] | None:
+def text_times(stamps: list[float | str]) -> list[int] | None:
     """Event times, numbers and text mixed, in epoch milliseconds; None if pydantic
     refuses a text one."""
     texts = [(i, s) for i, s in enumerate(stamps) if isinstance(s, str)]

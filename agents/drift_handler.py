@@ -18,6 +18,7 @@ from agents import state as codec_state
 from agents.admission import Admission
 from agents.codec import MODEL, Codec, Origin, Row, dead_letter, keyed_events
 from agents.config import DEFAULT_MAX_MODELS
+from agents.drift_columns import ColumnLane
 from agents.pii import Pseudonymizer
 from agents.runner import Outcome
 from schemas.errors import explain
@@ -67,7 +68,7 @@ class DriftHandler:
         # Only admitted models get state, here and in the table (agents.admission).
         self.admission = Admission(agent=self.AGENT, max_models=max_models,
                                    listed=policy.models)
-        self._codecs = {
+        self._codecs: dict[str, Codec[Any]] = {
             predictions_topic: Codec(
                 PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT,
                 pii=Pseudonymizer(policy.pii, pii_key)),
@@ -75,6 +76,10 @@ class DriftHandler:
                 FeatureEvent, max_message_bytes=max_message_bytes, agent=self.AGENT,
                 pii=Pseudonymizer(policy.pii, pii_key)),
         }
+        # Regular batches skip the dicts (agents.drift_columns); same columns either way.
+        self._lanes = {
+            topic: ColumnLane(codec.model, max_message_bytes=max_message_bytes, pii=policy.pii)
+            for topic, codec in self._codecs.items()}
         self._monitors: dict[str, DriftMonitor] = {}  # per admitted model: configuration
         # Decoded references by table key: a cache of table contents (never the
         # state of record), bounded by MAX_CACHED_REFERENCES, rebuilt after a restart.
@@ -92,7 +97,15 @@ class DriftHandler:
         if origin.topic == self.references_topic:
             self._store_profile(raw, origin, table, out)
             return out
+        lane = self._lanes[origin.topic]
+        fast = lane.decode(raw, origin)
+        if fast is not None and self.admission.admit(fast.model, origin, table):
+            version = fast.version or UNVERSIONED
+            out.reports.extend(self._fold(fast.model, version, fast.batch, table))
+            out.counted += len(fast.batch)
+            return out
         decoded = self._codecs[origin.topic].decode(raw, origin)
+        lane.learn(origin, decoded.events)
         events = keyed_events(decoded, origin, agent=self.AGENT)
         events, refused = self.admission.split(events, decoded, raw, origin, table)
         out.dead.extend(decoded.dead)
@@ -106,7 +119,7 @@ class DriftHandler:
                 version = event.get("model_version") or UNVERSIONED
                 groups.setdefault((event["model"], version), []).append(event)
         for (model, version), events in groups.items():
-            out.reports.extend(self._fold(model, version, events, table))
+            out.reports.extend(self._fold(model, version, to_batch(events), table))
             out.counted += len(events)
         return out
 
@@ -114,10 +127,10 @@ class DriftHandler:
         self,
         model: str,
         version: str,
-        events: list[Row],
+        batch: FeatureBatch,
         table: MutableMapping[bytes, bytes],
     ) -> list[DriftReport]:
-        """Read the version's state, fold the events in, close windows, write it back.
+        """Read the version's state, fold the batch in, close windows, write it back.
 
         The reference (tens of KB, fixed once built) lives under its own key, so
         each batch writes only the small window state to the table's changelog.
@@ -143,7 +156,7 @@ class DriftHandler:
                     old = table.get(previous_key)
                     state["previous_reference"] = (
                         self._reference(previous_key, old) if old is not None else None)
-        state = monitor.update(state, to_batch(events))
+        state = monitor.update(state, batch)
         state, reports = monitor.close_ready(state)
         reference = state["reference"]
         if reference is not None and stored is None:

@@ -24,7 +24,7 @@ event accepted here is accepted by the model with equal values, and that the
 fields match the models'.
 """
 
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict, get_args, get_type_hints
 
 import msgspec
 import numpy as np
@@ -118,3 +118,46 @@ def epoch_ms(numbers: npt.ArrayLike) -> npt.NDArray[np.int64]:
     whole = np.floor(a)
     micros = whole.astype(np.int64) * per_unit + np.round((a - whole) * per_unit).astype(np.int64)
     return micros // 1000
+
+
+#: Layouts with more feature names than this are decoded into dicts (``layout_batch``).
+MAX_LAYOUT_FEATURES = 1000
+
+
+def layout_batch(model: type, names: tuple[str, ...]) -> Any:
+    """The ``{"events": [...]}`` envelope of ``model``'s events as msgspec Structs whose
+    ``features`` carry exactly ``names``: no name more, none missing (each may be null).
+
+    For batches whose events all carry one set of features (a serving app sends
+    what its model reads), this is the cheapest shape msgspec decodes to: a Struct
+    holds its fields in slots instead of a hash table and is not tracked by the
+    garbage collector, and ``msgspec.structs.astuple`` gives an event's features
+    in the order of ``names``, ready to be transposed into columns. Every other
+    field has the type of the row twin above, so this accepts an event only if
+    the twin does, with the same values (``tests/schemas/test_fast_rows.py``); an
+    absent optional field reads None, which is what ``row.get(field)`` gives.
+    None for models without features and for more than ``MAX_LAYOUT_FEATURES`` names.
+
+    >>> batch = msgspec.json.Decoder(layout_batch(FeatureEvent, ("a", "b-c")))
+    >>> event = batch.decode(b'{"events": [{"request_id": "r", "model": "m", "ts": 1,'
+    ...                      b' "features": {"b-c": "x", "a": 2}}]}').events[0]
+    >>> msgspec.structs.astuple(event.features), event.model_version
+    ((2.0, 'x'), None)
+    """
+    row = ROWS.get(model, (None, None))[0]
+    if row is None or "features" not in row.__annotations__ or len(names) > MAX_LAYOUT_FEATURES:
+        return None
+    slots = [f"f{i}" for i in range(len(names))]  # names need not be identifiers
+    features = msgspec.defstruct(
+        "Features", [(s, FeatureValue) for s in slots], rename=dict(zip(slots, names, strict=True)),
+        forbid_unknown_fields=True, gc=False)
+    fields: list[Any] = []
+    for name, kind in get_type_hints(row, include_extras=True).items():
+        if name == "features":
+            fields.append((name, features))
+        elif name in row.__required_keys__:
+            fields.append((name, kind))
+        else:
+            fields.append((name, get_args(kind)[0], None))  # NotRequired[T] -> T, None if absent
+    event = msgspec.defstruct(f"{row.__name__}Struct", fields, kw_only=True, gc=False)
+    return msgspec.defstruct(f"{row.__name__}Batch", [("events", list[event])], gc=False)  # type: ignore[valid-type]
