@@ -52,9 +52,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from faust.worker import Worker
-
-    from agents.app import create_app
+    from agents.app import Worker, create_app
     from agents.kafka import Security
     from agents.topics import ensure_topics
 
