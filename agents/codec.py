@@ -16,6 +16,9 @@ A message that cannot be read at all becomes one DeadLetter holding its exact
 bytes; an invalid event inside a batch becomes a DeadLetter holding that event
 (re-encoded as JSON) and its position, while the valid events of the same
 batch go on.
+
+The drift agent has a third way for regular batches, straight into columns
+(``agents.drift_columns``); what it takes, this codec reads the same.
 """
 
 from __future__ import annotations
