@@ -15,13 +15,15 @@ reports do not depend on the lane (tests/agents/test_drift_columns.py):
 * its key has a layout, learnt from an earlier message under that key whose
   events all carried the same feature names (``learn``);
 * it is a ``{"events": [...]}`` batch of valid events that all carry exactly
-  the layout's names, of one model (the key's) and one model version, with
-  event times as numbers;
+  the layout's names, of one model (the key's) and one model version (event
+  times given as text are parsed by pydantic, as on the usual way);
 * none of the names is one the policy marks as PII (those are pseudonymised
   on the usual way).
 
 A message the lane refuses costs a failed msgspec parse (stopped at the first
-event that does not fit) on top of the usual way.
+event that does not fit) on top of the usual way; so does, after a whole
+parse, a message of a model the agent does not track (``agents.admission``),
+which the usual way dead-letters.
 
 Bounds: ``MAX_LAYOUTS`` keys with a layout, and as many built decoders (a few
 KB each), the least recently learnt forgotten first.
