@@ -134,8 +134,9 @@ def layout_batch(model: type, names: tuple[str, ...]) -> Any:
     garbage collector, and ``msgspec.structs.astuple`` gives an event's features
     in the order of ``names``, ready to be transposed into columns. Every other
     field has the type of the row twin above, so this accepts an event only if
-    the twin does, with the same values (``tests/schemas/test_fast_rows.py``); an
-    absent optional field reads None, which is what ``row.get(field)`` gives.
+    the twin does, with the same values (``tests/agents/test_drift_columns.py``);
+    an absent optional field reads None, which is what ``row.get(field)`` gives.
+    (``gc=False`` is safe: decoded JSON cannot hold a reference cycle.)
     None for models without features and for more than ``MAX_LAYOUT_FEATURES`` names.
 
     >>> batch = msgspec.json.Decoder(layout_batch(FeatureEvent, ("a", "b-c")))

@@ -147,6 +147,19 @@ def test_refused_outside_batches_other_keys_and_pii() -> None:
     assert small.decode(batch, KEY) is None  # too big: the usual way dead-letters it
 
 
+def test_any_feature_names() -> None:
+    """Names that are not identifiers, or that look like the Struct's own slots."""
+    features = {"f1": 3, "f0": 2, "a b": 1, "": "e", "class": None}
+    event = dict(BASE, features=features)
+    lane = ColumnLane(PredictionEvent, max_message_bytes=1 << 22)
+    lane.learn(KEY, [event])
+    got = lane.decode(json.dumps({"events": [event, event]}).encode(), KEY)
+    assert got is not None
+    assert {k: v[0] for k, v in got.batch.columns.items()} == {
+        "": "e", "a b": 1.0, "class": None, "f0": 2.0, "f1": 3.0,
+        "@score": 0.25, "@prediction": 1.0}
+
+
 def test_learns_only_one_set_of_names() -> None:
     lane = ColumnLane(PredictionEvent, max_message_bytes=1 << 22)
     sparse = dict(BASE, features={"amount": 2.0})
