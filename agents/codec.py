@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -181,14 +182,10 @@ class Codec(Generic[E]):
                 rows = [single.decode(raw)]
             except (msgspec.MsgspecError, ValueError):  # ValueError: bad UTF-8
                 return None
-        stamps = [row["ts"] for row in rows]
-        if any(type(s) is str for s in stamps):  # text: pydantic parses those
-            millis = text_times(stamps)
-            if millis is None:
-                return None
-        else:
-            millis = fast_rows.epoch_ms(stamps).tolist()
-        for row, ms in zip(rows, millis, strict=True):
+        millis = event_times_ms([row["ts"] for row in rows])
+        if millis is None:
+            return None
+        for row, ms in zip(rows, millis.tolist(), strict=True):
             row["ts_ms"] = ms
         return rows
 
@@ -225,7 +222,16 @@ class Codec(Generic[E]):
 _EVENT_TIMES: TypeAdapter[list[datetime]] = TypeAdapter(list[EventTime])
 
 
-def text_times(stamps: list[float | str]) -> list[int] | None:
+def event_times_ms(stamps: list[float | str]) -> npt.NDArray[np.int64] | None:
+    """Epoch milliseconds of event times as msgspec decoded them: numbers read as
+    pydantic reads them, text parsed by pydantic; None if pydantic refuses a text one."""
+    if str not in set(map(type, stamps)):  # the common case, checked at C speed
+        return fast_rows.epoch_ms(stamps)
+    millis = _text_times(stamps)
+    return None if millis is None else np.asarray(millis, dtype=np.int64)
+
+
+def _text_times(stamps: list[float | str]) -> list[int] | None:
     """Event times, numbers and text mixed, in epoch milliseconds; None if pydantic
     refuses a text one."""
     texts = [(i, s) for i, s in enumerate(stamps) if isinstance(s, str)]

@@ -25,8 +25,9 @@ event that does not fit) on top of the usual way; so does, after a whole
 parse, a message of a model the agent does not track (``agents.admission``),
 which the usual way dead-letters.
 
-Bounds: ``MAX_LAYOUTS`` keys with a layout, and as many built decoders (a few
-KB each), the least recently learnt forgotten first.
+Bounds: ``MAX_LAYOUTS`` keys with a layout, and as many decoders kept for reuse
+(a few KB each), the least recently learnt forgotten first; a key holds on to
+its own decoder, so at most ``2 * MAX_LAYOUTS`` decoders live.
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ from operator import attrgetter
 from typing import Any
 
 import msgspec
-import numpy as np
 
-from agents.codec import Origin, Row, text_times
+from agents.codec import Origin, Row, event_times_ms
 from schemas import fast_rows
 from streams.batch import FeatureBatch
 from streams.drift.monitor import PREDICTION, SCORE
@@ -52,6 +52,7 @@ _TS = attrgetter("ts")
 _FEATURES = attrgetter("features")
 _SCORE = attrgetter("score")
 _PREDICTION = attrgetter("prediction")
+Decoder = msgspec.json.Decoder
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,18 @@ class ColumnLane:
         self.max_message_bytes = max_message_bytes
         self.pii = frozenset(pii)
         self._outputs = "prediction" in model.model_fields  # type: ignore[attr-defined]
-        self._layouts: dict[bytes | None, tuple[str, ...]] = {}
-        self._decoders: dict[tuple[str, ...], msgspec.json.Decoder[Any]] = {}
+        # per key: its names and their decoder; and the decoders built, by names
+        self._layouts: dict[bytes | None, tuple[tuple[str, ...], Decoder[Any]]] = {}
+        self._decoders: dict[tuple[str, ...], Decoder[Any]] = {}
 
     def decode(self, raw: bytes | None, origin: Origin) -> Columns | None:
         """The message's columns, or None when it must take the usual way."""
-        names = self._layouts.get(origin.key)
-        if names is None or not raw or len(raw) > self.max_message_bytes:
+        layout = self._layouts.get(origin.key)
+        if layout is None or not raw or len(raw) > self.max_message_bytes:
             return None
+        names, decoder = layout
         try:
-            events = self._decoders[names].decode(raw).events
+            events = decoder.decode(raw).events
         except (msgspec.MsgspecError, ValueError):  # ValueError: bad UTF-8
             return None
         if not events:
@@ -92,14 +95,9 @@ class ColumnLane:
         model = models.pop()
         if origin.key is not None and origin.key != model.encode():
             return None
-        stamps = list(map(_TS, events))
-        if str in set(map(type, stamps)):  # text: pydantic parses those, as on the usual way
-            millis = text_times(stamps)
-            if millis is None:
-                return None
-            ts_ms = np.asarray(millis, dtype=np.int64)
-        else:
-            ts_ms = fast_rows.epoch_ms(stamps)
+        ts_ms = event_times_ms(list(map(_TS, events)))  # as on the usual way
+        if ts_ms is None:
+            return None
         rows = map(msgspec.structs.astuple, map(_FEATURES, events))  # in the order of names
         columns: dict[str, Any] = dict(zip(names, zip(*rows, strict=True), strict=True))
         if self._outputs:
@@ -118,16 +116,16 @@ class ColumnLane:
         names = tuple(sorted(first))
         if self.pii.intersection(names) or len(names) > fast_rows.MAX_LAYOUT_FEATURES:
             return
-        if names not in self._decoders:
-            self._decoders[names] = msgspec.json.Decoder(fast_rows.layout_batch(self.model, names))
+        decoder = self._decoders.get(names)
+        if decoder is None:
+            decoder = Decoder(fast_rows.layout_batch(self.model, names))
+            self._decoders[names] = decoder
             if len(self._decoders) > MAX_LAYOUTS:
                 self._decoders.pop(next(iter(self._decoders)))
-        self._layouts.pop(origin.key, None)  # most recently used last
-        self._layouts[origin.key] = names
+        self._layouts.pop(origin.key, None)  # most recently learnt last
+        self._layouts[origin.key] = (names, decoder)
         if len(self._layouts) > MAX_LAYOUTS:
             self._layouts.pop(next(iter(self._layouts)))
-        for key in [k for k, n in self._layouts.items() if n not in self._decoders]:
-            del self._layouts[key]
 
 
 _NO: dict[str, Any] = {}

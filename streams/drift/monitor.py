@@ -207,6 +207,8 @@ class DriftMonitor:
         self.max_panes = policy.max_open_windows + policy.window // policy.pane - 1
         self.numeric = NumericSummary()
         self.categorical = CategoricalSummary()
+        # A cache, not state: bin edges of the last two references (``_edges_of``).
+        self._edges: list[tuple[Reference, dict[str, npt.NDArray[np.float64]]]] = []
 
     # -- state -------------------------------------------------------------
 
@@ -253,7 +255,7 @@ class DriftMonitor:
             for n, k in state["kinds"].items()
             if k == "categorical"
         }
-        edges_now = self._reference_edges(state)
+        edges_now = self._edges_of(state["reference"])
         cut = state.get("reference_from_ms")
         previous = state.get("previous_reference")
         edges_before = self._edges_of(previous) if cut is not None and previous else {}
@@ -363,19 +365,21 @@ class DriftMonitor:
             if kind == "numeric":
                 state["anchors"] = {**state["anchors"], name: anchor_of(values)}
 
-    @staticmethod
-    def _reference_edges(state: VersionState) -> dict[str, npt.NDArray[np.float64]]:
-        return DriftMonitor._edges_of(state["reference"])
-
-    @staticmethod
-    def _edges_of(ref: Reference | None) -> dict[str, npt.NDArray[np.float64]]:
+    def _edges_of(self, ref: Reference | None) -> dict[str, npt.NDArray[np.float64]]:
+        """The reference's numeric bin edges as arrays (read-only), kept for the last
+        two references seen: the same reference object comes with every batch."""
         if ref is None:
             return {}
-        return {
+        for seen, edges in self._edges:
+            if seen is ref:
+                return edges
+        edges = {
             name: np.asarray(f["bins"], dtype=np.float64)
             for name, f in ref["features"].items()
             if f["kind"] == "numeric"
         }
+        self._edges = [(ref, edges), *self._edges[:1]]
+        return edges
 
     # -- closing windows -----------------------------------------------------
 
@@ -438,13 +442,12 @@ class DriftMonitor:
         if len(panes) == 1 and panes[0]["start_ms"] == start:
             return panes[0]  # tumbling windows are their panes
         acc = self._new_window(start)
-        for pane in panes:
-            acc = self._merge(acc, pane)
+        for pane in panes:  # not their warm-up moments: the warm-up merges the panes
+            acc = self._merge(acc, pane, moments=False)
         acc["start_ms"] = start
         if any("mv" in pane or "mv_halves" in pane for pane in panes):
             sums = [pane.get("mv") for pane in panes]  # None: not judged
             acc["mv"] = None if None in sums else mv.sum_errors(cast(list[mv.ErrorSums], sums))
-        acc.pop("mv_halves", None)  # warm-up moments: the warm-up merges the panes
         return acc
 
     def _before_switch(self, state: VersionState, start: int) -> bool:
@@ -474,7 +477,8 @@ class DriftMonitor:
         state["reference_from_ms"] = max(open_starts) + self.policy.pane
         return state
 
-    def _merge(self, a: WindowAcc, b: WindowAcc) -> WindowAcc:
+    def _merge(self, a: WindowAcc, b: WindowAcc, *, moments: bool = True) -> WindowAcc:
+        """``a`` and ``b`` together; without ``moments``, no warm-up moments (``mv_halves``)."""
         numeric = dict(a["numeric"])
         for name, st in b["numeric"].items():
             numeric[name] = self.numeric.merge(numeric[name], st) if name in numeric else st
@@ -489,6 +493,8 @@ class DriftMonitor:
             "numeric": numeric,
             "categorical": categorical,
         }
+        if not moments:
+            return merged
         ha, hb = a.get("mv_halves"), b.get("mv_halves")
         halves = ha if hb is None else hb if ha is None else mv.merge_halves(ha, hb)
         if halves is not None:
