@@ -16,7 +16,8 @@ and exact counts on those edges come.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from itertools import chain
+from typing import TypedDict, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -104,6 +105,7 @@ class NumericSummary:
             highs = np.fmax.reduce(values, axis=1).tolist()
         n = values.shape[1]
         out: list[NumericState] = []
+        binned: list[int] = []  # features counted on bins, below, all at once
         for j, state in enumerate(states):
             new: NumericState = {
                 "missing": state["missing"] + missing[j],
@@ -117,18 +119,56 @@ class NumericSummary:
                 continue
             new["lo"] = _min(new["lo"], lows[j])
             new["hi"] = _max(new["hi"], highs[j])
-            cut = edges[j]
-            if cut is None:
-                sketch = state["sketch"] or self.sketch.initialize(anchors[j])
-                new["sketch"] = self.sketch.update(sketch, values[j][~nan[j]])
+            if edges[j] is not None:
+                binned.append(j)
                 continue
-            idx = np.searchsorted(cut, values[j], side="right")
-            if missing[j]:
-                idx[nan[j]] = cut.size + 1  # a cell past the last bin, dropped below
-            add = np.bincount(idx, minlength=cut.size + 2)[: cut.size + 1]
-            old = state["counts"]
-            new["counts"] = (add if old is None else add + np.asarray(old)).tolist()
+            sketch = state["sketch"] or self.sketch.initialize(anchors[j])
+            new["sketch"] = self.sketch.update(sketch, values[j][~nan[j]])
+        if binned:
+            self._count_bins(out, binned, values, missing, edges)
         return out
+
+    @staticmethod
+    def _count_bins(
+        out: list[NumericState],
+        binned: list[int],
+        values: npt.NDArray[np.float64],
+        missing: list[int],
+        edges: list[Edges | None],
+    ) -> None:
+        """Add the rows ``binned`` of ``values`` to ``out[j]["counts"]``.
+
+        Each row is sorted (NaN last) and its edges are looked up in it: how many
+        values lie below each edge, whose differences are the bin counts. A few
+        hundred edge lookups instead of a bin search per value (whose branches a
+        CPU cannot predict: ~4x slower for 500 values on 100 edges). The features'
+        cells are laid end to end, so that the counts are added and turned into
+        lists once for them all."""
+        cuts = [cast(Edges, edges[j]) for j in binned]
+        starts = np.cumsum([0, *(cut.size + 1 for cut in cuts)])
+        rows = values[binned]  # a copy, sorted in place
+        rows.sort(axis=1)
+        below = np.empty(starts[-1], dtype=np.int64)  # values below each edge, then all
+        for row, (j, cut) in enumerate(zip(binned, cuts, strict=True)):
+            below[starts[row]:starts[row + 1] - 1] = np.searchsorted(rows[row], cut, side="left")
+            below[starts[row + 1] - 1] = values.shape[1] - missing[j]
+        counts = np.diff(below, prepend=0)
+        counts[starts[:-1]] = below[starts[:-1]]  # each feature starts from nothing
+        old = [out[j]["counts"] for j in binned]
+        for o, start, end in zip(old, starts[:-1], starts[1:], strict=True):
+            if o is not None and len(o) != end - start:
+                raise ValueError(f"counts of {len(o)} cells do not fit {end - start - 1} "
+                                 "bin edges")
+        if all(o is not None for o in old):
+            counts += np.fromiter(chain.from_iterable(cast(list[list[int]], old)),
+                                  dtype=counts.dtype, count=counts.size)
+        else:
+            for o, start, end in zip(old, starts[:-1], starts[1:], strict=True):
+                if o is not None:
+                    counts[start:end] += np.asarray(o, dtype=counts.dtype)
+        total = counts.tolist()
+        for start, end, j in zip(starts[:-1].tolist(), starts[1:].tolist(), binned, strict=True):
+            out[j]["counts"] = total[start:end]
 
     def merge(self, a: NumericState, b: NumericState) -> NumericState:
         counts: list[int] | None

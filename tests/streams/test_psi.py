@@ -397,3 +397,37 @@ def test_categorical_bin_counts_put_the_rest_in_other() -> None:
 def test_categorical_summary_refuses_zero_cap() -> None:
     with pytest.raises(ValueError, match="max_categories"):
         CategoricalSummary(max_categories=0)
+
+
+def test_numeric_update_many_equals_each_feature_counted_alone() -> None:
+    # Features of one batch counted at once (bins of different sizes laid end to end,
+    # one bincount) land in their own cells, whatever their neighbours hold.
+    rng = np.random.default_rng(12)
+    n = 400
+    values = rng.normal(size=(6, n))
+    values[1, ::3] = np.nan
+    values[3] = np.nan  # all missing: counts untouched
+    edges: list[Floats | None] = [
+        np.quantile(values[0], DECILES), np.array([0.0]), None, np.array([-1.0, 1.0]),
+        np.linspace(-3, 3, 101), np.quantile(values[5], DECILES),
+    ]
+    summary = NumericSummary()
+    start = [summary.initialize() for _ in edges]
+    start[5] = summary.update(summary.initialize(), rng.normal(size=50), edges[5])
+    start[3] = summary.update(summary.initialize(), np.array([0.0, 5.0]), edges[3])
+    got = summary.update_many(start, values, edges, [0.0] * len(edges))
+    for j, (state, cut) in enumerate(zip(start, edges, strict=True)):
+        assert got[j] == summary.update(state, values[j], cut)
+        if cut is not None:
+            finite = values[j][~np.isnan(values[j])]
+            before = np.asarray(state["counts"] or np.zeros(cut.size + 1, dtype=np.int64))
+            assert got[j]["counts"] == (before + _exact_counts(finite, cut)).tolist()
+    assert got[3]["counts"] == start[3]["counts"] and got[3]["missing"] == n
+    assert got[2]["sketch"] is not None and got[2]["counts"] is None
+
+
+def test_numeric_counts_on_other_edges_are_refused() -> None:
+    summary = NumericSummary()
+    state = summary.update(summary.initialize(), np.array([0.5]), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="3 cells do not fit 3 bin edges"):
+        summary.update(state, np.array([0.5]), np.array([0.0, 1.0, 2.0]))
