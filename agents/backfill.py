@@ -12,8 +12,11 @@ The runner knows, per partition and topic, the last offset it applied (the
 redo record, agents.redo). A message more than one past it means a hole: the
 runner reads the missing range with this reader (its own confluent-kafka
 consumer, assigned to the one partition, no group, nothing committed) and
-handles those messages first, in order. Offsets that do not exist (a
-compacted topic, transaction markers) simply are not returned.
+handles those messages first, in order. A hole at the end of what was sent
+has no later message: the runner's periodic check (``runner.register``'s
+``watch``) finds the agent idle behind the consumer's read offset and reads it
+the same way. Offsets that do not exist (a compacted topic, transaction
+markers) simply are not returned.
 """
 
 from __future__ import annotations

@@ -70,8 +70,9 @@ LATENCY = Histogram("driftline_report_latency_seconds",
                     "wall-clock time from a window's end to its report", ["kind"],
                     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
                     registry=REGISTRY)
-REDELIVERED = Counter("driftline_redelivered", "messages redelivered after a restart whose "
-                      "effects were already applied (skipped)", ["topic", "agent"],
+REDELIVERED = Counter("driftline_redelivered", "messages handed over again whose effects "
+                      "were already applied (after a restart, or read directly): skipped",
+                      ["topic", "agent"],
                       registry=REGISTRY)
 UNTRACKED_EVENTS = Counter("driftline_untracked_events", "events dead-lettered because their "
                            "model is beyond DRIFTLINE_MAX_MODELS (agents.admission)",

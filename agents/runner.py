@@ -13,7 +13,9 @@ writes, so that a message handed again after a crash is recognised and
 skipped: state is changed once per message, and what a message emitted is
 never lost. The same record tells the last offset applied per partition and
 topic, so a hole in what Faust hands over is noticed and read directly
-(agents.backfill).
+(agents.backfill): when a later message arrives, or, for a hole at the end of
+what was sent, when a periodic check (``watch``) finds the agent idle behind
+the offset Faust's consumer has read.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 from pydantic import BaseModel
 
@@ -33,10 +36,13 @@ from agents.backfill import Backfill, Input
 from agents.codec import Origin, dead_letter
 from agents.config import Settings
 from agents.overlay import Overlay
-from agents.redo import Redo, RedoLog
+from agents.redo import Redo, RedoLog, redo_key
 from schemas.reports import DeadLetter
 
 logger = logging.getLogger(__name__)
+
+#: how often each agent checks that it is not idle behind what its consumer read
+WATCH_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -46,6 +52,14 @@ class Outcome:
     counted: int = 0
     #: messages for the agent's other outputs: (output name, key, value)
     routed: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HandlerAgent:
+    #: the agent body, ``async def (stream)``
+    body: Callable[[Any], Awaitable[None]]
+    #: ``catch_up(topic, partition, read)``: see ``handler_agent``
+    catch_up: Callable[[str, int, int], Awaitable[int]]
 
 
 class Handler(Protocol):
@@ -61,13 +75,15 @@ def handler_agent(
     outputs: dict[str, faust.types.TopicT] | None = None, log: RedoLog | None = None,
     backfill: Backfill | None = None,
     settle: Callable[[str, int, int, int], Awaitable[None]] | None = None,
-) -> Any:
-    """An agent body (``async def (stream)``) that runs ``handler`` on every message.
+) -> HandlerAgent:
+    """An agent body (``async def (stream)``) that runs ``handler`` on every message,
+    and its ``catch_up``.
 
     ``log`` holds the table's redo records (agents.redo); None without a table.
     ``backfill`` reads the messages Faust's consumer skipped (agents.backfill);
     ``settle(topic, partition, start, end)`` then tells the consumer that offsets
     ``start..end-1`` are done, or its offset commit would stop at the hole."""
+    lock = asyncio.Lock()  # one message at a time: the stream's, or catch_up's
 
     async def handle(msg: Input, redo: Redo | None) -> None:
         origin = Origin(msg.topic, msg.partition, msg.offset, msg.key)
@@ -129,17 +145,33 @@ def handler_agent(
         async for event in stream.events():
             m = event.message
             msg = Input(m.topic, m.partition, m.offset, m.key, m.value)
-            redo = None if log is None else log.begin(msg.partition, msg.topic, msg.offset)
-            if log is not None and redo is not None:
-                redo = await fill(msg, redo)
-            if log is not None and redo is None:
-                metrics.REDELIVERED.labels(msg.topic, handler.AGENT).inc()
-                logger.info("%s: %s[%d]@%d was applied before the worker stopped; skipped",
-                            handler.AGENT, msg.topic, msg.partition, msg.offset)
-                continue
-            await handle(msg, redo)
+            async with lock:
+                redo = None if log is None else log.begin(msg.partition, msg.topic, msg.offset)
+                if log is not None and redo is not None:
+                    redo = await fill(msg, redo)
+                if log is not None and redo is None:
+                    metrics.REDELIVERED.labels(msg.topic, handler.AGENT).inc()
+                    logger.info("%s: %s[%d]@%d was applied already (before a restart, or "
+                                "read directly); skipped", handler.AGENT, msg.topic,
+                                msg.partition, msg.offset)
+                    continue
+                await handle(msg, redo)
 
-    return agent
+    async def catch_up(topic: str, partition: int, read: int) -> int:
+        """Handle what Faust's consumer read from ``topic[partition]`` up to offset
+        ``read`` but never handed over (a hole with no later message to reveal it);
+        returns how many offsets that was. Needs the partition's redo record."""
+        if log is None or backfill is None or lock.locked():  # locked: the agent is busy
+            return 0
+        async with lock:
+            redo = log.begin(partition, topic, read)
+            last = None if redo is None else redo.applied.get(topic)
+            if redo is None or last is None:  # all applied; or no record to start from
+                return 0
+            await fill(Input(topic, partition, read + 1, None, None), redo)
+            return read - last
+
+    return HandlerAgent(agent, catch_up)
 
 
 def register(
@@ -172,7 +204,7 @@ def register(
         # the hole done. (Faust's own way of passing over missing offsets; private.)
         await app.consumer._add_gap(TP(topic, partition), start, end - 1)
 
-    body = handler_agent(
+    runner = handler_agent(
         handler,
         table=state,
         log=log,
@@ -183,5 +215,39 @@ def register(
         outputs={name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
                  for name in extra_outputs},
     )
-    source = app.topic(*(settings.topic(s) for s in sources), key_type=bytes, value_type=bytes)
-    return app.agent(source, name=name)(body), state
+    inputs = {settings.topic(s) for s in sources}
+    last_check: dict[TP, tuple[int, bytes | None]] = {}
+
+    @app.timer(WATCH_INTERVAL_S)
+    async def watch() -> None:
+        # Faust drops messages it fetched while a rebalance or a recovery had the
+        # flow stopped (agents.backfill). A hole before a later message is read when
+        # that message comes; a hole at the end of what was sent has no later message,
+        # and the agent would wait for ever (seen in tests/e2e/test_scale_out.py: the
+        # whole second half dropped). So: a partition whose consumer has read past
+        # what the agent applied, with no progress for a whole interval, is caught up.
+        # (``_read_offset``: the consumer's last offset read per partition; private.)
+        if app.rebalancing or not app.flow_control.is_active():
+            last_check.clear()
+            return
+        try:
+            assigned = app.consumer.assignment()
+        except ConsumerNotStarted:
+            return
+        now: dict[TP, tuple[int, bytes | None]] = {}
+        for tp in assigned:
+            read = app.consumer._read_offset.get(tp)
+            if tp.topic not in inputs or read is None:
+                continue
+            now[tp] = (read, state.get(redo_key(tp.partition)))
+            if last_check.get(tp) == now[tp]:
+                try:
+                    await runner.catch_up(tp.topic, tp.partition, read)
+                except Exception:  # the broker unreachable, say: try again next time
+                    logger.exception("%s: could not catch up on %s[%d]", name, tp.topic,
+                                     tp.partition)
+        last_check.clear()
+        last_check.update(now)
+
+    source = app.topic(*inputs, key_type=bytes, value_type=bytes)
+    return app.agent(source, name=name)(runner.body), state
