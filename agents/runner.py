@@ -174,6 +174,22 @@ def handler_agent(
     return HandlerAgent(agent, catch_up)
 
 
+def last_read(read_offset: int | None, end_offset: int | None) -> int | None:
+    """The last offset Faust's consumer read from a partition: its ``_read_offset``,
+    except after a seek (a start, a rebalance), when that holds the next offset to
+    read; the partition's end offset (one past its last message) tells them apart
+    when nothing was written since. (With more written since, the answer may be one
+    past what was read: an agent idle there reads that message itself, and skips
+    the stream's copy.) None when either is unknown.
+
+    >>> last_read(56, 57), last_read(28, 28), last_read(28, 40), last_read(None, 5)
+    (56, 27, 28, None)
+    """
+    if read_offset is None or end_offset is None:
+        return None
+    return min(read_offset, end_offset - 1)
+
+
 def register(
     app: faust.App, settings: Settings, handler: Handler, *, name: str, sources: list[str],
     output: str, table: str, extra_outputs: tuple[str, ...] = (),
@@ -226,7 +242,7 @@ def register(
         # and the agent would wait for ever (seen in tests/e2e/test_scale_out.py: the
         # whole second half dropped). So: a partition whose consumer has read past
         # what the agent applied, with no progress for a whole interval, is caught up.
-        # (``_read_offset``: the consumer's last offset read per partition; private.)
+        # (``_read_offset``: the consumer's read offset per partition; private.)
         if app.rebalancing or not app.flow_control.is_active():
             last_check.clear()
             return
@@ -236,8 +252,10 @@ def register(
             return
         now: dict[TP, tuple[int, bytes | None]] = {}
         for tp in assigned:
-            read = app.consumer._read_offset.get(tp)
-            if tp.topic not in inputs or read is None:
+            if tp.topic not in inputs:
+                continue
+            read = last_read(app.consumer._read_offset.get(tp), app.consumer.highwater(tp))
+            if read is None:
                 continue
             now[tp] = (read, state.get(redo_key(tp.partition)))
             if last_check.get(tp) == now[tp]:
