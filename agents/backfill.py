@@ -14,7 +14,7 @@ runner reads the missing range with this reader (its own confluent-kafka
 consumer, assigned to the one partition, no group, nothing committed) and
 handles those messages first, in order. A hole at the end of what was sent
 has no later message: the runner's periodic check (``runner.register``'s
-``watch``) finds the agent idle behind the consumer's read offset and reads it
+``watch``) finds the agent idle behind the end of the partition and reads it
 the same way. Offsets that do not exist (a compacted topic, transaction
 markers) simply are not returned.
 """
