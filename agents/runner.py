@@ -41,7 +41,7 @@ from schemas.reports import DeadLetter
 
 logger = logging.getLogger(__name__)
 
-#: how often each agent checks that it is not idle behind what its consumer read
+#: how often each agent checks that it is not idle behind the end of its partitions
 WATCH_INTERVAL_S = 5.0
 
 
@@ -58,7 +58,7 @@ class Outcome:
 class HandlerAgent:
     #: the agent body, ``async def (stream)``
     body: Callable[[Any], Awaitable[None]]
-    #: ``catch_up(topic, partition, read)``: see ``handler_agent``
+    #: ``catch_up(topic, partition, upto)``: see ``handler_agent``
     catch_up: Callable[[str, int, int], Awaitable[int]]
 
 
@@ -158,19 +158,19 @@ def handler_agent(
                     continue
                 await handle(msg, redo)
 
-    async def catch_up(topic: str, partition: int, read: int) -> int:
-        """Handle what Faust's consumer read from ``topic[partition]`` up to offset
-        ``read`` but never handed over (a hole with no later message to reveal it);
-        returns how many offsets that was. Needs the partition's redo record."""
+    async def catch_up(topic: str, partition: int, upto: int) -> int:
+        """Handle the messages of ``topic[partition]`` up to offset ``upto`` that Faust
+        never handed over (a hole with no later message to reveal it); returns how
+        many offsets that was. Needs the partition's redo record to start from."""
         if log is None or backfill is None or lock.locked():  # locked: the agent is busy
             return 0
         async with lock:
-            redo = log.begin(partition, topic, read)
+            redo = log.begin(partition, topic, upto)
             last = None if redo is None else redo.applied.get(topic)
             if redo is None or last is None:  # all applied; or no record to start from
                 return 0
-            await fill(Input(topic, partition, read + 1, None, None), redo)
-            return read - last
+            await fill(Input(topic, partition, upto + 1, None, None), redo)
+            return upto - last
 
     return HandlerAgent(agent, catch_up)
 
