@@ -80,8 +80,9 @@ UNTRACKED_EVENTS = Counter("driftline_untracked_events", "events dead-lettered b
 TRACKED_MODELS = Gauge("driftline_tracked_models", "models admitted on a table partition, the "
                        "policy file's not counted (agents.admission)", ["agent", "partition"],
                        registry=REGISTRY)
-BACKFILLED = Counter("driftline_backfilled", "messages the consumer skipped, read directly "
-                     "and handled (agents.backfill)", ["topic", "agent"], registry=REGISTRY)
+BACKFILLED = Counter("driftline_backfilled", "messages the consumer never handed over, read "
+                     "directly and handled (agents.backfill)", ["topic", "agent"],
+                     registry=REGISTRY)
 LAG = Gauge("driftline_consumer_lag", "messages not yet consumed", ["topic", "partition"],
             registry=REGISTRY)
 

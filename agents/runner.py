@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import faust
 from faust.exceptions import ConsumerNotStarted
+from faust.streams import _current_event
 from faust.types import TP
 from pydantic import BaseModel
 
@@ -175,6 +178,27 @@ def handler_agent(
     return HandlerAgent(agent, catch_up)
 
 
+@dataclass
+class _StandIn:
+    """What Faust's tables and stores read of the event being processed."""
+
+    message: Input
+
+
+@contextmanager
+def _in_partition(tp: TP) -> Iterator[None]:
+    """Make table reads and writes outside the agent's stream go to ``tp``'s table
+    partition: Faust takes it from the event being processed (a context variable
+    of its stream, private), and refuses writes with none ("Cannot modify table
+    key from outside of stream iteration")."""
+    stand_in = _StandIn(Input(tp.topic, tp.partition, -1, None, None))
+    token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
 def register(
     app: faust.App, settings: Settings, handler: Handler, *, name: str, sources: list[str],
     output: str, table: str, extra_outputs: tuple[str, ...] = (),
@@ -247,7 +271,9 @@ def register(
             if last_check.get(tp) != now[tp]:
                 continue
             try:
-                if await runner.catch_up(tp.topic, tp.partition, end - 1):
+                with _in_partition(tp):
+                    caught = await runner.catch_up(tp.topic, tp.partition, end - 1)
+                if caught:
                     read = app.consumer._read_offset.get(tp)
                     if read is None or read < end - 1:
                         await app.consumer.seek(tp, end)

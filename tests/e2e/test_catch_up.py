@@ -1,0 +1,106 @@
+"""End to end: messages at the end of a partition that Faust's consumer never
+hands over are read directly by the agent (the runner's watch, agents.runner).
+
+faust-streaming drops, and acknowledges, messages it fetched while a rebalance
+or a recovery had its flow stopped; when nothing is sent after them, no later
+message reveals the hole, and the agent would wait for ever (about one run in
+ten of tests/e2e/test_scale_out.py did). This test makes that state on
+purpose: a worker handles the first window and is stopped; the second window
+and a closer are sent and the group's offset is committed past them, as Faust
+commits what it dropped; a new worker process starts from there, and nothing
+is sent after. Only the watch can find those messages: both windows must be
+reported with every event counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+from agents import simulate, tail
+from agents.redo import Redo, redo_key
+from tests.conftest import WorkerProcess
+
+pytestmark = pytest.mark.e2e
+
+POLICY = "drift: {window: 60s, allowed_lateness: 0s, min_reference_events: 500}\n"
+T0 = 1_800_000_000 - 1_800_000_000 % 60
+PER_WINDOW = 1000
+
+
+class _AsFaust(RoundRobinPartitionAssignor):
+    """Round robin, under the name of Faust's assignor: a group keeps the protocol
+    of its first members, and the embedded broker refuses any other."""
+
+    name = "faust"
+
+
+def _commit(worker: WorkerProcess, topic: str, offset: int, timeout_s: float = 60) -> None:
+    """Commit ``offset`` for the worker's (stopped) group, as a member of the group:
+    the embedded broker refuses commits from outside it."""
+
+    async def commit() -> None:
+        consumer = AIOKafkaConsumer(
+            worker.topic(topic), bootstrap_servers=worker.settings.bootstrap,
+            group_id=worker.settings.app_id, enable_auto_commit=False,
+            partition_assignment_strategy=(_AsFaust,), session_timeout_ms=6000)
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not consumer.assignment():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the group gave no partition within {timeout_s} s")
+                await consumer.getmany(timeout_ms=500)
+            await consumer.commit({TopicPartition(worker.topic(topic), 0): offset})
+        finally:
+            await consumer.stop()
+
+    asyncio.run(commit())
+    assert worker.committed(topic) == offset
+
+
+def test_a_hole_at_the_end_of_a_partition_is_read_directly(worker_factory: object) -> None:
+    worker: WorkerProcess = worker_factory(  # type: ignore[operator]
+        POLICY, log_level="info", env={"DRIFTLINE_SESSION_TIMEOUT_S": "6"})
+    worker.wait_ready(timeout_s=60)
+    traffic = simulate.FraudTraffic(seed=5)
+    first = list(simulate.batches(traffic.events(PER_WINDOW, start_s=T0, span_s=60), 250))
+    rest = list(simulate.batches(traffic.events(PER_WINDOW, start_s=T0 + 60, span_s=60), 250))
+    rest += list(simulate.batches(traffic.events(1, start_s=T0 + 200, span_s=1), 250))
+    producer = simulate.make_producer(worker.settings.bootstrap)
+    simulate.publish(producer, worker.topic("predictions"), "fraud-detector", first)
+    worker.wait_committed("predictions", len(first), timeout_s=60)
+
+    assert worker.stop() == 0, worker.log()
+    simulate.publish(producer, worker.topic("predictions"), "fraud-detector", rest)
+    end = len(first) + len(rest)
+    _commit(worker, "predictions", end)  # Faust's drop: acknowledged, never handed over
+    worker.seal_changelogs()  # see WorkerProcess.restart
+    worker.start()
+
+    reports = tail.collect(worker.settings.bootstrap, worker.topic("drift"),
+                           lambda seen: len(seen) >= 2, timeout_s=90)
+    counted = sorted((r["window_start"], r["n"]) for r in reports)
+    assert [n for _, n in counted] == [PER_WINDOW, PER_WINDOW], f"{counted}\n{worker.log()}"
+    log = worker.log()
+    assert (f"drift: the consumer never handed over {worker.topic('predictions')}[0] offsets "
+            f"{len(first)}-{end - 1}") in log, log[-3000:]
+    # ... and applied: the table's redo record in the changelog says so.
+    changelog = f"{worker.settings.app_id}-drift-state-changelog"
+    deadline = time.monotonic() + 30
+    while (applied := _applied(worker, changelog)) != end - 1:
+        assert time.monotonic() < deadline, f"redo record at {applied}\n{log[-3000:]}"
+        time.sleep(0.5)  # polling interval of the condition, not synchronisation
+
+
+def _applied(worker: WorkerProcess, changelog: str) -> int | None:
+    """The last predictions offset applied, by the newest redo record of partition 0."""
+    records = [m for m in tail.read_messages(worker.settings.bootstrap, [changelog])
+               if m.key() == redo_key(0)]
+    if not records:
+        return None
+    return Redo.loads(records[-1].value()).applied.get(worker.topic("predictions"))
