@@ -248,7 +248,7 @@ def register(
         # After a rebalance or a recovery, Faust can leave an agent behind the end of
         # a partition for good: it drops messages it fetched while its flow was
         # stopped (agents.backfill), and a hole with no later message is never
-        # noticed; tests/e2e/test_scale_out.py stalled so about one run in ten (the
+        # noticed; tests/e2e/test_scale_out.py stalled so in 2 of 80 runs under load (the
         # worker that kept its partition handled one message and never saw the rest
         # of the second half). So: a partition that has messages past what the agent
         # applied, with no progress for a whole interval while the agent is idle, is

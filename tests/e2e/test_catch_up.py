@@ -3,8 +3,8 @@ hands over are read directly by the agent (the runner's watch, agents.runner).
 
 faust-streaming drops, and acknowledges, messages it fetched while a rebalance
 or a recovery had its flow stopped; when nothing is sent after them, no later
-message reveals the hole, and the agent would wait for ever (about one run in
-ten of tests/e2e/test_scale_out.py did). This test makes that state on
+message reveals the hole, and the agent would wait for ever (2 of 80 runs of
+tests/e2e/test_scale_out.py did, under load). This test makes that state on
 purpose: a worker handles the first window and is stopped; the second window
 and a closer are sent and the group's offset is committed past them, as Faust
 commits what it dropped; a new worker process starts from there, and nothing
