@@ -123,27 +123,26 @@ def handler_agent(
         if log is not None and redo is not None:
             log.commit(msg.partition, redo, msg.topic, msg.offset, view.changes())
 
-    async def fill(msg: Input, redo: Redo) -> Redo | None:
-        """Handle the messages before ``msg`` that Faust never handed over; ``msg``'s redo."""
-        last = redo.applied.get(msg.topic)
-        if backfill is None or last is None or msg.offset <= last + 1:
+    async def fill(topic: str, partition: int, offset: int, redo: Redo) -> Redo | None:
+        """Handle the messages of ``topic[partition]`` before ``offset`` that Faust never
+        handed over; the redo record for the message at ``offset``."""
+        last = redo.applied.get(topic)
+        if backfill is None or last is None or offset <= last + 1:
             return redo
-        missed = await asyncio.to_thread(backfill.read, msg.topic, msg.partition, last + 1,
-                                         msg.offset)
+        missed = await asyncio.to_thread(backfill.read, topic, partition, last + 1, offset)
         logger.warning("%s: the consumer never handed over %s[%d] offsets %d-%d (faust-streaming "
                        "drops messages fetched during a rebalance or a recovery); read %d of "
                        "them directly",
-                       handler.AGENT, msg.topic, msg.partition, last + 1, msg.offset - 1,
-                       len(missed))
-        metrics.BACKFILLED.labels(msg.topic, handler.AGENT).inc(len(missed))
+                       handler.AGENT, topic, partition, last + 1, offset - 1, len(missed))
+        metrics.BACKFILLED.labels(topic, handler.AGENT).inc(len(missed))
         assert log is not None
         for m in missed:
             before = log.begin(m.partition, m.topic, m.offset)
             if before is not None:
                 await handle(m, before)
         if settle is not None:
-            await settle(msg.topic, msg.partition, last + 1, msg.offset)
-        return log.begin(msg.partition, msg.topic, msg.offset)
+            await settle(topic, partition, last + 1, offset)
+        return log.begin(partition, topic, offset)
 
     async def agent(stream: Any) -> None:
         async for event in stream.events():
@@ -152,7 +151,7 @@ def handler_agent(
             async with lock:
                 redo = None if log is None else log.begin(msg.partition, msg.topic, msg.offset)
                 if log is not None and redo is not None:
-                    redo = await fill(msg, redo)
+                    redo = await fill(msg.topic, msg.partition, msg.offset, redo)
                 if log is not None and redo is None:
                     metrics.REDELIVERED.labels(msg.topic, handler.AGENT).inc()
                     logger.info("%s: %s[%d]@%d was applied already (before a restart, or "
@@ -172,7 +171,7 @@ def handler_agent(
             last = None if redo is None else redo.applied.get(topic)
             if redo is None or last is None:  # all applied; or no record to start from
                 return 0
-            await fill(Input(topic, partition, upto + 1, None, None), redo)
+            await fill(topic, partition, upto + 1, redo)
             return upto - last
 
     return HandlerAgent(agent, catch_up)
@@ -180,9 +179,10 @@ def handler_agent(
 
 @dataclass
 class _StandIn:
-    """What Faust's tables and stores read of the event being processed."""
+    """What Faust's tables and stores read of the event being processed: its
+    message's topic and partition."""
 
-    message: Input
+    message: TP
 
 
 @contextmanager
@@ -191,7 +191,7 @@ def _in_partition(tp: TP) -> Iterator[None]:
     partition: Faust takes it from the event being processed (a context variable
     of its stream, private), and refuses writes with none ("Cannot modify table
     key from outside of stream iteration")."""
-    stand_in = _StandIn(Input(tp.topic, tp.partition, -1, None, None))
+    stand_in = _StandIn(tp)
     token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
     try:
         yield

@@ -84,9 +84,9 @@ def _run(handler: Counter, table: dict[bytes, bytes], messages: list[Message],
     async def settle(*hole: Any) -> None:
         settled.append(hole)
 
-    body = handler_agent(handler, table=table, reports=Sink(), deadletter=Sink(),  # type: ignore[arg-type]
-                         log=RedoLog(table), backfill=backfill, settle=settle)
-    asyncio.run(body.body(Stream(messages)))
+    runner = handler_agent(handler, table=table, reports=Sink(), deadletter=Sink(),  # type: ignore[arg-type]
+                           log=RedoLog(table), backfill=backfill, settle=settle)
+    asyncio.run(runner.body(Stream(messages)))
     return settled
 
 
