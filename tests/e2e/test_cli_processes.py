@@ -53,7 +53,7 @@ def test_broker_command_prints_address_and_stops_on_sigterm() -> None:
 
 def test_demo_flags_the_shift_and_leaves_no_process() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "agents", "demo", "--duration", "30", "--time-scale", "20"],
+        [sys.executable, "-m", "agents", "demo", "--duration", "20", "--time-scale", "30"],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout + out.stderr
