@@ -13,7 +13,10 @@ numeric and 5 categorical features):
 * worker: the real ``driftline worker`` on the broker. The messages are
   published first; the rate is read from the drift reports' Kafka timestamps:
   between the report of window 0 and that of window K the worker processed
-  windows 1..K, so startup and group join are not counted.
+  windows 1..K, so startup and group join are not counted;
+* floor: the same worker with a handler that reads nothing of its messages
+  (``agents.bench_floor``): what Kafka, Faust and the runner cost per message
+  whatever the handler does; the drift agent's worker is slower than its floor.
 
 Also: the time to build one window's report for 25 features, and the worker's
 peak resident memory. Medians of ``repeat`` runs where a figure is timed in
@@ -58,6 +61,7 @@ class BenchResult:
     decode_events_per_s: float
     handler_events_per_s: float
     worker_events_per_s: float
+    floor_events_per_s: float
     worker_to_decode_ratio: float
     report_ms_25_features: float
     worker_peak_rss_mb: float
@@ -144,16 +148,20 @@ def run(*, events: int = 200_000, batch_size: int = 500, repeat: int = 3,
         handler = DriftHandler(policy=Policy.model_validate(
             {"drift": {"window": 60, "allowed_lateness": 0, "min_reference_events": 1000}}),
             predictions_topic="p", features_topic="f", max_message_bytes=1 << 26)
-        table: dict[bytes, bytes] = {}
+        table.clear()
         for i, m in enumerate(messages):
             handler.handle(m, Origin("p", 0, i, b"fraud-detector"), table)
 
+    table: dict[bytes, bytes] = {}
     handler_rate = median_rate(handle_all, total, repeat)
     worker_rate, rss = _worker_rate(messages, per_window, windows, broker)
+    floor_argv = ["-m", "agents.bench_floor", "--every", str(len(messages) // windows),
+                  "--value-bytes", str(len(table[b"fraud-detector@v1"]))]
+    floor_rate, _ = _worker_rate(messages, per_window, windows, broker, floor_argv)
     return BenchResult(
         events=total, batch_size=batch_size,
         decode_events_per_s=round(decode), handler_events_per_s=round(handler_rate),
-        worker_events_per_s=round(worker_rate),
+        worker_events_per_s=round(worker_rate), floor_events_per_s=round(floor_rate),
         worker_to_decode_ratio=round(worker_rate / decode, 3),
         report_ms_25_features=round(_report_ms(max(repeat, 5)), 3),
         worker_peak_rss_mb=round(rss, 1),
@@ -162,10 +170,13 @@ def run(*, events: int = 200_000, batch_size: int = 500, repeat: int = 3,
 
 @contextmanager
 def bench_worker(
-    broker_address: str | None, policy: str, agents: str, before_start: Any = None
+    broker_address: str | None, policy: str, agents: str, before_start: Any = None,
+    argv: list[str] | None = None,
 ) -> Iterator[tuple[Settings, subprocess.Popen[bytes], Path]]:
     """A broker (embedded unless given), fresh topics, and a ``driftline worker``
-    running ``agents``; ``before_start(settings)`` runs before the worker starts."""
+    running ``agents``; ``before_start(settings)`` runs before the worker starts.
+    ``argv`` (after ``python``) starts another worker instead, given the broker,
+    topic prefix and app id."""
     embedded = None if broker_address else EmbeddedBroker().start()
     bootstrap = broker_address or embedded.bootstrap  # type: ignore[union-attr]
     prefix = f"bench{uuid.uuid4().hex[:8]}."
@@ -177,11 +188,11 @@ def bench_worker(
         ensure_topics(settings)
         if before_start is not None:
             before_start(settings)
-        args = ["--broker", bootstrap, "--topic-prefix", prefix, "--app-id", settings.app_id,
-                "--policy", str(workdir / "policy.yaml"), "--log-level", "warn",
-                "--agents", agents]
+        args = ["--broker", bootstrap, "--topic-prefix", prefix, "--app-id", settings.app_id]
+        command = argv or ["-m", "agents", "worker", "--policy", str(workdir / "policy.yaml"),
+                           "--log-level", "warn", "--agents", agents]
         with open(workdir / "worker.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "agents", "worker", *args],
+            proc = subprocess.Popen([sys.executable, *command, *args],
                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                     env={**os.environ, "DRIFTLINE_DATADIR": str(workdir)})
         yield settings, proc, workdir
@@ -194,13 +205,15 @@ def bench_worker(
 
 
 def _worker_rate(
-    messages: list[bytes], per_window: int, windows: int, broker_address: str | None
+    messages: list[bytes], per_window: int, windows: int, broker_address: str | None,
+    argv: list[str] | None = None,
 ) -> tuple[float, float]:
     def publish(settings: Settings) -> None:
         producer = simulate.make_producer(settings.bootstrap)
         simulate.publish(producer, settings.topic("predictions"), "fraud-detector", messages)
 
-    with bench_worker(broker_address, _policy_text(), "drift", publish) as (settings, proc, wd):
+    with bench_worker(broker_address, _policy_text(), "drift", publish, argv) as (
+            settings, proc, wd):
         stamps: list[int] = []
         for msg in tail.messages(settings.bootstrap, settings.topic("drift"),
                                  stop=lambda: len(stamps) >= windows or proc.poll() is not None):
@@ -222,6 +235,7 @@ def render(result: BenchResult) -> str:
         f"  decode only (orjson.loads)      {r.decode_events_per_s:>12,.0f} events/s",
         f"  drift handler, no Kafka         {r.handler_events_per_s:>12,.0f} events/s",
         f"  drift agent, worker on broker   {r.worker_events_per_s:>12,.0f} events/s",
+        f"  worker's floor (reads nothing)  {r.floor_events_per_s:>12,.0f} events/s",
         f"  worker / decode ratio           {r.worker_to_decode_ratio:>12.3f}",
         f"  one window's report, 25 feat.   {r.report_ms_25_features:>12.3f} ms",
         f"  worker peak memory              {r.worker_peak_rss_mb:>12.1f} MB",
