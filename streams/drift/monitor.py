@@ -374,10 +374,12 @@ class DriftMonitor:
             if seen is ref:
                 return edges
         edges = {
-            name: np.asarray(f["bins"], dtype=np.float64)
+            name: np.array(f["bins"], dtype=np.float64)
             for name, f in ref["features"].items()
             if f["kind"] == "numeric"
         }
+        for array in edges.values():
+            array.flags.writeable = False  # shared by every batch until the reference changes
         self._edges = [(ref, edges), *self._edges[:1]]
         return edges
 

@@ -641,6 +641,21 @@ def test_empty_batch_leaves_state_unchanged() -> None:
     assert orjson.dumps(state) == snapshot
 
 
+def test_the_cached_bin_edges_are_the_references_and_read_only() -> None:
+    """Every batch counts on the same edge arrays until the reference changes: none
+    of that code may write into them, and numpy refuses if it tries."""
+    rng = np.random.default_rng(15)
+    monitor = DriftMonitor(policy=_policy(min_reference_events=100, allowed_lateness=0))
+    state, _ = _feed(monitor, monitor.initialize("m", "v1"),
+                     [_window(rng, 0, 200), _window(rng, 1, 200)])
+    edges = monitor._edges_of(state["reference"])
+    assert sorted(edges) == NUMERIC
+    assert edges["f0"].tolist() == state["reference"]["features"]["f0"]["bins"]
+    assert monitor._edges_of(state["reference"]) is edges  # cached, not rebuilt
+    with pytest.raises(ValueError, match="read-only"):
+        edges["f0"][0] = 0.0
+
+
 def test_update_does_not_mutate_its_input() -> None:
     rng = np.random.default_rng(14)
     monitor = DriftMonitor(policy=_policy(min_reference_events=100, allowed_lateness=0))
