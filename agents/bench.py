@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,3 @@ def render(result: BenchResult) -> str:
         f"  worker peak memory              {r.worker_peak_rss_mb:>12.1f} MB",
     ])
 
-
-def to_json(result: BenchResult) -> bytes:
-    return orjson.dumps(asdict(result), option=orjson.OPT_INDENT_2)
