@@ -63,7 +63,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy.special import ndtri
 
 Floats = npt.NDArray[np.float64]
 
@@ -376,4 +376,4 @@ def compare_errors(ref: PcaReference, sums: ErrorSums, *, alpha: float) -> Error
 
 @functools.lru_cache(maxsize=256)
 def _norm_isf(alpha: float) -> float:
-    return float(stats.norm.isf(alpha))
+    return float(-ndtri(alpha))  # the normal's upper alpha quantile

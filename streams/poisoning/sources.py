@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy.special import bdtrc, chdtrc, ndtri
 
 from schemas.poisoning import PoisoningPolicy
 
@@ -156,7 +156,7 @@ class SourceTracker:
         self._windows: dict[int, _Window] = {}
         self._decay = 1.0 - 1.0 / policy.source_history
         self._any_history = False
-        self._feature_z = float(stats.norm.isf(policy.source_alpha / (2 * max(width, 1))))
+        self._feature_z = float(-ndtri(policy.source_alpha / (2 * max(width, 1))))
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -352,7 +352,7 @@ class SourceTracker:
         if count < self.policy.source_min_flagged:
             return 0.0, ""
         m = round(mine.judged)
-        pvalue = float(stats.binom.sf(round(count) - 1, m, level))
+        pvalue = float(bdtrc(round(count) - 1, m, level))  # P(X >= count)
         if pvalue >= self.policy.source_alpha:
             return 0.0, ""
         return level, (
@@ -377,7 +377,7 @@ class SourceTracker:
             return ""
         expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
         chi2 = float(np.sum((table - expected) ** 2 / expected))
-        pvalue = float(stats.chi2.sf(chi2, table.shape[1] - 1))
+        pvalue = float(chdtrc(table.shape[1] - 1, chi2))
         if pvalue >= self.policy.source_alpha:
             return ""
         return f"label mix moved {tv:.2f} (total variation) from {name} (chi-square p={pvalue:.2g})"
