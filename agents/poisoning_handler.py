@@ -41,7 +41,7 @@ from schemas.events import TrainingRecord
 from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
 from schemas.reports import QuarantinedRecord
-from streams.poisoning import PoisoningGuard
+from streams.poisoning.guard import PoisoningGuard
 
 logger = logging.getLogger(__name__)
 

@@ -54,7 +54,8 @@ from schemas.events import TrainingRecord
 from schemas.poisoning import PoisoningPolicy
 from schemas.reference import ReferenceFeatureProfile, ReferenceProfile
 from streams.drift.reference import profile_features
-from streams.poisoning import PoisoningGuard, sample_trusted
+from streams.poisoning.guard import PoisoningGuard
+from streams.poisoning.trusted import sample_trusted
 
 MODEL = "bench-model"
 T0 = 1_699_999_200.0  # event time of the stream's start (epoch seconds, on the hour)

@@ -162,7 +162,7 @@ def test_continuous_labels_turn_the_label_check_off_with_a_note() -> None:
     base = trusted()
     rng = np.random.default_rng(0)
     regression = base.model_copy(update={"labels": rng.normal(size=len(base)).tolist()})
-    from streams.poisoning import PoisoningGuard
+    from streams.poisoning.guard import PoisoningGuard
 
     g = PoisoningGuard(PoisoningPolicy(), regression)
     assert g.labels is None

@@ -17,7 +17,8 @@ from schemas.poisoning import PoisoningPolicy, TrustedSet
 from schemas.reference import ReferenceFeatureProfile, ReferenceProfile
 from streams.batch import columns_from_rows
 from streams.drift.reference import profile_features
-from streams.poisoning import PoisoningGuard, sample_trusted
+from streams.poisoning.guard import PoisoningGuard
+from streams.poisoning.trusted import sample_trusted
 
 MODEL = "fraud"
 HOUR_S = 3600.0

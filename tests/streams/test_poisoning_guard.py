@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from schemas.poisoning import PoisoningPolicy, TrustedSet
 from schemas.reports import QuarantinedRecord
-from streams.poisoning import PoisoningGuard, trusted_from_records
+from streams.poisoning.guard import PoisoningGuard
+from streams.poisoning.trusted import trusted_from_records
 from tests.streams.test_poisoning_data import (
     HOUR_S,
     T0,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from schemas.poisoning import PoisoningPolicy
 from schemas.reports import PoisoningReport
-from streams.poisoning import PoisoningGuard
+from streams.poisoning.guard import PoisoningGuard
 from streams.poisoning.sources import OTHER_SOURCES
 from tests.streams.test_poisoning_data import (
     HOUR_S,
