@@ -144,6 +144,8 @@ def run(*, events: int = 200_000, batch_size: int = 500, repeat: int = 3,
 
     decode = median_rate(decode_all, total, repeat)
 
+    table: dict[bytes, bytes] = {}  # the handler's, kept for the size of its state
+
     def handle_all() -> None:
         handler = DriftHandler(policy=Policy.model_validate(
             {"drift": {"window": 60, "allowed_lateness": 0, "min_reference_events": 1000}}),
@@ -152,7 +154,6 @@ def run(*, events: int = 200_000, batch_size: int = 500, repeat: int = 3,
         for i, m in enumerate(messages):
             handler.handle(m, Origin("p", 0, i, b"fraud-detector"), table)
 
-    table: dict[bytes, bytes] = {}
     handler_rate = median_rate(handle_all, total, repeat)
     worker_rate, rss = _worker_rate(messages, per_window, windows, broker)
     floor_argv = ["-m", "agents.bench_floor", "--every", str(len(messages) // windows),
