@@ -18,7 +18,8 @@ reports do not depend on the lane (tests/agents/test_drift_columns.py):
   the layout's names, of one model (the key's) and one model version (event
   times given as text are parsed by pydantic, as on the usual way);
 * none of the names is one the policy marks as PII (those are pseudonymised
-  on the usual way).
+  on the usual way), or one msgspec cannot give a field (a backslash, a double
+  quote or a control character in it; ``schemas.fast_rows.layout_batch``).
 
 A message the lane refuses costs a failed msgspec parse (stopped at the first
 event that does not fit) on top of the usual way; so does, after a whole
@@ -114,11 +115,14 @@ class ColumnLane:
         if not first or not all((e.get("features") or _NO).keys() == first.keys() for e in events):
             return
         names = tuple(sorted(first))
-        if self.pii.intersection(names) or len(names) > fast_rows.MAX_LAYOUT_FEATURES:
+        if self.pii.intersection(names):
             return
         decoder = self._decoders.get(names)
         if decoder is None:
-            decoder = Decoder(fast_rows.layout_batch(self.model, names))
+            layout = fast_rows.layout_batch(self.model, names)
+            if layout is None:  # too many names, or names msgspec cannot give a field
+                return
+            decoder = Decoder(layout)
             self._decoders[names] = decoder
             if len(self._decoders) > MAX_LAYOUTS:
                 self._decoders.pop(next(iter(self._decoders)))

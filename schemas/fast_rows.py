@@ -24,6 +24,7 @@ event accepted here is accepted by the model with equal values, and that the
 fields match the models'.
 """
 
+import re
 from typing import Annotated, Any, Literal, NotRequired, TypedDict, get_args, get_type_hints
 
 import msgspec
@@ -122,6 +123,9 @@ def epoch_ms(numbers: npt.ArrayLike) -> npt.NDArray[np.int64]:
 
 #: Layouts with more feature names than this are decoded into dicts (``layout_batch``).
 MAX_LAYOUT_FEATURES = 1000
+#: What msgspec refuses in a field's (renamed) name: a backslash, a double quote, a
+#: control character. Features so named are decoded into dicts (``layout_batch``).
+_UNNAMEABLE = re.compile(r'[\\"\x00-\x1f]')
 
 
 def layout_batch(model: type, names: tuple[str, ...]) -> Any:
@@ -137,7 +141,9 @@ def layout_batch(model: type, names: tuple[str, ...]) -> Any:
     the twin does, with the same values (``tests/agents/test_drift_columns.py``);
     an absent optional field reads None, which is what ``row.get(field)`` gives.
     (``gc=False`` is safe: decoded JSON cannot hold a reference cycle.)
-    None for models without features and for more than ``MAX_LAYOUT_FEATURES`` names.
+    None for models without features, for more than ``MAX_LAYOUT_FEATURES`` names
+    and for names msgspec cannot give a field (a backslash, a double quote or a
+    control character in them).
 
     >>> batch = msgspec.json.Decoder(layout_batch(FeatureEvent, ("a", "b-c")))
     >>> event = batch.decode(b'{"events": [{"request_id": "r", "model": "m", "ts": 1,'
@@ -147,6 +153,8 @@ def layout_batch(model: type, names: tuple[str, ...]) -> Any:
     """
     row = ROWS.get(model, (None, None))[0]
     if row is None or "features" not in row.__annotations__ or len(names) > MAX_LAYOUT_FEATURES:
+        return None
+    if any(map(_UNNAMEABLE.search, names)):
         return None
     slots = [f"f{i}" for i in range(len(names))]  # names need not be identifiers
     features = msgspec.defstruct(

@@ -160,6 +160,23 @@ def test_any_feature_names() -> None:
         "@score": 0.25, "@prediction": 1.0}
 
 
+@pytest.mark.parametrize("name", ["\x1f", "tab\there", 'a"b', "a\\b"])
+def test_names_msgspec_cannot_take_go_the_usual_way(name: str) -> None:
+    """msgspec refuses these in a field's name (the fuzz test found the handler
+    raising on one): the lane learns no layout for them, and the drift agent
+    counts the message on the usual way, with every feature."""
+    event = dict(BASE, features={name: 1.5, "amount": 2.0})
+    raw = json.dumps({"events": [event, event]}).encode()
+    lane = ColumnLane(PredictionEvent, max_message_bytes=1 << 22)
+    lane.learn(KEY, [event])
+    assert lane.decode(raw, KEY) is None and not lane._layouts
+    handler, taken = _handler(Policy(), lane=True)
+    reports, table = _run(handler, [raw, raw])
+    assert reports == [] and taken == [None, None]
+    state = json.loads(table[f"{MODEL}@v1".encode()])
+    assert sorted(state["kinds"]) == sorted([name, "amount", "@score", "@prediction"])
+
+
 def test_learns_only_one_set_of_names() -> None:
     lane = ColumnLane(PredictionEvent, max_message_bytes=1 << 22)
     sparse = dict(BASE, features={"amount": 2.0})
