@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
-from collections.abc import Iterable
+import signal
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
 
 import faust
+import mode
+from mode.types import ServiceT
 
 from agents import metrics
 from agents.config import Settings
+from agents.group_lag import GroupLag
 from agents.kafka import faust_credentials
+from agents.watchdog import DEFAULT_GRACE_S, ShutdownWatchdog
 from schemas.policy import Policy
+
+logger = logging.getLogger(__name__)
 
 #: The agents a worker can run, each registered by ``agents.<name>_agent.register``.
 #: Only the modules of the agents picked are imported: a worker without the KPI
@@ -22,8 +32,11 @@ AGENTS = ("drift", "kpi", "poisoning", "policy", "controller")
 
 
 def create_app(
-    settings: Settings, *, policy: Policy, agents: Iterable[str] = AGENTS
+    settings: Settings, *, policy: Policy, agents: Iterable[str] = AGENTS,
+    partitions: Mapping[str, int] | None = None,
 ) -> faust.App:
+    """The app with the agents picked; ``partitions`` gives an agent's table the partition
+    count of its input topics (agents.partitions.plan), else ``settings.partitions``."""
     datadir = os.path.join(os.path.expanduser(settings.datadir), settings.app_id)
     os.makedirs(datadir, exist_ok=True)
     app = faust.App(
@@ -54,6 +67,8 @@ def create_app(
         consumer_max_fetch_size=max(settings.max_message_bytes, 16 * 1_048_576),
         # SASL/SSL from DRIFTLINE_KAFKA_* (agents.kafka); None for PLAINTEXT.
         broker_credentials=faust_credentials(),
+        # Restarts a crashed agent as Faust's default does, and counts the crash.
+        agent_supervisor=CrashCountingSupervisor,
     )
     wanted = set(agents)
     unknown = wanted - set(AGENTS)
@@ -61,18 +76,52 @@ def create_app(
         raise ValueError(f"unknown agents {sorted(unknown)}; choose from {list(AGENTS)}")
     for name in AGENTS:  # in this order, whatever the order asked for
         if name in wanted:
-            importlib.import_module(f"agents.{name}_agent").register(app, settings, policy)
+            own = replace(settings, partitions=(partitions or {}).get(name, settings.partitions))
+            importlib.import_module(f"agents.{name}_agent").register(app, own, policy)
+    # Counters that alert rules watch start at 0 (agents.metrics.init_series).
+    metrics.init_series(
+        inputs={name: tuple(getattr(agent.channel, "topics", ()))
+                for name, agent in app.agents.items()},
+        models=policy.models,
+    )
     if settings.metrics_port:
+        offsets = GroupLag(settings.bootstrap, group=settings.app_id)
 
-        @app.timer(5.0)
+        @app.timer(metrics.SAMPLE_INTERVAL_S)
         async def consumer_lag() -> None:
-            await metrics.sample_lag(app)
+            await metrics.HEALTH.sample(app, offsets)
 
     return app
 
 
+class CrashCountingSupervisor(mode.OneForOneSupervisor):
+    """Faust's default agent supervisor (restart the crashed actor), counting the crashes
+    in ``driftline_agent_crashes_total{agent}``.
+
+    An exception out of an agent's body ends its actor; Faust logs "Crashed
+    reason=...", and the supervisor starts a new actor on the same stream, at once
+    or up to 5 s later (its polling interval). The message the agent crashed on is
+    acknowledged and not handled again: the group's committed offset moves past it
+    (tests/e2e/test_health_signals.py). The runner keeps handler errors inside the
+    agent (dead letters), so a crash is a driftline bug or an outage. Counted when
+    the actor is restarted. (Faust's rate limit: a restart less than 10 ms after the
+    previous one stops the worker.) Restarts that a rebalance causes (the actor
+    cancelled) are not crashes.
+    """
+
+    async def restart_service(self, service: ServiceT) -> None:
+        reason = service.crash_reason
+        if not isinstance(reason, asyncio.CancelledError):
+            agent = getattr(getattr(service, "agent", None), "name", "unknown")
+            metrics.CRASHES.labels(agent).inc()
+            logger.error("the %s agent crashed (%s: %s); Faust restarts it", agent,
+                         type(reason).__name__, reason)
+        await super().restart_service(service)
+
+
 class Worker(faust.Worker):
-    """Faust's worker without its terminal spinner.
+    """Faust's worker without its terminal spinner, that exits ``shutdown_grace_s``
+    after SIGTERM or SIGINT whatever the broker does (agents.watchdog).
 
     For the spinner to turn on every log line, Faust sets the root logger to
     DEBUG when the level asked for is WARN or above (``faust.worker.Worker.
@@ -82,6 +131,34 @@ class Worker(faust.Worker):
     three A/B pairs). Without the spinner the root logger keeps the level asked
     for; what is printed is unchanged.
     """
+
+    def __init__(self, *args: Any, shutdown_grace_s: float = DEFAULT_GRACE_S,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        broker = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
+        self.watchdog = ShutdownWatchdog(grace_s=shutdown_grace_s, broker=broker,
+                                         pending=self._not_stopped)
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        # mode.Worker's handler of SIGTERM and SIGINT: the stop it schedules waits on
+        # the broker; the watchdog ends the process if that takes too long.
+        self.watchdog.arm(signal.name)
+        super()._schedule_shutdown(signal)
+
+    def _not_stopped(self) -> list[str]:
+        """Services still running or stopping, for the watchdog's log line."""
+        found: list[str] = []
+        todo: list[Any] = [self]
+        seen: set[int] = set()
+        while todo:
+            service = todo.pop()
+            if id(service) in seen:
+                continue
+            seen.add(id(service))
+            if service is not self and service.state in ("running", "stopping"):
+                found.append(f"{service.shortlabel} ({service.state})")
+            todo.extend(getattr(service, "_children", ()))
+        return sorted(found)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None

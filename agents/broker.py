@@ -56,11 +56,18 @@ def wait_for_kafka(bootstrap: str, *, timeout_s: float = 30.0) -> None:
 
 
 class EmbeddedBroker:
-    """A Tansu process on 127.0.0.1; use as a context manager or start()/stop()."""
+    """A Tansu process on 127.0.0.1; use as a context manager or start()/stop().
 
-    def __init__(self, *, port: int | None = None, log_path: str | None = None) -> None:
+    ``new_session``: the process gets its own session (and process group), so a
+    terminal's Ctrl-C reaches only its parent, which stops it when it is done with
+    it (the demo stops its traffic and worker first).
+    """
+
+    def __init__(self, *, port: int | None = None, log_path: str | None = None,
+                 new_session: bool = False) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        self.new_session = new_session
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,6 +82,7 @@ class EmbeddedBroker:
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=self.new_session,
         )
         try:
             wait_for_kafka(self.bootstrap, timeout_s=timeout_s)
@@ -96,6 +104,11 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def wait(self) -> int:
         assert self._proc is not None

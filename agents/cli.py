@@ -31,6 +31,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _reached(settings: Settings) -> Settings:
+    """``settings`` once its broker answered; else one line naming the address, within
+    ``connect_timeout_s`` (DRIFTLINE_CONNECT_TIMEOUT_S): every verb that talks to Kafka
+    calls this first."""
+    from agents.kafka import probe
+
+    probe(settings.bootstrap, timeout_s=settings.connect_timeout_s)
+    return settings
+
+
 def _policy(settings: Settings) -> Policy:
     return load_policy(settings.policy) if settings.policy else Policy()
 
@@ -52,9 +62,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from agents import partitions
     from agents.app import Worker, create_app
     from agents.kafka import Security
-    from agents.topics import ensure_topics
+    from agents.topics import check_configs, ensure_topics
 
     settings = _settings(args)
     policy = _policy(settings)  # refuse a bad policy before touching Kafka
@@ -66,13 +77,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     security = Security.from_env()  # and incomplete SASL/SSL settings
     logging.getLogger("driftline").info("Kafka at %s: %s", settings.bootstrap,
                                         security.describe())
+    _reached(settings)  # fail at start, in one line, rather than retry for ever
     ensure_topics(settings)
-    app = create_app(settings, policy=policy, agents=args.agents.split(","))
+    check_configs(settings)  # warns when deployments/commands would delete records
+    # Each agent's table gets the partition count of its input topics; topics read
+    # together with different counts stop the worker here, with what to do.
+    counts = partitions.plan(settings, args.agents.split(","))
+    app = create_app(settings, policy=policy, agents=args.agents.split(","), partitions=counts)
     if settings.metrics_port:
         from agents import metrics
 
         metrics.serve(settings.metrics_port)
-    worker = Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = Worker(app, loglevel=settings.log_level, quiet=True,
+                    shutdown_grace_s=settings.shutdown_grace_s)
     worker.execute_from_commandline()
     return 0
 
@@ -87,7 +104,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from agents import simulate
     from agents.topics import ensure_topics
 
-    settings = _settings(args)
+    settings = _reached(_settings(args))
     ensure_topics(settings)
     sent = simulate.run(
         bootstrap=settings.bootstrap, topic=settings.topic("predictions"), rate=args.rate,
@@ -108,7 +125,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_tail(args: argparse.Namespace) -> int:
     from agents import tail, view
 
-    settings = _settings(args)
+    settings = _reached(_settings(args))
     topic = settings.topic(args.topic)
     try:
         for msg in tail.messages(settings.bootstrap, topic, from_beginning=args.from_beginning,
@@ -129,15 +146,21 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     full = _policy(settings)
+    if not args.no_publish:
+        _reached(settings)  # before the work of profiling, not after it
     policy = full.drift_for(args.model)
     pii = Pseudonymizer(full.pii, command_key(settings)) if full.pii else None
-    profile = reference_build.build(Path(args.data), model=args.model, version=args.version,
-                                    policy=policy, score_column=args.score_column, pii=pii,
-                                    label_column=args.label_column,
-                                    trusted_rows=args.trusted_rows)
-    names = sorted(profile.features)
+    built = reference_build.profile_file(
+        Path(args.data), model=args.model, version=args.version, policy=policy, pii=pii,
+        roles=reference_build.ColumnRoles(
+            label=args.label_column, score=args.score_column, prediction=args.prediction_column,
+            ids=frozenset(_names(args.id_columns)), timestamp=args.timestamp_column,
+            keep=frozenset(_names(args.keep_columns))),
+        trusted_rows=args.trusted_rows)
+    profile = built.profile
     print(f"reference profile for {args.model}@{args.version}: {profile.n} records, "
-          f"{len(names)} columns ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
+          f"{len(profile.features)} columns")
+    print(built.describe())
     if args.out:
         Path(args.out).write_text(profile.model_dump_json(indent=2))
         print(f"written to {args.out}")
@@ -150,12 +173,36 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     return 0
 
 
+_REFERENCE_COLUMNS = """\
+columns that are not profiled as features (agents/reference_columns.py):
+  the label (--label-column); the model's score and prediction (profiled as
+  the outputs @score and @prediction);
+  id: --id-columns, or named id, request_id, record_id, event_id, uuid, or text
+    whose values are all different (at least 100 of them);
+  timestamp: --timestamp-column, or named ts, timestamp, event_time, time,
+    datetime, created_at, or every value a date or date-time (ISO 8601);
+  event field: model, model_version, source, variant, latency_ms, error,
+    segment, probabilities; and columns with no value at all.
+Names compare case-insensitively; --keep-columns overrides the id, timestamp
+and event-field rules.
+Records with a "features" object: only its members are candidates.
+CSV: a column of only true/false (any case) and blanks is boolean.
+The command prints which columns it profiled and which it left out, and why."""
+
+
+def _names(text: str | None) -> list[str]:
+    """``a,b, c`` as names."""
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from agents import bench, bench_labels
 
     result: Any
+    if args.broker:
+        _reached(_settings(args))
     if args.labels:
         result = bench_labels.run(labels=args.events, batch_size=args.batch_size,
                                   repeat=args.repeat, broker=args.broker)
@@ -174,6 +221,10 @@ def cmd_command(args: argparse.Namespace) -> int:
     from agents import operator
 
     settings = _settings(args)
+    try:
+        _reached(settings)
+    except DriftlineError as exc:
+        raise DriftlineError(f"{exc}; the command was NOT sent") from None
     who = {"issuer": args.issuer, "key_file": args.key_file}
     if args.action == "approve":
         command = operator.operator_command(settings, "approve", args.model, approves=args.id,
@@ -182,7 +233,11 @@ def cmd_command(args: argparse.Namespace) -> int:
         command = operator.operator_command(
             settings, args.action.replace("-", "_"), args.model, to_version=args.version,
             weight=args.weight, reason=args.reason or "", **who)
-    operator.send(settings, command)
+    try:
+        operator.send(settings, command)
+    except DriftlineError as exc:
+        raise DriftlineError(f"{exc}; the command {command.command_id} was NOT sent (or not "
+                             "confirmed: `driftline tail commands` shows it if it was)") from None
     print(f"sent {command.type} {command.command_id} for {command.model} to "
           f"{settings.topic('commands')}; follow it with `driftline tail deployments "
           f"--model {command.model}`")
@@ -192,7 +247,7 @@ def cmd_command(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from agents import operator
 
-    check, _ = operator.audit(_settings(args), model=args.model)
+    check, _ = operator.audit(_reached(_settings(args)), model=args.model)
     if check.intact:
         print(f"audit chain intact: {check.events} events, {check.models} models"
               + (f", {check.duplicates} redelivered (identical) events" if check.duplicates
@@ -207,7 +262,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_audit_report(args: argparse.Namespace) -> int:
     from agents import audit_report
 
-    settings = _settings(args)
+    settings = _reached(_settings(args))
     start, end = _time_ms(args.from_, 0), _time_ms(args.to, 2**62)
     page = audit_report.build(settings, args.model, start_ms=start, end_ms=end)
     Path(args.out).write_text(page, encoding="utf-8")
@@ -239,7 +294,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from agents import quarantine
 
-    settings = _settings(args)
+    settings = _reached(_settings(args))
     if args.action == "release":
         note = quarantine.release(settings, args.record_id, model=args.model,
                                   reason=args.reason)
@@ -275,6 +330,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     policy = _policy(settings)
+    _reached(settings)
     result = replay.run(settings, policy, from_ms=_time_ms(args.from_, 0),
                         to_ms=_time_ms(args.to, int(time.time() * 1000) + 1),
                         model=args.model, verify=args.verify)
@@ -307,6 +363,27 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
     for name, schema in json_schemas().items():
         (out / f"{name}.schema.json").write_bytes(orjson.dumps(schema, option=orjson.OPT_INDENT_2))
     print(f"wrote {len(json_schemas())} JSON Schema files to {out}")
+    return 0
+
+
+def cmd_deadletter_fetch(args: argparse.Namespace) -> int:
+    from agents import deadletter
+
+    got = deadletter.fetch(_reached(_settings(args)), letter=args.letter,
+                           letter_partition=args.letter_partition, topic=args.topic,
+                           partition=args.partition, offset=args.offset)
+    checked = got.check()
+    try:
+        if args.output == "-":
+            sys.stdout.buffer.write(got.value)
+            sys.stdout.buffer.flush()
+        else:
+            Path(args.output).write_bytes(got.value)
+    except OSError as exc:
+        raise DriftlineError(f"cannot write {args.output}: {exc.strerror}") from exc
+    print(f"{len(got.value)} bytes of {got.topic}[{got.partition}]@{got.offset} written to "
+          f"{'stdout' if args.output == '-' else args.output}, sha256 {got.sha256}; {checked}",
+          file=sys.stderr)
     return 0
 
 
@@ -395,15 +472,27 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reference", help="reference profiles of model versions")
     rsub = p.add_subparsers(dest="action", required=True)
-    r = rsub.add_parser("build", help="profile training data and publish it to `references`")
+    r = rsub.add_parser(
+        "build", help="profile training data and publish it to `references`",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_REFERENCE_COLUMNS)
     _common(r)
     r.add_argument("--model", required=True)
     r.add_argument("--version", required=True)
     r.add_argument("--data", required=True, help="CSV, JSON lines or Parquet file")
     r.add_argument("--policy", help="policy YAML (bins, fine_bins, top_k); env DRIFTLINE_POLICY")
-    r.add_argument("--score-column", default="score", help="the model's score, if present")
+    r.add_argument("--score-column", default="score",
+                   help="the model's score, if present: profiled as @score, not as a feature")
+    r.add_argument("--prediction-column", default="prediction",
+                   help="the model's prediction, if present: profiled as @prediction, not as a "
+                   "feature")
     r.add_argument("--label-column", default="label",
-                   help="the label: labeled records become the poisoning guard's trusted set")
+                   help="the label, never profiled: labeled records become the poisoning "
+                   "guard's trusted set")
+    r.add_argument("--id-columns", help="identifier columns to leave out, comma-separated")
+    r.add_argument("--timestamp-column", help="the event-time column, left out")
+    r.add_argument("--keep-columns",
+                   help="profile these columns (comma-separated) although the id or time "
+                   "rules would leave them out")
     r.add_argument("--trusted-rows", type=int, default=5000,
                    help="rows in the trusted set (stratified sample; 0: none)")
     r.add_argument("--out", help="also write the profile as JSON to this file")
@@ -513,6 +602,25 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--reason", required=True, help="why it is safe, for the record")
     q.set_defaults(func=cmd_quarantine)
 
+    p = sub.add_parser("deadletter", help="dead letters: get the original message of one")
+    dsub = p.add_subparsers(dest="action", required=True)
+    d = dsub.add_parser("fetch", help="write the exact bytes of a dead letter's original "
+                        "message, read from its input topic while retention keeps it")
+    _common(d)
+    which = d.add_mutually_exclusive_group(required=True)
+    which.add_argument("--letter", type=int, metavar="OFFSET",
+                       help="the dead letter's own offset on `deadletter`: its original is "
+                       "checked against its length and sha256")
+    which.add_argument("--offset", type=int, help="the original's offset, as the dead letter "
+                       "gives it (with --topic and --partition)")
+    d.add_argument("--letter-partition", type=int, default=0, metavar="N",
+                   help="the dead letter's partition on `deadletter` (default 0)")
+    d.add_argument("--topic", help="the input topic as the dead letter names it")
+    d.add_argument("--partition", type=int, default=0, help="with --offset (default 0)")
+    d.add_argument("--output", "-o", default="-", metavar="FILE",
+                   help="where to write the bytes (default -: stdout)")
+    d.set_defaults(func=cmd_deadletter_fetch)
+
     p = sub.add_parser("policy", help="policy file tools")
     psub = p.add_subparsers(dest="action", required=True)
     c = psub.add_parser("check", help="validate a policy file without starting anything")
@@ -532,10 +640,17 @@ def main(argv: list[str] | None = None) -> int:
         level=_LEVELS.get(level, logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from confluent_kafka import KafkaException
+
     try:
         return int(args.func(args))
     except (PolicyError, DriftlineError) as exc:
         print(f"driftline: {exc}", file=sys.stderr)
+        return 2
+    except KafkaException as exc:  # e.g. the broker went away after the probe
+        error = exc.args[0] if exc.args else None
+        print(f"driftline: Kafka error: {error.str() if hasattr(error, 'str') else exc}",
+              file=sys.stderr)
         return 2
 
 

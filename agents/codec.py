@@ -24,6 +24,7 @@ The drift agent has a third way for regular batches, straight into columns
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
@@ -80,6 +81,20 @@ def json_type(value: Any) -> str:
     return "object"
 
 
+#: The raw bytes a dead letter holds whole; of a larger message, its first this many.
+#: A dead letter must fit what the worker's producer sends (its max request:
+#: DRIFTLINE_MAX_MESSAGE_BYTES or 1 MiB, whichever is more, + 64 KiB; agents.app) and
+#: what a broker with Apache Kafka's defaults stores (message.max.bytes, about 1 MB):
+#: at most 1 MiB whatever the settings. Base64 makes 256 KiB into 341 KiB; ``event``
+#: (an invalid event decoded) can hold as much again as JSON; the error is bounded by
+#: ERROR_CHARS: about 600 KiB at most, well inside both. A larger message stays whole on
+#: its input topic (at ``topic``/``partition``/``offset``, while retention lasts):
+#: ``driftline deadletter fetch`` gets it, checked against ``raw_size``/``raw_sha256``.
+RAW_LIMIT_BYTES = 256 * 1024
+#: the longest error sentence a dead letter keeps (an exception's text can be huge)
+ERROR_CHARS = 4000
+
+
 def dead_letter(
     origin: Origin,
     error: str,
@@ -88,7 +103,14 @@ def dead_letter(
     agent: str,
     index: int | None = None,
     event: Any = None,
+    raw_limit: int = RAW_LIMIT_BYTES,
 ) -> DeadLetter:
+    """A DeadLetter for ``raw`` from ``origin``: the bytes whole up to ``raw_limit``
+    (RAW_LIMIT_BYTES), else their first ``raw_limit`` bytes and no ``event``
+    (``raw_truncated``); their full length and SHA-256 always."""
+    truncated = len(raw) > raw_limit
+    if len(error) > ERROR_CHARS:
+        error = f"{error[:ERROR_CHARS]}... ({len(error) - ERROR_CHARS} more characters)"
     return DeadLetter(
         topic=origin.topic,
         partition=origin.partition,
@@ -96,9 +118,12 @@ def dead_letter(
         key=origin.key.decode("utf-8", "replace") if origin.key is not None else None,
         error=error,
         index=index,
-        raw=base64.b64encode(raw).decode("ascii"),
-        event=event,
+        raw=base64.b64encode(raw[:raw_limit] if truncated else raw).decode("ascii"),
+        event=None if truncated else event,
         agent=agent,
+        raw_size=len(raw),
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+        raw_truncated=truncated,
     )
 
 

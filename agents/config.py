@@ -46,6 +46,12 @@ class Settings:
     # Kafka group session timeout. Kafka's default (45 s) makes a restarted
     # worker wait that long to rejoin; 10 s is a sane default for a monitor.
     session_timeout_s: float = 10.0
+    # Seconds a command waits for the broker to answer before it fails with one
+    # line naming the address (agents.kafka.probe); the worker too, at start.
+    connect_timeout_s: float = 15.0
+    # Seconds from SIGTERM/SIGINT until the worker exits even if its orderly stop
+    # still waits on the broker (agents.watchdog): below Kubernetes' 30-s grace.
+    shutdown_grace_s: float = 25.0
     # Larger messages are dead-lettered instead of decoded.
     max_message_bytes: int = 16 * 1024 * 1024
     log_level: str = "info"
@@ -77,8 +83,20 @@ class Settings:
     # and is far above what one team deploys, while a producer inventing names hits
     # the limit long before memory runs out.
     max_models: int = DEFAULT_MAX_MODELS
+    # How far an event's ts may run ahead of its stream's time (the largest ts
+    # accepted so far for the model); events beyond are dead-lettered, so one bad
+    # client clock cannot close every window or expire every pending prediction
+    # (streams.windows.bound_future). An hour passes clock skew and batching
+    # delays and catches the usual bad clocks (local time sent as UTC, a wrong day).
+    max_future_s: float = 3600.0
 
     def __post_init__(self) -> None:
+        if self.connect_timeout_s <= 0:
+            raise DriftlineError(
+                f"DRIFTLINE_CONNECT_TIMEOUT_S must be above 0, got {self.connect_timeout_s}")
+        if self.max_future_s <= 0:
+            raise DriftlineError(
+                f"DRIFTLINE_MAX_FUTURE_S must be above 0, got {self.max_future_s}")
         if self.max_models < 0:
             raise DriftlineError(
                 f"DRIFTLINE_MAX_MODELS must be 0 or more, got {self.max_models}")

@@ -25,12 +25,16 @@ import time
 from pathlib import Path
 
 import orjson
+from confluent_kafka.admin import AdminClient
 
 from agents import operator, reference_build, simulate, tail, view
 from agents.broker import EmbeddedBroker
 from agents.config import Settings
+from agents.group_lag import GroupLag
+from agents.kafka import client_config
 from agents.registry import open_registry
 from agents.topics import ensure_topics
+from schemas.errors import DriftlineError
 from schemas.policy import Policy, load_policy
 
 DEMO_POLICY = """\
@@ -68,6 +72,10 @@ LABEL_DELAY_S = 30.0
 TRAINING_TOPIC = "training-data"
 #: When (a fraction of the run) a "bot" source floods the training data.
 FLOOD_AT = 0.2
+
+
+#: seconds the demo's worker has to stop before its watchdog ends it (agents.watchdog)
+WORKER_STOP_S = 10.0
 
 
 def _stop_process(proc: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> None:
@@ -124,9 +132,45 @@ def _deploy_v1_and_a_bad_canary(settings: Settings, workdir: Path) -> None:
                                                       issuer="demo"))
 
 
+def _wait_until_read(settings: Settings, topic: str, worker: subprocess.Popen[bytes], *,
+                     timeout_s: float) -> float:
+    """Wait until the worker's consumer group has committed ``topic`` to its end: its
+    agents have handled every message on it (v1's reference). Return the seconds waited.
+
+    Faust commits an offset once every agent reading the topic has acknowledged the
+    message, so this is the worker's own word, not a guess from a log line.
+    """
+    started = time.monotonic()
+    lag = GroupLag(settings.bootstrap, group=settings.app_id)
+    try:
+        listed = AdminClient(client_config(settings.bootstrap)).list_topics(topic, timeout=10)
+        partitions = [(topic, p) for p in sorted(listed.topics[topic].partitions)]
+        while True:
+            if all(part.committed is not None and part.committed >= part.end
+                   for part in lag.read(partitions)):
+                return time.monotonic() - started
+            if worker.poll() is not None:
+                raise DemoError(f"the worker stopped (code {worker.returncode}) before it "
+                                f"read {topic}")
+            if time.monotonic() - started > timeout_s:
+                raise DemoError(f"the worker did not read {topic} within {timeout_s:.0f} s")
+            time.sleep(0.2)  # polling interval of the condition
+    finally:
+        lag.close()
+
+
+class DemoError(DriftlineError):
+    """A part of the demo did not start."""
+
+
 def run(*, duration_s: float = 120.0, rate: float = 2000.0, time_scale: float = 10.0,
-        shift_at: float = 0.45, seed: int = 0) -> int:
-    """Run the whole loop for ``duration_s`` seconds (or until Ctrl-C); leave nothing behind."""
+        shift_at: float = 0.45, seed: int = 0, ready_timeout_s: float = 120.0) -> int:
+    """Run the whole loop for ``duration_s`` seconds (or until Ctrl-C); leave nothing behind.
+
+    The broker and the worker run in their own sessions: a terminal's Ctrl-C reaches
+    only this process, which stops the traffic, then the worker, checks the audit
+    chain and stops the broker last.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
     policy = workdir / "policy.yaml"
     policy.write_text(DEMO_POLICY.replace("{python}", sys.executable)
@@ -137,18 +181,23 @@ def run(*, duration_s: float = 120.0, rate: float = 2000.0, time_scale: float = 
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     print(f"driftline demo: {duration_s:.0f} s; logs in {workdir}", flush=True)
-    broker = EmbeddedBroker(log_path=str(workdir / "broker.log"))
+    broker = EmbeddedBroker(log_path=str(workdir / "broker.log"), new_session=True)
+    settings: Settings | None = None
     worker: subprocess.Popen[bytes] | None = None
     sim: threading.Thread | None = None
     follower: simulate.DeploymentFollower | None = None
+    code = 0
     try:
         broker.start()
         settings = Settings(broker=broker.bootstrap, app_id=f"driftline-demo-{os.getpid()}",
                             datadir=str(workdir / "data"), registry=str(workdir / "registry"))
         ensure_topics(settings)
         print(f"  broker   embedded Kafka-protocol broker at {broker.bootstrap}", flush=True)
+        # The worker's own watchdog ends a stop that hangs (and logs what it left)
+        # before _stop_process's kill: Ctrl-C stops the demo in seconds, not minutes.
         env = {**os.environ, "DRIFTLINE_DATADIR": settings.datadir,
-               "DRIFTLINE_REGISTRY": settings.registry}
+               "DRIFTLINE_REGISTRY": settings.registry,
+               "DRIFTLINE_SHUTDOWN_GRACE_S": str(WORKER_STOP_S)}
         with open(workdir / "worker.log", "ab") as log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "agents", "worker", "--broker", broker.bootstrap,
@@ -160,6 +209,10 @@ def run(*, duration_s: float = 120.0, rate: float = 2000.0, time_scale: float = 
               f"of event time; app id {settings.app_id}", flush=True)
         _publish_reference(settings, workdir, load_policy(str(policy)))
         _deploy_v1_and_a_bad_canary(settings, workdir)
+        waited = _wait_until_read(settings, settings.topic("references"), worker,
+                                  timeout_s=ready_timeout_s)
+        print(f"  ready    the worker has read v1's reference profile ({waited:.0f} s)",
+              flush=True)
         follower = simulate.DeploymentFollower(broker.bootstrap, settings.topic("deployments"))
         sim = threading.Thread(
             target=simulate.run, daemon=True,
@@ -185,31 +238,32 @@ def run(*, duration_s: float = 120.0, rate: float = 2000.0, time_scale: float = 
         colour = sys.stdout.isatty()
         shown = [settings.topic(t)
                  for t in ("drift", "kpi", "commands", "deployments", "poisoning")]
+        running = worker
         for msg in tail.messages(broker.bootstrap, shown,
-                                 stop=lambda: time.monotonic() > deadline):
-            if msg.topic() == settings.topic("kpi") and b"final revision" not in msg.value():
-                continue  # revisions while labels arrive; the demo shows the complete window
+                                 stop=lambda: time.monotonic() > deadline
+                                 or running.poll() is not None):
+            if msg.topic() == settings.topic("kpi") and b'"final":true' not in msg.value():
+                continue  # revisions while labels arrive; the demo shows each final report
             if msg.topic() == settings.topic("poisoning") and b'"status":"ok"' in msg.value():
                 continue  # the demo shows the training-data windows that are not ok
             print(view.render(msg.topic(), msg.value(), colour=colour), flush=True)
-            if worker.poll() is not None:
-                break
         if worker.poll() is not None:
-            print(f"the worker stopped (code {worker.returncode}); see {workdir}/worker.log")
-            return 1
-        check, events = operator.audit(settings)
-        print(f"\ndemo finished; audit chain of {len(events)} deployment events: "
-              f"{'intact' if check.intact else 'BROKEN: ' + check.reason}", flush=True)
-        return 0
+            print(f"the worker stopped (code {worker.returncode}); see {workdir}/worker.log",
+                  flush=True)
+            code = 1
     except KeyboardInterrupt:
-        print("\ninterrupted; stopping", flush=True)
-        return 130
+        code = 130
     except Exception:
         if not _Interrupted.seen:
             raise
-        print("\ninterrupted; stopping", flush=True)
-        return 130
+        code = 130
     finally:
+        # A second Ctrl-C must not cut the stop short: the parts run in their own
+        # sessions and would outlive the demo.
+        signal.signal(signal.SIGINT, _again)
+        signal.signal(signal.SIGTERM, _again)
+        if code == 130:
+            print("\ninterrupted; stopping the traffic, the worker, then the broker", flush=True)
         stop.set()
         if sim is not None:
             sim.join(timeout=10)
@@ -217,4 +271,22 @@ def run(*, duration_s: float = 120.0, rate: float = 2000.0, time_scale: float = 
             follower.close()
         if worker is not None:
             _stop_process(worker)
+        if settings is not None and broker.pid is not None:
+            _print_audit(settings, finished=code == 0)
         broker.stop()
+    return code
+
+
+def _again(signum: int, frame: object) -> None:
+    print("stopping; a moment please (the broker stops last)", flush=True)
+
+
+def _print_audit(settings: Settings, *, finished: bool) -> None:
+    try:
+        check, events = operator.audit(settings)
+    except Exception as exc:  # the demo still stops its broker; say why there is no check
+        print(f"\naudit check failed: {exc}", flush=True)
+        return
+    print(f"\ndemo {'finished' if finished else 'stopped'}; audit chain of {len(events)} "
+          f"deployment events: {'intact' if check.intact else 'BROKEN: ' + check.reason}",
+          flush=True)

@@ -20,6 +20,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         references_topic=settings.topic("references"),
         pii_key=command_key(settings) if policy.pii else b"",
         max_models=settings.max_models,
+        max_future_ms=int(settings.max_future_s * 1000),
     )
     # References ride in the same stream so that a profile and the windows it
     # judges are handled in order by one agent. (With several partitions the

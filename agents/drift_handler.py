@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
+from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
@@ -19,13 +20,13 @@ from agents.admission import Admission
 from agents.codec import MODEL, Codec, Origin, Row, dead_letter, keyed_events
 from agents.config import DEFAULT_MAX_MODELS
 from agents.drift_columns import ColumnLane
+from agents.future import FutureBound
 from agents.pii import Pseudonymizer
 from agents.runner import Outcome
 from schemas.errors import explain
 from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
-from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
 from streams.drift.monitor import PREDICTION, SCORE, DriftMonitor, reference_from_profile
 
@@ -62,8 +63,12 @@ class DriftHandler:
         references_topic: str = "references",
         pii_key: bytes = b"",
         max_models: int = DEFAULT_MAX_MODELS,
+        max_future_ms: int = 3_600_000,
     ) -> None:
         self.references_topic = references_topic
+        # Events too far ahead of their version's watermark are dead-lettered: one bad
+        # client clock would close every open window (agents.future).
+        self.future = FutureBound(max_future_ms=max_future_ms, agent=self.AGENT)
         self.policy = policy
         # Only admitted models get state, here and in the table (agents.admission).
         self.admission = Admission(agent=self.AGENT, max_models=max_models,
@@ -101,8 +106,8 @@ class DriftHandler:
         fast = lane.decode(raw, origin)
         if fast is not None and self.admission.admit(fast.model, origin, table):
             version = fast.version or UNVERSIONED
-            out.reports.extend(self._fold(fast.model, version, fast.batch, table))
-            out.counted += len(fast.batch)
+            out.counted += self._fold(fast.model, version, fast.batch, table,
+                                      _Source(origin, raw, out))
             return out
         decoded = self._codecs[origin.topic].decode(raw, origin)
         lane.learn(origin, decoded.events)
@@ -118,9 +123,10 @@ class DriftHandler:
             for event in events:
                 version = event.get("model_version") or UNVERSIONED
                 groups.setdefault((event["model"], version), []).append(event)
+        source = _Source(origin, raw, out, {id(e): i for i, e in
+                                             zip(decoded.positions, decoded.events, strict=True)})
         for (model, version), events in groups.items():
-            out.reports.extend(self._fold(model, version, to_batch(events), table))
-            out.counted += len(events)
+            out.counted += self._fold(model, version, to_batch(events), table, source, events)
         return out
 
     def _fold(
@@ -129,8 +135,11 @@ class DriftHandler:
         version: str,
         batch: FeatureBatch,
         table: MutableMapping[bytes, bytes],
-    ) -> list[DriftReport]:
-        """Read the version's state, fold the batch in, close windows, write it back.
+        source: _Source,
+        rows: list[Row] | None = None,
+    ) -> int:
+        """Read the version's state, fold the batch in, close windows, write it back;
+        reports and dead letters go to ``source.out``. Returns the events counted.
 
         The reference (tens of KB, fixed once built) lives under its own key, so
         each batch writes only the small window state to the table's changelog.
@@ -156,6 +165,16 @@ class DriftHandler:
                     old = table.get(previous_key)
                     state["previous_reference"] = (
                         self._reference(previous_key, old) if old is not None else None)
+        check = self.future.check(batch.ts_ms, stream_ms=state["watermark_ms"],
+                                  ahead=state.get("ahead"))
+        if check.ahead is not None or state.get("ahead") is not None:
+            state["ahead"] = check.ahead
+        if not check.keep.all():
+            positions = None if rows is None else [source.positions.get(id(r)) for r in rows]
+            source.out.dead.extend(self.future.letters(check, batch.ts_ms, source.origin,
+                                                       source.raw, rows=rows,
+                                                       positions=positions))
+            batch = batch.select(check.keep)
         state = monitor.update(state, batch)
         state, reports = monitor.close_ready(state)
         reference = state["reference"]
@@ -168,7 +187,8 @@ class DriftHandler:
         table[state_key] = codec_state.dumps({
             **state, "reference": None, "previous_reference": None,
             "reference_stamp": stamp(reference) if reference is not None else None})
-        return reports
+        source.out.reports.extend(reports)
+        return len(batch)
 
     def _store_profile(
         self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes], out: Outcome
@@ -212,6 +232,17 @@ class DriftHandler:
             self._references.pop(next(iter(self._references)))
         self._references[key] = (raw, reference)
         return reference
+
+
+@dataclass
+class _Source:
+    """The message being handled: for dead letters of its events, and its outcome."""
+
+    origin: Origin
+    raw: bytes | None
+    out: Outcome
+    #: id(row) -> the row's position in the message (rows decoded one by one)
+    positions: dict[int, int] = field(default_factory=dict)
 
 
 _TS_MS = itemgetter("ts_ms")

@@ -17,10 +17,18 @@ shows them):
 retrain hook), ``faust_credentials`` to the worker's Faust app (aiokafka).
 Passwords are read when a client is made and never logged: ``describe`` and
 the errors name the settings, not their values.
+
+Every client is made quiet (``quiet``): librdkafka's own log, hundreds of
+"Connection refused" lines a minute while a broker is away, is off unless
+``DRIFTLINE_LOG_LEVEL=debug``. ``probe`` is the one place that says whether the
+broker can be reached; every command that talks to Kafka calls it first and
+fails with ``BrokerUnreachable``, one line naming the address, instead of
+retrying for ever.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from dataclasses import dataclass
@@ -33,8 +41,51 @@ PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
+logger = logging.getLogger(__name__)
+#: librdkafka's own log when DRIFTLINE_LOG_LEVEL=debug
+librdkafka_logger = logging.getLogger("driftline.librdkafka")
+#: seconds ``probe`` waits for the broker by default (DRIFTLINE_CONNECT_TIMEOUT_S)
+DEFAULT_CONNECT_TIMEOUT_S = 15.0
+
+
 class KafkaSecurityError(DriftlineError):
     """The Kafka security settings are incomplete or unreadable."""
+
+
+class BrokerUnreachable(DriftlineError):
+    """No Kafka broker answered at the bootstrap address in time."""
+
+
+def quiet() -> dict[str, Any]:
+    """librdkafka settings that keep its log off the terminal (on with DRIFTLINE_LOG_LEVEL=debug).
+
+    Its log repeats every refused connection; what matters reaches the caller as an
+    error (``probe``, a failed delivery) instead.
+    """
+    if os.environ.get("DRIFTLINE_LOG_LEVEL", "").strip().lower() == "debug":
+        return {"logger": librdkafka_logger}
+    return {"log_level": 0}
+
+
+def probe(bootstrap: str, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+          security: Security | None = None) -> None:
+    """Return once the broker at ``bootstrap`` answers a metadata request; raise
+    ``BrokerUnreachable`` after ``timeout_s`` seconds."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    sec = security or Security.from_env()
+    admin = AdminClient({**client_config(bootstrap, sec),
+                         "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000))})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        logger.debug("probe of %s failed: %s", bootstrap, exc)
+        settings = "" if sec.protocol == "PLAINTEXT" else \
+            f", and the DRIFTLINE_KAFKA_* settings ({sec.describe()})"
+        raise BrokerUnreachable(
+            f"cannot reach the Kafka broker at {bootstrap} within {timeout_s:g} s: check "
+            f"--broker / DRIFTLINE_BROKER and that the broker is running{settings}") from None
 
 
 @dataclass(frozen=True)
@@ -121,7 +172,7 @@ class Security:
 def client_config(bootstrap: str, security: Security | None = None) -> dict[str, Any]:
     """confluent-kafka settings: the bootstrap servers plus SASL/SSL from the environment."""
     sec = security or Security.from_env()
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, **quiet()}
     if sec.protocol == "PLAINTEXT":
         return config
     config["security.protocol"] = sec.protocol

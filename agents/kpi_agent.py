@@ -19,10 +19,13 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         max_message_bytes=settings.max_message_bytes,
         pii_key=command_key(settings) if policy.pii else b"",
         max_models=settings.max_models,
+        max_future_ms=int(settings.max_future_s * 1000),
     )
     # Both topics are keyed by model, so a model's predictions, labels and all of
     # its state (the label join, KPI windows, concept detectors: keys and bounds in
     # agents.kpi_handler) live on one partition; the topics need equal partition counts.
+    # The handler's ``tick`` runs every runner.TICK_INTERVAL_S on each partition this
+    # worker owns: the revisions of quiet windows (policy kpi.revision_delay).
     agent, _ = runner.register(
         app, settings, handler, name="kpi", sources=["predictions", "labels"],
         output="kpi", table="kpi-state",

@@ -10,19 +10,26 @@ keyed by model and must have the same number of partitions):
 * ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``);
 * ``c|model|version|variant`` -> the concept-drift detector;
 * ``k|model|`` -> the model's series (``ModelIndex``);
-* ``\\x00driftline|models|<partition>`` -> the models tracked (``agents.admission``).
+* ``\\x00driftline|models|<partition>`` -> the models tracked (``agents.admission``);
+* ``\\x00driftline|kpi-models|<partition>`` -> the models with state there, the
+  policy's included (for the timer, :meth:`KpiHandler.tick`).
 
-Reports are driven by event time, never by the wall clock, so a replay emits
-the same reports, and by the clock of the input that matters (the join's
-clocks: the latest ``ts`` seen on predictions, and on labels). A window is
-first reported (revision 0) once the predictions have passed its end plus
-``allowed_lateness``. Labels arriving later update it, and it is re-emitted
-with the next revision at most once per ``window`` of event time while it
-keeps changing. It is retired (a last revision if it changed, then deleted)
-once it is first-reported and the labels' clock is ``label_ttl`` past its
-end: every prediction in it has then been labeled or expired (or, if labels
-stall for good, once the predictions' clock is twice that past: state stays
-bounded).
+Reports are driven by event time (the join's clocks: the latest ``ts`` seen on
+predictions, and on labels), so a replay emits the same final reports, and,
+when event time stops moving, by processing time (``streams.kpi.revisions``
+states the rules). A window is first reported (revision 0) once the
+predictions have passed its end plus ``allowed_lateness``. Labels arriving
+later update it; it is re-emitted with the next revision when event time has
+moved a ``window`` since its last report, or, from the KPI agent's timer
+(:meth:`KpiHandler.tick`), when nothing changed it for ``revision_delay``. It
+is retired once the labels' clock is ``label_ttl`` past its end (every
+prediction in it has then been labeled or expired; or, if labels stall for
+good, once the predictions' clock is twice that past: state stays bounded),
+with exactly one report marked ``final``, then deleted.
+
+Events more than ``max_future_ms`` ahead of the model's stream time (the
+largest ``ts`` accepted on either input) are dead-lettered (``agents.future``):
+one bad client clock must not expire every pending prediction of its model.
 
 Bounds: ``max_models`` models per partition (``agents.admission``); per model
 ``MAX_SERIES`` versions x variants; per series ``label_ttl / window + 1``
@@ -33,9 +40,10 @@ windows of a few KB (see ``streams.kpi.window``); the join's pending entries
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import orjson
@@ -43,6 +51,8 @@ import orjson
 from agents.admission import Admission
 from agents.codec import Codec, Origin, Row, keyed_events
 from agents.config import DEFAULT_MAX_MODELS
+from agents.future import FutureBound
+from agents.overlay import Overlay
 from agents.pii import Pseudonymizer
 from agents.runner import Outcome
 from schemas.events import LabelEvent, PredictionEvent
@@ -50,6 +60,7 @@ from schemas.policy import KpiPolicy, Policy
 from schemas.reports import KpiReport
 from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock
 from streams.kpi.concept import ConceptDetector
+from streams.kpi.revisions import WindowMark, due
 from streams.kpi.window import KpiWindow, WindowState
 
 logger = logging.getLogger(__name__)
@@ -61,14 +72,10 @@ Series = tuple[str, str]  # (model_version, variant)
 MAX_SERIES = 64
 
 
-class WindowMark(TypedDict):
-    rev: int  # -1 until first reported
-    dirty: bool  # changed since last reported
-    emitted_ms: int  # model clock at the last report
-
-
 class ModelIndex(TypedDict):
     series: list[list[str]]  # [version, variant], at most MAX_SERIES
+    #: per input ("p", "l"): messages in a row beyond the future bound (agents.future)
+    ahead: NotRequired[dict[str, list[int]]]
 
 
 class SeriesIndex(TypedDict):
@@ -87,6 +94,15 @@ def _ts_ms(event: Row) -> int:
     return int(event["ts_ms"])
 
 
+def _models_key(partition: int) -> bytes:
+    """The models with KPI state on ``partition`` (admitted ones, and the policy's)."""
+    return b"\x00driftline|kpi-models|%d" % partition
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class KpiHandler:
     AGENT = "kpi"
 
@@ -99,8 +115,13 @@ class KpiHandler:
         max_message_bytes: int,
         pii_key: bytes = b"",
         max_models: int = DEFAULT_MAX_MODELS,
+        max_future_ms: int = 3_600_000,
+        clock_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self.policy = policy
+        self.future = FutureBound(max_future_ms=max_future_ms, agent=self.AGENT)
+        #: processing time, for when a window last changed (``revision_delay``)
+        self.clock_ms = clock_ms
         self.predictions_topic = predictions_topic
         # Only admitted models get state, here and in the table (agents.admission).
         self.admission = Admission(agent=self.AGENT, max_models=max_models,
@@ -112,6 +133,13 @@ class KpiHandler:
             labels_topic: Codec(LabelEvent, max_message_bytes=max_message_bytes, agent=self.AGENT),
         }
         self._models: dict[str, tuple[KpiPolicy, LabelJoin, KpiWindow]] = {}  # admitted ones
+        #: processing time each window last changed, (model, version, variant, start) ->
+        #: ms: for ``revision_delay`` only. In memory, not in the table: it depends on
+        #: when the worker ran, and the table holds only what the messages determine (a
+        #: replay or a recovery gives the same state). Bounded by the windows in state:
+        #: an entry goes when its window is reported. After a restart or a rebalance a
+        #: changed window's delay counts from the timer's first look at it.
+        self._changed: dict[tuple[str, str, str, int], int] = {}
 
     def _for(self, model: str) -> tuple[KpiPolicy, LabelJoin, KpiWindow]:
         if model not in self._models:
@@ -124,6 +152,7 @@ class KpiHandler:
         """Drop in-memory working sets (after a rebalance); rebuilt from the table."""
         for _, join, _ in self._models.values():
             join.forget()
+        self._changed.clear()
 
     # -- entry point -----------------------------------------------------------
 
@@ -137,24 +166,69 @@ class KpiHandler:
         by_model: dict[str, list[Row]] = {}
         for event in events:
             by_model.setdefault(event["model"], []).append(event)
+        self._record_models(by_model, origin.partition, table)
+        position = {id(e): i for i, e in zip(decoded.positions, decoded.events, strict=True)}
+        predictions = origin.topic == self.predictions_topic
         for model, rows in by_model.items():
-            work = _Work(self, model, table)
-            if origin.topic == self.predictions_topic:
+            work = _Work(self, model, table, now_ms=self.clock_ms())
+            rows = work.bound(rows, "p" if predictions else "l", origin, raw, position, out)
+            if rows and predictions:
                 work.predictions(rows)
-            else:
+            elif rows:
                 work.labels(rows)
             out.reports.extend(work.finish())
             out.counted += len(rows)
         return out
 
+    def tick(self, now_ms: int, partition: int, table: Store) -> Outcome:
+        """The revisions processing time makes due on ``partition`` (the KPI agent's
+        timer): windows that changed since their last report and then stayed unchanged
+        for ``revision_delay``, though event time did not move (a quiet stream). Writes
+        nothing unless it reports."""
+        recorded = orjson.loads(table.get(_models_key(partition)) or b"[]")
+        models = set(self.admission.admitted(partition, table)) | set(recorded)
+        out = Outcome()
+        for model in sorted(models):
+            out.reports.extend(self._revise(model, table, now_ms))
+        return out
+
+    @staticmethod
+    def _record_models(models: dict[str, Any], partition: int, table: Store) -> None:
+        """Remember which models have state on ``partition``, for its timer: the models the
+        policy lists are admitted without a record (``agents.admission``), and a table
+        store's keys are not kept apart by partition."""
+        key = _models_key(partition)
+        recorded = orjson.loads(table.get(key) or b"[]")
+        new = [m for m in models if m not in recorded]
+        if new:
+            table[key] = orjson.dumps(recorded + new)
+
+    def flush(self, table: Store) -> list[KpiReport]:
+        """Every revision still owed, as if ``revision_delay`` had passed for all
+        windows (the end of a replay: the live worker's timer sent them)."""
+        models = sorted(k[2:-1].decode() for k in table if k.startswith(b"k|") and k.endswith(SEP))
+        return [r for model in models for r in self._revise(model, table, 2**62, settle=True)]
+
+    def _revise(self, model: str, table: Store, now_ms: int, *,
+                settle: bool = False) -> list[KpiReport]:
+        if _k("k", model, "") not in table:
+            return []  # a listed model with no state here
+        scratch = Overlay(table)
+        reports = _Work(self, model, scratch, now_ms=now_ms).finish(due_at_ms=now_ms,
+                                                                    settle=settle)
+        if reports:
+            scratch.apply(table)
+        return reports
+
 
 class _Work:
     """One model's share of one message: cached reads, one write per key at the end."""
 
-    def __init__(self, handler: KpiHandler, model: str, store: Store) -> None:
+    def __init__(self, handler: KpiHandler, model: str, store: Store, *, now_ms: int) -> None:
         self.h = handler
         self.model = model
         self.store = store
+        self.now_ms = now_ms  # processing time: when the windows touched now changed
         self.policy, self.join, self.kpi = handler._for(model)
         self.windows: dict[tuple[Series, int], WindowState] = {}
         self.indexes: dict[Series, SeriesIndex] = {}
@@ -194,15 +268,39 @@ class _Work:
             marks = self.index(series)["windows"]
             if str(start) not in marks:
                 marks[str(start)] = {"rev": -1, "dirty": True, "emitted_ms": 0}
+                self.h._changed[(self.model, *series, start)] = self.now_ms
         return self.windows[key]
 
     def touched(self, series: Series, start: int) -> None:
         self.index(series)["windows"][str(start)]["dirty"] = True
+        self.h._changed[(self.model, *series, start)] = self.now_ms
 
     def start_of(self, ts_ms: int) -> int:
         return ts_ms - ts_ms % self.policy.window
 
     # -- inputs --------------------------------------------------------------------
+
+    def bound(self, rows: list[Row], kind: str, origin: Origin, raw: bytes | None,
+              position: dict[int, int], out: Outcome) -> list[Row]:
+        """The rows within ``max_future_ms`` of the model's stream time (the largest ts
+        accepted on predictions or labels); dead letters for the others."""
+        clock = self.join.clock(self.store, self.model)
+        known = [t for t in (clock["predictions_ms"], clock["labels_ms"]) if t is not None]
+        ts = np.fromiter(map(_ts_ms, rows), dtype=np.int64, count=len(rows))
+        ahead = self.meta.setdefault("ahead", {})
+        check = self.h.future.check(ts, stream_ms=max(known, default=None),
+                                    ahead=ahead.get(kind))
+        if check.ahead != ahead.get(kind):
+            if check.ahead is None:
+                del ahead[kind]
+            else:
+                ahead[kind] = check.ahead
+            self.meta_changed = True
+        if check.keep.all():
+            return rows
+        out.dead.extend(self.h.future.letters(check, ts, origin, raw, rows=rows,
+                                              positions=[position.get(id(r)) for r in rows]))
+        return [r for r, keep in zip(rows, check.keep.tolist(), strict=True) if keep]
 
     def predictions(self, rows: list[Row]) -> None:
         groups: dict[tuple[Series, int], list[Row]] = {}
@@ -288,12 +386,15 @@ class _Work:
 
     # -- reports ---------------------------------------------------------------------
 
-    def finish(self) -> list[KpiReport]:
+    def finish(self, *, due_at_ms: int | None = None, settle: bool = False) -> list[KpiReport]:
+        """Reports due (on event time; with ``due_at_ms``, processing time too; with
+        ``settle``, every revision owed, whenever its window changed), then every state
+        change written back."""
         clock = self.join.clock(self.store, self.model)
         reports: list[KpiReport] = []
         if clock["predictions_ms"] is not None:
             for version, variant in self.series:
-                reports.extend(self._close((version, variant), clock))
+                reports.extend(self._close((version, variant), clock, due_at_ms, settle))
         for (series, start), state in self.windows.items():
             if str(start) in self.index(series)["windows"]:
                 self.store[_k("w", self.model, *series, str(start))] = orjson.dumps(state)
@@ -306,7 +407,8 @@ class _Work:
                            "are not tracked", self.model, self.untracked, MAX_SERIES)
         return reports
 
-    def _close(self, series: Series, clock: ModelClock) -> list[KpiReport]:
+    def _close(self, series: Series, clock: ModelClock,
+               due_at_ms: int | None, settle: bool = False) -> list[KpiReport]:
         p = self.policy
         index = self.index(series)
         predictions = clock["predictions_ms"]
@@ -317,16 +419,21 @@ class _Work:
         out: list[KpiReport] = []
         for start_s in sorted(index["windows"], key=int):
             start = int(start_s)
-            mark = index["windows"][start_s]
+            mark: WindowMark = index["windows"][start_s]
             end = start + p.window
-            # Retired when neither a prediction nor a label can reach it any more.
-            passed = end + p.allowed_lateness <= predictions
-            retire = ((passed and labels is not None and labels > end + p.label_ttl)
-                      or predictions > end + 2 * p.label_ttl)
-            first = mark["rev"] < 0 and (passed or retire)
-            again = (mark["rev"] >= 0 and mark["dirty"]
-                     and (now - mark["emitted_ms"] >= p.window or retire))
-            if first or again:
+            key = (self.model, *series, start)
+            changed = self.h._changed.get(key)
+            if changed is None and due_at_ms is not None and mark["dirty"]:
+                # changed before this process owned it (a restart, a rebalance): the
+                # delay counts from now; at the end of a replay, it has passed
+                changed = 0 if settle else self.h._changed.setdefault(key, due_at_ms)
+            verdict = due(mark, start_ms=start, window_ms=p.window,
+                          allowed_lateness_ms=p.allowed_lateness, label_ttl_ms=p.label_ttl,
+                          revision_delay_ms=p.revision_delay, predictions_ms=predictions,
+                          labels_ms=labels, now_ms=due_at_ms, changed_ms=changed)
+            retire = verdict == "final"
+            if verdict is not None:
+                self.h._changed.pop(key, None)
                 mark["rev"] += 1
                 mark["dirty"] = False
                 mark["emitted_ms"] = now
@@ -367,6 +474,7 @@ class _Work:
             status=result.status,
             revision=revision,
             late=late,
+            final=final,
             breaches=result.breaches,
             segments=result.segments,
             disparity=result.disparity,

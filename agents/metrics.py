@@ -1,8 +1,9 @@
 """Prometheus metrics of the worker, served over HTTP (``DRIFTLINE_METRICS_PORT``).
 
 Every agent's messages pass through ``observe`` (agents.runner), which counts
-them and reads the reports they produced; consumer lag is sampled from the
-Faust consumer every 5 s by ``sample_lag``. Label values are bounded: models and
+them, notes each partition's progress and reads the reports they produced. Every
+5 s ``Health.sample`` reads the group's lag from the broker and says how long each
+agent has been behind without progress. Label values are bounded: models and
 versions (as many as the deployment has), features (at most the policy's
 ``max_features`` per model), KPI metric names, command types, quarantine
 reasons and topics — never request ids or raw category values.
@@ -21,24 +22,54 @@ reasons and topics — never request ids or raw category values.
 | driftline_quarantined_total | model, reason |
 | driftline_poisoning_status | model: 0 ok, 1 suspect, 2 campaign |
 | driftline_report_latency_seconds | kind: wall-clock time from a window's end to its report |
-| driftline_consumer_lag | topic, partition |
+| driftline_consumer_lag | topic, partition (end offset minus the group's committed offset) |
+| driftline_seconds_since_progress | agent, topic, partition (0 when caught up) |
+| driftline_agent_crashes_total | agent (restarted by Faust's supervisor after an exception) |
+| driftline_worker_start_time_seconds | (none): when this worker process started serving |
 | driftline_redelivered_total | topic, agent (redelivered, already applied: skipped) |
 | driftline_backfilled_total | topic, agent (skipped by the consumer, read directly) |
 | driftline_untracked_events_total | topic, agent (beyond DRIFTLINE_MAX_MODELS: dead-lettered) |
 | driftline_tracked_models | agent, partition (admitted, the policy's not counted; last seen) |
+| driftline_send_failures_total | topic, agent (outputs not sent after retries: logged, skipped) |
+| driftline_poisoning_held_total | model (training records that arrived before their trusted set) |
+| driftline_poisoning_released_total | model (held records screened once it arrived) |
+| driftline_poisoning_unscreened_total | model (held records quarantined unscreened) |
+| driftline_poisoning_waiting | model (records held now) |
+
+Consumer lag is what Kafka's own tools call lag (``kafka-consumer-groups
+--describe``): per input partition the worker is assigned, the partition's end
+offset (one past its last message) minus the offset the worker's group has
+committed, both read from the broker (agents.group_lag); with nothing committed
+yet, from the partition's earliest offset. Faust commits only what every agent
+reading the partition has handled, so a stalled or crash-looping agent shows as
+growing lag. (Faust's fetch position, which this used to read, runs ahead of the
+agents and read 0 through such a stall.)
+
+Progress: ``driftline_seconds_since_progress{agent, topic, partition}`` is 0 while
+the agent is caught up (the group's lag on the partition is 0, or the agent has
+handled the partition's last message); while it is behind, the seconds since it
+last handled a message of the partition, counted at most from when it was first
+seen behind. It rises steadily only when an agent is behind and not moving.
+
+Series of partitions no longer assigned to this worker are removed. Counters that
+alert rules watch start at 0 for the label values known at start
+(``init_series``), so the first increment after a start is an increase.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from pydantic import BaseModel
 
-from schemas.commands import Command, DeploymentEvent
+from agents.group_lag import GroupLag, PartitionLag
+from schemas.commands import Command, CommandType, DeploymentEvent
 from schemas.reports import DriftReport, KpiReport, PoisoningReport
 
 logger = logging.getLogger(__name__)
@@ -83,16 +114,45 @@ TRACKED_MODELS = Gauge("driftline_tracked_models", "models admitted on a table p
 BACKFILLED = Counter("driftline_backfilled", "messages the consumer never handed over, read "
                      "directly and handled (agents.backfill)", ["topic", "agent"],
                      registry=REGISTRY)
-LAG = Gauge("driftline_consumer_lag", "messages not yet consumed", ["topic", "partition"],
-            registry=REGISTRY)
+LAG = Gauge("driftline_consumer_lag", "messages after the group's committed offset: the "
+            "partition's end offset minus the committed one (the earliest without a commit)",
+            ["topic", "partition"], registry=REGISTRY)
+SINCE_PROGRESS = Gauge("driftline_seconds_since_progress", "seconds since the agent last "
+                       "handled a message of the partition while behind its end; 0 when caught "
+                       "up", ["agent", "topic", "partition"], registry=REGISTRY)
+CRASHES = Counter("driftline_agent_crashes", "agent crashes (an exception out of the agent, "
+                  "which Faust's supervisor then restarts)", ["agent"], registry=REGISTRY)
+STARTED = Gauge("driftline_worker_start_time_seconds", "Unix time this worker process started "
+                "serving metrics (a change is a restart)", registry=REGISTRY)
+SEND_FAILURES = Counter("driftline_send_failures", "reports, routed messages and dead letters "
+                        "an agent could not send (too large, or refused after retries): "
+                        "logged, and the message recorded as handled (agents.runner)",
+                        ["topic", "agent"], registry=REGISTRY)
+# The poisoning guard's records that arrive before their model's trusted set
+# (agents.poisoning_hold): held, then screened (released) or quarantined unscreened.
+POISONING_HELD = Counter("driftline_poisoning_held", "training records held until their "
+                         "model's trusted set arrives", ["model"], registry=REGISTRY)
+POISONING_RELEASED = Counter("driftline_poisoning_released", "held training records screened "
+                             "once their model's trusted set arrived", ["model"],
+                             registry=REGISTRY)
+POISONING_UNSCREENED = Counter("driftline_poisoning_unscreened", "held training records "
+                               "quarantined unscreened (no_trusted_set): the policy's "
+                               "hold_max_records / hold_max_age reached", ["model"],
+                               registry=REGISTRY)
+POISONING_WAITING = Gauge("driftline_poisoning_waiting", "training records held now, waiting "
+                          "for their model's trusted set", ["model"], registry=REGISTRY)
 
 _LEVEL = {"ok": 0, "warn": 1, "drift": 2, "breach": 2, "suspect": 1, "campaign": 2}
 
 
 def observe(agent: str, topic: str, *, counted: int, dead: int,
-            reports: Iterable[BaseModel]) -> None:
-    """Count one handled message and read the reports it produced."""
+            reports: Iterable[BaseModel], partition: int | None = None,
+            offset: int | None = None) -> None:
+    """Count one handled message (the one at ``offset`` of ``topic[partition]``: the
+    agent's progress) and read the reports it produced."""
     MESSAGES.labels(topic, agent).inc()
+    if partition is not None:
+        HEALTH.handled(agent, topic, partition, offset=offset)
     if counted:
         EVENTS.labels(topic, agent).inc(counted)
     if dead:
@@ -135,20 +195,116 @@ def _report(report: BaseModel) -> None:
         _latency("poisoning", report.window_end)
 
 
+#: how often the worker samples the consumer lag and the agents' progress
+SAMPLE_INTERVAL_S = 5.0
+
+#: what the controller and the policy agent count per model in driftline_commands_total
+CONTROLLER_STATUSES = ("applied", "rejected", "pending_approval")
+
+
+def init_series(*, inputs: Mapping[str, Collection[str]], models: Iterable[str] = ()) -> None:
+    """Create at 0 the series of counters that alert rules watch, for the label values
+    known at start: ``increase()`` of a series that appears at 1 is 0, so without
+    this the first rollback, refusal, crash or untracked event after a start would
+    not alert. ``inputs``: each running agent's input topics; ``models``: the models
+    the policy file lists (others get their series when they first show up)."""
+    for agent, topics in inputs.items():
+        CRASHES.labels(agent)
+        for topic in topics:
+            DEADLETTERS.labels(topic, agent)
+            UNTRACKED_EVENTS.labels(topic, agent)
+    statuses = (*(("issued",) if "policy" in inputs else ()),
+                *(CONTROLLER_STATUSES if "controller" in inputs else ()))
+    for model in models:
+        for type_ in get_args(CommandType):
+            for status in statuses:
+                COMMANDS.labels(model, type_, status)
+
+
+class Health:
+    """Consumer lag and progress per input partition (see the module docstring).
+
+    Bound: one entry per (agent, input topic, partition) this worker has handled
+    or been assigned; the series of partitions no longer assigned are removed.
+    """
+
+    def __init__(self) -> None:
+        #: (agent, topic, partition) -> (monotonic time of its last handled message)
+        self._handled_at: dict[tuple[str, str, int], float] = {}
+        #: (agent, topic, partition) -> (the last offset handled + 1)
+        self._position: dict[tuple[str, str, int], int] = {}
+        #: (agent, topic, partition) -> monotonic time it was first seen behind
+        self._behind_since: dict[tuple[str, str, int], float] = {}
+        self._shown: set[tuple[str, str, int]] = set()
+        self._failing = False
+
+    def handled(self, agent: str, topic: str, partition: int, *, offset: int | None = None,
+                now: float | None = None) -> None:
+        key = (agent, topic, partition)
+        self._handled_at[key] = time.monotonic() if now is None else now
+        if offset is not None:
+            self._position[key] = max(self._position.get(key, 0), offset + 1)
+
+    def update(self, lags: Iterable[PartitionLag], agents: Mapping[str, Collection[str]], *,
+               now: float | None = None) -> None:
+        """Set the gauges from the broker's offsets of the partitions assigned now;
+        ``agents``: the agents reading each input topic."""
+        now = time.monotonic() if now is None else now
+        shown: set[tuple[str, str, int]] = set()
+        for p in lags:
+            LAG.labels(p.topic, str(p.partition)).set(p.lag)
+            for agent in agents.get(p.topic, ()):
+                key = (agent, p.topic, p.partition)
+                shown.add(key)
+                SINCE_PROGRESS.labels(agent, p.topic, str(p.partition)).set(
+                    self._since_progress(key, p, now))
+        for key in self._shown - shown:
+            for known in (self._behind_since, self._handled_at, self._position):
+                known.pop(key, None)
+            _remove(SINCE_PROGRESS, key[0], key[1], str(key[2]))
+        for topic, partition in {k[1:] for k in self._shown} - {k[1:] for k in shown}:
+            _remove(LAG, topic, str(partition))
+        self._shown = shown
+
+    def _since_progress(self, key: tuple[str, str, int], p: PartitionLag, now: float) -> float:
+        if p.lag == 0 or self._position.get(key, -1) >= p.end:
+            self._behind_since.pop(key, None)
+            return 0.0
+        since = self._behind_since.setdefault(key, now)
+        return now - max(since, self._handled_at.get(key, since))
+
+    async def sample(self, app: Any, offsets: GroupLag) -> None:
+        """Read the lag of the input partitions ``app``'s consumer is assigned, off the
+        event loop, and update the gauges; a failed read leaves them as they were."""
+        agents: dict[str, list[str]] = {}
+        for name, agent in app.agents.items():
+            for topic in getattr(agent.channel, "topics", ()):
+                agents.setdefault(topic, []).append(name)
+        try:
+            assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()
+                        if tp.topic in agents]
+            lags = await asyncio.to_thread(offsets.read, assigned)
+        except Exception as exc:  # the broker unreachable, the consumer rebalancing
+            # Said once until it works again; the gauges keep their last values.
+            (logger.debug if self._failing else logger.warning)(
+                "could not read the consumer lag from the broker (%s: %s); trying again "
+                "every few seconds", type(exc).__name__, exc)
+            self._failing = True
+            return
+        self._failing = False
+        self.update(lags, agents)
+
+
+def _remove(metric: Gauge, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never shown
+        metric.remove(*labels)
+
+
+HEALTH = Health()
+
+
 def serve(port: int) -> None:
     """Expose ``/metrics`` on ``port`` (a daemon thread of prometheus_client)."""
     start_http_server(port, registry=REGISTRY)
+    STARTED.set(time.time())
     logger.info("Prometheus metrics on :%d/metrics", port)
-
-
-async def sample_lag(app: Any) -> None:
-    """Highwater minus position for each partition the worker is assigned."""
-    try:
-        consumer = app.consumer
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            position = await consumer.position(tp)
-            if high is not None and position is not None:
-                LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
-    except Exception:  # the consumer may be rebalancing; the next sample will tell
-        logger.debug("consumer lag not available this time", exc_info=True)

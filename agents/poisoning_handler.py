@@ -8,13 +8,20 @@ input message, on ``training-data.clean``; each quarantined record with its
 reasons and scores on ``training-data.quarantine``; a PoisoningReport per
 model and closed window on ``poisoning`` (see ``streams.poisoning``).
 
-Nothing is lost: a model without a trusted set yet gets its records
-quarantined with the reason ``no_trusted_set`` (an operator can release them
-with ``driftline quarantine release`` once one is published); the guard never
-lets unscreened data reach retraining.
+Nothing is lost, and nothing unscreened reaches retraining: records of a
+model whose trusted set has not arrived yet wait in the table
+(agents.poisoning_hold; ``references`` and ``training-data`` are read with no
+order between them) and are screened in order when it arrives. Beyond the
+policy's ``hold_max_records`` or ``hold_max_age`` they are quarantined
+unscreened with the reason ``no_trusted_set`` (an operator can release them
+with ``driftline quarantine release`` once one is published), in a
+PoisoningReport of their own (``unscreened``). Reports count held records
+(``held``, ``released``, ``unscreened``), and so do the metrics
+(``driftline_poisoning_held_total`` ...).
 
 State: the newest profile with a trusted set per model, in the table
-``poisoning-state`` (key ``t|<model>``), so a restarted worker rebuilds its
+``poisoning-state`` (key ``t|<model>``; held records under ``hq|``/``h|``, see
+agents.poisoning_hold), so a restarted worker rebuilds its
 guards; the guards themselves (checks fitted on the trusted set, open windows
 and per-source histories, bounded as ``PoisoningGuard`` documents) are in
 memory: a restart loses the open windows' counts and the sources' histories
@@ -32,6 +39,7 @@ from collections.abc import MutableMapping
 
 import orjson
 
+from agents import metrics, poisoning_hold
 from agents.admission import Admission
 from agents.codec import Codec, Origin, decode_one, keyed_events
 from agents.config import DEFAULT_MAX_MODELS
@@ -41,11 +49,11 @@ from schemas.events import TrainingRecord
 from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
 from schemas.reports import QuarantinedRecord
-from streams.poisoning.guard import PoisoningGuard
+from streams.poisoning.guard import NO_TRUSTED_SET, PoisoningGuard, unscreened_report
 
 logger = logging.getLogger(__name__)
 
-NO_TRUSTED_SET = "no_trusted_set"
+__all__ = ["NO_TRUSTED_SET", "PoisoningHandler"]
 
 
 class PoisoningHandler:
@@ -92,7 +100,25 @@ class PoisoningHandler:
             self._guards.pop(profile.model, None)  # rebuilt on the next records
             logger.info("trusted set of %s: %d rows from %s (%s)", profile.model,
                         len(profile.trusted.labels), profile.source, profile.model_version)
+            return self._release(profile.model, table)
         return Outcome()
+
+    def _release(self, model: str, table: MutableMapping[bytes, bytes]) -> Outcome:
+        """Screen, in order, the records of ``model`` that waited for its trusted set."""
+        out = Outcome()
+        if not poisoning_hold.waiting(table, model):
+            return out  # the guard is built on the model's first records, as before
+        guard = self._guard(model, table)
+        if guard is None:
+            return out
+        held = poisoning_hold.take(table, model)
+        for records in held:  # one held message at a time, as they came
+            self._screen_with(guard, model, records, out, held=True)
+        n = sum(len(records) for records in held)
+        metrics.POISONING_RELEASED.labels(model).inc(n)
+        metrics.POISONING_WAITING.labels(model).set(0)
+        logger.info("screened %d records of %s that had waited for its trusted set", n, model)
+        return out
 
     def _guard(self, model: str, table: MutableMapping[bytes, bytes]) -> PoisoningGuard | None:
         raw = table.get(f"t|{model}".encode())
@@ -108,16 +134,41 @@ class PoisoningHandler:
 
     def _screen(self, model: str, records: list[TrainingRecord],
                 table: MutableMapping[bytes, bytes], out: Outcome) -> None:
-        key = model.encode()
         guard = self._guard(model, table)
         if guard is None:
-            for record in records:
-                held = QuarantinedRecord(record=record, reasons=[NO_TRUSTED_SET], scores={})
-                out.routed.append(("training-data.quarantine", key,
-                                   held.model_dump_json().encode()))
+            self._hold(model, records, table, out)
             return
+        self._screen_with(guard, model, records, out)
+
+    def _hold(self, model: str, records: list[TrainingRecord],
+              table: MutableMapping[bytes, bytes], out: Outcome) -> None:
+        """Keep the records until the model's trusted set arrives; quarantine unscreened
+        those held beyond the policy's limits."""
+        policy = self.policy.poisoning_for(model)
+        left = poisoning_hold.hold(table, model, records, max_records=policy.hold_max_records,
+                                   max_age_ms=policy.hold_max_age)
+        metrics.POISONING_HELD.labels(model).inc(len(records))
+        key = model.encode()
+        for gone in left:
+            for record in gone.records:
+                quarantined = QuarantinedRecord(record=record, reasons=[NO_TRUSTED_SET],
+                                                scores={})
+                out.routed.append(("training-data.quarantine", key,
+                                   quarantined.model_dump_json().encode()))
+            out.reports.append(unscreened_report(
+                policy, model, gone.records,
+                f"{gone.why}; publish its trusted set with `driftline reference build`, then "
+                f"release them with `driftline quarantine release`"))
+            metrics.POISONING_UNSCREENED.labels(model).inc(len(gone.records))
+            logger.warning("%d records of %s quarantined unscreened: %s", len(gone.records),
+                           model, gone.why)
+        metrics.POISONING_WAITING.labels(model).set(poisoning_hold.waiting(table, model))
+
+    def _screen_with(self, guard: PoisoningGuard, model: str, records: list[TrainingRecord],
+                     out: Outcome, *, held: bool = False) -> None:
+        key = model.encode()
         passed = []
-        for record, verdict in zip(records, guard.screen(records), strict=True):
+        for record, verdict in zip(records, guard.screen(records, held=held), strict=True):
             if verdict.passed:
                 passed.append(record.model_dump(mode="json"))
             else:

@@ -8,7 +8,11 @@ replay runs the very same code in this process, with dictionaries for tables:
    ``[from, to)``, in offset order per partition, the topics merged by
    timestamp as the worker's single stream per agent receives them;
 2. feed them to a fresh DriftHandler and KpiHandler with the policy given (and
-   ``DRIFTLINE_MAX_MODELS``: the same models are admitted in the same order);
+   ``DRIFTLINE_MAX_MODELS``: the same models are admitted in the same order;
+   ``DRIFTLINE_MAX_FUTURE_S``: the same events are too far ahead), then send the
+   KPI revisions still owed (the live worker's timer sends them once a window is
+   quiet for ``revision_delay``): the last revision of every window, and its
+   final one, hold the same numbers as live;
 3. replay the decisions: the policy agent's handler, with the policy given,
    over the reports and deployment events it was handed live (``drift``,
    ``kpi``, ``poisoning``, ``deployments`` in the range, merged by timestamp);
@@ -18,8 +22,8 @@ replay runs the very same code in this process, with dictionaries for tables:
    difference (the fields that differ, or missing on either side):
    * every DriftReport, by model, version and window;
    * the last revision of each KPI window, on what does not depend on how
-     predictions and labels interleaved (counts, metrics, breaches,
-     segments): its revision number, ``late``, ``concept_drift`` and so
+     predictions and labels interleaved (counts, metrics to floating-point
+     rounding, breaches, segments): its revision number, ``late``, ``concept_drift`` and so
      ``status`` (``warn`` means concept drift) do (the concept detector is fed
      in arrival order), and are not compared;
    * every command the policy agent issued, by command id (the signature is
@@ -38,6 +42,7 @@ on exactly the history that happened.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,11 +98,13 @@ def recompute(messages: Iterable[Any], policy: Policy, settings: Settings,
                          features_topic=settings.topic("features"),
                          max_message_bytes=settings.max_message_bytes,
                          references_topic=settings.topic("references"), pii_key=key,
-                         max_models=settings.max_models)
+                         max_models=settings.max_models,
+                         max_future_ms=int(settings.max_future_s * 1000))
     kpi = KpiHandler(policy=policy, predictions_topic=settings.topic("predictions"),
                      labels_topic=settings.topic("labels"),
                      max_message_bytes=settings.max_message_bytes, pii_key=key,
-                     max_models=settings.max_models)
+                     max_models=settings.max_models,
+                     max_future_ms=int(settings.max_future_s * 1000))
     routes = {settings.topic("references"): [drift], settings.topic("features"): [drift],
               settings.topic("predictions"): [drift, kpi], settings.topic("labels"): [kpi]}
     tables: dict[str, dict[bytes, bytes]] = {"drift": {}, "kpi": {}}
@@ -113,6 +120,10 @@ def recompute(messages: Iterable[Any], policy: Policy, settings: Settings,
             outcome = handler.handle(msg.value(), origin, tables[handler.AGENT])
             out = result.drift if handler.AGENT == "drift" else result.kpi
             out.extend(orjson.loads(r.model_dump_json()) for r in outcome.reports)
+    # The revisions the live worker's timer sends once a window is quiet
+    # (kpi.revision_delay): owed at the end of the range, so the last revision of
+    # every window holds all it was given, as live.
+    result.kpi.extend(orjson.loads(r.model_dump_json()) for r in kpi.flush(tables["kpi"]))
     return result
 
 
@@ -134,8 +145,21 @@ def decisions(messages: Iterable[Any], policy: Policy, settings: Settings, *,
     return out
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, numbers to floating-point rounding: a window's sums fold the same values
+    in another grouping when predictions and labels interleaved otherwise (1e-17 apart)."""
+    if isinstance(a, float | int) and isinstance(b, float | int) \
+            and not isinstance(a, bool) and not isinstance(b, bool):
+        return a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 def _differing(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
+    return sorted(k for k in set(a) | set(b) if k not in ignore and not _same(a.get(k), b.get(k)))
 
 
 def _latest(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -16,12 +16,25 @@ topic, so a hole in what Faust hands over is noticed and read directly
 (agents.backfill): when a later message arrives, or, for a hole at the end of
 what was sent, when a periodic check (``watch``) finds the agent idle behind
 the end of the partition.
+
+What a message emits never stops the agent either. Its reports, routed
+messages and dead letters are sent together; those refused for a transient
+reason (the broker unreachable, a leader moving) are sent again with backoff
+(SEND_ATTEMPTS, SEND_BACKOFF_S). One that cannot be sent (too large, or still
+refused after the retries) is logged and counted (driftline_send_failures_total),
+and the message is recorded as handled all the same, so its partition goes on:
+a message whose dead letter or report failed to send used to make the agent crash
+on it again and again, its offset never committed. A report or routed message
+lost so is named in a small dead letter of its own (the input message, bounded as
+every dead letter is: agents.codec.dead_letter), so that it is not lost silently;
+``driftline replay`` over that input recomputes reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -29,7 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import faust
-from faust.exceptions import ConsumerNotStarted
+from aiokafka.errors import KafkaTimeoutError, ProducerClosed
+from faust.exceptions import ConsumerNotStarted, ProducerSendError
 from faust.streams import _current_event
 from faust.types import TP
 from pydantic import BaseModel
@@ -46,6 +60,15 @@ logger = logging.getLogger(__name__)
 
 #: how often each agent checks that it is not idle behind the end of its partitions
 WATCH_INTERVAL_S = 5.0
+#: how often a handler with a ``tick`` (processing-time work) is run on each partition
+TICK_INTERVAL_S = 1.0
+#: the redo record's source name for timer writes: not a topic, never marked applied
+TICK = "\x00tick"
+#: how many times a message's output is sent when the broker refuses it for a
+#: transient reason; with SEND_BACKOFF_S doubled between tries (0.5 + 1 + 2 + 4 s),
+#: on top of each try's own timeout, before the output counts as lost
+SEND_ATTEMPTS = 5
+SEND_BACKOFF_S = 0.5
 
 
 @dataclass
@@ -63,6 +86,79 @@ class HandlerAgent:
     body: Callable[[Any], Awaitable[None]]
     #: ``catch_up(topic, partition, upto)``: see ``handler_agent``
     catch_up: Callable[[str, int, int], Awaitable[int]]
+    #: ``tick(partition, now_ms)``: the handler's timer work, see ``handler_agent``
+    tick: Callable[[int, int], Awaitable[int]] | None = None
+
+
+@dataclass(frozen=True)
+class _Send:
+    """One output of a message: ``await topic.send(key=, value=)`` queues it and gives
+    the future of its acknowledgement (a Faust topic)."""
+
+    topic: Any
+    key: bytes | None
+    value: bytes
+    #: what it is, for the log and for the dead letter that names it if it is lost
+    what: str
+    #: a dead letter: when it is lost there is nothing more to write
+    letter: bool = False
+
+    @property
+    def topic_name(self) -> str:
+        name = getattr(self.topic, "get_topic_name", None)
+        return str(name()) if name is not None else str(self.topic)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth sending again: the broker may take it later (not: too large, invalid)."""
+    if isinstance(exc, ProducerSendError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # Faust wraps aiokafka's error
+    return bool(getattr(exc, "retriable", False)) or isinstance(
+        exc, KafkaTimeoutError | TimeoutError | ConnectionError)
+
+
+def _stopping(exc: BaseException) -> bool:
+    """The worker is stopping: the message must not be recorded as handled."""
+    if isinstance(exc, ProducerSendError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return isinstance(exc, asyncio.CancelledError | ProducerClosed)
+
+
+async def _deliver(sends: list[_Send], *, attempts: int = SEND_ATTEMPTS,
+                   backoff_s: float = SEND_BACKOFF_S) -> list[tuple[_Send, BaseException]]:
+    """Send them all, each queued before any is waited for (they share requests), then
+    wait for their acknowledgements; send again those refused for a transient reason,
+    after ``backoff_s``, doubled each time, up to ``attempts`` tries in all. Returns
+    those that could not be sent, with why. Raises when the worker is stopping (the
+    message is handled again after the restart)."""
+    failed: list[tuple[_Send, BaseException]] = []
+    todo = sends
+    for attempt in range(attempts):
+        if attempt:
+            await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+        errors: list[tuple[_Send, BaseException]] = []
+        queued: list[tuple[_Send, Awaitable[Any]]] = []
+        for send in todo:
+            try:
+                queued.append((send, await send.topic.send(key=send.key, value=send.value)))
+            except Exception as exc:  # refused before it left: too large, say
+                errors.append((send, exc))
+        results = await asyncio.gather(*(f for _, f in queued), return_exceptions=True)
+        errors += [(send, r) for (send, _), r in zip(queued, results, strict=True)
+                   if isinstance(r, BaseException)]
+        for _, exc in errors:
+            if _stopping(exc):
+                raise exc
+        retry = [(send, exc) for send, exc in errors if _transient(exc)]
+        failed += [(send, exc) for send, exc in errors if not _transient(exc)]
+        if not retry:
+            return failed
+        if attempt + 1 == attempts:
+            return failed + retry
+        todo = [send for send, _ in retry]
+        logger.warning("%d of a message's outputs not sent (%s); trying again in %.1f s",
+                       len(todo), retry[0][1], backoff_s * 2 ** attempt)
+    return failed
 
 
 class Handler(Protocol):
@@ -78,6 +174,7 @@ def handler_agent(
     outputs: dict[str, faust.types.TopicT] | None = None, log: RedoLog | None = None,
     backfill: Backfill | None = None,
     settle: Callable[[str, int, int, int], Awaitable[None]] | None = None,
+    send_attempts: int = SEND_ATTEMPTS, send_backoff_s: float = SEND_BACKOFF_S,
 ) -> HandlerAgent:
     """An agent body (``async def (stream)``) that runs ``handler`` on every message,
     and its ``catch_up``.
@@ -88,7 +185,56 @@ def handler_agent(
     ``start..end-1`` are done, or its offset commit would stop at the hole."""
     lock = asyncio.Lock()  # one message at a time: the stream's, or catch_up's
 
+    async def send(msg: Input, origin: Origin, outcome: Outcome) -> None:
+        """Send what a message emitted; what cannot be sent is logged, counted and, for a
+        report or routed message, named in a dead letter; it never raises for that."""
+        sends = []
+        for report in outcome.reports:
+            model = getattr(report, "model", "")
+            window = getattr(report, "window_start", None)
+            sends.append(_Send(reports, model.encode(), report.model_dump_json().encode(),
+                               f"{type(report).__name__} of model {model!r}"
+                               + (f" for the window from {window}" if window else "")))
+        for name, key, value in outcome.routed:
+            sends.append(_Send((outputs or {})[name], key, value, f"message for {name!r}"))
+        sends += [_Send(deadletter, msg.key, letter.model_dump_json().encode(), "dead letter",
+                        letter=True) for letter in outcome.dead]
+        if not sends:
+            return
+        failed = await _deliver(sends, attempts=send_attempts, backoff_s=send_backoff_s)
+        for out, exc in failed:
+            metrics.SEND_FAILURES.labels(out.topic_name, handler.AGENT).inc()
+            logger.error("%s: could not send the %s (%d bytes) to %s for %s[%d]@%d: %s; "
+                         "the message is recorded as handled without it", handler.AGENT,
+                         out.what, len(out.value), out.topic_name, origin.topic,
+                         origin.partition, origin.offset, exc)
+        lost = [(out, exc) for out, exc in failed if not out.letter]
+        if not lost:
+            return
+        (first, why), more = lost[0], len(lost) - 1
+        note = dead_letter(
+            origin,
+            f"driftline could not send the {first.what} that this message produced to "
+            f"{first.topic_name!r} ({type(why).__name__}: {why})"
+            + (f", nor {more} more of its outputs" if more else "")
+            + "; lost: `driftline replay` over this message's time recomputes reports",
+            msg.value or b"", agent=handler.AGENT)
+        letter = _Send(deadletter, msg.key, note.model_dump_json().encode(),
+                       "dead letter naming the outputs lost", letter=True)
+        for out, exc in await _deliver([letter], attempts=send_attempts,
+                                       backoff_s=send_backoff_s):
+            metrics.SEND_FAILURES.labels(out.topic_name, handler.AGENT).inc()
+            logger.error("%s: could not send the %s to %s for %s[%d]@%d either: %s",
+                         handler.AGENT, out.what, out.topic_name, origin.topic,
+                         origin.partition, origin.offset, exc)
+
     async def handle(msg: Input, redo: Redo | None) -> None:
+        """Run the handler on one message, send what it emitted, then record it as
+        handled (its redo record): the one place a message's effects happen. Neither a
+        handler that raises nor an output that cannot be sent stops the agent: the
+        first becomes a dead letter, the second is logged, counted and named in a
+        dead letter (``send``); the message is recorded as handled either way, so its
+        partition goes on and its offset is committed."""
         origin = Origin(msg.topic, msg.partition, msg.offset, msg.key)
         view = Overlay(table if table is not None else {})
         try:
@@ -105,21 +251,11 @@ def handler_agent(
             outcome = Outcome(dead=[letter])
             view = Overlay(table if table is not None else {})  # nothing it wrote counts
         metrics.observe(handler.AGENT, origin.topic, counted=outcome.counted,
-                        dead=len(outcome.dead), reports=outcome.reports)
-        sent = []
-        for report in outcome.reports:
-            model = getattr(report, "model", "")
-            sent.append(await reports.send(key=model.encode(),
-                                           value=report.model_dump_json().encode()))
-        for name, key, value in outcome.routed:
-            sent.append(await (outputs or {})[name].send(key=key, value=value))
-        for letter in outcome.dead:
-            sent.append(await deadletter.send(key=msg.key,
-                                              value=letter.model_dump_json().encode()))
+                        dead=len(outcome.dead), reports=outcome.reports,
+                        partition=origin.partition, offset=origin.offset)
         # What the message emitted is acknowledged before the state that says it
         # was handled (agents.redo): a crash in between sends it again, never loses it.
-        if sent:
-            await asyncio.gather(*sent)
+        await send(msg, origin, outcome)
         if log is not None and redo is not None:
             log.commit(msg.partition, redo, msg.topic, msg.offset, view.changes())
 
@@ -174,7 +310,48 @@ def handler_agent(
             await fill(topic, partition, upto + 1, redo)
             return upto - last
 
-    return HandlerAgent(agent, catch_up)
+    async def tick(partition: int, now_ms: int) -> int:
+        """Run the handler's ``tick(now_ms, partition, table)`` (work that processing
+        time makes due, e.g. the KPI revisions of a quiet stream) as a message is run:
+        under the lock, its reports acknowledged before its redo record and writes.
+        Returns how many reports it sent."""
+        handler_tick = getattr(handler, "tick", None)
+        if handler_tick is None or log is None:
+            return 0
+        async with lock:
+            # begin: writes a kill cut short are completed first; TICK is never applied
+            redo = log.begin(partition, TICK, 0)
+            assert redo is not None
+            view = Overlay(table if table is not None else {})
+            try:
+                outcome = await asyncio.to_thread(handler_tick, now_ms, partition, view)
+            except Exception:  # keep the worker alive; the next tick tries again
+                logger.exception("%s agent failed on its timer (partition %d); this is a "
+                                 "driftline bug", handler.AGENT, partition)
+                return 0
+            if outcome.reports:  # the gauges of what it reported (counted as topic "timer")
+                metrics.observe(handler.AGENT, "timer", counted=0, dead=0,
+                                reports=outcome.reports)
+            # Sent as a message's outputs are (``_deliver``: transient refusals tried again
+            # with backoff). One that still cannot be sent is logged and counted and the
+            # writes are recorded all the same: the window's next revision, or its final
+            # report, carries the same numbers; a report the broker can never take must
+            # not be tried again every second for ever.
+            sends = [_Send(reports, getattr(r, "model", "").encode(),
+                           r.model_dump_json().encode(), f"timer {type(r).__name__}")
+                     for r in outcome.reports]
+            for out, exc in await _deliver(sends, attempts=send_attempts,
+                                           backoff_s=send_backoff_s):
+                metrics.SEND_FAILURES.labels(out.topic_name, handler.AGENT).inc()
+                logger.error("%s: could not send the %s (%d bytes) to %s on partition %d: %s",
+                             handler.AGENT, out.what, len(out.value), out.topic_name,
+                             partition, exc)
+            changes = view.changes()
+            if changes:
+                log.commit(partition, redo, TICK, -1, changes)
+            return len(sends)
+
+    return HandlerAgent(agent, catch_up, tick)
 
 
 @dataclass
@@ -282,6 +459,28 @@ def register(
                                  tp.partition)
         last_check.clear()
         last_check.update(now)
+
+    if getattr(handler, "tick", None) is not None:
+        assert runner.tick is not None
+        tick = runner.tick
+
+        @app.timer(TICK_INTERVAL_S)
+        async def on_tick() -> None:
+            # On each partition this worker owns (not standbys): processing-time work,
+            # e.g. the revisions of KPI windows of a quiet stream (agents.kpi_handler).
+            if app.rebalancing or not app.flow_control.is_active():
+                return
+            try:
+                assigned = app.consumer.assignment()
+            except ConsumerNotStarted:
+                return
+            for partition in sorted({tp.partition for tp in assigned if tp.topic in inputs}):
+                tp = TP(sorted(inputs)[0], partition)
+                try:
+                    with _in_partition(tp):
+                        await tick(partition, time.time_ns() // 1_000_000)
+                except Exception:  # the broker unreachable, say: try again next time
+                    logger.exception("%s: timer failed on partition %d", name, partition)
 
     source = app.topic(*inputs, key_type=bytes, value_type=bytes)
     return app.agent(source, name=name)(runner.body), state

@@ -39,6 +39,7 @@ import orjson
 from confluent_kafka import Producer
 
 from agents.kafka import client_config
+from schemas.errors import DriftlineError
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +199,14 @@ def batches(events: list[dict[str, Any]], size: int) -> Iterator[bytes]:
         yield orjson.dumps({"events": events[i : i + size]})
 
 
+#: seconds ``publish`` waits for the broker to confirm what it sent
+DELIVERY_TIMEOUT_S = 30.0
+
+
+class DeliveryFailed(DriftlineError):
+    """The broker did not confirm every message in time."""
+
+
 def make_producer(bootstrap: str) -> Producer:
     return Producer({
         **client_config(bootstrap),
@@ -223,9 +232,12 @@ def publish(producer: Producer, topic: str, key: str, payloads: list[bytes]) -> 
             except BufferError:
                 producer.poll(0.05)
         producer.poll(0)
-    remaining = producer.flush(30)
+    remaining = producer.flush(DELIVERY_TIMEOUT_S)
     if remaining or errors:
-        raise RuntimeError(f"{remaining} messages not delivered; errors: {errors[:3]}")
+        why = f": {'; '.join(sorted(set(errors))[:3])}" if errors else \
+            f" within {DELIVERY_TIMEOUT_S:g} s"
+        raise DeliveryFailed(f"{remaining + len(errors)} of {len(payloads)} messages to "
+                             f"{topic} were not confirmed by the broker{why}")
 
 
 class DeploymentFollower:

@@ -24,16 +24,47 @@ def _hhmm(value: str) -> str:
         return str(value)
 
 
+#: Parts of the drift monitor's notes (streams.drift.monitor) saying that the window
+#: was reported but not judged: its status "ok" means nothing.
+NOT_JUDGED_NOTES = (
+    "reported, not judged",  # the window was open when the reference profile arrived
+    "reported, and it is not judged",  # the reference changed during the window
+    "are needed before a feature is flagged",  # too few events
+)
+
+
+def not_judged(report: dict[str, Any]) -> str | None:
+    """Why a DriftReport's window was not judged (its note), or None when it was."""
+    for note in report.get("notes") or ():
+        if any(part in note for part in NOT_JUDGED_NOTES):
+            return str(note)
+    judged = [f for f in (*report.get("features", {}).values(),
+                          *report.get("prediction", {}).values()) if not f.get("ignored")]
+    if not judged and not report.get("multivariate"):
+        return (report.get("notes") or ["no feature was compared with a reference"])[0]
+    return None
+
+
 def drift_line(report: dict[str, Any], *, colour: bool = False) -> str:
-    """One line per DriftReport: window, model, n, status and what drove it."""
+    """One line per DriftReport: window, model, n, status and what drove it.
+
+    A window that was not judged says so (NOT JUDGED, or REFERENCE while the
+    warm-up reference is built) instead of showing a status; one judged against a
+    warm-up reference (no profile) says "vs warm-up".
+    """
     head = (
         f"{_hhmm(report['window_start'])}-{_hhmm(report['window_end'])}  "
         f"{report['model']} {report['model_version']}  n={report['n']:<6}"
     )
     status = report["status"]
-    if not report.get("features") and report.get("reference", {}).get("note"):
+    reference = report.get("reference") or {}
+    if not report.get("features") and reference.get("kind") == "warmup" \
+            and reference.get("note"):
         note = (report.get("notes") or [""])[0]
         return f"{head}  {_colour('REFERENCE', 'ok', colour)}  {note}"
+    why = not_judged(report)
+    if why is not None:
+        return f"{head}  {_colour('NOT JUDGED', 'warn', colour)}  {why}"
     scores = {**report.get("features", {}),
               **{f"prediction.{k}": v for k, v in report.get("prediction", {}).items()}}
     joint = report.get("multivariate") or {}
@@ -49,7 +80,9 @@ def drift_line(report: dict[str, Any], *, colour: bool = False) -> str:
     else:
         detail = ""
     late = f"  late={report['late']}" if report.get("late") else ""
-    return f"{head}  {_colour(status.upper().ljust(5), status, colour)}  {detail}{late}"
+    warmup = "  vs warm-up" if reference.get("kind") == "warmup" else ""
+    return (f"{head}  {_colour(status.upper().ljust(5), status, colour)}  "
+            f"{detail}{late}{warmup}")
 
 
 #: KPIs shown in a KPI line, in this order, when present
@@ -60,6 +93,7 @@ KPI_SHOWN = ("roc_auc", "f1", "precision", "recall", "mae", "rmse", "business_va
 def kpi_line(report: dict[str, Any], *, colour: bool = False) -> str:
     """One line per KpiReport: window, version/variant, label coverage, status, key KPIs."""
     rev = f" r{report['revision']}" if report.get("revision") else ""
+    rev += " final" if report.get("final") else ""
     head = (
         f"{_hhmm(report['window_start'])}-{_hhmm(report['window_end'])}{rev}  "
         f"{report['model']} {report['model_version']}/{report['variant']}  "
@@ -75,9 +109,18 @@ def kpi_line(report: dict[str, Any], *, colour: bool = False) -> str:
 
 
 def deadletter_line(letter: dict[str, Any], *, colour: bool = False) -> str:
+    """One line per DeadLetter: which agent refused what (each agent reading a topic
+    writes its own), why, and whether the raw bytes in it are only the first ones."""
     where = f"{letter['topic']}[{letter['partition']}]@{letter['offset']}"
     index = f" #{letter['index']}" if letter.get("index") is not None else ""
-    return f"{_colour('DEADLETTER', 'error', colour)} {where}{index}  {letter['error']}"
+    agent = f" {letter['agent']}:" if letter.get("agent") else ""
+    kept = ""
+    if letter.get("raw_truncated"):
+        size = len(letter.get("raw", "")) // 4 * 3 - str(letter.get("raw", "")).count("=")
+        kept = (f"  (holds the first {size} of {letter.get('raw_size')} bytes: "
+                "`driftline deadletter fetch` reads the whole message)")
+    return (f"{_colour('DEADLETTER', 'error', colour)}{agent} {where}{index}  "
+            f"{letter['error']}{kept}")
 
 
 def command_line(command: dict[str, Any], *, colour: bool = False) -> str:

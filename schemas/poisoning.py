@@ -58,6 +58,23 @@ class PoisoningPolicy(BaseModel):
         default=4, ge=1, le=100, description="open windows per model; the oldest close early"
     )
 
+    # Records that arrive before their model's trusted set (``references`` and
+    # ``training-data`` are read in one stream with no order between them: records
+    # published right after ``driftline reference build`` can come first) wait in the
+    # guard's table and are screened, in order, when it arrives.
+    hold_max_records: int = Field(
+        default=10_000, ge=0, le=1_000_000,
+        description="training records of a model held while its trusted set has not arrived "
+        "(in its table state, about 1 KB each); beyond, the oldest are quarantined unscreened "
+        "(no_trusted_set). 0: none held, quarantined at once",
+    )
+    hold_max_age: DurationMs = Field(
+        default=3_600_000, ge=0, le=30 * 86_400_000,
+        description="event time a held record waits: once its model's training data has moved "
+        "this far past the newest record seen when it arrived, it is quarantined unscreened "
+        "(no_trusted_set)",
+    )
+
     # The trusted set and the encoding of records.
     trusted_max_rows: int = Field(
         default=5000, ge=10, le=TRUSTED_MAX_ROWS,

@@ -49,6 +49,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.durations import DurationMs, format_duration_ms, parse_duration_ms
 from schemas.errors import DriftlineError, explain_yaml, load_yaml_mapping
+from schemas.kpi_metrics import target_problem
 from schemas.poisoning import PoisoningPolicy
 from schemas.rules import DecisionPolicy
 
@@ -308,6 +309,11 @@ class KpiPolicy(_Section):
         default=7 * 86_400_000, gt=0,
         description="how long a prediction waits for its label (and a label for its prediction)",
     )
+    revision_delay: DurationMs = Field(
+        default=5_000, ge=0,
+        description="processing time after a window's last change before it is re-reported "
+        "when event time does not move (a quiet stream)",
+    )
     min_labeled: int = Field(default=100, ge=1, description="labels before targets are judged")
     targets: dict[str, Target] = Field(
         default_factory=dict, description="metric -> bound, e.g. roc_auc: {min: 0.8}"
@@ -328,6 +334,22 @@ class KpiPolicy(_Section):
     concept_params: dict[str, float] = Field(
         default_factory=dict, description="parameters of the river detector, e.g. delta: 0.002"
     )
+
+    @model_validator(mode="after")
+    def _judgeable_targets(self) -> KpiPolicy:
+        """Every target names a metric this task computes, with bounds in its range
+        (``schemas.kpi_metrics``): one that could never be judged is refused."""
+        problems = []
+        for name, target in self.targets.items():
+            problem = target_problem(name, lo=target.min, hi=target.max, task=self.task,
+                                     cost=self.cost is not None)
+            if problem is not None:
+                problems.append(InitErrorDetails(
+                    type=PydanticCustomError("kpi_target", problem),
+                    loc=("targets", name), input=target.model_dump(exclude_none=True)))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
 
 
 class ModelPolicy(_Section):
@@ -375,6 +397,10 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
     schemas.policy.PolicyError: p.yaml:2: drift.window: Value error, '5x' is not a duration ...
     """
     data, root = load_yaml_mapping(text, source=source, error=PolicyError, what="sections")
+    if not data:
+        raise PolicyError(f"{source}: the policy is empty; name at least one section (drift, "
+                          "kpi, decisions, poisoning, pii, models), or start without a policy "
+                          "file to run on the defaults")
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:

@@ -9,6 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.poisoning import TrustedSet
 
+#: How a boolean may be spelt as a category; its canonical category is ``true`` or ``false``.
+BOOLEAN_SPELLINGS = {
+    "true": "true",
+    "True": "true",
+    "TRUE": "true",
+    "false": "false",
+    "False": "false",
+    "FALSE": "false",
+}
+
 
 class ReferenceFeatureProfile(BaseModel):
     """One feature's reference distribution, binned as the drift monitor needs it."""
@@ -26,6 +36,39 @@ class ReferenceFeatureProfile(BaseModel):
     lo: float = 0.0
     hi: float = 0.0
     std: float = 0.0
+
+    @model_validator(mode="after")
+    def _canonical_booleans(self) -> ReferenceFeatureProfile:
+        """Booleans are the categories ``true`` and ``false``, as the drift agent counts
+        them. Profiles built from CSV before driftline read booleans there hold them as
+        the file spelt them (``True``, ``FALSE``): such a feature, every category of which
+        spells a boolean, is read with those categories (their counts merged).
+
+        >>> f = ReferenceFeatureProfile(kind="categorical", bins=["True", "False"],
+        ...                             counts=[7, 3, 0], missing=0, known=["False", "True"])
+        >>> f.bins, f.counts, f.known
+        (['true', 'false'], [7, 3, 0], ['false', 'true'])
+        """
+        known = set(self.known)
+        if (
+            self.kind != "categorical"
+            or not known <= BOOLEAN_SPELLINGS.keys()
+            or known <= {"true", "false"}
+            or len(self.counts) != len(self.bins) + 1
+        ):
+            return self
+        bins: list[str] = []
+        counts: list[int] = []
+        for category, count in zip(self.bins, self.counts, strict=False):
+            canonical = BOOLEAN_SPELLINGS.get(str(category), str(category))
+            if canonical in bins:
+                counts[bins.index(canonical)] += count
+            else:
+                bins.append(canonical)
+                counts.append(count)
+        self.bins, self.counts = bins, [*counts, self.counts[-1]]
+        self.known = sorted({BOOLEAN_SPELLINGS[k] for k in known})
+        return self
 
 
 class MultivariateProfile(BaseModel):

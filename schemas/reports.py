@@ -140,6 +140,11 @@ class KpiReport(_Report):
         default=0, description="0 when the window first closes; +1 each time late labels move it"
     )
     late: int = Field(default=0, description="predictions that arrived after the window closed")
+    final: bool = Field(
+        default=False,
+        description="the window's last report: label_ttl has passed and its state is dropped; "
+        "every window gets exactly one",
+    )
     breaches: list[str] = Field(
         default_factory=list, description="targets missed, in words (status breach)"
     )
@@ -166,6 +171,20 @@ class PoisoningReport(_Report):
     sources: dict[str, SourceCounts]
     status: Literal["ok", "suspect", "campaign"]
     reason: str = ""
+    held: int = Field(
+        default=0, ge=0,
+        description="records of the window that waited for the model's trusted set (they "
+        "arrived before it): released + unscreened",
+    )
+    released: int = Field(
+        default=0, ge=0,
+        description="held records screened once the trusted set arrived (counted in sources)",
+    )
+    unscreened: int = Field(
+        default=0, ge=0,
+        description="held records quarantined without screening (no_trusted_set): the trusted "
+        "set did not arrive within the policy's hold_max_records / hold_max_age",
+    )
 
 
 class QuarantinedRecord(_Report):
@@ -192,6 +211,20 @@ class DeadLetter(_Report):
     index: int | None = Field(
         default=None, description="position of the bad event in its batch; None for the message"
     )
-    raw: str = Field(description="the original bytes, base64")
+    raw: str = Field(
+        description="the original bytes, base64: all of them, or their first bytes when "
+        "raw_truncated (fetch the whole message with `driftline deadletter fetch`)"
+    )
     event: Any = Field(default=None, description="the bad event as decoded JSON, when it parsed")
-    agent: str = ""
+    agent: str = Field(default="", description="the agent that wrote it (drift, kpi, ...)")
+    raw_size: int | None = Field(
+        default=None, description="length in bytes of all the original bytes, kept or not"
+    )
+    raw_sha256: str | None = Field(
+        default=None, description="SHA-256 (hex) of all the original bytes, kept or not"
+    )
+    raw_truncated: bool = Field(
+        default=False,
+        description="raw holds only a prefix: the original is too large to copy into a "
+        "dead letter; it stays at topic/partition/offset while the topic's retention lasts",
+    )

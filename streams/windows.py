@@ -17,6 +17,9 @@ event agrees on whether it was counted.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 import numpy as np
 import numpy.typing as npt
 
@@ -99,3 +102,107 @@ def hopping_closable(
         due.append(s)
         kept = [p for p in kept if p > s]
     return due
+
+
+#: messages in a row, every event beyond the bound and within it of each other, that
+#: show the stream itself moved on (traffic resuming after a pause), not a bad clock
+RESUME_MESSAGES = 3
+
+
+@dataclass(frozen=True)
+class FutureCheck:
+    """What :func:`bound_future` decided for one message's events of one stream."""
+
+    #: True for the events to keep; False for those too far ahead (dead-letter them)
+    keep: npt.NDArray[np.bool_]
+    #: the stream time the bound was measured from
+    reference_ms: int
+    #: ``[median ts, messages]`` of the messages in a row wholly beyond the bound, or
+    #: None: store it with the stream's state and pass it back with the next message
+    ahead: list[int] | None
+
+
+def bound_future(
+    ts_ms: npt.NDArray[np.int64],
+    *,
+    stream_ms: int | None,
+    max_future_ms: int,
+    ahead: list[int] | None = None,
+) -> FutureCheck:
+    """Which of one message's events of a stream are within ``max_future_ms`` of
+    the stream's time.
+
+    One event stamped far ahead (a client with a bad clock) would move a stream's
+    watermark: every open window would close, every pending prediction expire.
+    So an event is kept only if its ``ts_ms`` is at most ``max_future_ms`` past
+    the reference: the stream's time ``stream_ms`` (the largest ts accepted so far;
+    for the stream's first message, which has none, the median of its events, so
+    one bad event of a batch is still caught). The events beyond are to be
+    dead-lettered; the stream's time does not move for them.
+
+    A stream whose traffic resumes after a pause longer than the bound is ahead
+    as a whole: ``RESUME_MESSAGES`` messages in a row whose events are all beyond
+    the bound, with medians within the bound of the first one's, are taken as the
+    stream's new time (the earlier ones of the row are dead-lettered). Any message
+    with an event within the bound ends the row. Deterministic (no clock), so a
+    replay keeps and drops the same events.
+
+    >>> import numpy as np
+    >>> check = bound_future(np.array([1_000, 2_000, 90_000]), stream_ms=1_500,
+    ...                      max_future_ms=60_000)
+    >>> check.keep.tolist(), check.reference_ms, check.ahead
+    ([True, True, False], 1500, None)
+    >>> bound_future(np.array([5_000, 6_000, 9_999_000]), stream_ms=None,
+    ...              max_future_ms=60_000).keep.tolist()
+    [True, True, False]
+    >>> ahead = None
+    >>> for _ in range(RESUME_MESSAGES):
+    ...     check = bound_future(np.array([500_000]), stream_ms=0, max_future_ms=60_000,
+    ...                          ahead=ahead)
+    ...     ahead = check.ahead
+    ...     print(check.keep.tolist(), ahead)
+    [False] [500000, 1]
+    [False] [500000, 2]
+    [True] None
+    """
+    if max_future_ms <= 0:
+        raise ValueError("max_future_ms must be positive")
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    if ts.size == 0:
+        return FutureCheck(np.ones(0, dtype=bool), stream_ms or 0, ahead)
+    reference = stream_ms if stream_ms is not None else int(np.median(ts))
+    keep = ts <= reference + max_future_ms
+    if keep.any():
+        return FutureCheck(keep, reference, None)
+    mid = int(np.median(ts))
+    if ahead is not None and abs(mid - ahead[0]) <= max_future_ms:
+        row = [ahead[0], ahead[1] + 1]
+    else:
+        row = [mid, 1]
+    if row[1] >= RESUME_MESSAGES:
+        return FutureCheck(np.ones(ts.size, dtype=bool), reference, None)
+    return FutureCheck(keep, reference, row)
+
+
+def future_reason(ts_ms: int, *, reference_ms: int, max_future_ms: int, setting: str) -> str:
+    """The dead letter's sentence for an event too far ahead of its stream.
+
+    >>> future_reason(1_209_600_000, reference_ms=0, max_future_ms=3_600_000,
+    ...               setting="DRIFTLINE_MAX_FUTURE_S")  # doctest: +NORMALIZE_WHITESPACE
+    "event time 1970-01-15T00:00:00+00:00 is 336.0 h ahead of its stream's time
+    1970-01-01T00:00:00+00:00, beyond the 1.0 h allowed (DRIFTLINE_MAX_FUTURE_S): the
+    producer's clock is probably wrong; fix it and send the event again. (If the
+    stream really resumed after a pause, 3 messages in a row this far ahead move it on.)"
+    """
+    ahead_h = (ts_ms - reference_ms) / 3_600_000
+    return (
+        f"event time {_iso(ts_ms)} is {ahead_h:.1f} h ahead of its stream's time "
+        f"{_iso(reference_ms)}, beyond the {max_future_ms / 3_600_000:.1f} h allowed "
+        f"({setting}): the producer's clock is probably wrong; fix it and send the event "
+        f"again. (If the stream really resumed after a pause, {RESUME_MESSAGES} messages in "
+        "a row this far ahead move it on.)"
+    )
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()

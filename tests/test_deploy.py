@@ -41,7 +41,12 @@ def test_alerts_and_dashboard_use_only_metrics_the_worker_exports() -> None:
     assert used <= _sample_names(), used - _sample_names()
     names = {r["alert"] for g in alerts["groups"] for r in g["rules"]}
     assert {"FeatureDrift", "KpiBreach", "CanaryFailing", "PoisoningCampaign", "ConsumerLag",
-            "DeadLetters"} <= names
+            "DeadLetters", "AgentStalled", "AgentCrashLooping", "WorkerRestarting"} <= names
+    # The health signals have rules and panels.
+    health = {"driftline_consumer_lag", "driftline_seconds_since_progress",
+              "driftline_agent_crashes_total", "driftline_worker_start_time_seconds"}
+    assert health <= _used(exprs)
+    assert health <= _used(panel_exprs)
 
 
 def test_compose_mounts_files_that_exist_and_scrapes_the_metrics_port() -> None:

@@ -128,6 +128,9 @@ class VersionState(TypedDict):
     # While the reference changes: the one windows before reference_from_ms keep.
     previous_reference: NotRequired[Reference | None]
     reference_from_ms: NotRequired[int | None]
+    # Messages in a row wholly beyond the future bound (streams.windows.bound_future),
+    # kept by the caller that applies it.
+    ahead: NotRequired[list[int] | None]
 
 
 def _reference_info(ref: Reference) -> ReferenceInfo:

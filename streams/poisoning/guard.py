@@ -36,6 +36,11 @@ happened). A record whose window has closed is *late*: it is screened like
 any other and counted in the newest open window (``late`` in
 :meth:`PoisoningGuard.window_counts`).
 
+Records that waited for the trusted set (the handler holds those that arrive
+before it) are screened with ``held=True``: their window's report counts them
+as ``held`` and ``released``. :func:`unscreened_report` reports held records
+that were quarantined without screening (``no_trusted_set``).
+
 Nothing here reads a clock or does I/O; the same records in the same order
 give the same verdicts and reports.
 """
@@ -66,6 +71,9 @@ from streams.poisoning.trusted import capped
 from streams.windows import closable, window_starts_ms
 
 Floats = npt.NDArray[np.float64]
+
+#: The reason of a record quarantined because its model had no trusted set to screen it.
+NO_TRUSTED_SET = "no_trusted_set"
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,8 @@ class WindowCounts:
     flags: dict[str, set[str]] = field(default_factory=dict)
     details: dict[str, str] = field(default_factory=dict)
     late: int = 0
+    #: records that waited for the trusted set before they were screened
+    released: int = 0
 
 
 def p_value_levels(strong: float, weak: float, steps: int = 16) -> npt.NDArray[np.float64]:
@@ -212,8 +222,12 @@ class PoisoningGuard:
 
     # -- screening -------------------------------------------------------------------
 
-    def screen(self, records: Sequence[TrainingRecord]) -> list[Verdict]:
-        """One verdict per record, in order. Records must be of this guard's model."""
+    def screen(self, records: Sequence[TrainingRecord], *, held: bool = False) -> list[Verdict]:
+        """One verdict per record, in order. Records must be of this guard's model.
+
+        ``held``: the records waited for the trusted set (they arrived before it); the
+        window's report counts them as ``held`` and ``released``.
+        """
         if not records:
             return []
         wrong = {r.model for r in records} - {self.model}
@@ -241,6 +255,7 @@ class PoisoningGuard:
             rows = np.flatnonzero(starts == window)
             counts = self._windows.setdefault(window, WindowCounts())
             counts.late += int(late[rows].sum())
+            counts.released += rows.size if held else 0
             for i, verdict in self._screen_window(window, rows, records, z, sig, counts):
                 verdicts[i] = verdict
         self._close(
@@ -572,6 +587,8 @@ class PoisoningGuard:
                         + (f" ({why})" if why else ""))
         if counts.late:
             said.append(f"{counts.late} late records (their own window had closed) counted here")
+        if counts.released:
+            said.append(f"{counts.released} records waited for the trusted set, then were screened")
         return PoisoningReport(
             model=self.model,
             window_start=datetime.fromtimestamp(start / 1000, tz=UTC),
@@ -579,4 +596,41 @@ class PoisoningGuard:
             sources=sources,
             status=status,
             reason="; ".join(said),
+            held=counts.released,
+            released=counts.released,
         )
+
+
+def unscreened_report(
+    policy: PoisoningPolicy, model: str, records: Sequence[TrainingRecord], why: str
+) -> PoisoningReport:
+    """The report of held records quarantined without screening (``no_trusted_set``):
+    counted per source, over the windows their ``ts`` spans; status ``suspect``.
+
+    >>> from schemas.events import TrainingRecord
+    >>> r = TrainingRecord(record_id="1", model="m", ts=120.5, source="crm",
+    ...                    features={"x": 1.0}, label=True)
+    >>> report = unscreened_report(PoisoningPolicy(window="60s"), "m", [r], "no trusted set")
+    >>> report.window_start.isoformat(), report.unscreened, report.sources["crm"].quarantined
+    ('1970-01-01T00:02:00+00:00', 1, {'no_trusted_set': 1})
+    """
+    if not records:
+        raise ValueError("an unscreened report needs records")
+    ts = [r.ts_ms() for r in records]
+    start = min(ts) - min(ts) % policy.window
+    end = max(ts) - max(ts) % policy.window + policy.window
+    by_source = Counter(r.source for r in records)
+    n = len(records)
+    return PoisoningReport(
+        model=model,
+        window_start=datetime.fromtimestamp(start / 1000, tz=UTC),
+        window_end=datetime.fromtimestamp(end / 1000, tz=UTC),
+        sources={
+            name: SourceCounts(seen=k, passed=0, quarantined={NO_TRUSTED_SET: k})
+            for name, k in sorted(by_source.items())
+        },
+        status="suspect",
+        reason=f"{n} records quarantined unscreened ({NO_TRUSTED_SET}): {why}",
+        held=n,
+        unscreened=n,
+    )

@@ -76,6 +76,15 @@ class _Decider:
         *, from_version: str | None = None, to_version: str | None = None,
         weight: float | None = None,
     ) -> bool:
+        if type_ == "rollback" and from_version is not None \
+                and self.state.rollback_pending == from_version:
+            # Issued already and not yet answered on `deployments`: each new revision of
+            # the same evidence (late labels, the KPI timer) would be another command
+            # for the controller to refuse.
+            self.out.held.append(f"rollback of {self.model} {from_version} held back: one "
+                                 f"was issued and the controller has not answered yet "
+                                 f"({reason})")
+            return False
         held = self._brake(type_, at_ms)
         if held:
             self.out.held.append(f"{type_} of {self.model} held back: {held} ({reason})")
@@ -90,6 +99,8 @@ class _Decider:
             issued_at=datetime.fromtimestamp(at_ms / 1000, tz=UTC),
         ))
         self.state.issued.append((at_ms, type_))
+        if type_ == "rollback":
+            self.state.rollback_pending = from_version
         return True
 
     def _brake(self, type_: str, at_ms: int) -> str:
@@ -160,8 +171,12 @@ class _Decider:
         role = report.variant
         if role == "champion" and state.champion not in (None, report.model_version):
             return
-        if role == "canary" and state.canary not in (None, report.model_version):
-            return  # a report of a canary that was already rolled back or promoted
+        if role == "canary" and state.canary != report.model_version and (
+                state.canary is not None or state.champion is not None):
+            # a report of a canary that was already rolled back or promoted (its late
+            # revisions keep coming), or of another than the one serving now; with no
+            # deployment seen yet the report's own variant is all there is to go by
+            return
         state.remember(summary)
         if role == "champion":
             self.champion_kpi(summary)
@@ -303,9 +318,12 @@ class _Decider:
                          f"records since the last retrain (policy: {need})", [summary])
 
     def on_deployment(self, event: DeploymentEvent) -> None:
+        state = self.state
+        if event.action == "rollback" and event.status in ("applied", "rejected"):
+            state.rollback_pending = None  # answered: new evidence may call for another
         if event.status != "applied":
             return
-        state, new = self.state, event.state
+        new = event.state
         if new.canary != state.canary or new.canary_weight != state.canary_weight:
             state.canary_healthy = 0
         if new.champion != state.champion:

@@ -74,6 +74,9 @@ class ModelState(BaseModel):
     first_seen_ms: int | None = None
     last_retrain_ms: int | None = None
     issued: list[tuple[int, str]] = Field(default_factory=list)  # (at, type), last hour
+    # the version a rollback was issued for, until `deployments` answers it: one
+    # rollback per failing version, not one per revision of its KPI window
+    rollback_pending: str | None = None
 
     def remember(self, summary: WindowSummary) -> None:
         """Add or replace (a revision) the summary of a window."""

@@ -54,6 +54,9 @@ def batch(events: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"events": events})
 
 
+KPI_MODELS = b"\x00driftline|kpi-models|0"
+
+
 def own_keys(table: Table) -> set[bytes]:
     return {k for k in table if k.startswith(b"\x00")}
 
@@ -223,7 +226,9 @@ def test_kpi_a_model_beyond_the_limit_is_dead_lettered_and_the_rest_counted() ->
     assert out.counted == 5 and [d.index for d in out.dead] == [0, 1, 2]
     assert kpi_models(table) == {"a", "b"}
     assert set(handler._models) == {"a", "b"}
-    assert admitted(table) == ["a", "b"] and own_keys(table) == {KEY}
+    # the KPI agent's own list of the models with state on the partition (its timer's)
+    assert admitted(table) == ["a", "b"] and own_keys(table) == {KEY, KPI_MODELS}
+    assert sorted(orjson.loads(table[KPI_MODELS])) == ["a", "b"]
 
 
 def test_kpi_the_admitted_models_survive_a_restart_and_listed_ones_always_pass() -> None:
@@ -282,7 +287,7 @@ def test_poisoning_a_model_beyond_the_limit_is_dead_lettered_not_screened(
     out = handler.handle(batch(records("a", 30)), origin("training-data", "a", 4), table)
     assert out.counted == 30 and out.dead == [] and out.routed
     out = handler.handle(batch(records("vip", 10)), origin("training-data", "vip", 5), table)
-    assert out.counted == 10 and out.dead == []  # quarantined: no trusted set yet
+    assert out.counted == 10 and out.dead == []  # held: no trusted set yet
     assert set(handler._guards) == {"a"}
 
     restarted = poisoning_handler()

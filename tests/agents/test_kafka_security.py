@@ -8,12 +8,12 @@ import faust
 import pytest
 
 from agents.config import Settings
-from agents.kafka import KafkaSecurityError, Security, client_config, faust_credentials
+from agents.kafka import KafkaSecurityError, Security, client_config, faust_credentials, quiet
 
 
 def test_plaintext_is_the_default_and_adds_nothing() -> None:
     sec = Security.from_env({})
-    assert client_config("k:9092", sec) == {"bootstrap.servers": "k:9092"}
+    assert client_config("k:9092", sec) == {"bootstrap.servers": "k:9092", **quiet()}
     assert faust_credentials(sec) is None
 
 
@@ -27,7 +27,7 @@ def test_sasl_ssl_with_a_password_file(tmp_path: Path) -> None:
         "DRIFTLINE_KAFKA_SASL_PASSWORD_FILE": str(secret),
     })
     config = client_config("k:9093", sec)
-    assert config == {"bootstrap.servers": "k:9093", "security.protocol": "SASL_SSL",
+    assert config == {"bootstrap.servers": "k:9093", **quiet(), "security.protocol": "SASL_SSL",
                       "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "driftline",
                       "sasl.password": "s3cr3t-value"}
     creds = faust_credentials(sec)
@@ -40,7 +40,7 @@ def test_sasl_ssl_with_a_password_file(tmp_path: Path) -> None:
 def test_mutual_tls_without_sasl() -> None:
     sec = Security.from_env({"DRIFTLINE_KAFKA_SECURITY_PROTOCOL": "SSL",
                              "DRIFTLINE_KAFKA_SSL_CAFILE": "/etc/kafka/ca.pem"})
-    assert client_config("k:9093", sec) == {"bootstrap.servers": "k:9093",
+    assert client_config("k:9093", sec) == {"bootstrap.servers": "k:9093", **quiet(),
                                             "security.protocol": "SSL",
                                             "ssl.ca.location": "/etc/kafka/ca.pem"}
 

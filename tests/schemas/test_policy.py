@@ -86,9 +86,12 @@ def test_parse_policy_reads_every_value() -> None:
     assert sorted(policy.models) == ["churn", "fraud-detector"]
 
 
-def test_empty_document_gives_defaults() -> None:
-    assert parse_policy("") == Policy()
-    assert parse_policy("# nothing yet\n") == Policy()
+def test_an_empty_document_is_refused_and_no_policy_gives_defaults() -> None:
+    # an empty file would silently judge nothing the operator meant
+    # (tests/schemas/test_policy_targets.py); the defaults are for starting without one
+    for text in ("", "# nothing yet\n"):
+        with pytest.raises(PolicyError, match="the policy is empty"):
+            parse_policy(text)
     assert Policy().drift.window == 300_000
 
 

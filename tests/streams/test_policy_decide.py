@@ -32,6 +32,12 @@ def kinds(commands: list[Any]) -> list[tuple[str, str | None, str | None, float 
 CANARY = [deployed("v1", canary="v2", weight=0.1)]
 
 
+def answered(status: str) -> Any:
+    """The controller's answer to the canary's rollback."""
+    event = deployed("v1", canary="v2", weight=0.1)
+    return event.model_copy(update={"action": "rollback", "status": status})
+
+
 @pytest.mark.parametrize(
     ("name", "events", "expected"),
     [
@@ -68,6 +74,22 @@ CANARY = [deployed("v1", canary="v2", weight=0.1)]
          [("rollback", "v2", "v1", None)]),
         ("canary significantly worse than the champion is rolled back",
          [*CANARY, kpi(0), kpi(0, variant="canary", version="v2", accuracy=0.8)],
+         [("rollback", "v2", "v1", None)]),
+        ("revisions of a failing canary's window issue one rollback until it is answered",
+         [*CANARY, kpi(0), kpi(0, variant="canary", version="v2", accuracy=0.8),
+          kpi(0, variant="canary", version="v2", accuracy=0.79, revision=1),
+          kpi(0, variant="canary", version="v2", accuracy=0.78, n_labeled=1100, revision=2)],
+         [("rollback", "v2", "v1", None)]),
+        ("a rollback refused by the controller may be issued again on new evidence",
+         [*CANARY, kpi(0), kpi(0, variant="canary", version="v2", accuracy=0.8),
+          answered("rejected"), kpi(0, variant="canary", version="v2", accuracy=0.79,
+                                    revision=1)],
+         [("rollback", "v2", "v1", None), ("rollback", "v2", "v1", None)]),
+        ("revisions of a canary's window after its rollback was applied issue nothing",
+         [*CANARY, kpi(0, variant="canary", version="v2", error_rate=0.2),
+          deployed("v1", canary=None, lkg="v1"),
+          kpi(0, variant="canary", version="v2", error_rate=0.25, revision=1),
+          kpi(1, variant="canary", version="v2", error_rate=0.3)],
          [("rollback", "v2", "v1", None)]),
         ("the champion's report arriving second triggers the comparison as well",
          [*CANARY, kpi(0, variant="canary", version="v2", accuracy=0.8), kpi(0)],
