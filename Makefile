@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install lint typecheck bench clean
+.PHONY: test test-kafka test-integration demo install lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,18 @@ install: $(STAMP)
 # suite takes about half as long on two cores. Each process starts its own broker.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile schemas streams agents tests
+
+# The end-to-end tests on Apache Kafka instead of the embedded broker: each test
+# process starts scripts/apache-kafka (KRaft, one node; Java 17+ and Maven; the
+# broker's jars are fetched once into .cache/apache-kafka).
+KAFKA_PYTEST ?= -n 2 --dist loadfile
+test-kafka: $(STAMP)
+	DRIFTLINE_TEST_BROKER=apache-kafka $(BIN)/python -m pytest $(KAFKA_PYTEST) tests/e2e
+
+# Everything that needs more than Python: real Kafka now; the Prometheus and
+# Alertmanager checks, the browser check of the audit report and the compose
+# file's validation go here as further prerequisites.
+test-integration: test-kafka
 
 demo: $(STAMP)
 	$(BIN)/driftline demo
