@@ -44,8 +44,8 @@ demo: $(STAMP)
 	$(BIN)/driftline demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check schemas streams agents scripts tests
-	$(BIN)/ruff format --check schemas streams agents scripts tests
+	$(BIN)/ruff check schemas streams agents scripts scripts/apache-kafka tests
+	$(BIN)/ruff format --check schemas streams agents scripts scripts/apache-kafka tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy schemas streams

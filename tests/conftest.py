@@ -1,4 +1,5 @@
-"""Fixtures shared by the suite: the embedded broker and a real worker process."""
+"""Fixtures shared by the suite: the broker (the embedded Tansu broker, or Apache
+Kafka with DRIFTLINE_TEST_BROKER=apache-kafka) and a real worker process."""
 
 from __future__ import annotations
 
@@ -62,21 +63,27 @@ class ApacheKafka:
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_terminate_with_parent,
             )
+        try:
+            self._wait_ready(self._proc, timeout_s)
+        except BaseException:  # a timeout, or Ctrl-C while waiting: no broker left
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         ready = f"ready {self.bootstrap}"
         deadline = time.monotonic() + timeout_s
         while ready not in self.log_path.read_text(errors="replace"):
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 raise BrokerError(
-                    f"scripts/apache-kafka exited (code {self._proc.returncode})"
+                    f"scripts/apache-kafka exited (code {proc.returncode})"
                     f" before it was ready:\n{self._tail()}"
                 )
             if time.monotonic() > deadline:
-                self.stop()
                 raise BrokerError(
                     f"scripts/apache-kafka was not ready within {timeout_s:.0f} s:\n{self._tail()}"
                 )
             time.sleep(0.2)  # polling interval of the condition, not synchronisation
-        return self
 
     def _tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
