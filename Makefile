@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install lint typecheck bench clean
+.PHONY: test test-kafka test-integration demo install lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,15 +20,32 @@ install: $(STAMP)
 # Two test processes, a test file each at a time: the end-to-end tests spend most
 # of their time waiting on the broker (group joins, session timeouts), so the
 # suite takes about half as long on two cores. Each process starts its own broker.
+# tests/integration needs more than Python (make test-integration runs it).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile schemas streams agents tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile schemas streams agents tests \
+		--ignore=tests/integration
+
+# The end-to-end tests on Apache Kafka instead of the embedded broker: the test
+# process starts scripts/apache-kafka (KRaft, one node; Java 17+ and Maven; the
+# broker's jars are fetched once into .cache/apache-kafka). One process: two
+# (-n 2, a broker each) took as long here, two JVMs and the workers on 2 cores.
+KAFKA_PYTEST ?= -p no:xdist
+test-kafka: $(STAMP)
+	DRIFTLINE_TEST_BROKER=apache-kafka $(BIN)/python -m pytest $(KAFKA_PYTEST) tests/e2e
+
+# Everything that needs more than Python: the end-to-end tests on Apache Kafka,
+# then tests/integration (scripts/apache-kafka itself). The Prometheus and
+# Alertmanager checks, the browser check of the audit report and the compose
+# file's validation go here too, as further prerequisites or lines.
+test-integration: test-kafka
+	$(BIN)/python -m pytest -p no:xdist tests/integration
 
 demo: $(STAMP)
 	$(BIN)/driftline demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check schemas streams agents scripts tests
-	$(BIN)/ruff format --check schemas streams agents scripts tests
+	$(BIN)/ruff check schemas streams agents scripts scripts/apache-kafka tests
+	$(BIN)/ruff format --check schemas streams agents scripts scripts/apache-kafka tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy schemas streams

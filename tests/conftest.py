@@ -1,10 +1,13 @@
-"""Fixtures shared by the suite: the embedded broker and a real worker process."""
+"""Fixtures shared by the suite: the broker (the embedded Tansu broker, or Apache
+Kafka with DRIFTLINE_TEST_BROKER=apache-kafka) and a real worker process."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.broker import EmbeddedBroker
+from agents.broker import BrokerError, EmbeddedBroker, free_port
 from agents.config import Settings
 from agents.topics import ensure_topics
 
@@ -25,11 +28,114 @@ SEAL_KEY = b"\x00driftline-tests|seal"
 JOINED = re.compile(r"Joined group '([^']+)' \(generation (-?\d+)\) with member_id (\S+)")
 
 
+#: Which broker the ``broker`` fixture starts: "embedded" (Tansu, the default) or
+#: "apache-kafka" (scripts/apache-kafka: Apache Kafka, KRaft, one node; needs Java
+#: and Maven). ``make test-kafka`` sets it.
+BROKER_ENV = "DRIFTLINE_TEST_BROKER"
+BROKERS = ("embedded", "apache-kafka")
+
+
+class ApacheKafka:
+    """scripts/apache-kafka on a free port, with the interface of EmbeddedBroker
+    that the tests use (``bootstrap``, ``port``, ``start``/``stop``, a context
+    manager). Its output (the script's lines and the broker's warnings) goes to
+    ``log_path``."""
+
+    SCRIPT = ROOT / "scripts" / "apache-kafka"
+
+    def __init__(self, *, log_path: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = Path(log_path)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, *, timeout_s: float = 300.0) -> ApacheKafka:
+        """Start the script and wait for its ready line. The deadline covers the
+        first run's Maven fetch of the broker's jars (later runs: about 5 s)."""
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, str(self.SCRIPT), "--port", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_terminate_with_parent,
+            )
+        try:
+            self._wait_ready(self._proc, timeout_s)
+        except BaseException:  # a timeout, or Ctrl-C while waiting: no broker left
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+        ready = f"ready {self.bootstrap}"
+        deadline = time.monotonic() + timeout_s
+        while ready not in self.log_path.read_text(errors="replace"):
+            if proc.poll() is not None:
+                raise BrokerError(
+                    f"scripts/apache-kafka exited (code {proc.returncode})"
+                    f" before it was ready:\n{self._tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"scripts/apache-kafka was not ready within {timeout_s:.0f} s:\n{self._tail()}"
+                )
+            time.sleep(0.2)  # polling interval of the condition, not synchronisation
+
+    def _tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # the script stops the broker and removes its storage
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> ApacheKafka:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _terminate_with_parent() -> None:
+    """In the broker script's process: SIGTERM it when the test process dies, so
+    that a killed pytest leaves no broker behind."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+Broker = EmbeddedBroker | ApacheKafka
+
+
+def broker_kind() -> str:
+    kind = os.environ.get(BROKER_ENV, "embedded")
+    if kind not in BROKERS:
+        raise pytest.UsageError(f"{BROKER_ENV}={kind!r}: expected one of {', '.join(BROKERS)}")
+    return kind
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """The Tansu broker on a free port, for the whole session."""
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """The broker on a free port, for the whole session: the embedded Tansu broker,
+    or Apache Kafka with DRIFTLINE_TEST_BROKER=apache-kafka."""
     log = tmp_path_factory.mktemp("broker") / "broker.log"
-    with EmbeddedBroker(log_path=str(log)) as running:
+    running: Broker
+    if broker_kind() == "apache-kafka":
+        running = ApacheKafka(log_path=str(log))
+    else:
+        running = EmbeddedBroker(log_path=str(log))
+    with running:
         yield running
 
 
@@ -42,18 +148,31 @@ class WorkerProcess:
     waits for Faust's "Ready" (with ``log_level="info"``).
     """
 
-    def __init__(self, broker: EmbeddedBroker, tmp: Path, policy: str, *,
-                 agents: str = "drift", partitions: int = 1, store: str | None = None,
-                 log_level: str = "warn", env: dict[str, str] | None = None,
-                 prefix: str | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        tmp: Path,
+        policy: str,
+        *,
+        agents: str = "drift",
+        partitions: int = 1,
+        store: str | None = None,
+        log_level: str = "warn",
+        env: dict[str, str] | None = None,
+        prefix: str | None = None,
+    ) -> None:
         self.broker = broker
         self.prefix = prefix or f"t{uuid.uuid4().hex[:8]}."
         self.store = store
-        self.settings = Settings(broker=broker.bootstrap, topic_prefix=self.prefix,
-                                 app_id=f"driftline-{self.prefix.rstrip('.')}",
-                                 store=store or os.environ.get("DRIFTLINE_STORE", "memory://"),
-                                 partitions=partitions, datadir=str(tmp / "data"),
-                                 registry=str(tmp / "registry"))
+        self.settings = Settings(
+            broker=broker.bootstrap,
+            topic_prefix=self.prefix,
+            app_id=f"driftline-{self.prefix.rstrip('.')}",
+            store=store or os.environ.get("DRIFTLINE_STORE", "memory://"),
+            partitions=partitions,
+            datadir=str(tmp / "data"),
+            registry=str(tmp / "registry"),
+        )
         self.policy_path = tmp / "policy.yaml"
         self.policy_path.write_text(policy)
         self.log_path = tmp / "worker.log"
@@ -71,26 +190,58 @@ class WorkerProcess:
         agents, partitions, store), with its own datadir, registry and log: they share the
         partitions. Not started."""
         tmp.mkdir(parents=True, exist_ok=True)
-        return WorkerProcess(self.broker, tmp, self.policy_path.read_text(), agents=self.agents,
-                             partitions=self.settings.partitions, store=self.store,
-                             log_level=self.log_level, env={**self.extra_env, **(env or {})},
-                             prefix=self.prefix)
+        return WorkerProcess(
+            self.broker,
+            tmp,
+            self.policy_path.read_text(),
+            agents=self.agents,
+            partitions=self.settings.partitions,
+            store=self.store,
+            log_level=self.log_level,
+            env={**self.extra_env, **(env or {})},
+            prefix=self.prefix,
+        )
 
-    def start(self) -> WorkerProcess:
+    def start(self, *, create_topics: bool = True) -> WorkerProcess:
+        """Start the process. The catalogue's topics are created first (so that a
+        test can publish at once), unless ``create_topics`` is False: then the
+        worker creates them itself, as it does in production."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("the worker is running; stop() or restart() it first")
-        ensure_topics(self.settings)
-        env = {**os.environ, "DRIFTLINE_DATADIR": self.settings.datadir,
-               "DRIFTLINE_REGISTRY": self.settings.registry, **self.extra_env,
-               "DRIFTLINE_TOPIC_PREFIX": self.prefix,
-               "DRIFTLINE_PARTITIONS": str(self.settings.partitions)}
+        if create_topics:
+            ensure_topics(self.settings)
+        env = {
+            **os.environ,
+            "DRIFTLINE_DATADIR": self.settings.datadir,
+            "DRIFTLINE_REGISTRY": self.settings.registry,
+            **self.extra_env,
+            "DRIFTLINE_TOPIC_PREFIX": self.prefix,
+            "DRIFTLINE_PARTITIONS": str(self.settings.partitions),
+        }
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agents", "worker", "--broker", self.settings.bootstrap,
-                 "--app-id", self.settings.app_id, "--policy", str(self.policy_path),
-                 "--agents", self.agents, "--log-level", self.log_level,
-                 *(["--store", self.store] if self.store else [])],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, cwd=ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "agents",
+                    "worker",
+                    "--broker",
+                    self.settings.bootstrap,
+                    "--app-id",
+                    self.settings.app_id,
+                    "--policy",
+                    str(self.policy_path),
+                    "--agents",
+                    self.agents,
+                    "--log-level",
+                    self.log_level,
+                    *(["--store", self.store] if self.store else []),
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=ROOT,
             )
         self.starts += 1
         return self
@@ -106,8 +257,9 @@ class WorkerProcess:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"the worker exited before it was ready\n{self.log()}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the worker was not ready within {timeout_s:.0f} s\n"
-                                   f"{self.log()}")
+                raise TimeoutError(
+                    f"the worker was not ready within {timeout_s:.0f} s\n{self.log()}"
+                )
             time.sleep(0.2)  # polling interval of the condition, not synchronisation
         return self
 
@@ -135,6 +287,7 @@ class WorkerProcess:
         so the next member would wait out the stopped one's session timeout
         (6 s in the tests, ~11 s all told) as if it had crashed. Only for a stop
         (SIGTERM), never for ``crash_restart``; needs the join in the log (info).
+        A no-op on Apache Kafka, whose generations start at 1: the worker left.
         """
         joins = JOINED.findall(self.log())
         if not joins or joins[-1][1] != "0":
@@ -165,7 +318,8 @@ class WorkerProcess:
         + 1, so after a multi-record batch the new worker would end changelog
         recovery early (memory://: the changelog's tail never applied) or refuse
         to start (rocksdb://: Faust's ConsistencyError, persisted offset above the
-        end offset). Kafka reports end offsets right and needs no such thing.
+        end offset). Kafka reports end offsets right and needs no such thing: on
+        Apache Kafka nothing is appended, and recovery is tested as it runs there.
         """
         code = self.stop()
         self.seal_changelogs()
@@ -190,35 +344,48 @@ class WorkerProcess:
         """The offset the worker's group has committed on ``topic`` (None: none yet)."""
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": self.settings.bootstrap,
-                             "group.id": self.settings.app_id, "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.bootstrap,
+                "group.id": self.settings.app_id,
+                "enable.auto.commit": False,
+            }
+        )
         try:
-            (tp,) = consumer.committed([TopicPartition(self.topic(topic), partition)],
-                                       timeout=5)
+            (tp,) = consumer.committed([TopicPartition(self.topic(topic), partition)], timeout=5)
             return tp.offset if tp.offset >= 0 else None
         finally:
             consumer.close()
 
-    def wait_committed(self, topic: str, offset: int, timeout_s: float = 30.0, *,
-                       partition: int = 0) -> None:
+    def wait_committed(
+        self, topic: str, offset: int, timeout_s: float = 30.0, *, partition: int = 0
+    ) -> None:
         """Wait until the worker's group has committed ``offset`` (or beyond) on ``topic``."""
         deadline = time.monotonic() + timeout_s
         while (got := self.committed(topic, partition)) is None or got < offset:
             if time.monotonic() > deadline:
-                raise AssertionError(f"the worker committed {got} of {offset} {topic} "
-                                     f"messages within {timeout_s:.0f} s\n{self.log()[-4000:]}")
+                raise AssertionError(
+                    f"the worker committed {got} of {offset} {topic} "
+                    f"messages within {timeout_s:.0f} s\n{self.log()[-4000:]}"
+                )
             time.sleep(0.2)  # polling interval of the condition, not synchronisation
 
     def seal_changelogs(self) -> list[str]:
         """Append a one-record batch to every partition of the app's changelog
-        topics (see :meth:`restart`); returns the topics."""
+        topics on the embedded broker (see :meth:`restart`); returns the topics.
+        A no-op on Apache Kafka (returns [])."""
+        if isinstance(self.broker, ApacheKafka):
+            return []
         from confluent_kafka import Producer
         from confluent_kafka.admin import AdminClient
 
         bootstrap = self.settings.bootstrap
         topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
-        changelogs = sorted(t for t in topics if t.startswith(f"{self.settings.app_id}-")
-                            and t.endswith("-changelog"))
+        changelogs = sorted(
+            t
+            for t in topics
+            if t.startswith(f"{self.settings.app_id}-") and t.endswith("-changelog")
+        )
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
         for topic in changelogs:
             for partition in topics[topic].partitions:
@@ -230,7 +397,7 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_factory(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[object]:
+def worker_factory(broker: Broker, tmp_path: Path) -> Iterator[object]:
     started: list[WorkerProcess] = []
 
     def make(policy: str, **kwargs: object) -> WorkerProcess:

@@ -4,6 +4,8 @@ the broker and writes every figure. What the figures are is the bench's business
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +21,22 @@ pytestmark = pytest.mark.e2e
 
 def test_bench_measures_every_figure_and_writes_them(broker: EmbeddedBroker,
                                                       tmp_path: Path) -> None:
-    out = subprocess.run(
+    # A session of its own: if the bench hangs, its worker processes go with it.
+    bench = subprocess.Popen(
         [sys.executable, "-m", "agents", "bench", "--events", "20000", "--repeat", "1",
          "--broker", broker.bootstrap, "--json", str(tmp_path / "bench.json")],
-        capture_output=True, text=True, timeout=240, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = bench.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(bench.pid, signal.SIGKILL)
+        stdout, stderr = bench.communicate()
+        raise AssertionError(
+            f"driftline bench did not finish within 240 s\n{stdout}{stderr}"
+        ) from None
+    out = subprocess.CompletedProcess(bench.args, bench.returncode, stdout, stderr)
     assert out.returncode == 0, out.stdout + out.stderr
     figures = orjson.loads((tmp_path / "bench.json").read_bytes())
     assert figures["events"] == 20_000 and figures["batch_size"] == 500

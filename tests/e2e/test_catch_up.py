@@ -34,14 +34,16 @@ PER_WINDOW = 1000
 
 class _AsFaust(RoundRobinPartitionAssignor):
     """Round robin, under the name of Faust's assignor: a group keeps the protocol
-    of its first members, and the embedded broker refuses any other."""
+    of its first members, and the embedded broker refuses any other (Kafka too,
+    while the group has members)."""
 
     name = "faust"
 
 
 def _commit(worker: WorkerProcess, topic: str, offset: int, timeout_s: float = 60) -> None:
     """Commit ``offset`` for the worker's (stopped) group, as a member of the group:
-    the embedded broker refuses commits from outside it."""
+    the embedded broker refuses commits from outside it (Kafka takes them from
+    outside an empty group; as a member works on both)."""
 
     async def commit() -> None:
         consumer = AIOKafkaConsumer(
@@ -79,7 +81,7 @@ def test_a_hole_at_the_end_of_a_partition_is_read_directly(worker_factory: objec
     simulate.publish(producer, worker.topic("predictions"), "fraud-detector", rest)
     end = len(first) + len(rest)
     _commit(worker, "predictions", end)  # Faust's drop: acknowledged, never handed over
-    worker.seal_changelogs()  # see WorkerProcess.restart
+    worker.seal_changelogs()  # on the embedded broker only, see WorkerProcess.restart
     worker.start()
 
     reports = tail.collect(worker.settings.bootstrap, worker.topic("drift"),

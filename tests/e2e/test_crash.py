@@ -1,7 +1,7 @@
 """End to end: the worker is killed (SIGKILL) three times while traffic flows,
 and every report, window count and deployment equals an uninterrupted run's.
 
-One worker runs the drift, KPI and controller agents on the embedded broker.
+One worker runs the drift, KPI and controller agents on the session's broker.
 Predictions (then labels) and signed commands are published at a steady pace
 by a thread; the test kills the worker when its committed offset passes a
 random point, then starts a new process on the same app id and datadir while

@@ -1,4 +1,4 @@
-"""End to end: the real worker on the embedded broker turns a shift into a DriftReport."""
+"""End to end: the real worker on the broker turns a shift into a DriftReport."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ prefix and datadir then gets the labels: every label must meet its prediction,
 so the label join's pending predictions (and the KPI windows) came back from
 the table. With ``memory://`` the table is rebuilt from its changelog topic;
 with ``rocksdb://`` it is read from the local store (plus the changelog's tail).
-``WorkerProcess.restart`` closes the changelogs with a one-record batch in
-between, for the embedded broker's sake (see there).
+On the embedded broker ``WorkerProcess.restart`` closes the changelogs with a
+one-record batch in between (see there); on Apache Kafka it does not.
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ def test_pending_predictions_survive_a_restart(worker_factory: object, store: st
     # Input is sent once the new worker has recovered its table: faust-streaming
     # 0.15 may lose input that it fetches while it recovers (seen here: labels
     # skipped, a prediction never handed to the agent; faust-streaming/faust#596).
-    # The new worker joins the group once the stopped one's session has expired
-    # (the embedded broker numbers the first generation 0, and aiokafka sends no
-    # LeaveGroup for generation 0): about 2 x the 6 s session timeout set here.
+    # The stopped worker has left the group (on the embedded broker, conftest's
+    # stop() sends the LeaveGroup aiokafka leaves out at generation 0, see
+    # WorkerProcess._leave_first_generation), so the new one joins at once.
     worker.wait_ready(timeout_s=60)
     if store == "rocksdb://":
         tables = Path(worker.settings.datadir)

@@ -105,8 +105,8 @@ def test_two_workers_share_the_partitions_and_report_what_one_pass_does(
     assert partitions == {0, 1}, f"the models' keys all landed on partitions {partitions}"
     _wait_all_committed(first, "predictions", _ends(sent, first.topic("predictions")))
 
-    # The second process joins while the first is idle; the changelogs end with a
-    # one-record batch (see WorkerProcess.restart: the embedded broker's end offsets).
+    # The second process joins while the first is idle; on the embedded broker the
+    # changelogs end with a one-record batch (see WorkerProcess.restart: its end offsets).
     second = first.peer(tmp_path / "second", env={"DRIFTLINE_METRICS_PORT": str(ports[1])})
     first.seal_changelogs()
     second.start()
