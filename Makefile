@@ -34,11 +34,13 @@ test-kafka: $(STAMP)
 	DRIFTLINE_TEST_BROKER=apache-kafka $(BIN)/python -m pytest $(KAFKA_PYTEST) tests/e2e
 
 # Everything that needs more than Python: the end-to-end tests on Apache Kafka,
-# then tests/integration (scripts/apache-kafka itself). The Prometheus and
-# Alertmanager checks, the browser check of the audit report and the compose
-# file's validation go here too, as further prerequisites or lines.
+# then tests/integration: scripts/apache-kafka itself, the alert rules' unit
+# tests (promtool), the audit report in headless Chromium, the compose file
+# (docker-compose config) and the worker image's install in a fresh venv.
+# scripts/integration-deps installs what they need (apt-get, pip), once.
 test-integration: test-kafka
-	$(BIN)/python -m pytest -p no:xdist tests/integration
+	scripts/integration-deps
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests/integration
 
 demo: $(STAMP)
 	$(BIN)/driftline demo

@@ -4,7 +4,8 @@ For one model and a time range: drift per feature over time and KPIs per
 variant as inline SVG charts, every command with its evidence and what the
 controller did with it, the training-data quarantine summary, and the result
 of the audit-chain check. No script, no stylesheet or font from the network:
-it opens in a browser on an air-gapped machine and can be archived as is.
+it opens in a browser on an air-gapped machine and can be archived as is; its
+Content-Security-Policy forbids the browser any script and any fetch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from streams.policy.chain import ChainCheck, verify_chain
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf")
 MAX_FEATURES_CHARTED = 8
+#: The page may use its own inline style and nothing else: no script runs and nothing is
+#: fetched, even if a value from a topic ever reached the page unescaped.
+CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 KPIS_CHARTED = ("roc_auc", "accuracy", "error_rate", "latency_p99_ms", "business_value")
 
 
@@ -138,6 +142,7 @@ def render(model: str, *, start_ms: int, end_ms: int, drift: list[dict[str, Any]
            ".ok{color:#2a7d2a}.bad{color:#b00;font-weight:bold}")
     return "\n".join([
         "<!doctype html><html><head><meta charset='utf-8'>",
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         f"<title>driftline audit: {esc(model)}</title><style>{css}</style></head><body>",
         f"<h1>driftline audit report: {esc(model)}</h1>",
         f"<p>From {_when(start_ms)} to {_when(end_ms)} (UTC); generated "
