@@ -29,29 +29,40 @@ class TopicSpec:
     compacted: bool = False
     #: records are never deleted for age or size (an audit trail)
     keep_forever: bool = False
+    #: records may be as large as DRIFTLINE_MAX_MESSAGE_BYTES (batches of events,
+    #: reference profiles with their trusted set): Apache Kafka's default limit of
+    #: 1 MB per record would refuse a batch of ~1,000 events or a profile of ~33
+    #: features, while the embedded broker has no limit at all
+    large: bool = False
     description: str = ""
 
-    def config(self) -> dict[str, str]:
-        """The topic configuration this role needs, as sent when the topic is created."""
+    def config(self, max_message_bytes: int | None = None) -> dict[str, str]:
+        """The topic configuration this role needs, as sent when the topic is created;
+        ``max_message_bytes``: the largest record a ``large`` topic must take."""
+        config: dict[str, str] = {}
+        if self.large and max_message_bytes is not None:
+            config["max.message.bytes"] = str(max_message_bytes + 65_536)  # + framing
         if self.compacted:
-            return {"cleanup.policy": "compact"}
+            return {**config, "cleanup.policy": "compact"}
         if self.keep_forever:
-            return {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
-        return {}
+            return {**config, "cleanup.policy": "delete", "retention.ms": "-1",
+                    "retention.bytes": "-1"}
+        return config
 
 
 CATALOGUE: tuple[TopicSpec, ...] = (
-    TopicSpec("predictions", description="PredictionEvent or batch, key model"),
-    TopicSpec("features", description="FeatureEvent or batch, key model"),
-    TopicSpec("labels", description="LabelEvent or batch, key model"),
-    TopicSpec("references", compacted=True, description="ReferenceProfile, key model@version"),
+    TopicSpec("predictions", large=True, description="PredictionEvent or batch, key model"),
+    TopicSpec("features", large=True, description="FeatureEvent or batch, key model"),
+    TopicSpec("labels", large=True, description="LabelEvent or batch, key model"),
+    TopicSpec("references", compacted=True, large=True,
+              description="ReferenceProfile, key model@version"),
     TopicSpec("drift", description="DriftReport, key model"),
     TopicSpec("kpi", description="KpiReport, key model"),
     TopicSpec("commands", keep_forever=True, description="Command (signed), key model"),
     TopicSpec(
         "deployments", keep_forever=True, description="DeploymentEvent (hash-chained), key model"
     ),
-    TopicSpec("training-data", description="TrainingRecord or batch, key model"),
+    TopicSpec("training-data", large=True, description="TrainingRecord or batch, key model"),
     TopicSpec("training-data.clean", description="TrainingRecord, key model"),
     TopicSpec("training-data.quarantine", description="QuarantinedRecord, key model"),
     TopicSpec("poisoning", description="PoisoningReport, key model"),
@@ -82,7 +93,7 @@ def ensure_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[str]:
             settings.topic(spec.name),
             num_partitions=counts[spec.name],
             replication_factor=-1,
-            config=spec.config(),
+            config=spec.config(settings.max_message_bytes),
         )
         for spec in CATALOGUE
         if spec.name not in found

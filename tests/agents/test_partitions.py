@@ -72,6 +72,15 @@ def test_topic_roles_carry_their_configuration() -> None:
         assert configs[name]["cleanup.policy"] == "delete"
     assert configs["references"] == {"cleanup.policy": "compact"}
     assert configs["predictions"] == {}
+    # topics whose records are as large as the worker takes say so to the broker
+    # (Apache Kafka refuses records over 1 MB by default)
+    sized = {spec.name: spec.config(16 << 20) for spec in CATALOGUE}
+    limit = str((16 << 20) + 65_536)
+    for name in ("predictions", "features", "labels", "training-data", "references"):
+        assert sized[name]["max.message.bytes"] == limit, name
+    assert sized["references"]["cleanup.policy"] == "compact"
+    assert "max.message.bytes" not in sized["drift"] and "max.message.bytes" not in sized[
+        "deployments"]
 
 
 @pytest.mark.parametrize(

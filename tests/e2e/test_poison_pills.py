@@ -24,9 +24,15 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+)
 
 from agents import simulate, tail
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ApacheKafka, Broker
 
 pytestmark = pytest.mark.e2e
 
@@ -56,9 +62,28 @@ def _poison() -> tuple[bytes, bytes]:
     return big, broken
 
 
+def _allow_large(broker: Broker, topic: str) -> None:
+    """A cluster that takes larger records than the worker does: only there can such
+    a message reach it. The embedded broker has no limit; on Apache Kafka the topic
+    the worker created allows DRIFTLINE_MAX_MESSAGE_BYTES + 64 KiB (agents.topics),
+    raised here to 32 MiB."""
+    if not isinstance(broker, ApacheKafka):
+        return
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    resource = ConfigResource(
+        "topic",
+        topic,
+        incremental_configs=[
+            ConfigEntry("max.message.bytes", str(32 << 20),
+                        incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
 def _produce_large(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
-    """The serving app that batches too much: its client allows 32 MB messages (the
-    embedded broker takes them; Apache Kafka would need message.max.bytes raised)."""
+    """The serving app that batches too much: its client allows 32 MB messages."""
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -103,7 +128,7 @@ def _deadletter(worker: Any, *args: str, output: Path) -> subprocess.CompletedPr
 
 
 def test_poison_pills_are_dead_lettered_bounded_and_traffic_goes_on(
-    worker_factory: object, tmp_path: Path
+    worker_factory: object, broker: Broker, tmp_path: Path
 ) -> None:
     worker = worker_factory(POLICY, agents="drift,kpi")  # type: ignore[operator]
     bootstrap = worker.settings.bootstrap
@@ -118,6 +143,7 @@ def test_poison_pills_are_dead_lettered_bounded_and_traffic_goes_on(
     # the poison at offsets 1 and 2, then normal traffic again.
     simulate.publish(producer, worker.topic("predictions"), MODEL, [first])
     worker.wait_committed("predictions", 1, timeout_s=60)
+    _allow_large(broker, worker.topic("predictions"))
     _produce_large(bootstrap, worker.topic("predictions"), [big, broken])
     simulate.publish(producer, worker.topic("predictions"), MODEL, [second])
     simulate.publish(producer, worker.topic("labels"), MODEL, list(simulate.batches(labels, 500)))
