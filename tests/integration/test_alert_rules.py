@@ -58,3 +58,16 @@ def test_the_unit_tests_cover_the_health_and_first_event_alerts() -> None:
     assert names >= TESTED
     # Each is seen both firing and not firing.
     assert {name: {False, True} for name in TESTED} == {n: covered.get(n) for n in TESTED}
+
+
+def test_the_shipped_prometheus_configuration_passes_promtool_check_config() -> None:
+    # As shipped, and as docker-compose.yml mounts it: its rule file is found beside it.
+    done = subprocess.run(
+        [_promtool(), "check", "config", "prometheus.yml"],
+        cwd=RULES,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 rule files found" in done.stdout + done.stderr, done.stdout + done.stderr
