@@ -100,9 +100,12 @@ class CrashCountingSupervisor(mode.OneForOneSupervisor):
 
     An exception out of an agent's body ends its actor; Faust logs "Crashed
     reason=...", and the supervisor starts a new actor on the same stream, at once
-    or up to 5 s later (its polling interval). The message the agent crashed on is
-    acknowledged and not handled again: the group's committed offset moves past it
-    (tests/e2e/test_health_signals.py). The runner keeps handler errors inside the
+    or up to 5 s later (its polling interval). Faust acknowledges the message the
+    agent crashed on, so the group's committed offset moves past it, but the agent's
+    redo record still says it was not applied: the next message's backfill, or the
+    runner's watch, reads it again. A message that makes the agent crash every time
+    stalls its partition, which driftline_seconds_since_progress shows while lag
+    stays low (tests/e2e/test_health_signals.py). The runner keeps handler errors inside the
     agent (dead letters), so a crash is a driftline bug or an outage. Counted when
     the actor is restarted. (Faust's rate limit: a restart less than 10 ms after the
     previous one stops the worker.) Restarts that a rebalance causes (the actor
