@@ -177,6 +177,9 @@ class _Decider:
             # revisions keep coming), or of another than the one serving now; with no
             # deployment seen yet the report's own variant is all there is to go by
             return
+        if role == "canary" and state.canary_from_ms is not None \
+                and summary.window_start < state.canary_from_ms:
+            return  # a window of this version's earlier time as canary (late revisions)
         state.remember(summary)
         if role == "champion":
             self.champion_kpi(summary)
@@ -326,6 +329,9 @@ class _Decider:
         new = event.state
         if new.canary != state.canary or new.canary_weight != state.canary_weight:
             state.canary_healthy = 0
+        if new.canary is not None and new.canary != state.canary:
+            known = [s.window_start for s in state.kpi.get("canary", [])]
+            state.canary_from_ms = max(known) + 1 if known else None
         if new.champion != state.champion:
             state.challenger_wins = 0
         state.champion, state.canary = new.champion, new.canary

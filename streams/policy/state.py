@@ -77,6 +77,10 @@ class ModelState(BaseModel):
     # the version a rollback was issued for, until `deployments` answers it: one
     # rollback per failing version, not one per revision of its KPI window
     rollback_pending: str | None = None
+    # the first window start (epoch ms) that judges the canary serving now: windows
+    # known when it was deployed were the previous canary's (a version deployed
+    # again after its rollback is judged afresh, not on its old windows' revisions)
+    canary_from_ms: int | None = None
 
     def remember(self, summary: WindowSummary) -> None:
         """Add or replace (a revision) the summary of a window."""

@@ -32,9 +32,9 @@ def kinds(commands: list[Any]) -> list[tuple[str, str | None, str | None, float 
 CANARY = [deployed("v1", canary="v2", weight=0.1)]
 
 
-def answered(status: str) -> Any:
-    """The controller's answer to the canary's rollback."""
-    event = deployed("v1", canary="v2", weight=0.1)
+def answered(status: str, canary: str | None = "v2") -> Any:
+    """The controller's answer to the canary's rollback (applied: no canary after it)."""
+    event = deployed("v1", canary=canary, weight=0.1 if canary else 0.0)
     return event.model_copy(update={"action": "rollback", "status": status})
 
 
@@ -214,3 +214,19 @@ def test_state_is_bounded_and_round_trips() -> None:
     assert len(state.canary_judged) == MAX_WINDOWS
     assert len(state.challenger_judged) == MAX_WINDOWS
     assert ModelState.model_validate_json(state.model_dump_json()) == state
+
+
+def test_a_canary_deployed_again_after_its_rollback_is_judged_on_its_new_windows_only() -> None:
+    # Late revisions of its earlier windows (the KPI timer's) keep coming after it is
+    # deployed again: they are the earlier deployment's, and judge nothing now.
+    before = [*CANARY, kpi(0), kpi(0, variant="canary", version="v2", accuracy=0.8),
+              answered("applied", canary=None), deployed("v1", canary="v2", weight=0.1),
+              kpi(0, variant="canary", version="v2", accuracy=0.79, revision=1)]
+    commands, _, state = run(before)
+    assert kinds(commands) == [("rollback", "v2", "v1", None)]
+    assert state.canary_from_ms is not None
+    commands, _, _ = run([*before, kpi(1), kpi(1, variant="canary", version="v2",
+                                                   accuracy=0.8)])
+    assert kinds(commands) == [("rollback", "v2", "v1", None)] * 2
+    assert {e["window_start"] for e in commands[1].evidence} == {
+        kpi(1).window_start.timestamp() * 1000}
