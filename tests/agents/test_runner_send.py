@@ -12,7 +12,6 @@ import asyncio
 import base64
 import hashlib
 from collections.abc import MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,6 +24,7 @@ from agents import metrics
 from agents.codec import Origin, dead_letter
 from agents.redo import RedoLog
 from agents.runner import Outcome, handler_agent
+from tests.agents.test_runner import Message, Stream
 
 TOPIC = "predictions"
 
@@ -76,29 +76,6 @@ class Topic:
             self.sent.append(value)
             done.set_result(None)
         return done
-
-
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass
-class Event:
-    message: Message
-
-
-class Stream:
-    def __init__(self, messages: list[Message]) -> None:
-        self.messages = messages
-
-    async def events(self) -> Any:
-        for m in self.messages:
-            yield Event(m)
 
 
 def too_large(_try: int) -> BaseException:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import MutableMapping
-from typing import Any
 
 import orjson
 from pydantic import BaseModel
@@ -13,6 +12,7 @@ from pydantic import BaseModel
 from agents.codec import Origin
 from agents.redo import Redo, RedoLog, redo_key
 from agents.runner import Outcome, handler_agent
+from tests.agents.test_runner import Message, Sink, Stream
 
 
 class Note(BaseModel):
@@ -40,31 +40,9 @@ class Ticking:
         return Outcome(reports=[Note(model="m", text=f"{n} at {now_ms}")])
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    async def send(self, *, key: bytes | None, value: bytes) -> asyncio.Future[None]:
-        self.sent.append(value)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-
-class Event:
-    def __init__(self, offset: int) -> None:
-        self.message = type(
-            "M", (), {"topic": "in", "partition": 0, "offset": offset, "key": b"m", "value": b"{}"}
-        )()
-
-
-class Stream:
-    def __init__(self, offsets: list[int]) -> None:
-        self.offsets = offsets
-
-    async def events(self) -> Any:
-        for o in self.offsets:
-            yield Event(o)
+def stream(offsets: list[int]) -> Stream:
+    """Messages of topic "in", partition 0, at ``offsets``."""
+    return Stream([Message("in", 0, o, b"m", b"{}") for o in offsets])
 
 
 def test_tick_writes_through_a_redo_record_and_leaves_offsets_alone() -> None:
@@ -76,7 +54,7 @@ def test_tick_writes_through_a_redo_record_and_leaves_offsets_alone() -> None:
     assert runner.tick is not None
 
     async def scenario() -> list[int]:
-        await runner.body(Stream([0, 1, 2]))
+        await runner.body(stream([0, 1, 2]))
         before = Redo.loads(table[redo_key(0)])
         assert before.applied == {"in": 2}
         sent = [await runner.tick(0, 1_000)]
@@ -88,7 +66,7 @@ def test_tick_writes_through_a_redo_record_and_leaves_offsets_alone() -> None:
         sent.append(await runner.tick(0, 2_000))  # nothing to do: nothing written
         assert table[redo_key(0)] == quiet
         # messages after a tick are handled (not taken as applied), redelivered ones skipped
-        await runner.body(Stream([2, 3]))
+        await runner.body(stream([2, 3]))
         assert Redo.loads(table[redo_key(0)]).applied["in"] == 3
         sent.append(await runner.tick(0, 3_000))
         return sent
