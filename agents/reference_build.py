@@ -123,12 +123,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
                     records.append(record)
             return records
         if suffix == ".parquet":
-            try:
-                import pyarrow.parquet as pq  # optional: pip install 'driftline[parquet]'
-            except ImportError as exc:
-                raise ReferenceDataError(
-                    "reading Parquet needs pyarrow: pip install 'driftline[parquet]'"
-                ) from exc
+            import pyarrow.parquet as pq  # imported here: only Parquet data needs it
+
             return list(pq.read_table(path).to_pylist())
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ReferenceDataError(f"cannot read reference data {path}: {exc}") from exc
