@@ -19,6 +19,12 @@ batch go on.
 
 The drift agent has a third way for regular batches, straight into columns
 (``agents.drift_columns``); what it takes, this codec reads the same.
+
+A message may also be an Apache Arrow IPC stream (``schemas.arrow``): its rows
+become the JSON form's events and are validated as above, row by row where one
+is bad (its dead letter holds the row as JSON and its index). Arrow batches
+the drift agent can count without looking at each row take its columnar lane
+(``agents.arrow_lane``); the rest take this one.
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 import orjson
+import pyarrow as pa
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from agents.pii import Pseudonymizer
-from schemas import fast_rows
+from schemas import arrow, fast_rows
 from schemas.errors import explain
 from schemas.events import EventTime, datetime_ms, row_type
 from schemas.reports import DeadLetter
@@ -158,7 +165,9 @@ class Codec(Generic[E]):
         return out
 
     def _decode(self, raw: bytes | None, origin: Origin) -> Decoded:
-        if raw and self._fast is not None and len(raw) <= self.max_message_bytes:
+        form = "Arrow" if arrow.is_arrow(raw) else "JSON"
+        if raw and form == "JSON" and self._fast is not None and (
+                len(raw) <= self.max_message_bytes):
             rows = self._decode_fast(raw)
             if rows is not None:
                 return Decoded(events=rows, positions=list(range(len(rows))))
@@ -181,7 +190,8 @@ class Codec(Generic[E]):
                 out.events.append(event)
                 out.positions.append(index)
             except ValidationError as exc:
-                where = f"event {index} of the batch" if len(items) > 1 else "the event"
+                where = (f"row {index} of the Arrow stream" if form == "Arrow"
+                         else f"event {index} of the batch" if len(items) > 1 else "the event")
                 why = explain(exc, where_empty="(event)", limit=5)
                 out.dead.append(
                     dead_letter(
@@ -227,6 +237,8 @@ class Codec(Generic[E]):
                 "(DRIFTLINE_MAX_MESSAGE_BYTES); split it into smaller batches"
             )
             return None
+        if arrow.is_arrow(raw):
+            return self._arrow_rows(raw, refuse)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -242,6 +254,18 @@ class Codec(Generic[E]):
             return [doc]
         refuse(f"the message is a JSON {json_type(doc)}, not an object; {self._hint}")
         return None
+
+    def _arrow_rows(self, raw: bytes, refuse: Any) -> list[Any] | None:
+        """The rows of an Arrow IPC stream as the JSON form's events; None (and the
+        whole message dead-lettered) when the stream cannot be read."""
+        try:
+            return arrow.rows(arrow.read(raw))
+        except (pa.ArrowException, ValueError, OverflowError) as exc:
+            refuse(f"the message starts as an Apache Arrow IPC stream but cannot be read "
+                   f"({type(exc).__name__}: {exc}); write one stream of record batches of "
+                   f"{self.model.__name__} columns (pyarrow.ipc.new_stream; "
+                   "`driftline schemas export` writes the Arrow schema)")
+            return None
 
 
 _EVENT_TIMES: TypeAdapter[list[datetime]] = TypeAdapter(list[EventTime])

@@ -17,12 +17,14 @@ from pydantic import ValidationError
 
 from agents import state as codec_state
 from agents.admission import Admission
+from agents.arrow_lane import ArrowLane
 from agents.codec import MODEL, Codec, Origin, Row, dead_letter, keyed_events
 from agents.config import DEFAULT_MAX_MODELS
 from agents.drift_columns import ColumnLane
 from agents.future import FutureBound
 from agents.pii import Pseudonymizer
 from agents.runner import Outcome
+from schemas import arrow
 from schemas.errors import explain
 from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy
@@ -85,6 +87,10 @@ class DriftHandler:
         self._lanes = {
             topic: ColumnLane(codec.model, max_message_bytes=max_message_bytes, pii=policy.pii)
             for topic, codec in self._codecs.items()}
+        # Arrow messages whose columns can be counted as they are (agents.arrow_lane).
+        self._arrow_lanes = {
+            topic: ArrowLane(codec.model, max_message_bytes=max_message_bytes, pii=policy.pii)
+            for topic, codec in self._codecs.items()}
         self._monitors: dict[str, DriftMonitor] = {}  # per admitted model: configuration
         # Decoded references by table key: a cache of table contents (never the
         # state of record), bounded by MAX_CACHED_REFERENCES, rebuilt after a restart.
@@ -102,15 +108,17 @@ class DriftHandler:
         if origin.topic == self.references_topic:
             self._store_profile(raw, origin, table, out)
             return out
+        columnar = arrow.is_arrow(raw)
         lane = self._lanes[origin.topic]
-        fast = lane.decode(raw, origin)
+        fast = (self._arrow_lanes[origin.topic] if columnar else lane).decode(raw, origin)
         if fast is not None and self.admission.admit(fast.model, origin, table):
             version = fast.version or UNVERSIONED
             out.counted += self._fold(fast.model, version, fast.batch, table,
                                       _Source(origin, raw, out))
             return out
         decoded = self._codecs[origin.topic].decode(raw, origin)
-        lane.learn(origin, decoded.events)
+        if not columnar:
+            lane.learn(origin, decoded.events)
         events = keyed_events(decoded, origin, agent=self.AGENT)
         events, refused = self.admission.split(events, decoded, raw, origin, table)
         out.dead.extend(decoded.dead)

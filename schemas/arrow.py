@@ -88,21 +88,33 @@ def times_ms(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.int64] | None
 def rows(table: pa.Table) -> list[dict[str, Any]]:
     """The table's rows as the JSON form's events (``{"field": value}``), for the row
     by row validation that dead-letters a bad row by itself. A timestamp ``ts``
-    becomes the datetime of its millisecond (exact, any unit); everything else is
-    what ``to_pylist`` gives (dictionary-encoded strings as strings, structs as dicts).
+    becomes the datetime of its millisecond (exact, any unit); a null field is left out
+    (absent), a null feature stays (a feature without a value); everything else is
+    what ``to_pylist`` gives (dictionary-encoded strings as strings, structs and maps
+    as dicts).
     """
     times = None
     if TIME in table.column_names and pa.types.is_timestamp(table.schema.field(TIME).type):
         column = table.column(TIME)
         per_ms = _PER_MS[column.type.unit]
         ticks = column.cast(pa.int64()).to_pylist()
-        times = [None if t is None else _EPOCH + timedelta(
-            milliseconds=t * 1000 if per_ms is None else t // per_ms) for t in ticks]
+        times = [
+            None
+            if t is None
+            else _EPOCH + timedelta(milliseconds=t * 1000 if per_ms is None else t // per_ms)
+            for t in ticks
+        ]
         table = table.drop_columns([TIME])
-    out: list[dict[str, Any]] = table.to_pylist()
+    maps = {name for name in table.column_names if pa.types.is_map(table.schema.field(name).type)}
+    out: list[dict[str, Any]] = []
+    for row in table.to_pylist():
+        # a null is an absent field (an Arrow column has a value for every row); to_pylist
+        # gives a map as (key, value) pairs where JSON has an object
+        out.append({k: dict(v) if k in maps else v for k, v in row.items() if v is not None})
     if times is not None:
-        for row, when in zip(out, times, strict=True):
-            row[TIME] = when
+        for event, when in zip(out, times, strict=True):
+            if when is not None:
+                event[TIME] = when
     return out
 
 
@@ -150,8 +162,7 @@ def _struct(values: list[Any], *, dictionary: bool) -> pa.Array:
     for value in values:
         children.update(dict.fromkeys(value or ()))
     if not children:
-        return pa.array([None if v is None else {} for v in values],
-                        pa.struct([]))
+        return pa.array([None if v is None else {} for v in values], pa.struct([]))
     arrays, fields = [], []
     for child in children:
         column = pa.array([None if v is None else v.get(child) for v in values])
@@ -163,8 +174,12 @@ def _struct(values: list[Any], *, dictionary: bool) -> pa.Array:
     return pa.StructArray.from_arrays(arrays, fields=fields, mask=mask)
 
 
-def to_ipc(events: Sequence[Mapping[str, Any]] | pa.Table, *, batch_rows: int | None = None,
-           categories: str = "dictionary") -> bytes:
+def to_ipc(
+    events: Sequence[Mapping[str, Any]] | pa.Table,
+    *,
+    batch_rows: int | None = None,
+    categories: str = "dictionary",
+) -> bytes:
     """One Arrow IPC stream of the events (``to_table``), in record batches of at most
     ``batch_rows`` rows (one batch when None)."""
     table = events if isinstance(events, pa.Table) else to_table(events, categories=categories)
@@ -174,12 +189,12 @@ def to_ipc(events: Sequence[Mapping[str, Any]] | pa.Table, *, batch_rows: int | 
     return bytes(sink.getvalue().to_pybytes())
 
 
-def contract_schema(fields: Iterable[tuple[str, pa.DataType]],
-                    features: Mapping[str, pa.DataType] | None = None) -> pa.Schema:
+def contract_schema(
+    fields: Iterable[tuple[str, pa.DataType]], features: Mapping[str, pa.DataType] | None = None
+) -> pa.Schema:
     """An Arrow schema of the contract's ``fields`` (name, type), with ``features`` as a
     struct of the given children (for ``driftline schemas export``)."""
     out = [pa.field(name, kind) for name, kind in fields]
     if features is not None:
-        out.append(pa.field("features", pa.struct(
-            [pa.field(k, v) for k, v in features.items()])))
+        out.append(pa.field("features", pa.struct([pa.field(k, v) for k, v in features.items()])))
     return pa.schema(out)

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -15,16 +15,57 @@ Value = bool | int | float | str | None
 Kind = Literal["numeric", "categorical"]
 
 
+@dataclass(frozen=True, eq=False)
+class Categories(Sequence[str | None]):
+    """A categorical column as integer codes into ``names`` (-1: no value), as Arrow's
+    dictionary arrays carry it: counted with ``bincount`` instead of hashing strings.
+    Reads as the sequence of its values.
+
+    >>> c = Categories(np.array([1, -1, 0, 1], dtype=np.int32), ("app", "web"))
+    >>> list(c), len(c), list(c.take(np.array([3, 2])))
+    (['web', None, 'app', 'web'], 4, ['web', 'app'])
+    """
+
+    codes: npt.NDArray[np.int32]
+    #: distinct names (a column whose dictionary repeats a name is given as strings)
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+    @overload
+    def __getitem__(self, i: int) -> str | None: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str | None]: ...
+    def __getitem__(self, i: int | slice) -> str | Sequence[str | None] | None:
+        if isinstance(i, slice):
+            return Categories(self.codes[i], self.names)
+        code = int(self.codes[i])
+        return None if code < 0 else self.names[code]
+
+    def take(self, idx: npt.NDArray[np.intp]) -> Categories:
+        return Categories(self.codes[idx], self.names)
+
+    def values(self) -> list[str | None]:
+        """The column as strings (None: no value)."""
+        lookup = [*self.names, None]  # code -1 reads the last
+        return [lookup[c] for c in self.codes.tolist()]
+
+
+Column = Sequence[Value] | npt.NDArray[Any] | Categories
+
+
 @dataclass(frozen=True)
 class FeatureBatch:
     """Events of one model version as columns of equal length.
 
     ``columns`` maps a feature name to the raw values of the batch's events,
-    with ``None`` where an event did not carry the feature.
+    with ``None`` where an event did not carry the feature; or, from a columnar
+    input, to a float64 array (NaN: no value) or ``Categories``.
     """
 
     ts_ms: npt.NDArray[np.int64]
-    columns: Mapping[str, Sequence[Value]] = field(default_factory=dict)
+    columns: Mapping[str, Column] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
@@ -41,9 +82,22 @@ class FeatureBatch:
 
     def select(self, mask: npt.NDArray[np.bool_]) -> FeatureBatch:
         """The events where ``mask`` is true."""
-        idx = np.flatnonzero(mask).tolist()
-        columns = {name: [col[i] for i in idx] for name, col in self.columns.items()}
-        return FeatureBatch(ts_ms=self.ts_ms[idx], columns=columns)
+        idx = np.flatnonzero(mask)
+        return FeatureBatch(ts_ms=self.ts_ms[idx], columns={
+            name: take(col, idx) for name, col in self.columns.items()})
+
+
+def take(column: Column, idx: npt.NDArray[np.intp]) -> Column:
+    """The values of ``column`` at ``idx``, in the column's own form.
+
+    >>> take([1, None, 3], np.array([0, 2])), take(np.array([1.0, 2.0]), np.array([1]))
+    ([1, 3], array([2.]))
+    """
+    if isinstance(column, np.ndarray):
+        return column[idx]
+    if isinstance(column, Categories):
+        return column.take(idx)
+    return [column[i] for i in idx.tolist()]
 
 
 def columns_from_rows(rows: Sequence[Mapping[str, Value]]) -> dict[str, Sequence[Value]]:
@@ -67,7 +121,7 @@ def columns_from_rows(rows: Sequence[Mapping[str, Value]]) -> dict[str, Sequence
     return {name: [row.get(name) for row in rows] for name in names}
 
 
-def numeric_column(values: Sequence[Value] | npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+def numeric_column(values: Column) -> npt.NDArray[np.float64]:
     """Numbers as float64. None, non-numeric strings and non-finite values become NaN;
     booleans count as 1 and 0, strings that spell a number as that number.
 
@@ -85,7 +139,7 @@ def numeric_column(values: Sequence[Value] | npt.NDArray[Any]) -> npt.NDArray[np
     return arr
 
 
-def numeric_matrix(columns: Sequence[Sequence[Value] | None], n: int) -> npt.NDArray[np.float64]:
+def numeric_matrix(columns: Sequence[Column | None], n: int) -> npt.NDArray[np.float64]:
     """Columns of ``n`` values as the rows of one float64 matrix, read as
     ``numeric_column`` reads each; a None column is all NaN.
 
@@ -114,12 +168,19 @@ def _to_float(value: Value) -> float:
 _TEXT = {str, type(None)}
 
 
-def categorical_column(values: Iterable[Value]) -> list[str | None]:
+def categorical_column(values: Iterable[Value] | Categories) -> list[str | None] | Categories:
     """Categories as strings (booleans as ``true``/``false``); None stays None.
+    ``Categories`` stay as they are (codes); numbers from an array read as in a list.
 
     >>> categorical_column(["a", True, 3, None])
     ['a', 'true', '3', None]
+    >>> categorical_column(np.array([1.5, np.nan]))
+    ['1.5', None]
     """
+    if isinstance(values, Categories):
+        return values
+    if isinstance(values, np.ndarray):  # floats from a columnar input: NaN is no value
+        values = [None if v != v else v for v in values.tolist()]
     values = list(values)
     if set(map(type, values)) <= _TEXT:  # the common case, checked at C speed
         return cast(list[str | None], values)
@@ -134,7 +195,7 @@ def categorical_column(values: Iterable[Value]) -> list[str | None]:
     return out
 
 
-def infer_kind(values: Sequence[Value]) -> Kind | None:
+def infer_kind(values: Column) -> Kind | None:
     """Numbers are numeric; strings and booleans categorical; all-None says nothing.
 
     >>> infer_kind([None, 3.5]), infer_kind(["a"]), infer_kind([True]), infer_kind([None])
@@ -143,7 +204,9 @@ def infer_kind(values: Sequence[Value]) -> Kind | None:
     'numeric'
     """
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        return "numeric" if values.size else None
+        return "numeric" if values.size and not np.isnan(values).all() else None
+    if isinstance(values, Categories):
+        return "categorical" if (values.codes >= 0).any() else None
     for v in values:
         if v is None:
             continue
@@ -155,7 +218,7 @@ def infer_kind(values: Sequence[Value]) -> Kind | None:
 ANCHOR_SAMPLE = 64
 
 
-def anchor_of(values: Sequence[Value]) -> float:
+def anchor_of(values: Column) -> float:
     """A typical value of a numeric feature: the median of its first ``ANCHOR_SAMPLE`` values.
 
     Taken from the first message that carries the feature; using only its first

@@ -51,6 +51,7 @@ from schemas.reports import (
     ReferenceInfo,
 )
 from streams.batch import (
+    Categories,
     FeatureBatch,
     Kind,
     anchor_of,
@@ -58,6 +59,7 @@ from streams.batch import (
     infer_kind,
     numeric_column,
     numeric_matrix,
+    take,
 )
 from streams.drift import multivariate as mv
 from streams.drift.compare import Comparison, compare_categorical, compare_numeric
@@ -84,6 +86,7 @@ MAX_UNTRACKED_NAMES = 20
 #: The multivariate signal's name in ``drifted_features``, and its key in ``streaks``.
 MULTIVARIATE = "multivariate.reconstruction_error"
 _MV_STREAK = "@multivariate"
+_Cats = list[str | None] | Categories
 
 
 class WindowAcc(TypedDict):
@@ -295,7 +298,7 @@ class DriftMonitor:
                 )
                 acc["numeric"].update(zip(numeric_names, updated, strict=True))
             for name, cats in categorical.items():
-                cpart = cats if idx is None else [cats[i] for i in idx]
+                cpart = cats if idx is None else cast(_Cats, take(cats, idx))
                 cprev = acc["categorical"].get(name) or self.categorical.initialize()
                 acc["categorical"][name] = self.categorical.update(cprev, cpart)
             state["windows"][key] = acc

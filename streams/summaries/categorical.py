@@ -18,11 +18,32 @@ from typing import TypedDict
 import numpy as np
 import numpy.typing as npt
 
+from streams.batch import Categories
+
 
 class CategoricalState(TypedDict):
     missing: int
     counts: dict[str, int]
     other: int
+
+
+def _ranked_codes(column: Categories) -> tuple[list[tuple[str | None, int]], int]:
+    """``Counter(column).most_common()`` (ties in order of first appearance) and the
+    count of missing values, from the codes with ``bincount``.
+
+    >>> _ranked_codes(Categories(np.array([2, 0, -1, 0, 2, 1], dtype=np.int32), ("a", "b", "c")))
+    ([('c', 2), ('a', 2), ('b', 1)], 1)
+    """
+    codes = column.codes
+    present = codes[codes >= 0]
+    counts = np.bincount(present, minlength=len(column.names))
+    seen = np.flatnonzero(counts)
+    first = np.full(len(column.names), codes.shape[0], dtype=np.int64)
+    np.minimum.at(first, present, np.flatnonzero(codes >= 0))
+    order = seen[np.lexsort((first[seen], -counts[seen]))]
+    names = column.names
+    return ([(names[c], n) for c, n in zip(order.tolist(), counts[order].tolist(), strict=True)],
+            int(codes.shape[0] - present.shape[0]))
 
 
 class CategoricalSummary:
@@ -45,13 +66,19 @@ class CategoricalSummary:
     def initialize() -> CategoricalState:
         return {"missing": 0, "counts": {}, "other": 0}
 
-    def update(self, state: CategoricalState, values: Sequence[str | None]) -> CategoricalState:
-        seen = Counter(values)
-        missing = seen.pop(None, 0)
+    def update(
+        self, state: CategoricalState, values: Sequence[str | None] | Categories
+    ) -> CategoricalState:
+        if isinstance(values, Categories):
+            ranked, missing = _ranked_codes(values)
+        else:
+            seen = Counter(values)
+            missing = seen.pop(None, 0)
+            ranked = seen.most_common()
         counts = dict(state["counts"])
         other = state["other"]
         # Most frequent first, so a burst of rare values cannot push out common ones.
-        for category, n in seen.most_common():
+        for category, n in ranked:
             assert category is not None
             if category in counts:
                 counts[category] += n
