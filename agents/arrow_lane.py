@@ -66,7 +66,7 @@ class ArrowLane:
         try:
             table = arrow.read(raw or b"")
             return self._columns(table, origin) if table.num_rows else None
-        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        except (pa.ArrowException, OSError, ValueError, TypeError, OverflowError):
             return None  # the usual way says what is wrong
 
     def _columns(self, table: pa.Table, origin: Origin) -> Columns | None:

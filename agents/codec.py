@@ -260,7 +260,7 @@ class Codec(Generic[E]):
         whole message dead-lettered) when the stream cannot be read."""
         try:
             return arrow.rows(arrow.read(raw))
-        except (pa.ArrowException, ValueError, OverflowError) as exc:
+        except (pa.ArrowException, OSError, ValueError, OverflowError) as exc:
             refuse(f"the message starts as an Apache Arrow IPC stream but cannot be read "
                    f"({type(exc).__name__}: {exc}); write one stream of record batches of "
                    f"{self.model.__name__} columns (pyarrow.ipc.new_stream; "

@@ -55,8 +55,8 @@ def is_arrow(raw: bytes | None) -> bool:
 
 
 def read(raw: bytes) -> pa.Table:
-    """The message's record batches as one table; ``pa.ArrowInvalid`` (or another
-    ``pa.ArrowException``) when the bytes are not a readable stream."""
+    """The message's record batches as one table; ``pa.ArrowException`` or ``OSError``
+    (pyarrow's error for a broken flatbuffer) when the bytes are not a readable stream."""
     return pa.ipc.open_stream(pa.py_buffer(raw)).read_all()
 
 
