@@ -168,10 +168,13 @@ def test_a_map_column_reads_as_an_object() -> None:
     assert decoded.events[0]["probabilities"] == {"fraud": 0.9, "ok": 0.1}
 
 
-@pytest.mark.parametrize("raw", [
-    arrow.to_ipc(PREDICTIONS)[:60],  # cut short
-    arrow.MAGIC + b"\x10\x00\x00\x00not arrow at all",  # pyarrow: OSError
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        arrow.to_ipc(PREDICTIONS)[:60],  # cut short
+        arrow.MAGIC + b"\x10\x00\x00\x00not arrow at all",  # pyarrow: OSError
+    ],
+)
 def test_an_unreadable_stream_is_dead_lettered_whole_with_its_bytes(raw: bytes) -> None:
     decoded = codec().decode(raw, ORIGIN)
     assert not decoded.events
