@@ -202,7 +202,7 @@ def _both_ways(model: type, raw: bytes) -> tuple[Any, Any]:
     (every row validated by pydantic)."""
     fast = codec(model).decode(raw, ORIGIN)
     slow_codec = codec(model)
-    slow_codec._twin = None  # noqa: SLF001 - the pydantic path alone, for comparison
+    slow_codec._twin = None  # the pydantic path alone, for comparison
     return fast, slow_codec.decode(raw, ORIGIN)
 
 
