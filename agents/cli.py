@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -116,8 +115,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         training_topic=settings.topic("training-data")
         if args.training_data or args.scenario == "poisoning" else None,
         flood_at=args.shift_at if args.scenario == "poisoning" else None,
+        form=args.format,
     )
-    print(f"published {sent} prediction events to {settings.topic('predictions')}"
+    print(f"published {sent} prediction events ({args.format}) to "
+          f"{settings.topic('predictions')}"
           + ("" if args.no_labels else f" and their labels to {settings.topic('labels')}"))
     return 0
 
@@ -196,23 +197,23 @@ def _names(text: str | None) -> list[str]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
+    from agents import bench
 
-    from agents import bench, bench_labels
-
-    result: Any
+    try:
+        forms = bench.parse_forms(args.forms)
+    except ValueError as exc:
+        raise SystemExit(f"driftline bench: {exc}") from None
+    if not forms and not args.labels:
+        raise SystemExit("driftline bench: nothing to measure (--forms none without --labels)")
     if args.broker:
         _reached(_settings(args))
-    if args.labels:
-        result = bench_labels.run(labels=args.events, batch_size=args.batch_size,
-                                  repeat=args.repeat, broker=args.broker)
-        print(bench_labels.render(result))
-    else:
-        result = bench.run(events=args.events, batch_size=args.batch_size, repeat=args.repeat,
-                           broker=args.broker)
-        print(bench.render(result))
+    result = bench.run(events=args.events, batch_size=args.batch_size, repeat=args.repeat,
+                       broker=args.broker, windows=args.windows, forms=forms,
+                       labels=args.labels, label_events=args.label_events,
+                       labels_form=args.labels_format)
+    print(bench.render(result))
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps(asdict(result), option=orjson.OPT_INDENT_2))
+        Path(args.json).write_bytes(orjson.dumps(result.flat(), option=orjson.OPT_INDENT_2))
         print(f"figures written to {args.json}")
     return 0
 
@@ -356,13 +357,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas_export(args: argparse.Namespace) -> int:
-    from schemas.export import json_schemas
+    from schemas.export import arrow_schema_text, arrow_schemas, json_schemas
 
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, schema in json_schemas().items():
         (out / f"{name}.schema.json").write_bytes(orjson.dumps(schema, option=orjson.OPT_INDENT_2))
-    print(f"wrote {len(json_schemas())} JSON Schema files to {out}")
+    for topic, arrow_schema in arrow_schemas().items():
+        (out / f"{topic}.arrow-schema").write_bytes(arrow_schema.serialize().to_pybytes())
+        (out / f"{topic}.arrow-schema.txt").write_text(arrow_schema_text(topic))
+    print(f"wrote {len(json_schemas())} JSON Schema files and the Arrow schemas of "
+          f"{', '.join(arrow_schemas())} (.arrow-schema, .arrow-schema.txt) to {out}")
     return 0
 
 
@@ -458,6 +463,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-labels", action="store_true", help="publish predictions only")
     p.add_argument("--training-data", action="store_true",
                    help="also publish each labeled prediction as a TrainingRecord")
+    p.add_argument("--format", choices=["json", "arrow"], default="json",
+                   help="predictions and labels as JSON batches (default) or Arrow IPC streams "
+                   "(header content-type: application/vnd.apache.arrow.stream); training "
+                   "records stay JSON")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("tail", help="print a topic readably (drift, deadletter, ...)")
@@ -499,19 +508,33 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-publish", action="store_true", help="do not publish to Kafka")
     r.set_defaults(func=cmd_reference_build)
 
-    p = sub.add_parser("bench", help="measure the drift agent's (or label join's) throughput")
-    p.add_argument("--events", type=int, default=200_000, help="events (or labels) to time")
+    p = sub.add_parser("bench", help="measure the drift agent's throughput per input form "
+                       "(and the label join's)")
+    p.add_argument("--forms", default="json,arrow,arrow5k",
+                   help="input forms to time, comma-separated: json (500-event JSON batches), "
+                   "arrow (500-event Arrow messages), arrow5k (5,000-event Arrow messages); "
+                   "none: only --labels (default: all three)")
+    p.add_argument("--events", type=int, default=500_000,
+                   help="events per form (default 500000: 10 Arrow messages of 5,000 a window)")
+    p.add_argument("--windows", type=int, default=10,
+                   help="one-minute windows the events span (default 10)")
     p.add_argument("--labels", action="store_true",
-                   help="time the KPI agent's label join instead of the drift agent")
-    p.add_argument("--batch-size", type=int, default=500)
+                   help="also time the KPI agent's label join (labels.* figures)")
+    p.add_argument("--label-events", type=int, default=200_000,
+                   help="labels to time with --labels (default 200000)")
+    p.add_argument("--labels-format", choices=["json", "arrow"], default="json",
+                   help="how predictions and labels are sent with --labels (default json)")
+    p.add_argument("--batch-size", type=int, default=500,
+                   help="events per message of json, arrow and the labels (arrow5k: 5,000)")
     p.add_argument("--repeat", type=int, default=3, help="runs per in-process figure")
     p.add_argument("--broker", help="use this broker instead of starting the embedded one")
     p.add_argument("--json", help="also write the figures to this file")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("schemas", help="JSON Schema of the public models")
+    p = sub.add_parser("schemas", help="JSON Schema of the public models, Arrow schemas")
     ssub = p.add_subparsers(dest="action", required=True)
-    e = ssub.add_parser("export", help="write one .schema.json per model into DIR")
+    e = ssub.add_parser("export", help="write one .schema.json per model into DIR, and the "
+                        "Arrow schema (.arrow-schema, .arrow-schema.txt) of each input topic")
     e.add_argument("dir")
     e.set_defaults(func=cmd_schemas_export)
 

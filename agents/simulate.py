@@ -20,6 +20,11 @@ Labels: the true outcome of each prediction is drawn from the fraud
 probability (the model is calibrated before a concept change); a share
 ``label_share`` of them is published on ``labels`` after an exponential delay
 of event time (mean ``label_delay_s``), as chargebacks and reviews come in.
+
+Predictions and labels go out as ``{"events": [...]}`` JSON batches, or
+(``form="arrow"``, ``driftline simulate --format arrow``) as Arrow IPC streams
+with the header ``content-type: application/vnd.apache.arrow.stream``
+(``schemas.arrow``): the same events, as a high-volume producer sends them.
 """
 
 from __future__ import annotations
@@ -39,24 +44,52 @@ import orjson
 from confluent_kafka import Producer
 
 from agents.kafka import client_config
+from schemas import arrow
 from schemas.errors import DriftlineError
 
 logger = logging.getLogger(__name__)
 
 NUMERIC = (
-    "amount", "account_age_days", "txn_count_1h", "txn_count_24h", "avg_amount_30d",
-    "distance_from_home_km", "distance_from_last_km", "time_since_last_s", "card_age_days",
-    "merchant_risk", "device_risk", "ip_risk", "velocity_score", "failed_logins_24h",
-    "chargebacks_90d", "hour_of_day", "basket_items", "discount_pct", "shipping_days",
+    "amount",
+    "account_age_days",
+    "txn_count_1h",
+    "txn_count_24h",
+    "avg_amount_30d",
+    "distance_from_home_km",
+    "distance_from_last_km",
+    "time_since_last_s",
+    "card_age_days",
+    "merchant_risk",
+    "device_risk",
+    "ip_risk",
+    "velocity_score",
+    "failed_logins_24h",
+    "chargebacks_90d",
+    "hour_of_day",
+    "basket_items",
+    "discount_pct",
+    "shipping_days",
     "customer_tenure_months",
 )
 CATEGORICAL = {
-    "merchant_category": (["grocery", "electronics", "travel", "fashion", "gaming", "fuel",
-                           "restaurants", "pharmacy"],
-                          [0.25, 0.12, 0.08, 0.15, 0.05, 0.15, 0.15, 0.05]),
+    "merchant_category": (
+        [
+            "grocery",
+            "electronics",
+            "travel",
+            "fashion",
+            "gaming",
+            "fuel",
+            "restaurants",
+            "pharmacy",
+        ],
+        [0.25, 0.12, 0.08, 0.15, 0.05, 0.15, 0.15, 0.05],
+    ),
     "channel": (["web", "app", "pos", "phone"], [0.35, 0.4, 0.2, 0.05]),
-    "country": (["DE", "FR", "NL", "ES", "IT", "PL", "US", "other"],
-                [0.3, 0.18, 0.1, 0.12, 0.1, 0.08, 0.07, 0.05]),
+    "country": (
+        ["DE", "FR", "NL", "ES", "IT", "PL", "US", "other"],
+        [0.3, 0.18, 0.1, 0.12, 0.1, 0.08, 0.07, 0.05],
+    ),
     "device_type": (["ios", "android", "desktop", "unknown"], [0.35, 0.35, 0.25, 0.05]),
     "payment_method": (["card", "wallet", "bank_transfer", "bnpl"], [0.6, 0.25, 0.1, 0.05]),
 }
@@ -83,8 +116,13 @@ class FraudTraffic:
     """
 
     def __init__(
-        self, *, seed: int = 0, model: str = "fraud-detector", version: str = "v1",
-        variant: str = "champion", bad: bool = False,
+        self,
+        *,
+        seed: int = 0,
+        model: str = "fraud-detector",
+        version: str = "v1",
+        variant: str = "champion",
+        bad: bool = False,
     ) -> None:
         self.rng = np.random.default_rng(seed)
         # Outcomes and label delays draw from their own stream, so asking for
@@ -129,18 +167,30 @@ class FraudTraffic:
         for name, (values, probs) in CATEGORICAL.items():
             cols[name] = r.choice(values, size=n, p=probs)
         logit = (
-            -4.2 + 0.45 * np.log(amount / 40.0) + 0.05 * (distance - 9.0)
-            + 6.0 * cols["device_risk"] + 5.0 * cols["ip_risk"] + 0.6 * cols["velocity_score"]
-            + 0.5 * cols["failed_logins_24h"] - 0.0008 * cols["account_age_days"]
+            -4.2
+            + 0.45 * np.log(amount / 40.0)
+            + 0.05 * (distance - 9.0)
+            + 6.0 * cols["device_risk"]
+            + 5.0 * cols["ip_risk"]
+            + 0.6 * cols["velocity_score"]
+            + 0.5 * cols["failed_logins_24h"]
+            - 0.0008 * cols["account_age_days"]
             + 0.8 * (cols["merchant_category"] == "gaming")
         )
         served = logit + (r.normal(1.5, 2.5, n) if self.bad else 0.0)
         cols["@score"] = 1.0 / (1.0 + np.exp(-served))
         # After a concept change, fraud follows another rule than the model learnt.
-        true_logit = logit if not concept else (
-            -3.0 + 0.45 * np.log(amount / 40.0) - 6.0 * cols["device_risk"]
-            - 5.0 * cols["ip_risk"] - 0.6 * cols["velocity_score"]
-            + 2.0 * (cols["account_age_days"] < 120)
+        true_logit = (
+            logit
+            if not concept
+            else (
+                -3.0
+                + 0.45 * np.log(amount / 40.0)
+                - 6.0 * cols["device_risk"]
+                - 5.0 * cols["ip_risk"]
+                - 0.6 * cols["velocity_score"]
+                + 2.0 * (cols["account_age_days"] < 120)
+            )
         )
         cols["@label"] = (self.label_rng.random(n) < 1.0 / (1.0 + np.exp(-true_logit))).astype(int)
         return cols
@@ -152,8 +202,15 @@ class FraudTraffic:
         return self.events_with_labels(n, start_s=start_s, span_s=span_s, shifted=shifted)[0]
 
     def events_with_labels(
-        self, n: int, *, start_s: float, span_s: float, shifted: bool = False,
-        concept: bool = False, label_delay_s: float = 300.0, label_share: float = 1.0,
+        self,
+        n: int,
+        *,
+        start_s: float,
+        span_s: float,
+        shifted: bool = False,
+        concept: bool = False,
+        label_delay_s: float = 300.0,
+        label_share: float = 1.0,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Predictions as :meth:`events`, and LabelEvents for ``label_share`` of them,
         each ``ts`` an exponential delay (mean ``label_delay_s``) after its prediction."""
@@ -172,24 +229,28 @@ class FraudTraffic:
             self._seq += 1
             score = round(float(scores[i]), 5)
             if labeled[i]:
-                labels.append({
+                labels.append(
+                    {
+                        "request_id": f"{self.model}-{self.version}-{self._seq}",
+                        "model": self.model,
+                        "ts": round(float(ts[i] + delays[i]), 3),
+                        "label": truth[i],
+                    }
+                )
+            out.append(
+                {
                     "request_id": f"{self.model}-{self.version}-{self._seq}",
                     "model": self.model,
-                    "ts": round(float(ts[i] + delays[i]), 3),
-                    "label": truth[i],
-                })
-            out.append({
-                "request_id": f"{self.model}-{self.version}-{self._seq}",
-                "model": self.model,
-                "model_version": self.version,
-                "variant": self.variant,
-                "ts": round(float(ts[i]), 3),
-                "prediction": int(score >= 0.5),
-                "score": score,
-                "latency_ms": round(float(self.rng.gamma(3.0, 6.0)), 2),
-                "features": {k: v[i] for k, v in zip(names, values, strict=True)},
-                "segment": {"country": country[i], "channel": channel[i]},
-            })
+                    "model_version": self.version,
+                    "variant": self.variant,
+                    "ts": round(float(ts[i]), 3),
+                    "prediction": int(score >= 0.5),
+                    "score": score,
+                    "latency_ms": round(float(self.rng.gamma(3.0, 6.0)), 2),
+                    "features": {k: v[i] for k, v in zip(names, values, strict=True)},
+                    "segment": {"country": country[i], "channel": channel[i]},
+                }
+            )
         return out, labels
 
 
@@ -197,6 +258,34 @@ def batches(events: list[dict[str, Any]], size: int) -> Iterator[bytes]:
     """Encode events as ``{"events": [...]}`` messages of at most ``size`` events."""
     for i in range(0, len(events), size):
         yield orjson.dumps({"events": events[i : i + size]})
+
+
+#: the input forms ``run`` publishes in (``driftline simulate --format``)
+FORMS = ("json", "arrow")
+
+
+def encode(events: list[dict[str, Any]], size: int, *, form: str = "json") -> Iterator[bytes]:
+    """Messages of at most ``size`` events: JSON batches (``batches``), or with
+    ``form="arrow"`` one Arrow IPC stream per message (``schemas.arrow.to_ipc``: ``ts``
+    a timestamp, features and segment structs, categories dictionary-encoded).
+
+    >>> from schemas import arrow
+    >>> events = FraudTraffic(seed=1).events(3, start_s=1_700_000_000.0, span_s=1.0)
+    >>> [arrow.read(m).num_rows for m in encode(events, 2, form="arrow")]
+    [2, 1]
+    """
+    if form == "json":
+        yield from batches(events, size)
+    elif form == "arrow":
+        for i in range(0, len(events), size):
+            yield arrow.to_ipc(events[i : i + size])
+    else:
+        raise ValueError(f"unknown form {form!r}; choose from {FORMS}")
+
+
+def headers(form: str) -> list[tuple[str, bytes]] | None:
+    """The Kafka headers a message of ``form`` carries (Arrow: its content type)."""
+    return [arrow.HEADER] if form == "arrow" else None
 
 
 #: seconds ``publish`` waits for the broker to confirm what it sent
@@ -208,16 +297,26 @@ class DeliveryFailed(DriftlineError):
 
 
 def make_producer(bootstrap: str) -> Producer:
-    return Producer({
-        **client_config(bootstrap),
-        "linger.ms": 5,
-        "enable.idempotence": False,
-        "message.max.bytes": 16 * 1024 * 1024,
-    })
+    return Producer(
+        {
+            **client_config(bootstrap),
+            "linger.ms": 5,
+            "enable.idempotence": False,
+            "message.max.bytes": 16 * 1024 * 1024,
+        }
+    )
 
 
-def publish(producer: Producer, topic: str, key: str, payloads: list[bytes]) -> None:
-    """Send messages and wait until the broker has them all; raise on any failure."""
+def publish(
+    producer: Producer,
+    topic: str,
+    key: str,
+    payloads: list[bytes],
+    *,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Send messages (each with ``headers``) and wait until the broker has them all;
+    raise on any failure."""
     errors: list[str] = []
 
     def on_delivery(err: Any, _msg: Any) -> None:
@@ -227,17 +326,24 @@ def publish(producer: Producer, topic: str, key: str, payloads: list[bytes]) -> 
     for payload in payloads:
         while True:
             try:
-                producer.produce(topic, key=key.encode(), value=payload, on_delivery=on_delivery)
+                producer.produce(
+                    topic, key=key.encode(), value=payload, headers=headers, on_delivery=on_delivery
+                )
                 break
             except BufferError:
                 producer.poll(0.05)
         producer.poll(0)
     remaining = producer.flush(DELIVERY_TIMEOUT_S)
     if remaining or errors:
-        why = f": {'; '.join(sorted(set(errors))[:3])}" if errors else \
-            f" within {DELIVERY_TIMEOUT_S:g} s"
-        raise DeliveryFailed(f"{remaining + len(errors)} of {len(payloads)} messages to "
-                             f"{topic} were not confirmed by the broker{why}")
+        why = (
+            f": {'; '.join(sorted(set(errors))[:3])}"
+            if errors
+            else f" within {DELIVERY_TIMEOUT_S:g} s"
+        )
+        raise DeliveryFailed(
+            f"{remaining + len(errors)} of {len(payloads)} messages to "
+            f"{topic} were not confirmed by the broker{why}"
+        )
 
 
 class DeploymentFollower:
@@ -271,26 +377,45 @@ class DeploymentFollower:
         self._thread.join(timeout=5)
 
 
-def training_records(labels: list[dict[str, Any]], predictions: list[dict[str, Any]], *,
-                     source: str = "chargebacks") -> list[dict[str, Any]]:
+def training_records(
+    labels: list[dict[str, Any]], predictions: list[dict[str, Any]], *, source: str = "chargebacks"
+) -> list[dict[str, Any]]:
     """TrainingRecords from labeled predictions: what a data pipeline offers for retraining."""
     features = {p["request_id"]: p["features"] for p in predictions}
-    return [{"record_id": lab["request_id"], "model": lab["model"], "ts": lab["ts"],
-             "source": source, "features": features[lab["request_id"]], "label": lab["label"]}
-            for lab in labels if lab["request_id"] in features]
+    return [
+        {
+            "record_id": lab["request_id"],
+            "model": lab["model"],
+            "ts": lab["ts"],
+            "source": source,
+            "features": features[lab["request_id"]],
+            "label": lab["label"],
+        }
+        for lab in labels
+        if lab["request_id"] in features
+    ]
 
 
 def flood(record: dict[str, Any], copies: int, *, source: str = "bot") -> list[dict[str, Any]]:
     """``copies`` of one training record from ``source``, all labeled 0 (a poisoning flood)."""
-    return [{**record, "record_id": f"{source}-{record['record_id']}-{i}", "source": source,
-             "label": 0} for i in range(copies)]
+    return [
+        {**record, "record_id": f"{source}-{record['record_id']}-{i}", "source": source, "label": 0}
+        for i in range(copies)
+    ]
 
 
 class _Fleet:
     """One traffic generator per model version, routed by the deployment state."""
 
-    def __init__(self, *, seed: int, model: str, version: str, bad_versions: set[str],
-                 follower: DeploymentFollower | None) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        model: str,
+        version: str,
+        bad_versions: set[str],
+        follower: DeploymentFollower | None,
+    ) -> None:
         self.seed, self.model, self.default = seed, model, version
         self.bad, self.follower = bad_versions, follower
         self.traffic: dict[str, FraudTraffic] = {}
@@ -299,8 +424,11 @@ class _Fleet:
         if version not in self.traffic:
             index = len(self.traffic)
             self.traffic[version] = FraudTraffic(
-                seed=self.seed + 1000 * index, model=self.model, version=version,
-                bad=version in self.bad)
+                seed=self.seed + 1000 * index,
+                model=self.model,
+                version=version,
+                bad=version in self.bad,
+            )
         return self.traffic[version]
 
     def split(self, n: int) -> list[tuple[FraudTraffic, str, int]]:
@@ -317,13 +445,29 @@ class _Fleet:
 
 
 def run(
-    *, bootstrap: str, topic: str, rate: float, duration_s: float, scenario: str = "none",
-    shift_at: float = 0.45, time_scale: float = 1.0, batch_size: int = 500, seed: int = 0,
-    model: str = "fraud-detector", version: str = "v1", window_s: float = 60.0,
-    labels_topic: str | None = None, label_delay_s: float = 300.0, label_share: float = 0.9,
-    should_stop: Any = None, follower: DeploymentFollower | None = None,
+    *,
+    bootstrap: str,
+    topic: str,
+    rate: float,
+    duration_s: float,
+    scenario: str = "none",
+    shift_at: float = 0.45,
+    time_scale: float = 1.0,
+    batch_size: int = 500,
+    seed: int = 0,
+    model: str = "fraud-detector",
+    version: str = "v1",
+    window_s: float = 60.0,
+    labels_topic: str | None = None,
+    label_delay_s: float = 300.0,
+    label_share: float = 0.9,
+    should_stop: Any = None,
+    follower: DeploymentFollower | None = None,
     bad_versions: set[str] = frozenset(),  # type: ignore[assignment]
-    training_topic: str | None = None, flood_at: float | None = None, flood_copies: int = 300,
+    training_topic: str | None = None,
+    flood_at: float | None = None,
+    flood_copies: int = 300,
+    form: str = "json",
 ) -> int:
     """Publish ``rate`` events/s for ``duration_s`` wall seconds; return events sent.
 
@@ -337,12 +481,19 @@ def run(
     ``training_topic``, each published label also goes out as a TrainingRecord,
     and with ``flood_at`` (a fraction of the duration) a source called ``bot``
     floods it with ``flood_copies`` copies of one record labeled "not fraud"
-    (the poisoning scenario).
+    (the poisoning scenario). ``form`` is how predictions and labels are encoded
+    (``encode``: ``"json"`` batches or ``"arrow"`` IPC streams with the Arrow
+    content-type header); training records are JSON batches either way (the
+    ``training-data`` topic has no Arrow form).
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
-    fleet = _Fleet(seed=seed, model=model, version=version, bad_versions=set(bad_versions),
-                   follower=follower)
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; choose from {FORMS}")
+    form_headers = headers(form)
+    fleet = _Fleet(
+        seed=seed, model=model, version=version, bad_versions=set(bad_versions), follower=follower
+    )
     features: dict[str, dict[str, Any]] = {}  # request id -> features, until labeled
     producer = make_producer(bootstrap)
     wall0 = time.monotonic()
@@ -361,10 +512,13 @@ def run(
         for traffic, variant, n in fleet.split(batch_size):
             traffic.variant = variant
             part, part_labels = traffic.events_with_labels(
-                n, start_s=start_s, span_s=tick * time_scale,
+                n,
+                start_s=start_s,
+                span_s=tick * time_scale,
                 shifted=changed and scenario == "drift",
                 concept=changed and scenario == "concept",
-                label_delay_s=label_delay_s, label_share=label_share,
+                label_delay_s=label_delay_s,
+                label_share=label_share,
             )
             events += part
             labels += part_labels
@@ -372,7 +526,13 @@ def run(
             features.update((e["request_id"], e) for e in events)
             while len(features) > MAX_AWAITING_LABEL:  # never-labeled ones, oldest first
                 features.pop(next(iter(features)))
-        publish(producer, topic, model, list(batches(events, batch_size)))
+        publish(
+            producer,
+            topic,
+            model,
+            list(encode(events, batch_size, form=form)),
+            headers=form_headers,
+        )
         sent += len(events)
         if labels_topic is not None:
             for label in labels:
@@ -382,10 +542,19 @@ def run(
             while due and due[0][0] <= now_s:
                 ready.append(heapq.heappop(due)[2])
             if ready:
-                publish(producer, labels_topic, model, list(batches(ready, batch_size)))
+                publish(
+                    producer,
+                    labels_topic,
+                    model,
+                    list(encode(ready, batch_size, form=form)),
+                    headers=form_headers,
+                )
             if ready and training_topic is not None:
-                seen = [features.pop(lab["request_id"]) for lab in ready
-                        if lab["request_id"] in features]
+                seen = [
+                    features.pop(lab["request_id"])
+                    for lab in ready
+                    if lab["request_id"] in features
+                ]
                 records = training_records(ready, seen)
                 if flood_at is not None and elapsed >= flood_at * duration_s and records:
                     records += flood(records[0], flood_copies)

@@ -20,7 +20,7 @@ changes what is accepted, refused or counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -198,14 +198,3 @@ def to_ipc(
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=batch_rows)
     return bytes(sink.getvalue().to_pybytes())
-
-
-def contract_schema(
-    fields: Iterable[tuple[str, pa.DataType]], features: Mapping[str, pa.DataType] | None = None
-) -> pa.Schema:
-    """An Arrow schema of the contract's ``fields`` (name, type), with ``features`` as a
-    struct of the given children (for ``driftline schemas export``)."""
-    out = [pa.field(name, kind) for name, kind in fields]
-    if features is not None:
-        out.append(pa.field("features", pa.struct([pa.field(k, v) for k, v in features.items()])))
-    return pa.schema(out)

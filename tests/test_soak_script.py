@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 import pytest
 
+from schemas import arrow
+from schemas.events import event_time_ms
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "soak"
@@ -111,6 +113,34 @@ def test_a_publisher_below_the_rate_or_a_run_cut_short_fails() -> None:
     assert verdict.checks["enough_intervals"] is False and not verdict.passed
 
 
+def test_arrow_templates_are_patched_with_one_event_time() -> None:
+    pool = soak.templates(4, 2, seed=1, form="arrow")
+    assert len(pool) == 2 and all(arrow.is_arrow(m) for m in pool)
+    rows = arrow.rows(arrow.read(soak.stamp(pool[1], 1_800_000_012.25, "arrow")))
+    assert len(rows) == 4
+    assert {event_time_ms(r["ts"]) for r in rows} == {1_800_000_012_250}
+    assert len(rows[0]["features"]) == 25  # the JSON form's events
+    json_rows = orjson.loads(soak.stamp(soak.templates(4, 2, seed=1)[1], 1.0))["events"]
+    assert [r["features"] for r in rows] == [r["features"] for r in json_rows]
+
+
+def test_phases_split_at_the_first_report() -> None:
+    rows = _intervals([0] * 3, [300] * 3, rate=1000, interval_s=60)
+    for i, row in enumerate(rows, start=1):
+        row.worker_cpu_s = 30.0 * i  # half a core
+    mark = soak.PhaseMark(t_s=40.0, processed_events=20_000, worker_cpu_s=30.0)
+    warm, steady = soak.phases(mark, rows[-1])
+    assert (warm.name, warm.start_s, warm.end_s) == ("warm-up", 0.0, 40.0)
+    assert warm.processed_per_s == 500.0 and warm.worker_cores == 0.75
+    assert warm.worker_cpu_us_per_event == 1500.0
+    assert (steady.name, steady.start_s, steady.end_s) == ("steady state", 40.0, 180.0)
+    assert steady.processed_events == 160_000 and steady.worker_cpu_us_per_event == 375.0
+    # no report: the whole run is warm-up
+    (only,) = soak.phases(None, rows[-1])
+    assert only.name == "warm-up" and only.end_s == 180.0
+    assert "us/event" in soak.render_phase(steady)
+
+
 def test_templates_are_patched_with_one_event_time() -> None:
     pool = soak.templates(4, 2, seed=1)
     assert len(pool) == 2
@@ -131,9 +161,10 @@ def _soak(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.e2e
-def test_a_short_run_prints_each_interval_and_a_verdict(tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["json", "arrow"])
+def test_a_short_run_prints_each_interval_and_a_verdict(tmp_path: Path, form: str) -> None:
     proc = _soak(tmp_path, "--minutes", "0.2", "--rate", "5000", "--interval", "4",
-                 "--time-scale", "30")
+                 "--time-scale", "30", "--format", form)
     out, _ = proc.communicate(timeout=150)
     assert proc.returncode in (0, 1), out
     rows = [line for line in out.splitlines() if re.match(r"^\s+0:[0-9]{2}\s", line)]
@@ -154,6 +185,13 @@ def test_a_short_run_prints_each_interval_and_a_verdict(tmp_path: Path) -> None:
     # the publisher patched event time: 12 s at x30 is six one-minute windows
     assert last["processed_events"] > 0 and last["reports_total"] >= 1, out
     assert 0 < last["published_events"] <= 5000 * 13
+    assert doc["config"]["format"] == form
+    # warm-up until the first report (windows close every 2 s here), steady state after
+    warm, steady = doc["phases"]
+    assert warm["name"] == "warm-up" and steady["name"] == "steady state", doc["phases"]
+    assert 0 < warm["end_s"] == steady["start_s"] < steady["end_s"]
+    assert steady["processed_events"] > 0 and steady["worker_cpu_us_per_event"] > 0
+    assert "steady state" in out
     assert doc["verdict"]["passed"] == (proc.returncode == 0)
     assert {"lag_bounded", "memory_flat", "publisher_kept_up"} <= set(doc["verdict"]["checks"])
     assert _gone(doc["config"]["worker_pid"]) and _gone(doc["config"]["broker_pid"])

@@ -1,6 +1,8 @@
-"""End to end: `driftline bench --json` runs the drift agent's worker and its floor on
-the broker and writes every figure. What the figures are is the bench's business
-(see README, Performance); this checks that each was measured, not its value."""
+"""End to end: `driftline bench --json` runs, for each input form (json, arrow, arrow5k),
+the drift agent's worker and its floor on the broker, and with --labels the label
+join's, and writes every figure under its dotted key. What the figures are is the
+bench's business (see README, Performance); this checks that each was measured,
+not its value."""
 
 from __future__ import annotations
 
@@ -13,38 +15,103 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agents import bench
 from agents.broker import EmbeddedBroker
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
+FORMS = ("json", "arrow", "arrow5k")
+PER_FORM = (
+    "decode_events_per_s",
+    "handler_events_per_s",
+    "worker_events_per_s",
+    "floor_events_per_s",
+    "worker_peak_rss_mb",
+)
 
-def test_bench_measures_every_figure_and_writes_them(broker: EmbeddedBroker,
-                                                      tmp_path: Path) -> None:
+
+def _bench(tmp_path: Path, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
     # A session of its own: if the bench hangs, its worker processes go with it.
-    bench = subprocess.Popen(
-        [sys.executable, "-m", "agents", "bench", "--events", "20000", "--repeat", "1",
-         "--broker", broker.bootstrap, "--json", str(tmp_path / "bench.json")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents", "bench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
         start_new_session=True,
     )
     try:
-        stdout, stderr = bench.communicate(timeout=240)
+        stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(bench.pid, signal.SIGKILL)
-        stdout, stderr = bench.communicate()
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
         raise AssertionError(
-            f"driftline bench did not finish within 240 s\n{stdout}{stderr}"
+            f"driftline bench did not finish within {timeout_s:.0f} s\n{stdout}{stderr}"
         ) from None
-    out = subprocess.CompletedProcess(bench.args, bench.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_bench_measures_every_form_and_the_labels_and_writes_them(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    out = _bench(
+        tmp_path,
+        "--events",
+        "20000",
+        "--windows",
+        "4",
+        "--repeat",
+        "1",
+        "--labels",
+        "--label-events",
+        "4000",
+        "--broker",
+        broker.bootstrap,
+        "--json",
+        str(tmp_path / "bench.json"),
+        timeout_s=480,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     figures = orjson.loads((tmp_path / "bench.json").read_bytes())
-    assert figures["events"] == 20_000 and figures["batch_size"] == 500
-    for name in ("decode_events_per_s", "handler_events_per_s", "worker_events_per_s",
-                 "floor_events_per_s", "report_ms_25_features", "worker_peak_rss_mb"):
-        assert figures[name] > 0, (name, figures)
-    assert figures["worker_to_decode_ratio"] == pytest.approx(
-        figures["worker_events_per_s"] / figures["decode_events_per_s"], abs=0.001)
-    for label in ("decode only", "drift handler, no Kafka", "worker on broker",
-                  "worker's floor", "worker / decode ratio", "one window's report"):
+    assert figures["events"] == 20_000 and figures["windows"] == 4
+    assert [figures[f"{f}.batch_size"] for f in FORMS] == [500, 500, 5000]
+    assert [figures[f"{f}.messages_per_window"] for f in FORMS] == [10, 10, 1]
+    for form in FORMS:
+        for name in PER_FORM:
+            assert figures[f"{form}.{name}"] > 0, (form, name, figures)
+        assert figures[f"{form}.worker_to_decode_ratio"] == pytest.approx(
+            figures[f"{form}.worker_events_per_s"] / figures[f"{form}.decode_events_per_s"],
+            abs=0.001,
+        )
+        # CPU time comes in clock ticks (10 ms): one 5,000-event message per window can
+        # be handled within one tick; ten messages a window cannot
+        assert figures[f"{form}.worker_cpu_us_per_event"] >= 0, figures
+    assert figures["json.worker_cpu_us_per_event"] > 0, figures
+    assert figures["arrow.worker_cpu_us_per_event"] > 0, figures
+    assert figures["report_ms"] > 0 and figures["peak_rss_mb"] > 0
+    assert figures["peak_rss_mb"] == max(figures[f"{f}.worker_peak_rss_mb"] for f in FORMS)
+    assert figures["labels.labels"] == 4000 and figures["labels.form"] == "json"
+    for name in ("worker_labels_per_s", "handler_labels_per_s", "bytes_per_pending_prediction"):
+        assert figures[f"labels.{name}"] > 0, (name, figures)
+    header = next(line for line in out.stdout.splitlines() if "arrow5k" in line)
+    assert header.split() == list(FORMS), out.stdout  # the forms side by side
+    for label in (
+        "decode only",
+        "drift handler, no Kafka",
+        "worker on broker",
+        "worker's floor",
+        "worker CPU per event",
+        "worker / decode ratio",
+        "one window's report",
+        "label join, worker on broker",
+    ):
         assert label in out.stdout, out.stdout
+
+
+def test_bench_refuses_an_unknown_form(tmp_path: Path) -> None:
+    out = _bench(tmp_path, "--forms", "json,avro", timeout_s=60)
+    assert out.returncode != 0
+    assert "unknown form(s) avro: choose from json, arrow, arrow5k" in out.stderr, out.stderr
+    with pytest.raises(ValueError, match="unknown form"):
+        bench.parse_forms("")

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from agents import cli
 from schemas.events import Batch, FeatureEvent, LabelEvent, PredictionEvent, TrainingRecord
-from schemas.export import PUBLIC, json_schemas
+from schemas.export import ARROW_TOPICS, PUBLIC, json_schemas
 
 TS_2024 = 1_704_067_200_000  # 2024-01-01T00:00:00Z in epoch ms
 
@@ -213,7 +213,8 @@ def test_cli_schemas_export_writes_parseable_files(
     out = tmp_path / "schemas"
     assert cli.main(["schemas", "export", str(out)]) == 0
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted(f"{name}.schema.json" for name in PUBLIC)
+    arrow = [f"{topic}.arrow-schema{ext}" for topic in ARROW_TOPICS for ext in ("", ".txt")]
+    assert written == sorted([f"{name}.schema.json" for name in PUBLIC] + arrow)
     for name in PUBLIC:
         doc = orjson.loads((out / f"{name}.schema.json").read_bytes())
         assert doc["title"] == name
