@@ -8,6 +8,8 @@ from scipy.special import chdtrc
 
 from streams.drift.counts import paired_counts
 
+Floats = npt.NDArray[np.float64]
+
 
 def chi_square(
     reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike
@@ -35,6 +37,11 @@ def chi_square(
     (38.0952, True)
     """
     ref, cur = paired_counts(reference_counts, window_counts)
+    return chi_square_of(ref, cur)
+
+
+def chi_square_of(ref: Floats, cur: Floats) -> tuple[float, float]:
+    """``chi_square`` of counts already checked (``paired_counts``)."""
     if ref.sum() <= 0 or cur.sum() <= 0:
         return 0.0, 1.0
     keep = (ref + cur) > 0

@@ -25,3 +25,23 @@ def paired_counts(
     if np.any(ref < 0) or np.any(cur < 0):
         raise ValueError("counts must be non-negative")
     return ref, cur
+
+
+def paired_rows(
+    reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike
+) -> tuple[Floats, Floats]:
+    """Many histograms at once, one per row (``features x bins``): as ``paired_counts``
+    for each row pair. Rows may be zero-padded to a common number of bins.
+
+    >>> paired_rows([[1, 2]], [[3, 4]])[1].tolist()
+    [[3.0, 4.0]]
+    """
+    ref = np.asarray(reference_counts, dtype=np.float64)
+    cur = np.asarray(window_counts, dtype=np.float64)
+    if ref.shape != cur.shape:
+        raise ValueError(f"bins differ: reference {ref.shape} vs window {cur.shape}")
+    if ref.ndim != 2:
+        raise ValueError(f"rows of counts must be two-dimensional, got shape {ref.shape}")
+    if np.any(ref < 0) or np.any(cur < 0):
+        raise ValueError("counts must be non-negative")
+    return ref, cur

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from streams.drift.counts import paired_counts
+from streams.drift.counts import paired_counts, paired_rows
+
+Floats = npt.NDArray[np.float64]
 
 
 def ks_statistic(reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -> float:
@@ -30,9 +32,30 @@ def ks_statistic(reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike) 
     0.3
     """
     ref, cur = paired_counts(reference_counts, window_counts)
-    ref_total = ref.sum()
-    cur_total = cur.sum()
-    if ref_total <= 0 or cur_total <= 0:
-        return 0.0
-    gap = np.cumsum(ref) / ref_total - np.cumsum(cur) / cur_total
-    return float(np.max(np.abs(gap)))
+    return float(ks_of_cdfs(*_cdfs(ref[np.newaxis]), *_cdfs(cur[np.newaxis]))[0])
+
+
+def ks_rows(reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -> Floats:
+    """``ks_statistic`` of each row pair (``features x bins``); zero-padded rows allowed.
+
+    >>> ks_rows([[25, 25, 25, 25], [5, 5, 0, 0]], [[10, 10, 40, 40], [0, 0, 0, 0]]).tolist()
+    [0.3, 0.0]
+    """
+    ref, cur = paired_rows(reference_counts, window_counts)
+    return ks_of_cdfs(*_cdfs(ref), *_cdfs(cur))
+
+
+def _cdfs(counts: Floats) -> tuple[Floats, Floats]:
+    """Each row's cumulative shares (NaN for an empty row), and its total."""
+    total = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cdf: Floats = np.cumsum(counts, axis=1) / total[:, np.newaxis]
+    return cdf, total
+
+
+def ks_of_cdfs(ref_cdf: Floats, ref_total: Floats, cur_cdf: Floats, cur_total: Floats) -> Floats:
+    """The statistic of each row from cumulative shares (``cumsum(counts) / total``; rows
+    may start with a 0 column) and totals, which a caller may keep to reuse."""
+    gap = np.max(np.abs(ref_cdf - cur_cdf), axis=1, initial=0.0)  # (no bins: empty)
+    out: Floats = np.where((ref_total <= 0) | (cur_total <= 0), 0.0, gap)
+    return out

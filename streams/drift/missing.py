@@ -44,7 +44,11 @@ def unseen_share(
     >>> unseen_share({}, {"a"})
     0.0
     """
-    seen = set(reference_categories)
+    seen = (
+        reference_categories
+        if isinstance(reference_categories, set | frozenset)
+        else set(reference_categories)
+    )
     total = 0
     unseen = 0
     for category, n in window_counts_by_category.items():

@@ -62,7 +62,13 @@ from streams.batch import (
     take,
 )
 from streams.drift import multivariate as mv
-from streams.drift.compare import Comparison, compare_categorical, compare_numeric
+from streams.drift.compare import (
+    Comparison,
+    References,
+    compare_categorical_many,
+    compare_numeric_many,
+    prepare,
+)
 from streams.drift.psi import psi_noise_threshold
 from streams.drift.reference import ReferenceFeature, categorical_reference, numeric_reference
 from streams.summaries.categorical import CategoricalState, CategoricalSummary
@@ -215,6 +221,8 @@ class DriftMonitor:
         self.categorical = CategoricalSummary()
         # A cache, not state: bin edges of the last two references (``_edges_of``).
         self._edges: list[tuple[Reference, dict[str, npt.NDArray[np.float64]]]] = []
+        # ... and their features as arrays, for the report (``_references``).
+        self._prepared: list[tuple[Reference, References]] = []
 
     # -- state -------------------------------------------------------------
 
@@ -350,7 +358,9 @@ class DriftMonitor:
             else np.full(n, np.nan)
             for name in names
         ]
-        return mv.matrix(columns, n)
+        # events x features, as the transpose of features x events: one copy, and
+        # each feature's values stay together in memory (as ``mv.errors`` reads them)
+        return np.stack(columns).T if columns else np.empty((n, 0))
 
     def _register_kinds(self, state: VersionState, batch: FeatureBatch) -> None:
         kinds = state["kinds"]
@@ -623,12 +633,33 @@ class DriftMonitor:
             "multivariate": pca,
         }
 
-    def _compare(self, name: str, rf: ReferenceFeature, acc: WindowAcc) -> Comparison:
-        if rf["kind"] == "numeric":
-            st = acc["numeric"].get(name) or self.numeric.initialize()
-            return compare_numeric(self.numeric, rf, st)
-        cst = acc["categorical"].get(name) or self.categorical.initialize()
-        return compare_categorical(rf, cst)
+    def _references(self, ref: Reference) -> References:
+        """The reference's features prepared for comparisons, kept for the last two
+        references (as ``_edges_of`` keeps their edges)."""
+        for seen, prepared in self._prepared:
+            if seen is ref:
+                return prepared
+        prepared = prepare(ref["features"])
+        self._prepared = [(ref, prepared), *self._prepared[:1]]
+        return prepared
+
+    def _compare(self, ref: Reference, names: list[str], acc: WindowAcc) -> dict[str, Comparison]:
+        """The window's features ``names`` (all in the reference) against the reference,
+        all at once."""
+        refs = self._references(ref)
+        empty = self.numeric.initialize()
+        nothing = self.categorical.initialize()
+        numeric = compare_numeric_many(
+            self.numeric, refs.numeric, [acc["numeric"].get(n) or empty for n in refs.numeric.names]
+        )
+        categorical = compare_categorical_many(
+            refs.categorical, [acc["categorical"].get(n) or nothing for n in refs.categorical.names]
+        )
+        out = {
+            **dict(zip(refs.numeric.names, numeric, strict=True)),
+            **dict(zip(refs.categorical.names, categorical, strict=True)),
+        }
+        return {name: out[name] for name in names}
 
     def _report(
         self,
@@ -662,14 +693,17 @@ class DriftMonitor:
                 f"only {acc['n']} events in this window; at least {p.min_window_events} "
                 "are needed before a feature is flagged"
             )
-        compared: dict[str, tuple[Kind, Comparison]] = {}
+        names = []
         for name in sorted(state["kinds"]):
-            rf = ref["features"].get(name)
-            if rf is None:
+            if name not in ref["features"]:
                 if name in acc["numeric"] or name in acc["categorical"]:
                     notes.append(f"feature {name!r} is not in the reference and is not judged")
                 continue
-            compared[name] = (rf["kind"], self._compare(name, rf, acc))
+            names.append(name)
+        compared: dict[str, tuple[Kind, Comparison]] = {
+            name: (ref["features"][name]["kind"], c)
+            for name, c in self._compare(ref, names, acc).items()
+        }
         if state["untracked"]:
             shown = ", ".join(state["untracked"][:5])
             more = "" if len(state["untracked"]) < MAX_UNTRACKED_NAMES else " (and maybe more)"

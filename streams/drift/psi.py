@@ -9,7 +9,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import chdtri
 
-from streams.drift.counts import paired_counts
+from streams.drift.counts import paired_counts, paired_rows
+
+Floats = npt.NDArray[np.float64]
 
 EPSILON = 1e-4
 
@@ -28,11 +30,47 @@ def psi(
     0.8789
     """
     ref, cur = paired_counts(reference_counts, window_counts)
-    if ref.sum() <= 0 or cur.sum() <= 0:
-        return 0.0
-    p = np.maximum(ref / ref.sum(), epsilon)
-    q = np.maximum(cur / cur.sum(), epsilon)
-    return float(np.sum((q - p) * np.log(q / p)))
+    return float(psi_of_rows(ref[np.newaxis], cur[np.newaxis], epsilon=epsilon)[0])
+
+
+def psi_rows(
+    reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike, *, epsilon: float = EPSILON
+) -> Floats:
+    """``psi`` of each row pair (``features x bins``), in a few array operations.
+
+    A bin empty on both sides (a row's padding) adds exactly nothing.
+
+    >>> psi_rows([[50, 50, 0], [50, 50, 0]], [[90, 10, 0], [0, 0, 0]]).round(4).tolist()
+    [0.8789, 0.0]
+    """
+    ref, cur = paired_rows(reference_counts, window_counts)
+    return psi_of_rows(ref, cur, epsilon=epsilon)
+
+
+def psi_of_rows(ref: Floats, cur: Floats, *, epsilon: float = EPSILON) -> Floats:
+    """``psi_rows`` of float rows already checked (``paired_rows``)."""
+    terms, empty = psi_terms(ref, cur, epsilon=epsilon)
+    out: Floats = np.where(empty, 0.0, np.sum(terms, axis=1))
+    return out
+
+
+def psi_terms(
+    ref: Floats, cur: Floats, *, epsilon: float = EPSILON
+) -> tuple[Floats, npt.NDArray[np.bool_]]:
+    """Each bin's term ``(q - p) ln(q / p)``, row by row, and the rows with an empty side
+    (whose PSI is 0.0): PSI is a row's sum of terms. A bin empty on both sides is 0."""
+    ref_total = ref.sum(axis=1, keepdims=True)
+    cur_total = cur.sum(axis=1, keepdims=True)
+    p = np.maximum(_shares(ref, ref_total), epsilon)
+    q = np.maximum(_shares(cur, cur_total), epsilon)
+    empty = (ref_total[:, 0] <= 0) | (cur_total[:, 0] <= 0)
+    return (q - p) * np.log(q / p), empty
+
+
+def _shares(counts: Floats, total: Floats) -> Floats:
+    """Each row over its total (a row with none: zeros)."""
+    out: Floats = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+    return out
 
 
 def psi_noise_threshold(reference_n: float, window_n: float, *, bins: int, alpha: float) -> float:

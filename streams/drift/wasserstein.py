@@ -51,8 +51,26 @@ def wasserstein_from_quantiles(
         raise ValueError(f"quantiles must be one-dimensional, got {ref.shape} and {cur.shape}")
     if ref.size == 0 or cur.size == 0:
         return 0.0
-    if ref.shape != cur.shape:
+    return float(wasserstein_rows(ref[np.newaxis], cur[np.newaxis], np.array([scale]))[0])
+
+
+def wasserstein_rows(
+    reference_quantiles: npt.ArrayLike, window_quantiles: npt.ArrayLike, scales: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """``wasserstein_from_quantiles`` of each row pair (``features x grid``), row ``i``
+    in units of ``scales[i]``.
+
+    >>> wasserstein_rows([[1.0, 2.0], [0.0, 0.0]], [[1.5, 2.5], [1.0, -1.0]], [2.0, 1.0]).tolist()
+    [0.25, 1.0]
+    """
+    ref = np.asarray(reference_quantiles, dtype=np.float64)
+    cur = np.asarray(window_quantiles, dtype=np.float64)
+    scale = np.asarray(scales, dtype=np.float64)
+    if ref.ndim != 2 or ref.shape != cur.shape:
         raise ValueError(f"grids differ: reference {ref.shape} vs window {cur.shape}")
+    if scale.shape != ref.shape[:1] or not np.all(np.isfinite(scale) & (scale > 0)):
+        raise ValueError(f"scales must be positive and finite, one per row, got {scale}")
     if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(cur))):
         raise ValueError("quantiles must be finite")
-    return float(np.mean(np.abs(ref - cur)) / scale)
+    out: npt.NDArray[np.float64] = np.mean(np.abs(ref - cur), axis=1) / scale
+    return out

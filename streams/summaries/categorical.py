@@ -27,23 +27,35 @@ class CategoricalState(TypedDict):
     other: int
 
 
-def _ranked_codes(column: Categories) -> tuple[list[tuple[str | None, int]], int]:
-    """``Counter(column).most_common()`` (ties in order of first appearance) and the
-    count of missing values, from the codes with ``bincount``.
+def _code_counts(column: Categories) -> tuple[npt.NDArray[np.int64], int]:
+    """Count of each code (index: code) and of missing values, with one ``bincount``.
 
-    >>> _ranked_codes(Categories(np.array([2, 0, -1, 0, 2, 1], dtype=np.int32), ("a", "b", "c")))
-    ([('c', 2), ('a', 2), ('b', 1)], 1)
+    >>> _code_counts(Categories(np.array([2, 0, -1, 0, 2], dtype=np.int32), ("a", "b", "c")))
+    (array([2, 0, 2]), 1)
     """
-    codes = column.codes
-    present = codes[codes >= 0]
-    counts = np.bincount(present, minlength=len(column.names))
-    seen = np.flatnonzero(counts)
-    first = np.full(len(column.names), codes.shape[0], dtype=np.int64)
-    np.minimum.at(first, present, np.flatnonzero(codes >= 0))
-    order = seen[np.lexsort((first[seen], -counts[seen]))]
+    counts = np.bincount(column.codes + 1, minlength=len(column.names) + 1)  # 0: missing
+    return counts[1:], int(counts[0])
+
+
+def _ranked_codes(
+    column: Categories, codes: npt.NDArray[np.intp], counts: npt.NDArray[np.int64]
+) -> list[tuple[str, int]]:
+    """``(name, count)`` of ``codes`` as ``Counter(column).most_common()`` ranks them:
+    by count, ties in order of first appearance.
+
+    >>> c = Categories(np.array([2, 0, -1, 0, 2, 1], dtype=np.int32), ("a", "b", "c"))
+    >>> _ranked_codes(c, np.array([0, 1, 2]), _code_counts(c)[0])
+    [('c', 2), ('a', 2), ('b', 1)]
+    """
+    if codes.size > 1:
+        if codes.size <= 8:  # a pass over the column per code
+            first = np.array([int(np.argmax(column.codes == c)) for c in codes.tolist()])
+        else:  # a stable sort of the column: each code's first place
+            seen, where = np.unique(column.codes, return_index=True)
+            first = where[np.searchsorted(seen, codes)]
+        codes = codes[np.lexsort((first, -counts[codes]))]
     names = column.names
-    return ([(names[c], n) for c, n in zip(order.tolist(), counts[order].tolist(), strict=True)],
-            int(codes.shape[0] - present.shape[0]))
+    return [(names[c], n) for c, n in zip(codes.tolist(), counts[codes].tolist(), strict=True)]
 
 
 class CategoricalSummary:
@@ -69,14 +81,25 @@ class CategoricalSummary:
     def update(
         self, state: CategoricalState, values: Sequence[str | None] | Categories
     ) -> CategoricalState:
-        if isinstance(values, Categories):
-            ranked, missing = _ranked_codes(values)
-        else:
-            seen = Counter(values)
-            missing = seen.pop(None, 0)
-            ranked = seen.most_common()
         counts = dict(state["counts"])
         other = state["other"]
+        ranked: list[tuple[str, int]] | list[tuple[str | None, int]]
+        if isinstance(values, Categories):
+            code_counts, missing = _code_counts(values)
+            seen = np.flatnonzero(code_counts)
+            names = values.names
+            known = np.array([names[c] in counts for c in seen.tolist()], dtype=bool)
+            # categories counted before are added whatever their rank: only the new
+            # ones need ranking (the order in which they claim the free places)
+            for code, n in zip(
+                seen[known].tolist(), code_counts[seen[known]].tolist(), strict=True
+            ):
+                counts[names[code]] += n
+            ranked = _ranked_codes(values, seen[~known], code_counts)
+        else:
+            tally = Counter(values)
+            missing = tally.pop(None, 0)
+            ranked = tally.most_common()
         # Most frequent first, so a burst of rare values cannot push out common ones.
         for category, n in ranked:
             assert category is not None

@@ -32,6 +32,7 @@ rounding of a boundary.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from typing import TypedDict
@@ -103,24 +104,55 @@ class LogHistogram:
             raise ValueError("anchor must be finite")
         return {"anchor": float(anchor), "keys": [], "counts": []}
 
-    def keys_of(self, values: Floats, anchor: float = 0.0) -> npt.NDArray[np.int64]:
+    def keys_of(self, values: Floats, anchor: float | Floats = 0.0) -> npt.NDArray[np.int64]:
+        """The bucket of each value, in one pass over an array of any shape; ``anchor``
+        is broadcast against ``values`` (one per row: ``anchors[:, np.newaxis]``). A NaN
+        gets no meaningful key (callers count finite values only).
+
+        >>> LogHistogram().keys_of(np.array([[1.0, 0.0], [5.0, 1.0]]),
+        ...                        np.array([[0.0], [5.0]])).tolist()
+        [[1038, 0], [0, -1107]]
+        """
         d = values - anchor
-        keys = np.zeros(values.shape, dtype=np.int64)
-        with np.errstate(divide="ignore", over="ignore"):
-            logs = np.log(np.abs(d)) / self._log_gamma
-        up = d >= self._zero  # d in [g**j, g**(j+1)): floor
-        keys[up] = np.maximum(np.floor(logs[up]).astype(np.int64) - self._j0 + 1, 1)
-        down = d < -self._zero  # d in [-g**(j+1), -g**j), |d| in (g**j, g**(j+1)]: ceil - 1
-        j_down = np.ceil(logs[down]).astype(np.int64) - 1
-        keys[down] = -np.maximum(j_down - self._j0 + 1, 1)
-        return keys
+        # Computed in floats (exact: keys are integers far below 2**53) for every lane;
+        # a lane's key is its "up" one above the zero bucket, its "down" one below it.
+        # (Masks multiply: np.where branches on every lane, several times slower.)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            logs = np.log(np.abs(d))
+            logs /= self._log_gamma
+            up = np.floor(logs)  # d in [g**j, g**(j+1)): floor
+            up -= self._j0 - 1
+            np.maximum(up, 1.0, out=up)  # (1 too where d is 0: log -inf)
+            down = np.ceil(logs)  # |d| in (g**j, g**(j+1)]: ceil - 1
+            down -= self._j0
+            np.maximum(down, 1.0, out=down)
+            up *= d >= self._zero
+            down *= d < -self._zero
+            up -= down
+            infinite = np.isinf(logs)
+            if infinite.any():  # a distance too large for a float: bucket 1 (-1 below)
+                up[infinite] = np.sign(d[infinite])
+            out: npt.NDArray[np.int64] = up.astype(np.int64)
+        return out
 
     def update(self, state: LogHistogramState, values: Floats) -> LogHistogramState:
         """Add finite values (the caller removes NaN)."""
         if values.size == 0:
             return state
-        keys, counts = np.unique(self.keys_of(values, state["anchor"]), return_counts=True)
-        return self._combine(state, keys, counts)
+        return self.add_keys(state, self.keys_of(values, state["anchor"]))
+
+    def add_keys(self, state: LogHistogramState, keys: npt.NDArray[np.int64]) -> LogHistogramState:
+        """Add values given by their keys (``keys_of``, with the state's anchor)."""
+        if keys.size == 0:
+            return state
+        low = int(keys.min())
+        span = int(keys.max()) - low + 1
+        if span <= 4 * keys.size + 4096:  # count with bincount: no sort
+            counts = np.bincount(keys - low, minlength=span)
+            present = np.flatnonzero(counts)
+            return self._combine(state, present + low, counts[present])
+        uniq, counts = np.unique(keys, return_counts=True)
+        return self._combine(state, uniq, counts)
 
     def merge(self, a: LogHistogramState, b: LogHistogramState) -> LogHistogramState:
         if a["anchor"] != b["anchor"]:
@@ -135,11 +167,21 @@ class LogHistogram:
         keys: npt.NDArray[np.int64],
         counts: npt.NDArray[np.int64],
     ) -> LogHistogramState:
+        """``state`` plus ``counts`` in the buckets ``keys`` (sorted, distinct)."""
         old_keys = np.asarray(state["keys"], dtype=np.int64)
-        uniq = np.union1d(old_keys, keys)
-        summed = np.zeros(uniq.size, dtype=np.int64)
-        # each side's keys are distinct, so each side adds at distinct positions
-        summed[np.searchsorted(uniq, old_keys)] += np.asarray(state["counts"], dtype=np.int64)
+        old_counts = np.asarray(state["counts"], dtype=np.int64)
+        at = np.searchsorted(old_keys, keys)
+        new = old_keys[np.minimum(at, old_keys.size - 1)] != keys if old_keys.size else None
+        if new is not None and not new.any():
+            # every bucket exists already (the usual case once a sketch has filled)
+            summed = old_counts.copy()
+            summed[at] += counts
+            return {"anchor": state["anchor"], "keys": state["keys"], "counts": summed.tolist()}
+        # the new buckets go in at their places (both sides sorted: no sort needed)
+        fresh = keys if new is None else keys[new]
+        places = at if new is None else at[new]
+        uniq = np.insert(old_keys, places, fresh)
+        summed = np.insert(old_counts, places, 0)
         summed[np.searchsorted(uniq, keys)] += counts
         excess = uniq.size - self.max_buckets
         if excess > 0:  # collapse the lowest buckets into the first one kept
@@ -175,15 +217,12 @@ class LogHistogram:
             return np.empty(0)
         counts = np.asarray(state["counts"], dtype=np.int64)
         cum = np.cumsum(counts)
-        edges: set[float] = set()
-        for i in range(1, bins):
-            b = int(np.searchsorted(cum, i / bins * n, side="right"))
-            b = min(b, counts.size - 1)
-            lo, hi = self.bounds(state["keys"][b], state["anchor"])
-            edges.add(hi)
-            if counts[b] * bins >= n:
-                edges.add(lo)
-        return np.asarray(sorted(edges), dtype=np.float64)
+        ranks = np.arange(1, bins) / bins * n
+        b = np.minimum(np.searchsorted(cum, ranks, side="right"), counts.size - 1)
+        lo, hi = self._bounds(np.asarray(state["keys"], dtype=np.int64)[b], state["anchor"])
+        atom = counts[b] * bins >= n
+        edges: Floats = np.unique(np.concatenate((hi, lo[atom])))
+        return edges
 
     def bin_counts(self, state: LogHistogramState, edges: Floats) -> npt.NDArray[np.int64]:
         """Counts per bin of ``edges`` (``edges[i-1] <= x < edges[i]``), read from the buckets."""
@@ -205,17 +244,15 @@ class LogHistogram:
         if n == 0:
             return np.empty(0)
         cum = np.cumsum(np.asarray(state["counts"], dtype=np.int64))
-        out = []
-        for r in np.asarray(ranks, dtype=np.float64):
-            b = min(int(np.searchsorted(cum, r * n, side="right")), cum.size - 1)
-            out.append(self._estimate(state["keys"][b], state["anchor"]))
-        return np.asarray(out, dtype=np.float64)
+        targets = np.asarray(ranks, dtype=np.float64) * n
+        b = np.minimum(np.searchsorted(cum, targets, side="right"), cum.size - 1)
+        return self._estimates(np.asarray(state["keys"], dtype=np.int64)[b], state["anchor"])
 
     def mean_std(self, state: LogHistogramState) -> tuple[float, float]:
         """Mean and standard deviation, each value read as its bucket's estimate."""
         if not state["keys"]:
             return 0.0, 0.0
-        values = np.asarray([self._estimate(k, state["anchor"]) for k in state["keys"]])
+        values = self._estimates(np.asarray(state["keys"], dtype=np.int64), state["anchor"])
         weights = np.asarray(state["counts"], dtype=np.float64)
         mean = float(np.average(values, weights=weights))
         var = float(np.average((values - mean) ** 2, weights=weights))
@@ -223,12 +260,35 @@ class LogHistogram:
 
     def _estimate(self, key: int, anchor: float) -> float:
         """DDSketch's estimate ``2 lo hi / (lo + hi)``: within ``a`` of any value in the bucket."""
-        if key == 0:
-            return anchor
-        j = self._j0 + abs(key) - 1
-        lo, hi = self._power(j), self._power(j + 1)
-        mag = 2 * lo * (hi / (lo + hi))
-        return _clip(anchor + (mag if key > 0 else -mag))
+        return float(self._estimates(np.array([key], dtype=np.int64), anchor)[0])
+
+    def _estimates(self, keys: npt.NDArray[np.int64], anchor: float) -> Floats:
+        """``_estimate`` of each key, with the same float operations (bit for bit)."""
+        j = self._j0 + np.abs(keys) - 1
+        lo, hi = self._powers(j), self._powers(j + 1)
+        with np.errstate(over="ignore", invalid="ignore"):  # as Python floats do
+            mag = 2 * lo * (hi / (lo + hi))
+            value = np.clip(anchor + np.where(keys > 0, mag, -mag), -_FLOAT_MAX, _FLOAT_MAX)
+        out: Floats = np.where(keys == 0, anchor, value)
+        return out
+
+    def _bounds(self, keys: npt.NDArray[np.int64], anchor: float) -> tuple[Floats, Floats]:
+        """``bounds`` of each key, with the same float operations (bit for bit)."""
+        j = self._j0 + np.abs(keys) - 1
+        low, high = self._powers(j), self._powers(j + 1)
+        lo = np.where(keys == 0, -self._zero, np.where(keys < 0, -high, low))
+        hi = np.where(keys == 0, self._zero, np.where(keys < 0, -low, high))
+        with np.errstate(over="ignore"):
+            return (
+                np.clip(anchor + lo, -_FLOAT_MAX, _FLOAT_MAX),
+                np.clip(anchor + hi, -_FLOAT_MAX, _FLOAT_MAX),
+            )
+
+    def _powers(self, j: npt.NDArray[np.int64]) -> Floats:
+        """``_power`` of each ``j`` (at least ``_j0 - 1``), read from a table."""
+        table = _power_table(self._log_gamma, self._j0)
+        out: Floats = table[np.clip(j - self._j0, 0, table.size - 1)]
+        return out
 
     def _insides(self, keys: npt.NDArray[np.int64], anchor: float) -> Floats:
         """A value strictly inside each bucket (its centre), for placing its count in a bin."""
@@ -239,6 +299,26 @@ class LogHistogram:
         mid = lo / 2 + hi / 2
         out = np.clip(anchor + np.where(keys > 0, mid, -mid), -_FLOAT_MAX, _FLOAT_MAX)
         return np.where(keys == 0, anchor, out)
+
+
+@functools.lru_cache(maxsize=8)
+def _power_table(log_gamma: float, j0: int) -> Floats:
+    """``exp(j * log_gamma)`` for ``j = j0, j0 + 1, ...`` as ``LogHistogram._power``
+    computes it (``math.exp``: numpy's exp may differ in the last bit), up to the
+    first ``j`` that overflows (``_FLOAT_MAX`` from there on): every bucket boundary,
+    about 37,000 floats for 1 % accuracy, computed once."""
+    out = []
+    j = j0
+    while True:
+        try:
+            out.append(math.exp(j * log_gamma))
+        except OverflowError:
+            out.append(_FLOAT_MAX)
+            break
+        j += 1
+    table = np.array(out)
+    table.flags.writeable = False
+    return table
 
 
 def _clip(value: float) -> float:

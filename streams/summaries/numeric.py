@@ -106,6 +106,7 @@ class NumericSummary:
         n = values.shape[1]
         out: list[NumericState] = []
         binned: list[int] = []  # features counted on bins, below, all at once
+        sketched: list[int] = []  # ... and features sketched
         for j, state in enumerate(states):
             new: NumericState = {
                 "missing": state["missing"] + missing[j],
@@ -121,12 +122,31 @@ class NumericSummary:
             new["hi"] = _max(new["hi"], highs[j])
             if edges[j] is not None:
                 binned.append(j)
-                continue
-            sketch = state["sketch"] or self.sketch.initialize(anchors[j])
-            new["sketch"] = self.sketch.update(sketch, values[j][~nan[j]])
+            else:
+                new["sketch"] = state["sketch"] or self.sketch.initialize(anchors[j])
+                sketched.append(j)
         if binned:
             self._count_bins(out, binned, values, missing, edges)
+        if sketched:
+            self._sketch(out, sketched, values, nan, missing)
         return out
+
+    def _sketch(
+        self,
+        out: list[NumericState],
+        sketched: list[int],
+        values: npt.NDArray[np.float64],
+        nan: npt.NDArray[np.bool_],
+        missing: list[int],
+    ) -> None:
+        """Add the rows ``sketched`` of ``values`` to ``out[j]["sketch"]``: their
+        buckets found in one pass over them all, then counted row by row."""
+        sketches = [cast(LogHistogramState, out[j]["sketch"]) for j in sketched]
+        anchors = np.array([sketch["anchor"] for sketch in sketches])
+        keys = self.sketch.keys_of(values[sketched], anchors[:, np.newaxis])
+        for row, (j, sketch) in enumerate(zip(sketched, sketches, strict=True)):
+            found = keys[row] if missing[j] == 0 else keys[row][~nan[j]]
+            out[j]["sketch"] = self.sketch.add_keys(sketch, found)
 
     @staticmethod
     def _count_bins(
@@ -150,18 +170,20 @@ class NumericSummary:
         rows.sort(axis=1)
         below = np.empty(starts[-1], dtype=np.int64)  # values below each edge, then all
         for row, (j, cut) in enumerate(zip(binned, cuts, strict=True)):
-            below[starts[row]:starts[row + 1] - 1] = np.searchsorted(rows[row], cut, side="left")
+            below[starts[row] : starts[row + 1] - 1] = np.searchsorted(rows[row], cut, side="left")
             below[starts[row + 1] - 1] = values.shape[1] - missing[j]
         counts = np.diff(below, prepend=0)
         counts[starts[:-1]] = below[starts[:-1]]  # each feature starts from nothing
         old = [out[j]["counts"] for j in binned]
         for o, start, end in zip(old, starts[:-1], starts[1:], strict=True):
             if o is not None and len(o) != end - start:
-                raise ValueError(f"counts of {len(o)} cells do not fit {end - start - 1} "
-                                 "bin edges")
+                raise ValueError(f"counts of {len(o)} cells do not fit {end - start - 1} bin edges")
         if all(o is not None for o in old):
-            counts += np.fromiter(chain.from_iterable(cast(list[list[int]], old)),
-                                  dtype=counts.dtype, count=counts.size)
+            counts += np.fromiter(
+                chain.from_iterable(cast(list[list[int]], old)),
+                dtype=counts.dtype,
+                count=counts.size,
+            )
         else:
             for o, start, end in zip(old, starts[:-1], starts[1:], strict=True):
                 if o is not None:

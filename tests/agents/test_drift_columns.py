@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents import drift_columns
+from agents import state as codec_state
 from agents.codec import Codec, Origin, keyed_events
 from agents.drift_columns import ColumnLane
 from agents.drift_handler import DriftHandler, to_batch
@@ -173,7 +174,7 @@ def test_names_msgspec_cannot_take_go_the_usual_way(name: str) -> None:
     handler, taken = _handler(Policy(), lane=True)
     reports, table = _run(handler, [raw, raw])
     assert reports == [] and taken == [None, None]
-    state = json.loads(table[f"{MODEL}@v1".encode()])
+    state = codec_state.loads(table[f"{MODEL}@v1".encode()])
     assert sorted(state["kinds"]) == sorted([name, "amount", "@score", "@prediction"])
 
 
