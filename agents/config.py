@@ -137,6 +137,12 @@ class Settings:
         return f"{self.topic_prefix}{name}"
 
     @property
+    def max_request_bytes(self) -> int:
+        """The largest record the worker's producer sends (agents.app): a batch of
+        DRIFTLINE_MAX_MESSAGE_BYTES, or 1 MiB, plus framing."""
+        return max(self.max_message_bytes, 1_048_576) + 65_536
+
+    @property
     def bootstrap(self) -> str:
         """host:port list without a ``kafka://`` scheme, for confluent-kafka."""
         return ",".join(b.removeprefix("kafka://") for b in self.broker.split(","))

@@ -338,6 +338,17 @@ def handler_agent(
         the partition's record after them."""
         origins = [Origin(m.topic, m.partition, m.offset, m.key) for m in msgs]
         done, view = await outcomes(msgs, origins)
+        changes = view.changes()
+        size = sum(len(k) + len(v or b"") for k, v in changes.items())
+        if len(msgs) > 1 and size > bounds.max_bytes:
+            # Its redo record would hold them all: a broker takes records up to a limit.
+            # Handled again in halves (working sets the first try changed dropped first).
+            logger.info("%s: %d messages wrote %d bytes, over %d; handled again in halves",
+                        handler.AGENT, len(msgs), size, bounds.max_bytes)
+            if forget is not None:
+                forget()
+            half = len(msgs) // 2
+            return await run(msgs[half:], await run(msgs[:half], redo))
         for origin, outcome in zip(origins, done, strict=True):
             metrics.observe(handler.AGENT, origin.topic, counted=outcome.counted,
                             dead=len(outcome.dead), reports=outcome.reports,
@@ -348,7 +359,7 @@ def handler_agent(
         if log is None or redo is None:
             return redo
         return log.commit_many(msgs[0].partition, redo, [(m.topic, m.offset) for m in msgs],
-                               view.changes())
+                               changes)
 
     async def fill(topic: str, partition: int, offset: int, redo: Redo) -> Redo:
         """Handle the messages of ``topic[partition]`` before ``offset`` that Faust never
@@ -521,8 +532,11 @@ def register(
     bounds (agents.batches), or one at a time when not ``batched`` (a handler whose
     effects leave the table and must each be sent before the next message is
     handled: the controller). Returns the agent and its table."""
+    # Its changelog takes records as large as the producer sends (a batch's redo
+    # record holds the batch's writes; Apache Kafka's default limit is 1 MB).
     state = app.Table(table, default=None, key_type=bytes, value_type=bytes,
-                      partitions=settings.partitions)
+                      partitions=settings.partitions, extra_topic_configs={
+                          "max.message.bytes": str(settings.max_request_bytes)})
     log = RedoLog(state)
 
     @app.on_partitions_revoked.connect

@@ -348,3 +348,25 @@ def test_a_failed_batch_is_let_go_in_a_rebalance() -> None:
     )
     asyncio.run(run.body(stream))
     assert handler.calls == [[2]], "0 and 1 are left to be read again (a hole)"
+
+
+class Writer(Batching):
+    """Writes 60 bytes under a key of its own per message."""
+
+    def handle(
+        self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
+    ) -> Outcome:
+        table[b"k%d" % origin.offset] = b"x" * 60
+        return Outcome(counted=1)
+
+
+def test_a_sub_batch_writing_more_than_the_bound_is_handled_again_in_halves() -> None:
+    # Its redo record holds its writes: a broker takes records up to a limit.
+    handler, table = Writer(), Recording()
+    bounds = Bounds(max_messages=64, max_bytes=150, max_wait_s=0.01)  # 63 bytes a message
+    asyncio.run(runner(handler, table, bounds=bounds).body(Stream(numbers("t", 0, range(4)))))
+    assert handler.calls == [[0, 1, 2, 3], [0, 1], [2, 3]]
+    assert handler.forgotten == 1
+    assert len(table.records()) == 2, "one redo record per half"
+    assert Redo.loads(table[redo_key(0)]).applied == {"t": 3}
+    assert sorted(k for k in table if not k.startswith(b"\x00")) == [b"k0", b"k1", b"k2", b"k3"]
