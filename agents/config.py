@@ -89,6 +89,16 @@ class Settings:
     # (streams.windows.bound_future). An hour passes clock skew and batching
     # delays and catches the usual bad clocks (local time sent as UTC, a wrong day).
     max_future_s: float = 3600.0
+    # The agents take every message available on their stream up to a bound and handle
+    # them in one call: one state write per key and one redo record per batch
+    # (agents.batches). At most this many messages per batch (1: one at a time) ...
+    batch_max_messages: int = 64
+    # ... split into handler calls of at most this many value bytes (a larger message
+    # alone), which bounds the memory of a batch and the size of its redo record ...
+    batch_max_bytes: int = 16 * 1024 * 1024
+    # ... and a stream with fewer messages waits this long for more before handling
+    # what it has: the latency a batch may add to a report.
+    batch_max_wait_ms: int = 10
 
     def __post_init__(self) -> None:
         if self.connect_timeout_s <= 0:
@@ -100,6 +110,15 @@ class Settings:
         if self.max_models < 0:
             raise DriftlineError(
                 f"DRIFTLINE_MAX_MODELS must be 0 or more, got {self.max_models}")
+        if self.batch_max_messages < 1:
+            raise DriftlineError("DRIFTLINE_BATCH_MAX_MESSAGES must be 1 or more (1: one "
+                                 f"message at a time), got {self.batch_max_messages}")
+        if self.batch_max_bytes < 1:
+            raise DriftlineError(
+                f"DRIFTLINE_BATCH_MAX_BYTES must be 1 or more, got {self.batch_max_bytes}")
+        if self.batch_max_wait_ms <= 0:
+            raise DriftlineError(
+                f"DRIFTLINE_BATCH_MAX_WAIT_MS must be above 0, got {self.batch_max_wait_ms}")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -116,6 +135,12 @@ class Settings:
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest record the worker's producer sends (agents.app): a batch of
+        DRIFTLINE_MAX_MESSAGE_BYTES, or 1 MiB, plus framing."""
+        return max(self.max_message_bytes, 1_048_576) + 65_536
 
     @property
     def bootstrap(self) -> str:

@@ -23,10 +23,12 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
     )
     # The registry holds the deployment state and the controller's journal,
     # committed together (agents.registry); the table only holds the runner's
-    # redo records, i.e. which commands were handled (agents.redo).
+    # redo records, i.e. which commands were handled (agents.redo). One command at a
+    # time (not batched): a command's event is acknowledged before the next command
+    # changes the registry, which a redelivered command relies on (agents.controller).
     agent, _ = runner.register(
         app, settings, controller, name="controller", sources=["commands"],
-        output="deployments", table="controller-progress",
+        output="deployments", table="controller-progress", batched=False,
     )
     if settings.controller_port:
         # The pass/fail endpoint for Argo Rollouts and Flagger (agents.verdict).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from agents import state as codec_state
 from agents.admission import Admission
 from agents.arrow_lane import ArrowLane
+from agents.batch_cache import BatchStates
 from agents.codec import MODEL, Codec, Origin, Row, dead_letter, keyed_events
 from agents.config import DEFAULT_MAX_MODELS
 from agents.drift_columns import ColumnLane
@@ -137,6 +139,22 @@ class DriftHandler:
             out.counted += self._fold(model, version, to_batch(events), table, source, events)
         return out
 
+    def handle_batch(
+        self, messages: list[tuple[bytes | None, Origin]], table: MutableMapping[bytes, bytes]
+    ) -> list[Outcome]:
+        """``handle`` on each message in turn (agents.batches), each version's state
+        decoded at its first use and encoded and written once, at the end of the batch
+        (``_states``). Windows close after each message's fold, as one at a time: the
+        reports are the same."""
+        with self._states.batch(table):
+            return [self.handle(raw, origin, table) for raw, origin in messages]
+
+    @cached_property
+    def _states(self) -> BatchStates[Any]:
+        """The versions' states (``model@version``) as ``_fold`` reads and writes them:
+        within ``handle_batch``, decoded and written once per batch."""
+        return BatchStates(loads=codec_state.loads, dumps=codec_state.dumps)
+
     def _fold(
         self,
         model: str,
@@ -155,7 +173,7 @@ class DriftHandler:
         monitor = self.monitor(model)
         state_key = f"{model}@{version}".encode()
         ref_key = state_key + REFERENCE_SUFFIX
-        state = codec_state.loads(table.get(state_key)) or monitor.initialize(model, version)
+        state = self._states.get(table, state_key) or monitor.initialize(model, version)
         stored = table.get(ref_key)  # the state is stored without its references
         previous_key = ref_key + PREVIOUS_SUFFIX
         if stored is not None:
@@ -192,7 +210,7 @@ class DriftHandler:
             self._references[ref_key] = (raw, reference)
         if state.get("reference_from_ms") is None and previous_key in table:
             del table[previous_key]  # every window counted on it has closed
-        table[state_key] = codec_state.dumps({
+        self._states.put(table, state_key, {
             **state, "reference": None, "previous_reference": None,
             "reference_stamp": stamp(reference) if reference is not None else None})
         source.out.reports.extend(reports)

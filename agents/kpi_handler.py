@@ -157,6 +157,22 @@ class KpiHandler:
     # -- entry point -----------------------------------------------------------
 
     def handle(self, raw: bytes | None, origin: Origin, table: Store) -> Outcome:
+        return self.handle_batch([(raw, origin)], table)[0]
+
+    def handle_batch(self, messages: list[tuple[bytes | None, Origin]],
+                     table: Store) -> list[Outcome]:
+        """Each message in turn (agents.batches), with one ``_Work`` per model for the
+        whole batch: its state (series indexes, windows, concept detectors, the model
+        index) is decoded at its first use and encoded and written once, at the end.
+        Reports are due after each message, as one at a time."""
+        works: dict[str, _Work] = {}
+        outcomes = [self._message(raw, origin, table, works) for raw, origin in messages]
+        for work in works.values():
+            work.write()
+        return outcomes
+
+    def _message(self, raw: bytes | None, origin: Origin, table: Store,
+                 works: dict[str, _Work]) -> Outcome:
         out = Outcome()
         decoded = self._codecs[origin.topic].decode(raw, origin)
         events = keyed_events(decoded, origin, agent=self.AGENT)
@@ -170,13 +186,17 @@ class KpiHandler:
         position = {id(e): i for i, e in zip(decoded.positions, decoded.events, strict=True)}
         predictions = origin.topic == self.predictions_topic
         for model, rows in by_model.items():
-            work = _Work(self, model, table, now_ms=self.clock_ms())
+            work = works.get(model)
+            if work is None:
+                work = works[model] = _Work(self, model, table, now_ms=self.clock_ms())
+            else:
+                work.now_ms = self.clock_ms()
             rows = work.bound(rows, "p" if predictions else "l", origin, raw, position, out)
             if rows and predictions:
                 work.predictions(rows)
             elif rows:
                 work.labels(rows)
-            out.reports.extend(work.finish())
+            out.reports.extend(work.close())
             out.counted += len(rows)
         return out
 
@@ -222,7 +242,8 @@ class KpiHandler:
 
 
 class _Work:
-    """One model's share of one message: cached reads, one write per key at the end."""
+    """One model's share of one message, or of a batch of them (``handle_batch``): its
+    state decoded at the first read, kept here, written once per key (``write``)."""
 
     def __init__(self, handler: KpiHandler, model: str, store: Store, *, now_ms: int) -> None:
         self.h = handler
@@ -232,6 +253,7 @@ class _Work:
         self.policy, self.join, self.kpi = handler._for(model)
         self.windows: dict[tuple[Series, int], WindowState] = {}
         self.indexes: dict[Series, SeriesIndex] = {}
+        self.detectors: dict[Series, ConceptDetector] = {}
         raw = store.get(_k("k", model, ""))
         self.meta: ModelIndex = orjson.loads(raw) if raw is not None else {"series": []}
         self.series = self.meta["series"]
@@ -367,7 +389,6 @@ class _Work:
             for fired in detector.update(errors[order]):
                 window = keys[order[fired]]
                 self.windows[window] = self.kpi.mark_concept_drift(self.window(*window))
-            self.store[_k("c", self.model, *series)] = detector.dumps()
         expired: dict[tuple[Series, int], int] = {}
         for p in joined.expired:
             key = ((p["v"], p["a"]), self.start_of(p["t"]))
@@ -379,22 +400,36 @@ class _Work:
                 self.touched(series, start)
 
     def _detector(self, series: Series) -> ConceptDetector:
-        raw = self.store.get(_k("c", self.model, *series))
-        if raw is not None:
-            return ConceptDetector.loads(raw)
-        return ConceptDetector(self.policy.concept_detector, **self.policy.concept_params)
+        """The series' concept detector (updated in place, written by ``write``)."""
+        if series not in self.detectors:
+            raw = self.store.get(_k("c", self.model, *series))
+            self.detectors[series] = (
+                ConceptDetector.loads(raw) if raw is not None else
+                ConceptDetector(self.policy.concept_detector, **self.policy.concept_params))
+        return self.detectors[series]
 
     # -- reports ---------------------------------------------------------------------
 
     def finish(self, *, due_at_ms: int | None = None, settle: bool = False) -> list[KpiReport]:
+        """``close``, then every state change written back (``write``)."""
+        reports = self.close(due_at_ms=due_at_ms, settle=settle)
+        self.write()
+        return reports
+
+    def close(self, *, due_at_ms: int | None = None, settle: bool = False) -> list[KpiReport]:
         """Reports due (on event time; with ``due_at_ms``, processing time too; with
-        ``settle``, every revision owed, whenever its window changed), then every state
-        change written back."""
+        ``settle``, every revision owed, whenever its window changed)."""
         clock = self.join.clock(self.store, self.model)
         reports: list[KpiReport] = []
         if clock["predictions_ms"] is not None:
             for version, variant in self.series:
                 reports.extend(self._close((version, variant), clock, due_at_ms, settle))
+        return reports
+
+    def write(self) -> None:
+        """Every state change written back, once per key."""
+        for series, detector in self.detectors.items():
+            self.store[_k("c", self.model, *series)] = detector.dumps()
         for (series, start), state in self.windows.items():
             if str(start) in self.index(series)["windows"]:
                 self.store[_k("w", self.model, *series, str(start))] = orjson.dumps(state)
@@ -405,7 +440,7 @@ class _Work:
         if self.untracked:
             logger.warning("model %s: %d predictions of versions/variants beyond the first %d "
                            "are not tracked", self.model, self.untracked, MAX_SERIES)
-        return reports
+            self.untracked = 0
 
     def _close(self, series: Series, clock: ModelClock,
                due_at_ms: int | None, settle: bool = False) -> list[KpiReport]:

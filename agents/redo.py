@@ -20,19 +20,25 @@ some prefix of [redo(m1), writes(m1), redo(m2), writes(m2), ...]:
 * a message at or below the record's offset for its topic was applied, and is
   skipped; any later message left no trace, and is handled as new.
 
+The unit may be a batch of consecutive messages of one partition (agents.batches):
+one record holds the writes of them all and, per topic, the highest offset among
+them (``Redo.after``, ``RedoLog.commit_many``); the batch is then applied wholly
+or not at all. The record's format is the same either way.
+
 Reports, dead letters and routed records of a message are acknowledged by the
 broker before its redo record is written: a message is marked applied only
 once everything it emitted is out. What it costs: one more changelog record per
 message that writes state, as large as its writes together.
 
-Bound: one record per partition of the table, the size of one message's writes.
+Bound: one record per partition of the table, the size of one message's (or one
+batch's) writes.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -65,7 +71,23 @@ class Redo:
 
     def next(self, topic: str, offset: int, writes: Mapping[bytes, bytes | None]) -> Redo:
         """The record to write before applying the message's ``writes``."""
-        return Redo({**self.applied, topic: offset}, (topic, offset), dict(writes))
+        return self.after([(topic, offset)], writes)
+
+    def after(self, done: Sequence[tuple[str, int]],
+              writes: Mapping[bytes, bytes | None]) -> Redo:
+        """The record to write before applying ``writes``, those of the messages ``done``
+        ((topic, offset) each, in the order handled; at least one) together: per topic,
+        the highest of their offsets is applied.
+
+        >>> Redo({"a": 3}).after([("b", 5), ("a", 4), ("b", 6)], {}).applied
+        {'a': 4, 'b': 6}
+        """
+        if not done:
+            raise ValueError("a redo record is written for at least one message")
+        highest: dict[str, int] = {}
+        for topic, offset in done:
+            highest[topic] = max(offset, highest.get(topic, offset))
+        return Redo({**self.applied, **highest}, done[-1], dict(writes))
 
     def complete(self, table: MutableMapping[bytes, bytes]) -> int:
         """Write the newest message's writes again where the table lacks them; returns how
@@ -145,6 +167,12 @@ class RedoLog:
     def begin(self, partition: int, topic: str, offset: int) -> Redo | None:
         """Partition ``partition``'s record before the message at ``offset`` of ``topic`` is
         handled, or None when that message was applied already (skip it)."""
+        redo = self.record(partition)
+        return None if redo.seen(topic, offset) else redo
+
+    def record(self, partition: int) -> Redo:
+        """Partition ``partition``'s record, its writes completed in the table if this is
+        the first look at those bytes."""
         raw = self.table.get(redo_key(partition))
         known = self._known.get(partition)
         if known is not None and (known[0] is raw or known[0] == raw):
@@ -158,17 +186,25 @@ class RedoLog:
                                partition)
             if raw is not None:
                 self._known[partition] = (raw, redo)
-        return None if redo.seen(topic, offset) else redo
+        return redo
 
     def commit(self, partition: int, redo: Redo, topic: str, offset: int,
-               changes: Mapping[bytes, bytes | None]) -> None:
+               changes: Mapping[bytes, bytes | None]) -> Redo:
         """Write the message's redo record, then its ``changes`` (None: delete). Written
-        for every message, changes or not: it is also the partition's progress."""
-        after = redo.next(topic, offset, changes)
+        for every message, changes or not: it is also the partition's progress. Returns
+        the record written."""
+        return self.commit_many(partition, redo, [(topic, offset)], changes)
+
+    def commit_many(self, partition: int, redo: Redo, done: Sequence[tuple[str, int]],
+                    changes: Mapping[bytes, bytes | None]) -> Redo:
+        """``commit`` for the messages ``done`` ((topic, offset) each, in order) at once:
+        one record holding ``changes``, the writes of them all (``Redo.after``)."""
+        after = redo.after(done, changes)
         raw = after.dumps()
         self.table[redo_key(partition)] = raw
         self._known[partition] = (raw, after)
         apply_changes(self.table, changes)
+        return after
 
     def forget(self) -> None:
         """After a rebalance: the next read of each partition checks its record again."""

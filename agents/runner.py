@@ -1,14 +1,21 @@
 """The loop every handler-based agent runs: handle off the event loop, then write.
 
 A handler (``DriftHandler``, ``KpiHandler``) is Faust-free: ``handle(raw,
-origin, table)`` returns an ``Outcome``. The agent runs it in a worker thread
-against an ``Overlay`` of its table (a CPU-bound body on the event loop
+origin, table)`` returns an ``Outcome``, and ``handle_batch(messages, table)``
+one per message (``handle_each`` when it has none). The agent takes the
+messages available on its stream in batches and walks them per partition
+(agents.batches); it runs each sub-batch's ``handle_batch`` in a worker thread
+against one ``Overlay`` of its table (a CPU-bound body on the event loop
 starves Faust's fetcher: 12 ms of work per message cost 45 ms of wall time),
 applies the table writes on the loop, where Faust tables must be written, and
 sends the reports and dead letters. A handler that raises never stops the
-worker: the message goes to ``deadletter`` with the exception, as a bug report.
+worker: the batch is handled again one message at a time, and the message the
+handler raises on goes to ``deadletter`` with the exception, as a bug report.
+Anything else that fails in a batch (the table's store, the broker) makes the
+runner try the batch again after a backoff, its messages unacknowledged
+meanwhile (one message at a time, Faust restarts the agent instead, as before).
 
-Every handled message leaves a redo record (agents.redo) before its table
+Every handled sub-batch leaves one redo record (agents.redo) before its table
 writes, so that a message handed again after a crash is recognised and
 skipped: state is changed once per message, and what a message emitted is
 never lost. The same record tells the last offset applied per partition and
@@ -37,8 +44,9 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import faust
@@ -50,6 +58,7 @@ from pydantic import BaseModel
 
 from agents import metrics
 from agents.backfill import Backfill, Input
+from agents.batches import Bounds, by_partition, taken, walk
 from agents.codec import Origin, dead_letter
 from agents.config import Settings
 from agents.overlay import Overlay
@@ -69,6 +78,11 @@ TICK = "\x00tick"
 #: on top of each try's own timeout, before the output counts as lost
 SEND_ATTEMPTS = 5
 SEND_BACKOFF_S = 0.5
+#: a batch that fails (an exception out of the runner, not the handler's) is tried
+#: again after RETRY_S, doubled each time up to RETRY_MAX_S (as Faust's supervisor
+#: restarts an agent within 5 s)
+RETRY_S = 0.5
+RETRY_MAX_S = 5.0
 
 
 @dataclass
@@ -102,6 +116,8 @@ class _Send:
     what: str
     #: a dead letter: when it is lost there is nothing more to write
     letter: bool = False
+    #: which message of the sub-batch emitted it
+    index: int = 0
 
     @property
     def topic_name(self) -> str:
@@ -169,15 +185,40 @@ class Handler(Protocol):
     ) -> Outcome: ...
 
 
+#: what ``handle_batch`` takes: each message's value and origin, in order
+Messages = list[tuple[bytes | None, Origin]]
+
+
+def handle_each(handler: Handler, messages: Messages,
+                table: MutableMapping[bytes, bytes]) -> list[Outcome]:
+    """``handle_batch`` for a handler that has none: ``handle`` on each message in turn,
+    on the same table."""
+    return [handler.handle(raw, origin, table) for raw, origin in messages]
+
+
+def _bug(handler: Handler, msg: Input, origin: Origin, exc: Exception) -> Outcome:
+    """The outcome of a message the handler raised on: its dead letter, as a bug report."""
+    logger.error("%s agent failed on %s[%d]@%d", handler.AGENT, origin.topic,
+                 origin.partition, origin.offset, exc_info=exc)
+    return Outcome(dead=[dead_letter(
+        origin,
+        f"driftline failed while processing this message ({type(exc).__name__}: "
+        f"{exc}); this is a driftline bug, please report it with this dead letter",
+        msg.value or b"", agent=handler.AGENT,
+    )])
+
+
 def handler_agent(
     handler: Handler, *, table: Any, reports: faust.types.TopicT, deadletter: faust.types.TopicT,
     outputs: dict[str, faust.types.TopicT] | None = None, log: RedoLog | None = None,
     backfill: Backfill | None = None,
     settle: Callable[[str, int, int, int], Awaitable[None]] | None = None,
     send_attempts: int = SEND_ATTEMPTS, send_backoff_s: float = SEND_BACKOFF_S,
+    bounds: Bounds | None = None, active: Callable[[], bool] | None = None,
 ) -> HandlerAgent:
     """An agent body (``async def (stream)``) that runs ``handler`` on every message,
-    and its ``catch_up``.
+    in batches within ``bounds`` (agents.batches; None: the defaults), and its
+    ``catch_up``. ``active()`` says whether the worker is not rebalancing.
 
     ``log`` holds the table's redo records (agents.redo); None without a table.
     ``backfill`` reads the messages Faust's consumer skipped (agents.backfill);
@@ -185,85 +226,144 @@ def handler_agent(
     ``start..end-1`` are done, or its offset commit would stop at the hole (the
     agent passes 0 for "every offset before ``end``": they are all applied; the
     consumer ignores what it committed already)."""
-    lock = asyncio.Lock()  # one message at a time: the stream's, or catch_up's
+    lock = asyncio.Lock()  # one partition's batch at a time: the stream's, or catch_up's
+    bounds = bounds or Bounds()
+    handle_batch = getattr(handler, "handle_batch", None) or partial(handle_each, handler)
+    forget = getattr(handler, "forget", None)
+    base = table if table is not None else {}
 
-    async def send(msg: Input, origin: Origin, outcome: Outcome) -> None:
-        """Send what a message emitted; what cannot be sent is logged, counted and, for a
-        report or routed message, named in a dead letter; it never raises for that."""
+    def emitted(i: int, msg: Input, outcome: Outcome) -> list[_Send]:
+        """What message ``i`` of a sub-batch emitted, to send."""
         sends = []
         for report in outcome.reports:
             model = getattr(report, "model", "")
             window = getattr(report, "window_start", None)
             sends.append(_Send(reports, model.encode(), report.model_dump_json().encode(),
                                f"{type(report).__name__} of model {model!r}"
-                               + (f" for the window from {window}" if window else "")))
+                               + (f" for the window from {window}" if window else ""),
+                               index=i))
         for name, key, value in outcome.routed:
-            sends.append(_Send((outputs or {})[name], key, value, f"message for {name!r}"))
+            sends.append(_Send((outputs or {})[name], key, value, f"message for {name!r}",
+                               index=i))
         sends += [_Send(deadletter, msg.key, letter.model_dump_json().encode(), "dead letter",
-                        letter=True) for letter in outcome.dead]
+                        letter=True, index=i) for letter in outcome.dead]
+        return sends
+
+    async def send(done: list[tuple[Input, Origin, Outcome]]) -> None:
+        """Send what the messages of a sub-batch emitted, together; what cannot be sent is
+        logged, counted and, for a report or routed message, named in a dead letter of
+        the message that emitted it; it never raises for that."""
+        sends = [s for i, (msg, _, outcome) in enumerate(done) for s in emitted(i, msg, outcome)]
         if not sends:
             return
         failed = await _deliver(sends, attempts=send_attempts, backoff_s=send_backoff_s)
+        lost: dict[int, list[tuple[_Send, BaseException]]] = {}
         for out, exc in failed:
+            _, origin, _ = done[out.index]
             metrics.SEND_FAILURES.labels(out.topic_name, handler.AGENT).inc()
             logger.error("%s: could not send the %s (%d bytes) to %s for %s[%d]@%d: %s; "
                          "the message is recorded as handled without it", handler.AGENT,
                          out.what, len(out.value), out.topic_name, origin.topic,
                          origin.partition, origin.offset, exc)
-        lost = [(out, exc) for out, exc in failed if not out.letter]
-        if not lost:
+            if not out.letter:
+                lost.setdefault(out.index, []).append((out, exc))
+        notes = []
+        for i, outs in lost.items():
+            msg, origin, _ = done[i]
+            (first, why), more = outs[0], len(outs) - 1
+            note = dead_letter(
+                origin,
+                f"driftline could not send the {first.what} that this message produced to "
+                f"{first.topic_name!r} ({type(why).__name__}: {why})"
+                + (f", nor {more} more of its outputs" if more else "")
+                + "; lost: `driftline replay` over this message's time recomputes reports",
+                msg.value or b"", agent=handler.AGENT)
+            notes.append(_Send(deadletter, msg.key, note.model_dump_json().encode(),
+                               "dead letter naming the outputs lost", letter=True, index=i))
+        if not notes:
             return
-        (first, why), more = lost[0], len(lost) - 1
-        note = dead_letter(
-            origin,
-            f"driftline could not send the {first.what} that this message produced to "
-            f"{first.topic_name!r} ({type(why).__name__}: {why})"
-            + (f", nor {more} more of its outputs" if more else "")
-            + "; lost: `driftline replay` over this message's time recomputes reports",
-            msg.value or b"", agent=handler.AGENT)
-        letter = _Send(deadletter, msg.key, note.model_dump_json().encode(),
-                       "dead letter naming the outputs lost", letter=True)
-        for out, exc in await _deliver([letter], attempts=send_attempts,
+        for out, exc in await _deliver(notes, attempts=send_attempts,
                                        backoff_s=send_backoff_s):
+            _, origin, _ = done[out.index]
             metrics.SEND_FAILURES.labels(out.topic_name, handler.AGENT).inc()
             logger.error("%s: could not send the %s to %s for %s[%d]@%d either: %s",
                          handler.AGENT, out.what, out.topic_name, origin.topic,
                          origin.partition, origin.offset, exc)
 
-    async def handle(msg: Input, redo: Redo | None) -> None:
-        """Run the handler on one message, send what it emitted, then record it as
-        handled (its redo record): the one place a message's effects happen. Neither a
-        handler that raises nor an output that cannot be sent stops the agent: the
-        first becomes a dead letter, the second is logged, counted and named in a
-        dead letter (``send``); the message is recorded as handled either way, so its
-        partition goes on and its offset is committed."""
-        origin = Origin(msg.topic, msg.partition, msg.offset, msg.key)
-        view = Overlay(table if table is not None else {})
+    async def outcomes(msgs: list[Input], origins: list[Origin]) -> tuple[list[Outcome], Overlay]:
+        """The handler's outcome of each message, and the overlay holding their writes.
+        When ``handle_batch`` raises, the messages are handled again one at a time, each
+        on an overlay of the table and the writes of those before it: the message the
+        handler raises on gets a dead letter (nothing it wrote counts), the others go on.
+        In-memory working sets the failed call may have changed are dropped first
+        (``forget``): they are rebuilt from the table."""
+        view = Overlay(base)
         try:
-            outcome = await asyncio.to_thread(handler.handle, msg.value, origin, view)
-        except Exception as exc:  # keep the worker alive; keep the message
-            logger.exception("%s agent failed on %s[%d]@%d", handler.AGENT,
-                             origin.topic, origin.partition, origin.offset)
-            letter = dead_letter(
-                origin,
-                f"driftline failed while processing this message ({type(exc).__name__}: "
-                f"{exc}); this is a driftline bug, please report it with this dead letter",
-                msg.value or b"", agent=handler.AGENT,
-            )
-            outcome = Outcome(dead=[letter])
-            view = Overlay(table if table is not None else {})  # nothing it wrote counts
-        metrics.observe(handler.AGENT, origin.topic, counted=outcome.counted,
-                        dead=len(outcome.dead), reports=outcome.reports,
-                        partition=origin.partition, offset=origin.offset)
-        # What the message emitted is acknowledged before the state that says it
-        # was handled (agents.redo): a crash in between sends it again, never loses it.
-        await send(msg, origin, outcome)
-        if log is not None and redo is not None:
-            log.commit(msg.partition, redo, msg.topic, msg.offset, view.changes())
+            done = await asyncio.to_thread(
+                handle_batch, [(m.value, o) for m, o in zip(msgs, origins, strict=True)], view)
+            if len(done) != len(msgs):
+                raise RuntimeError(f"handle_batch gave {len(done)} outcomes for "
+                                   f"{len(msgs)} messages")
+            return done, view
+        except Exception as exc:  # keep the worker alive; keep the messages
+            if len(msgs) == 1:
+                if forget is not None:
+                    forget()
+                return [_bug(handler, msgs[0], origins[0], exc)], Overlay(base)
+            logger.warning("%s agent failed on a batch of %d messages of %s[%d]@%d-%d (%s: "
+                           "%s); handling them one at a time", handler.AGENT, len(msgs),
+                           origins[0].topic, origins[0].partition, origins[0].offset,
+                           origins[-1].offset, type(exc).__name__, exc)
+        view, done = Overlay(base), []
+        for msg, origin in zip(msgs, origins, strict=True):
+            if forget is not None:
+                forget()
+            one = Overlay(view)
+            try:
+                outcome = await asyncio.to_thread(handler.handle, msg.value, origin, one)
+            except Exception as exc:
+                done.append(_bug(handler, msg, origin, exc))
+                continue
+            one.apply(view)
+            done.append(outcome)
+        return done, view
 
-    async def fill(topic: str, partition: int, offset: int, redo: Redo) -> Redo | None:
+    async def run(msgs: list[Input], redo: Redo | None) -> Redo | None:
+        """Handle a sub-batch (consecutive messages of one partition), send what it
+        emitted, then record it as handled (one redo record): the one place messages'
+        effects happen. Neither a handler that raises nor an output that cannot be sent
+        stops the agent: the first becomes a dead letter, the second is logged, counted
+        and named in a dead letter (``send``); the messages are recorded as handled
+        either way, so their partition goes on and their offsets are committed. Returns
+        the partition's record after them."""
+        origins = [Origin(m.topic, m.partition, m.offset, m.key) for m in msgs]
+        done, view = await outcomes(msgs, origins)
+        changes = view.changes()
+        size = sum(len(k) + len(v or b"") for k, v in changes.items())
+        if len(msgs) > 1 and size > bounds.max_bytes:
+            # Its redo record would hold them all: a broker takes records up to a limit.
+            # Handled again in halves (working sets the first try changed dropped first).
+            logger.info("%s: %d messages wrote %d bytes, over %d; handled again in halves",
+                        handler.AGENT, len(msgs), size, bounds.max_bytes)
+            if forget is not None:
+                forget()
+            half = len(msgs) // 2
+            return await run(msgs[half:], await run(msgs[:half], redo))
+        for origin, outcome in zip(origins, done, strict=True):
+            metrics.observe(handler.AGENT, origin.topic, counted=outcome.counted,
+                            dead=len(outcome.dead), reports=outcome.reports,
+                            partition=origin.partition, offset=origin.offset)
+        # What the messages emitted is acknowledged before the state that says they
+        # were handled (agents.redo): a crash in between sends it again, never loses it.
+        await send(list(zip(msgs, origins, done, strict=True)))
+        if log is None or redo is None:
+            return redo
+        return log.commit_many(msgs[0].partition, redo, [(m.topic, m.offset) for m in msgs],
+                               changes)
+
+    async def fill(topic: str, partition: int, offset: int, redo: Redo) -> Redo:
         """Handle the messages of ``topic[partition]`` before ``offset`` that Faust never
-        handed over; the redo record for the message at ``offset``."""
+        handed over (one at a time); the partition's redo record after them."""
         last = redo.applied.get(topic)
         if backfill is None or last is None or offset <= last + 1:
             return redo
@@ -277,35 +377,65 @@ def handler_agent(
         for m in missed:
             before = log.begin(m.partition, m.topic, m.offset)
             if before is not None:
-                await handle(m, before)
+                await run([m], before)
         if settle is not None:
             # Every offset before ``offset`` is applied now, those Faust dropped before
             # ``last + 1`` too (applied before a restart, then dropped with the hole):
             # unmarked, its offset commit would stop there for good.
             await settle(topic, partition, 0, offset)
-        return log.begin(partition, topic, offset)
+        return log.record(partition)
+
+    async def skip(msg: Input) -> None:
+        if settle is not None:
+            # Applied already, and so is every offset before it: Faust may have dropped
+            # some of them after a restart (applied before it) without a hole for this
+            # agent to read; its offset commit would stop at the first (seen on Apache
+            # Kafka, test_crash).
+            await settle(msg.topic, msg.partition, 0, msg.offset)
+        metrics.REDELIVERED.labels(msg.topic, handler.AGENT).inc()
+        logger.info("%s: %s[%d]@%d was applied already (before a restart, or read "
+                    "directly); skipped", handler.AGENT, msg.topic, msg.partition, msg.offset)
+
+    async def walk_batch(batch: list[Input]) -> None:
+        for partition, group in by_partition(batch).items():
+            # Faust takes a table write's changelog partition from the event being
+            # processed; in a batch, that is not the message being handled.
+            with _in_partition(TP(group[0].topic, partition)):
+                async with lock:
+                    redo = None if log is None else log.record(partition)
+                    await walk(group, redo, bounds=bounds, run=run, skip=skip,
+                               fill=fill if backfill is not None else None)
 
     async def agent(stream: Any) -> None:
-        async for event in stream.events():
-            m = event.message
-            msg = Input(m.topic, m.partition, m.offset, m.key, m.value)
-            async with lock:
-                redo = None if log is None else log.begin(msg.partition, msg.topic, msg.offset)
-                if log is not None and redo is not None:
-                    redo = await fill(msg.topic, msg.partition, msg.offset, redo)
-                if log is not None and redo is None:
-                    if settle is not None:
-                        # Applied already, and so is every offset before it: Faust may
-                        # have dropped some of them after a restart (applied before it)
-                        # without a hole for this agent to read; its offset commit
-                        # would stop at the first (seen on Apache Kafka, test_crash).
-                        await settle(msg.topic, msg.partition, 0, msg.offset)
-                    metrics.REDELIVERED.labels(msg.topic, handler.AGENT).inc()
-                    logger.info("%s: %s[%d]@%d was applied already (before a restart, or "
-                                "read directly); skipped", handler.AGENT, msg.topic,
-                                msg.partition, msg.offset)
-                    continue
-                await handle(msg, redo)
+        async with aclosing(taken(stream, bounds)) as batches:
+            async for batch in batches:
+                failures = 0
+                while True:
+                    try:
+                        await walk_batch(batch)
+                        break
+                    except Exception as exc:
+                        # One at a time, Faust restarts the agent (and acknowledges the
+                        # message), as before batches. A batch is tried again instead,
+                        # its messages unacknowledged meanwhile, so the group's offset
+                        # commit stays behind while it fails (the applied ones are
+                        # skipped then); a restarted agent would find Faust's stream
+                        # draining the messages that came meanwhile, and acknowledging
+                        # them. A rebalance lets it go: what was not applied is read
+                        # again from the partition (``fill``, ``catch_up``).
+                        if bounds.max_messages == 1:
+                            raise
+                        if active is not None and not active():
+                            logger.warning("%s: a rebalance: the rest of a failed batch is "
+                                           "read again later", handler.AGENT)
+                            break
+                        failures += 1
+                        metrics.CRASHES.labels(handler.AGENT).inc()
+                        delay = min(RETRY_MAX_S, RETRY_S * 2 ** (failures - 1))
+                        logger.error("%s agent failed on a batch of %d messages (%s: %s); "
+                                     "trying it again in %.1f s", handler.AGENT, len(batch),
+                                     type(exc).__name__, exc, delay, exc_info=exc)
+                        await asyncio.sleep(delay)
 
     async def catch_up(topic: str, partition: int, upto: int) -> int:
         """Handle the messages of ``topic[partition]`` up to offset ``upto`` that Faust
@@ -389,7 +519,7 @@ def _in_partition(tp: TP) -> Iterator[None]:
 
 def register(
     app: faust.App, settings: Settings, handler: Handler, *, name: str, sources: list[str],
-    output: str, table: str, extra_outputs: tuple[str, ...] = (),
+    output: str, table: str, extra_outputs: tuple[str, ...] = (), batched: bool = True,
 ) -> tuple[faust.types.AgentT, Any]:
     """The agent ``name``: ``handler`` over the ``sources`` topics (in one stream, so
     a model's messages are handled in order), reports to ``output``, its state in
@@ -398,9 +528,15 @@ def register(
     mirror the table) has it called when partitions are revoked. The table also
     holds each partition's redo record, so even
     an agent that keeps its state elsewhere (the controller: the registry) gets
-    one, for its progress. Returns the agent and its table."""
+    one, for its progress. Messages are handled in batches within the settings'
+    bounds (agents.batches), or one at a time when not ``batched`` (a handler whose
+    effects leave the table and must each be sent before the next message is
+    handled: the controller). Returns the agent and its table."""
+    # Its changelog takes records as large as the producer sends (a batch's redo
+    # record holds the batch's writes; Apache Kafka's default limit is 1 MB).
     state = app.Table(table, default=None, key_type=bytes, value_type=bytes,
-                      partitions=settings.partitions)
+                      partitions=settings.partitions, extra_topic_configs={
+                          "max.message.bytes": str(settings.max_request_bytes)})
     log = RedoLog(state)
 
     @app.on_partitions_revoked.connect
@@ -427,6 +563,8 @@ def register(
         deadletter=app.topic(settings.topic("deadletter"), key_type=bytes, value_type=bytes),
         outputs={name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
                  for name in extra_outputs},
+        bounds=Bounds.of(settings) if batched else Bounds(max_messages=1),
+        active=lambda: not app.rebalancing and app.flow_control.is_active(),
     )
     inputs = {settings.topic(s) for s in sources}
     last_check: dict[TP, tuple[int, bytes | None]] = {}

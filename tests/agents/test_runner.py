@@ -68,12 +68,28 @@ class Event:
 
 
 class Stream:
-    def __init__(self, messages: list[Message]) -> None:
+    """A Faust stream's ``events()`` (one at a time) and ``take_events`` (the messages in
+    lists of ``max_``; with ``sizes``, lists of those sizes instead, then of ``max_``)."""
+
+    def __init__(self, messages: list[Message], sizes: list[int] | None = None) -> None:
         self.messages = messages
+        self.sizes = sizes or []
+        self.taken: list[list[int]] = []  # the offsets of each list handed over
+        self.acked: list[int] = []  # of those, the ones asked past (Faust acks them then)
 
     async def events(self) -> Any:
         for m in self.messages:
             yield Event(m)
+
+    async def take_events(self, max_: int, within: float) -> Any:
+        assert within > 0, "no timeout: Faust's take_events would wait for a full buffer"
+        rest, sizes = list(self.messages), list(self.sizes)
+        while rest:
+            n = min(sizes.pop(0) if sizes else max_, max_)
+            part, rest = rest[:n], rest[n:]
+            self.taken.append([m.offset for m in part])
+            yield [Event(m) for m in part]
+            self.acked += [m.offset for m in part]
 
 
 def _run(handler: Counter, table: dict[bytes, bytes], messages: list[Message],

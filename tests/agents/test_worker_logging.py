@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 
 import faust
@@ -15,10 +16,10 @@ from agents.app import Worker
 def root_logger() -> Iterator[logging.Logger]:
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
+    streams = sys.stdout, sys.stderr, sys.displayhook  # Faust's worker replaces them
     yield root
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
+    sys.stdout, sys.stderr, sys.displayhook = streams
+    root.handlers[:] = handlers  # Faust's worker removes some and adds its spinner's
     root.setLevel(level)
 
 
