@@ -31,7 +31,9 @@ PER_FORM = (
 )
 
 
-def _bench(tmp_path: Path, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+def _bench(
+    tmp_path: Path, *args: str, timeout_s: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     # A session of its own: if the bench hangs, its worker processes go with it.
     proc = subprocess.Popen(
         [sys.executable, "-m", "agents", "bench", *args],
@@ -40,6 +42,7 @@ def _bench(tmp_path: Path, *args: str, timeout_s: float) -> subprocess.Completed
         text=True,
         cwd=ROOT,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
@@ -71,6 +74,10 @@ def test_bench_measures_every_form_and_the_labels_and_writes_them(
         "--json",
         str(tmp_path / "bench.json"),
         timeout_s=480,
+        # One message per handler call: in a run this small, batches would send the
+        # reports of several windows from one call, within one CPU clock tick (10 ms),
+        # and the CPU figure would read 0.
+        env={"DRIFTLINE_BATCH_MAX_MESSAGES": "1"},
     )
     assert out.returncode == 0, out.stdout + out.stderr
     figures = orjson.loads((tmp_path / "bench.json").read_bytes())
