@@ -78,7 +78,7 @@ def create_app(
         # Offsets are committed at most this often: the bound on events counted
         # twice after a crash (see README, guarantees).
         broker_commit_interval=1.0,
-        producer_max_request_size=max(settings.max_message_bytes, 1_048_576) + 65_536,
+        producer_max_request_size=settings.max_request_bytes,
         # Each message writes two changelog records of about 12 KB (state, redo): with
         # aiokafka's defaults (no linger, 16 KB batches) each went out in a request
         # of its own. 10 ms of linger and 1 MiB batches let them share requests:
@@ -131,9 +131,11 @@ class CrashCountingSupervisor(mode.OneForOneSupervisor):
     stalls its partition, which driftline_seconds_since_progress shows while lag
     stays low (tests/e2e/test_health_signals.py). The runner keeps handler errors inside the
     agent (dead letters), so a crash is a driftline bug or an outage. Counted when
-    the actor is restarted. (Faust's rate limit: a restart less than 10 ms after the
-    previous one stops the worker.) Restarts that a rebalance causes (the actor
-    cancelled) are not crashes.
+    the actor is restarted. With batches (DRIFTLINE_BATCH_MAX_MESSAGES > 1) the runner
+    catches such a failure itself and tries the batch again with backoff, its messages
+    unacknowledged, counting each try in the same counter (agents.runner). (Faust's
+    rate limit: a restart less than 10 ms after the previous one stops the worker.)
+    Restarts that a rebalance causes (the actor cancelled) are not crashes.
     """
 
     async def restart_service(self, service: ServiceT) -> None:

@@ -121,7 +121,8 @@ SINCE_PROGRESS = Gauge("driftline_seconds_since_progress", "seconds since the ag
                        "handled a message of the partition while behind its end; 0 when caught "
                        "up", ["agent", "topic", "partition"], registry=REGISTRY)
 CRASHES = Counter("driftline_agent_crashes", "agent crashes (an exception out of the agent, "
-                  "which Faust's supervisor then restarts)", ["agent"], registry=REGISTRY)
+                  "which Faust's supervisor then restarts; with batches, a batch the runner "
+                  "tries again)", ["agent"], registry=REGISTRY)
 STARTED = Gauge("driftline_worker_start_time_seconds", "Unix time this worker process started "
                 "serving metrics (a change is a restart)", registry=REGISTRY)
 SEND_FAILURES = Counter("driftline_send_failures", "reports, routed messages and dead letters "

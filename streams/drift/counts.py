@@ -16,15 +16,7 @@ def paired_counts(
     >>> paired_counts([1, 2], [3, 4])[1].tolist()
     [3.0, 4.0]
     """
-    ref = np.asarray(reference_counts, dtype=np.float64)
-    cur = np.asarray(window_counts, dtype=np.float64)
-    if ref.shape != cur.shape:
-        raise ValueError(f"bins differ: reference {ref.shape} vs window {cur.shape}")
-    if ref.ndim != 1:
-        raise ValueError(f"counts must be one-dimensional, got shape {ref.shape}")
-    if np.any(ref < 0) or np.any(cur < 0):
-        raise ValueError("counts must be non-negative")
-    return ref, cur
+    return _checked(reference_counts, window_counts, ndim=1, what="counts must be one-dimensional")
 
 
 def paired_rows(
@@ -36,12 +28,19 @@ def paired_rows(
     >>> paired_rows([[1, 2]], [[3, 4]])[1].tolist()
     [[3.0, 4.0]]
     """
+    return _checked(reference_counts, window_counts, ndim=2,
+                    what="rows of counts must be two-dimensional")
+
+
+def _checked(reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike, *, ndim: int,
+             what: str) -> tuple[Floats, Floats]:
+    """Both as float64 of one shape with ``ndim`` dimensions and no negative count."""
     ref = np.asarray(reference_counts, dtype=np.float64)
     cur = np.asarray(window_counts, dtype=np.float64)
     if ref.shape != cur.shape:
         raise ValueError(f"bins differ: reference {ref.shape} vs window {cur.shape}")
-    if ref.ndim != 2:
-        raise ValueError(f"rows of counts must be two-dimensional, got shape {ref.shape}")
+    if ref.ndim != ndim:
+        raise ValueError(f"{what}, got shape {ref.shape}")
     if np.any(ref < 0) or np.any(cur < 0):
         raise ValueError("counts must be non-negative")
     return ref, cur
