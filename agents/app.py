@@ -142,9 +142,9 @@ class CrashCountingSupervisor(mode.OneForOneSupervisor):
         reason = service.crash_reason
         if not isinstance(reason, asyncio.CancelledError):
             agent = getattr(getattr(service, "agent", None), "name", "unknown")
-            metrics.CRASHES.labels(agent).inc()
             logger.error("the %s agent crashed (%s: %s); Faust restarts it", agent,
                          type(reason).__name__, reason)
+            metrics.CRASHES.labels(agent).inc()  # after the log line: a scrape finds it
         await super().restart_service(service)
 
 

@@ -430,11 +430,13 @@ def handler_agent(
                                            "read again later", handler.AGENT)
                             break
                         failures += 1
-                        metrics.CRASHES.labels(handler.AGENT).inc()
                         delay = min(RETRY_MAX_S, RETRY_S * 2 ** (failures - 1))
                         logger.error("%s agent failed on a batch of %d messages (%s: %s); "
                                      "trying it again in %.1f s", handler.AGENT, len(batch),
                                      type(exc).__name__, exc, delay, exc_info=exc)
+                        # Counted after the log line is written: whoever sees the count
+                        # (a scrape runs in another thread) finds the reason logged.
+                        metrics.CRASHES.labels(handler.AGENT).inc()
                         await asyncio.sleep(delay)
 
     async def catch_up(topic: str, partition: int, upto: int) -> int:

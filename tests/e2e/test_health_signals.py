@@ -158,7 +158,10 @@ def test_a_crash_looping_agent_shows_lag_from_the_commit_rising_stall_and_crashe
         lambda: (sample(port, "driftline_agent_crashes_total", agent="drift") or 0) >= 1,
         worker,
     )
-    assert "not a driftline redo record" in worker.log()
+    # The counter moves after the reason is logged; the log file is written by the
+    # worker's process, so read it until it shows (a deadline, not a sleep).
+    wait_for("the crash's reason in the log",
+             lambda: "not a driftline redo record" in worker.log(), worker)
 
     # The lag the worker shows is the broker's end minus the group's commit (the
     # commit moves on as the agent crashes: compare while it holds still).
