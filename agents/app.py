@@ -20,6 +20,7 @@ from agents import metrics
 from agents.config import Settings
 from agents.group_lag import GroupLag
 from agents.kafka import faust_credentials
+from agents.runtime import faust_internals
 from agents.watchdog import DEFAULT_GRACE_S, ShutdownWatchdog
 from schemas.policy import Policy
 
@@ -76,7 +77,7 @@ def create_app(
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 10, 0.5),
         # Offsets are committed at most this often: the bound on events counted
-        # twice after a crash (see README, guarantees).
+        # twice after a crash (see docs/guarantees.md).
         broker_commit_interval=1.0,
         producer_max_request_size=settings.max_request_bytes,
         # Each message writes two changelog records of about 12 KB (state, redo): with
@@ -94,6 +95,9 @@ def create_app(
         # Restarts a crashed agent as Faust's default does, and counts the crash.
         agent_supervisor=CrashCountingSupervisor,
     )
+    # The Faust internals the runner uses are there and have their shape, or the
+    # worker stops here naming what changed (agents.runtime.faust_internals).
+    faust_internals.check()
     wanted = set(agents)
     unknown = wanted - set(AGENTS)
     if unknown:

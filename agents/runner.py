@@ -42,9 +42,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from contextlib import aclosing, contextmanager
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -52,7 +51,6 @@ from typing import Any, Protocol
 import faust
 from aiokafka.errors import KafkaTimeoutError, ProducerClosed
 from faust.exceptions import ConsumerNotStarted, ProducerSendError
-from faust.streams import _current_event
 from faust.types import TP
 from pydantic import BaseModel
 
@@ -63,6 +61,7 @@ from agents.codec import Origin, dead_letter
 from agents.config import Settings
 from agents.overlay import Overlay
 from agents.redo import Redo, RedoLog, redo_key
+from agents.runtime import faust_internals
 from schemas.reports import DeadLetter
 
 logger = logging.getLogger(__name__)
@@ -400,7 +399,7 @@ def handler_agent(
         for partition, group in by_partition(batch).items():
             # Faust takes a table write's changelog partition from the event being
             # processed; in a batch, that is not the message being handled.
-            with _in_partition(TP(group[0].topic, partition)):
+            with faust_internals.in_partition(TP(group[0].topic, partition)):
                 async with lock:
                     redo = None if log is None else log.record(partition)
                     await walk(group, redo, bounds=bounds, run=run, skip=skip,
@@ -497,28 +496,6 @@ def handler_agent(
     return HandlerAgent(agent, catch_up, tick)
 
 
-@dataclass
-class _StandIn:
-    """What Faust's tables and stores read of the event being processed: its
-    message's topic and partition."""
-
-    message: TP
-
-
-@contextmanager
-def _in_partition(tp: TP) -> Iterator[None]:
-    """Make table reads and writes outside the agent's stream go to ``tp``'s table
-    partition: Faust takes it from the event being processed (a context variable
-    of its stream, private), and refuses writes with none ("Cannot modify table
-    key from outside of stream iteration")."""
-    stand_in = _StandIn(tp)
-    token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
 def register(
     app: faust.App, settings: Settings, handler: Handler, *, name: str, sources: list[str],
     output: str, table: str, extra_outputs: tuple[str, ...] = (), batched: bool = True,
@@ -552,8 +529,8 @@ def register(
 
     async def settle(topic: str, partition: int, start: int, end: int) -> None:
         # Faust's consumer commits up to the first offset nobody acknowledged: mark
-        # the hole done. (Faust's own way of passing over missing offsets; private.)
-        await app.consumer._add_gap(TP(topic, partition), start, end - 1)
+        # the hole done.
+        await faust_internals.settle_gap(app.consumer, TP(topic, partition), start, end - 1)
 
     runner = handler_agent(
         handler,
@@ -582,7 +559,6 @@ def register(
         # applied, with no progress for a whole interval while the agent is idle, is
         # read directly up to its end; if Faust's consumer had not read that far
         # either, it is moved past what was read, so that it goes on from there.
-        # (``_read_offset``: the consumer's read offset per partition; private.)
         if app.rebalancing or not app.flow_control.is_active():
             last_check.clear()
             return
@@ -599,10 +575,10 @@ def register(
             if last_check.get(tp) != now[tp]:
                 continue
             try:
-                with _in_partition(tp):
+                with faust_internals.in_partition(tp):
                     caught = await runner.catch_up(tp.topic, tp.partition, end - 1)
                 if caught:
-                    read = app.consumer._read_offset.get(tp)
+                    read = faust_internals.read_offset(app.consumer, tp)
                     if read is None or read < end - 1:
                         await app.consumer.seek(tp, end)
             except Exception:  # the broker unreachable, say: try again next time
@@ -628,7 +604,7 @@ def register(
             for partition in sorted({tp.partition for tp in assigned if tp.topic in inputs}):
                 tp = TP(sorted(inputs)[0], partition)
                 try:
-                    with _in_partition(tp):
+                    with faust_internals.in_partition(tp):
                         await tick(partition, time.time_ns() // 1_000_000)
                 except Exception:  # the broker unreachable, say: try again next time
                     logger.exception("%s: timer failed on partition %d", name, partition)

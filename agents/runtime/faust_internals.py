@@ -1,0 +1,113 @@
+"""The three Faust internals driftline relies on, behind one module, checked at start.
+
+faust-streaming has no public way to do three things the runner needs
+(agents.runtime.runner):
+
+* ``in_partition(tp)``: make table reads and writes outside the agent's stream go to
+  ``tp``'s table partition. Faust takes the partition from the event being processed,
+  a context variable of its stream (``faust.streams._current_event``), and refuses
+  writes with none ("Cannot modify table key from outside of stream iteration"). The
+  runner's timers (catching up, KPI revisions) write outside the stream.
+* ``settle_gap(consumer, tp, start, end)``: tell the consumer that offsets ``start``
+  to ``end`` (inclusive) are done, so its offset commit passes over them. Faust's own
+  way of passing over missing offsets (``Consumer._add_gap``); the runner reads such
+  holes itself (agents.runtime.backfill).
+* ``read_offset(consumer, tp)``: how far the consumer has read a partition
+  (``Consumer._read_offset``), so that the runner's watch moves it past messages it
+  read directly.
+
+A Faust release may rename or change them. ``check()`` runs when the worker's app is
+created (agents.app) and raises ``FaustChanged`` naming what changed and the Faust
+version, instead of a watch that fails quietly every 5 s;
+``tests/agents/runtime/test_faust_internals.py`` checks the installed Faust the same
+way and exercises each one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import faust.streams
+from faust.transport.consumer import Consumer
+from faust.types import TP
+
+from schemas.errors import DriftlineError
+
+
+class FaustChanged(DriftlineError):
+    """An internal of Faust that driftline uses is missing or has another shape."""
+
+
+@dataclass
+class _StandIn:
+    """What Faust's tables and stores read of the event being processed: its
+    message's topic and partition."""
+
+    message: TP
+
+
+@contextmanager
+def in_partition(tp: TP) -> Iterator[None]:
+    """Table reads and writes in this block go to ``tp``'s partition."""
+    stand_in = _StandIn(tp)
+    token = faust.streams._current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+async def settle_gap(consumer: Any, tp: TP, start: int, end: int) -> None:
+    """Offsets ``start``..``end`` (inclusive) of ``tp`` count as acknowledged."""
+    await consumer._add_gap(tp, start, end)
+
+
+def read_offset(consumer: Any, tp: TP) -> int | None:
+    """The last offset of ``tp`` the consumer has read, or None if it has read none."""
+    offset: int | None = consumer._read_offset.get(tp)
+    return offset
+
+
+def problems(consumer: Any = None) -> list[str]:
+    """What is missing or changed, in words (empty: all as expected). With a
+    ``consumer`` (the app's, created or started), its instance attributes too."""
+    found: list[str] = []
+    var = getattr(faust.streams, "_current_event", None)
+    if not isinstance(var, contextvars.ContextVar):
+        found.append("faust.streams._current_event is not a context variable")
+    add_gap = getattr(Consumer, "_add_gap", None)
+    if add_gap is None or not inspect.iscoroutinefunction(add_gap):
+        found.append("faust.transport.consumer.Consumer._add_gap is not a coroutine function")
+    elif list(inspect.signature(add_gap).parameters) != ["self", "tp", "offset_from",
+                                                          "offset_to"]:
+        found.append("Consumer._add_gap does not take (tp, offset_from, offset_to): "
+                     f"{inspect.signature(add_gap)}")
+    declared = inspect.get_annotations(Consumer)
+    for name in ("_read_offset", "_gap"):
+        if name not in declared:
+            found.append(f"faust.transport.consumer.Consumer declares no {name}")
+    if consumer is not None:
+        offsets = getattr(consumer, "_read_offset", None)
+        if offsets is None or not callable(getattr(offsets, "get", None)):
+            found.append("the consumer has no _read_offset mapping")
+        if not isinstance(getattr(consumer, "_gap", None), dict):
+            found.append("the consumer keeps no _gap per partition (Consumer._add_gap's state)")
+    return found
+
+
+def check(consumer: Any = None) -> None:
+    """Raise ``FaustChanged`` if any internal driftline uses is missing or changed."""
+    found = problems(consumer)
+    if found:
+        raise FaustChanged(
+            f"faust-streaming {version('faust-streaming')} changed internals driftline "
+            f"uses (agents/runtime/faust_internals.py): {'; '.join(found)}. Install a "
+            "faust-streaming version that pyproject.toml allows, or adapt that module."
+        )
