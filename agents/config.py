@@ -37,7 +37,7 @@ class Settings:
     topic_prefix: str = ""
     app_id: str = "driftline"
     # memory:// keeps tables in RAM, rebuilt from their changelog at start;
-    # rocksdb:// persists them locally (see README, production).
+    # rocksdb:// persists them locally (see docs/operations.md).
     store: str = "memory://"
     partitions: int = 1
     # Where table stores (rocksdb://) and Faust keep their files.
@@ -74,7 +74,7 @@ class Settings:
     # Models each agent tracks per table partition, besides those the policy file
     # lists under models: (agents.admission); events of further ones are
     # dead-lettered. 0: only the listed ones. What a model costs at the policy's
-    # defaults (README, memory bounds), as table state (in RAM with memory://,
+    # defaults (docs/memory.md), as table state (in RAM with memory://,
     # replayed from the changelog at every start): drift up to 8 windows x 1 KB x
     # features per version (200 KB at 25 features) plus its reference (tens of KB);
     # KPI 169 windows x 11 KB = 1.9 MB per version and variant; the poisoning

@@ -25,7 +25,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
     # References ride in the same stream so that a profile and the windows it
     # judges are handled in order by one agent. (With several partitions the
     # references topic must be keyed so a model's profile lands with its events;
-    # see README, scale-out.) Table keys: model@version (and model@version#reference),
+    # see docs/operations.md, scale-out.) Table keys: model@version (and model@version#reference),
     # values the DriftMonitor state, bounded per version by the policy.
     agent, _ = runner.register(
         app, settings, handler, name="drift", sources=["predictions", "features", "references"],

@@ -1,4 +1,4 @@
-"""The topic catalogue of DESIGN.md, creating topics on the broker, checking their settings.
+"""The topic catalogue (README, Topic contract): creating topics, checking their settings.
 
 Each topic gets the configuration its role needs: ``deployments`` (the
 hash-chained audit trail) and ``commands`` keep their records for ever

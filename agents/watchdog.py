@@ -8,7 +8,7 @@ termination grace) and then ends the process with exit code 70, logging what
 had not stopped. Nothing is lost by that: it is a crash, and the worker is built
 for crashes: input offsets not committed are delivered again at the next start,
 and a message whose table writes were cut short is completed from its redo
-record (README, Guarantees).
+record (docs/guarantees.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Input events that serving apps, label sources and data pipelines publish.
 
-Field names are fixed by the public contract (DESIGN.md). Unknown extra fields
+Field names are fixed by the public contract (README, Topic contract). Unknown extra fields
 are accepted and ignored, so producers can add their own context without
 breaking validation. ``ts`` is event time: an RFC 3339 string or epoch seconds.
 """

@@ -1,7 +1,7 @@
 """Reports driftline writes: drift, KPI, poisoning, quarantine and dead letters.
 
-driftline owns the exact shape of these; the fields named in DESIGN.md always
-exist. Times in reports are UTC datetimes, serialised as RFC 3339 strings.
+driftline owns the exact shape of these; the fields the README's topic contract
+names always exist. Times in reports are UTC datetimes, serialised as RFC 3339 strings.
 """
 
 from __future__ import annotations

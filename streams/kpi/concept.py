@@ -24,13 +24,11 @@ samples, and with 30 against 30 the critical distance at ``alpha=0.005`` is
 0.45, so even a jump of the error rate from 0.1 to 0.4 (a distance of 0.3)
 is usually missed; with 100 against 100 it is 0.25.
 
-Measured on this machine (2 cores; best of 3 runs of ``ConceptDetector.update``
-over a 200,000-long Bernoulli(0.1) stream in batches of 10,000, the Python loop
-over the batch included): ADWIN about 3.1 M updates/s, DDM about 1.3 M/s,
-PageHinkley about 1.2 M/s, KSWIN about 2,000/s (one scipy KS test per update:
-only for low-volume models). River 0.26's ADWIN runs in Rust
-(``river._river_rust``), which is why it beats the 0.4 M/s that DESIGN.md
-measured for a pure-Python ADWIN.
+Cost: ADWIN, DDM and PageHinkley each update in under a microsecond
+(River 0.26's ADWIN runs in Rust, ``river._river_rust``); KSWIN runs one scipy
+KS test per update, so it is for low-volume models only (a few thousand
+updates/s). ``driftline bench --labels`` measures the label join, detector
+included.
 
 Detection delay, measured (error rate 0.1 -> 0.4, 31 seeds): ADWIN fires at
 most 119 events after the change (it checks every ``clock=32`` events),

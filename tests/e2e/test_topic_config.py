@@ -1,6 +1,6 @@
 """The configuration of the topics a worker creates, as the broker describes it.
 
-DESIGN.md, Topics: ``deployments`` and ``commands`` keep their records for ever
+The topic contract: ``deployments`` and ``commands`` keep their records for ever
 (retention.ms=-1: the audit chain must stay verifiable) and ``references`` is
 compacted. Runs on both brokers. Apache Kafka describes every config of a topic,
 with its source; the embedded broker (Tansu 0.6.0) describes only those set when

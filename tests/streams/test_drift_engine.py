@@ -151,7 +151,7 @@ def test_metrics_agree_with_scipy_on_the_raw_data() -> None:
 
 
 def test_bytes_per_feature_window_are_bounded() -> None:
-    # Documented in the README: a numeric feature-window is at most about 1 KB of
+    # Documented in docs/memory.md: a numeric feature-window is at most about 1 KB of
     # JSON (fine_bins + 1 counts plus range); a categorical one at most about
     # 40 bytes per tracked category (100 at most).
     batches = _stream(np.random.default_rng(7), 3, 50_000)
