@@ -67,7 +67,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -111,6 +111,11 @@ class FormResult:
     worker_cpu_us_per_event: float
     worker_to_decode_ratio: float
     worker_peak_rss_mb: float
+    broker_cpu_us_per_event: float  # the embedded broker's, while the worker ran
+    aiokafka_events_per_s: float  # the Kafka clients alone (agents.bench_client)
+    aiokafka_cpu_us_per_event: float
+    confluent_events_per_s: float
+    confluent_cpu_us_per_event: float
 
 
 @dataclass
@@ -350,6 +355,10 @@ def run(
             headers=simulate.headers(encoding),
             argv=floor_argv,
         )
+        from agents import bench_client
+
+        client = bench_client.client_rates(form_messages, total + 1, broker,
+                                           headers=simulate.headers(encoding))
         rss_all.append(worker.rss_mb)
         results[name] = FormResult(
             form=name,
@@ -362,6 +371,11 @@ def run(
             worker_cpu_us_per_event=round(worker.cpu_us_per_event, 3),
             worker_to_decode_ratio=round(worker.rate / decode, 3),
             worker_peak_rss_mb=round(worker.rss_mb, 1),
+            broker_cpu_us_per_event=round(worker.broker_cpu_us_per_event, 3),
+            aiokafka_events_per_s=round(client.aiokafka_events_per_s),
+            aiokafka_cpu_us_per_event=round(client.aiokafka_cpu_us_per_event, 3),
+            confluent_events_per_s=round(client.confluent_events_per_s),
+            confluent_cpu_us_per_event=round(client.confluent_cpu_us_per_event, 3),
         )
     label_result = None
     if labels:
@@ -385,6 +399,13 @@ def run(
     )
 
 
+class BenchWorker(NamedTuple):
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+    broker_pid: int | None  # the embedded broker's process, else None
+
+
 @contextmanager
 def bench_worker(
     broker_address: str | None,
@@ -393,7 +414,7 @@ def bench_worker(
     before_start: Any = None,
     argv: list[str] | None = None,
     env: dict[str, str] | None = None,
-) -> Iterator[tuple[Settings, subprocess.Popen[bytes], Path]]:
+) -> Iterator[BenchWorker]:
     """A broker (embedded unless given), fresh topics, and a ``driftline worker``
     running ``agents``; ``before_start(settings)`` runs before the worker starts.
     ``argv`` (after ``python``) starts another worker instead, given the broker,
@@ -429,7 +450,7 @@ def bench_worker(
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "DRIFTLINE_DATADIR": str(workdir), **(env or {})},
             )
-        yield settings, proc, workdir
+        yield BenchWorker(settings, proc, workdir, embedded.pid if embedded else None)
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -442,6 +463,7 @@ def bench_worker(
 class WorkerRun:
     rate: float  # events/s between the first and the last counted report
     cpu_us_per_event: float
+    broker_cpu_us_per_event: float  # NaN unless the broker is the embedded one
     rss_mb: float
 
 
@@ -470,9 +492,11 @@ def _worker_rate(
         settings,
         proc,
         wd,
+        broker_pid,
     ):
         stamps: list[int] = []
         cpu: list[float] = []
+        broker_cpu: list[float] = []
         deadline = time.monotonic() + timeout_s
         for msg in tail.messages(
             settings.bootstrap,
@@ -483,6 +507,7 @@ def _worker_rate(
         ):
             if len(stamps) in (0, windows - 1):
                 cpu.append(cpu_s(proc.pid))
+                broker_cpu.append(float("nan") if broker_pid is None else cpu_s(broker_pid))
             stamps.append(msg.timestamp()[1])
             if len(stamps) >= windows:
                 break
@@ -501,6 +526,7 @@ def _worker_rate(
         return WorkerRun(
             rate=events / max(seconds, 1e-3),
             cpu_us_per_event=(cpu[-1] - cpu[0]) * 1e6 / events,
+            broker_cpu_us_per_event=(broker_cpu[-1] - broker_cpu[0]) * 1e6 / events,
             rss_mb=rss,
         )
 
@@ -515,6 +541,11 @@ _ROWS = (
     ("worker CPU per event (us)", "worker_cpu_us_per_event", "{:,.2f}"),
     ("worker / decode ratio", "worker_to_decode_ratio", "{:.3f}"),
     ("worker peak memory (MB)", "worker_peak_rss_mb", "{:,.1f}"),
+    ("broker CPU per event (us)", "broker_cpu_us_per_event", "{:,.2f}"),
+    ("aiokafka alone (events/s)", "aiokafka_events_per_s", "{:,.0f}"),
+    ("aiokafka CPU per event (us)", "aiokafka_cpu_us_per_event", "{:,.2f}"),
+    ("confluent-kafka alone (events/s)", "confluent_events_per_s", "{:,.0f}"),
+    ("confluent-kafka CPU/event (us)", "confluent_cpu_us_per_event", "{:,.2f}"),
 )
 
 

@@ -148,7 +148,7 @@ def _worker_figures(
     # The closer is two days ahead of the labels: beyond the default future bound (one
     # hour), which would dead-letter it, so this worker's bound is three days.
     env = {"DRIFTLINE_MAX_FUTURE_S": str(CLOSER_AHEAD_S + 86_400)}
-    with bench_worker(broker, POLICY, "kpi", env=env) as (settings, proc, workdir):
+    with bench_worker(broker, POLICY, "kpi", env=env) as (settings, proc, workdir, _):
         producer = simulate.make_producer(settings.bootstrap)
         simulate.publish(producer, settings.topic("predictions"), MODEL, preds, headers=headers)
         # One more prediction closes the last window: its first report says the

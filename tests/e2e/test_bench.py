@@ -1,7 +1,7 @@
 """End to end: `driftline bench --json` runs, for each input form (json, arrow, arrow5k),
 the drift agent's worker and its floor on the broker, and with --labels the label
 join's, and writes every figure under its dotted key. What the figures are is the
-bench's business (see README, Performance); this checks that each was measured,
+bench's business (see docs/performance.md); this checks that each was measured,
 not its value."""
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ PER_FORM = (
     "worker_events_per_s",
     "floor_events_per_s",
     "worker_peak_rss_mb",
+    "aiokafka_events_per_s",
+    "aiokafka_cpu_us_per_event",
+    "confluent_events_per_s",
+    "confluent_cpu_us_per_event",
 )
 
 
@@ -94,6 +98,8 @@ def test_bench_measures_every_form_and_the_labels_and_writes_them(
         # CPU time comes in clock ticks (10 ms): one 5,000-event message per window can
         # be handled within one tick; ten messages a window cannot
         assert figures[f"{form}.worker_cpu_us_per_event"] >= 0, figures
+        # the broker was given (--broker): its process is not the bench's to read
+        assert figures[f"{form}.broker_cpu_us_per_event"] is None, figures
     assert figures["json.worker_cpu_us_per_event"] > 0, figures
     assert figures["arrow.worker_cpu_us_per_event"] > 0, figures
     assert figures["report_ms"] > 0 and figures["peak_rss_mb"] > 0
@@ -110,6 +116,9 @@ def test_bench_measures_every_form_and_the_labels_and_writes_them(
         "worker's floor",
         "worker CPU per event",
         "worker / decode ratio",
+        "aiokafka alone",
+        "confluent-kafka alone",
+        "broker CPU per event",
         "one window's report",
         "label join, worker on broker",
     ):
