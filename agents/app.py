@@ -18,10 +18,10 @@ from mode.types import ServiceT
 
 from agents import metrics
 from agents.config import Settings
-from agents.group_lag import GroupLag
 from agents.kafka import faust_credentials
 from agents.runtime import faust_internals
-from agents.watchdog import DEFAULT_GRACE_S, ShutdownWatchdog
+from agents.runtime.group_lag import GroupLag
+from agents.runtime.watchdog import DEFAULT_GRACE_S, ShutdownWatchdog
 from schemas.policy import Policy
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def create_app(
     partitions: Mapping[str, int] | None = None,
 ) -> faust.App:
     """The app with the agents picked; ``partitions`` gives an agent's table the partition
-    count of its input topics (agents.partitions.plan), else ``settings.partitions``."""
+    count of its input topics (agents.runtime.partitions.plan), else ``settings.partitions``."""
     keep_buffers()
     datadir = os.path.join(os.path.expanduser(settings.datadir), settings.app_id)
     os.makedirs(datadir, exist_ok=True)
@@ -105,7 +105,7 @@ def create_app(
     for name in AGENTS:  # in this order, whatever the order asked for
         if name in wanted:
             own = replace(settings, partitions=(partitions or {}).get(name, settings.partitions))
-            importlib.import_module(f"agents.{name}_agent").register(app, own, policy)
+            importlib.import_module(f"agents.{name}.agent").register(app, own, policy)
     # Counters that alert rules watch start at 0 (agents.metrics.init_series).
     metrics.init_series(
         inputs={name: tuple(getattr(agent.channel, "topics", ()))
@@ -137,7 +137,7 @@ class CrashCountingSupervisor(mode.OneForOneSupervisor):
     agent (dead letters), so a crash is a driftline bug or an outage. Counted when
     the actor is restarted. With batches (DRIFTLINE_BATCH_MAX_MESSAGES > 1) the runner
     catches such a failure itself and tries the batch again with backoff, its messages
-    unacknowledged, counting each try in the same counter (agents.runner). (Faust's
+    unacknowledged, counting each try in the same counter (agents.runtime.runner). (Faust's
     rate limit: a restart less than 10 ms after the previous one stops the worker.)
     Restarts that a rebalance causes (the actor cancelled) are not crashes.
     """
@@ -154,7 +154,7 @@ class CrashCountingSupervisor(mode.OneForOneSupervisor):
 
 class Worker(faust.Worker):
     """Faust's worker without its terminal spinner, that exits ``shutdown_grace_s``
-    after SIGTERM or SIGINT whatever the broker does (agents.watchdog).
+    after SIGTERM or SIGINT whatever the broker does (agents.runtime.watchdog).
 
     For the spinner to turn on every log line, Faust sets the root logger to
     DEBUG when the level asked for is WARN or above (``faust.worker.Worker.

@@ -45,7 +45,7 @@ def _policy(settings: Settings) -> Policy:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from agents.broker import EmbeddedBroker
+    from agents.dev.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(port=args.port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -61,16 +61,16 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from agents import partitions
     from agents.app import Worker, create_app
     from agents.kafka import Security
+    from agents.runtime import partitions
     from agents.topics import check_configs, ensure_topics
 
     settings = _settings(args)
     policy = _policy(settings)  # refuse a bad policy before touching Kafka
     if settings.issuers and {"policy", "controller"} & set(args.agents.split(",")):
-        from agents import issuers
-        from agents.keys import command_key
+        from agents.controller import issuers
+        from agents.controller.keys import command_key
 
         issuers.load(settings, worker_key=command_key(settings))  # and a bad issuers file
     security = Security.from_env()  # and incomplete SASL/SSL settings
@@ -94,13 +94,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agents import demo
+    from agents.dev import demo
 
     return demo.run(duration_s=args.duration, rate=args.rate, time_scale=args.time_scale)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agents import simulate
+    from agents.dev import simulate
     from agents.topics import ensure_topics
 
     settings = _reached(_settings(args))
@@ -124,7 +124,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from agents import tail, view
+    from agents.operator import tail, view
 
     settings = _reached(_settings(args))
     topic = settings.topic(args.topic)
@@ -141,9 +141,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_reference_build(args: argparse.Namespace) -> int:
-    from agents import reference_build
-    from agents.keys import command_key
-    from agents.pii import Pseudonymizer
+    from agents.controller.keys import command_key
+    from agents.inputs.pii import Pseudonymizer
+    from agents.operator import reference_build
 
     settings = _settings(args)
     full = _policy(settings)
@@ -175,7 +175,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
 
 
 _REFERENCE_COLUMNS = """\
-columns that are not profiled as features (agents/reference_columns.py):
+columns that are not profiled as features (agents/operator/reference_columns.py):
   the label (--label-column); the model's score and prediction (profiled as
   the outputs @score and @prediction);
   id: --id-columns, or named id, request_id, record_id, event_id, uuid, or text
@@ -197,7 +197,7 @@ def _names(text: str | None) -> list[str]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from agents import bench
+    from agents.dev import bench
 
     try:
         forms = bench.parse_forms(args.forms)
@@ -219,7 +219,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_command(args: argparse.Namespace) -> int:
-    from agents import operator
+    from agents.operator import commands as operator
 
     settings = _settings(args)
     try:
@@ -246,7 +246,7 @@ def cmd_command(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from agents import operator
+    from agents.operator import commands as operator
 
     check, _ = operator.audit(_reached(_settings(args)), model=args.model)
     if check.intact:
@@ -261,7 +261,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_report(args: argparse.Namespace) -> int:
-    from agents import audit_report
+    from agents.operator import audit_report
 
     settings = _reached(_settings(args))
     start, end = _time_ms(args.from_, 0), _time_ms(args.to, 2**62)
@@ -272,7 +272,7 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from agents.registry import open_registry
+    from agents.controller.registry import open_registry
 
     registry = open_registry(_settings(args).registry)
     if args.action == "register":
@@ -293,7 +293,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from agents import quarantine
+    from agents.operator import quarantine
 
     settings = _reached(_settings(args))
     if args.action == "release":
@@ -327,7 +327,7 @@ def _time_ms(value: str | None, default_ms: int) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import time
 
-    from agents import replay
+    from agents.operator import replay
 
     settings = _settings(args)
     policy = _policy(settings)
@@ -372,7 +372,7 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
 
 
 def cmd_deadletter_fetch(args: argparse.Namespace) -> int:
-    from agents import deadletter
+    from agents.operator import deadletter
 
     got = deadletter.fetch(_reached(_settings(args)), letter=args.letter,
                            letter_partition=args.letter_partition, topic=args.topic,

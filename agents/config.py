@@ -50,21 +50,21 @@ class Settings:
     # line naming the address (agents.kafka.probe); the worker too, at start.
     connect_timeout_s: float = 15.0
     # Seconds from SIGTERM/SIGINT until the worker exits even if its orderly stop
-    # still waits on the broker (agents.watchdog): below Kubernetes' 30-s grace.
+    # still waits on the broker (agents.runtime.watchdog): below Kubernetes' 30-s grace.
     shutdown_grace_s: float = 25.0
     # Larger messages are dead-lettered instead of decoded.
     max_message_bytes: int = 16 * 1024 * 1024
     log_level: str = "info"
     # The deployment controller's model registry: a directory (the file
-    # registry) or mlflow+<tracking URI>, see agents.registry.
+    # registry) or mlflow+<tracking URI>, see agents.controller.registry.
     registry: str = "~/.driftline/registry"
     # The command signing key (HMAC-SHA256): DRIFTLINE_COMMAND_KEY holds it, or
     # DRIFTLINE_COMMAND_KEY_FILE names a file holding it. With neither, a random
-    # key is created once in <datadir>/command.key (mode 0600), see agents.keys.
+    # key is created once in <datadir>/command.key (mode 0600), see agents.controller.keys.
     command_key: str = ""
     command_key_file: str = ""
     # The issuers file (YAML): each issuer's own key and the models and command
-    # types it may touch (agents.issuers). Empty: off, one command key for all.
+    # types it may touch (agents.controller.issuers). Empty: off, one command key for all.
     issuers: str = ""
     # The controller's verdict endpoint for Argo Rollouts / Flagger (0: off).
     controller_port: int = 0
@@ -72,7 +72,7 @@ class Settings:
     # Prometheus metrics of the worker on this port's /metrics (0: off).
     metrics_port: int = 0
     # Models each agent tracks per table partition, besides those the policy file
-    # lists under models: (agents.admission); events of further ones are
+    # lists under models: (agents.inputs.admission); events of further ones are
     # dead-lettered. 0: only the listed ones. What a model costs at the policy's
     # defaults (docs/memory.md), as table state (in RAM with memory://,
     # replayed from the changelog at every start): drift up to 8 windows x 1 KB x
@@ -91,7 +91,7 @@ class Settings:
     max_future_s: float = 3600.0
     # The agents take every message available on their stream up to a bound and handle
     # them in one call: one state write per key and one redo record per batch
-    # (agents.batches). At most this many messages per batch (1: one at a time) ...
+    # (agents.runtime.batches). At most this many messages per batch (1: one at a time) ...
     batch_max_messages: int = 64
     # ... split into handler calls of at most this many value bytes (a larger message
     # alone), which bounds the memory of a batch and the size of its redo record ...

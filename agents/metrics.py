@@ -1,6 +1,6 @@
 """Prometheus metrics of the worker, served over HTTP (``DRIFTLINE_METRICS_PORT``).
 
-Every agent's messages pass through ``observe`` (agents.runner), which counts
+Every agent's messages pass through ``observe`` (agents.runtime.runner), which counts
 them, notes each partition's progress and reads the reports they produced. Every
 5 s ``Health.sample`` reads the group's lag from the broker and says how long each
 agent has been behind without progress. Label values are bounded: models and
@@ -39,7 +39,7 @@ reasons and topics — never request ids or raw category values.
 Consumer lag is what Kafka's own tools call lag (``kafka-consumer-groups
 --describe``): per input partition the worker is assigned, the partition's end
 offset (one past its last message) minus the offset the worker's group has
-committed, both read from the broker (agents.group_lag); with nothing committed
+committed, both read from the broker (agents.runtime.group_lag); with nothing committed
 yet, from the partition's earliest offset. Faust commits only what every agent
 reading the partition has handled, so a stalled or crash-looping agent shows as
 growing lag. (Faust's fetch position, which this used to read, runs ahead of the
@@ -68,7 +68,7 @@ from typing import Any, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from pydantic import BaseModel
 
-from agents.group_lag import GroupLag, PartitionLag
+from agents.runtime.group_lag import GroupLag, PartitionLag
 from schemas.commands import Command, CommandType, DeploymentEvent
 from schemas.reports import DriftReport, KpiReport, PoisoningReport
 
@@ -106,13 +106,14 @@ REDELIVERED = Counter("driftline_redelivered", "messages handed over again whose
                       ["topic", "agent"],
                       registry=REGISTRY)
 UNTRACKED_EVENTS = Counter("driftline_untracked_events", "events dead-lettered because their "
-                           "model is beyond DRIFTLINE_MAX_MODELS (agents.admission)",
+                           "model is beyond DRIFTLINE_MAX_MODELS (agents.inputs.admission)",
                            ["topic", "agent"], registry=REGISTRY)
 TRACKED_MODELS = Gauge("driftline_tracked_models", "models admitted on a table partition, the "
-                       "policy file's not counted (agents.admission)", ["agent", "partition"],
+                       "policy file's not counted "
+                       "(agents.inputs.admission)", ["agent", "partition"],
                        registry=REGISTRY)
 BACKFILLED = Counter("driftline_backfilled", "messages the consumer never handed over, read "
-                     "directly and handled (agents.backfill)", ["topic", "agent"],
+                     "directly and handled (agents.runtime.backfill)", ["topic", "agent"],
                      registry=REGISTRY)
 LAG = Gauge("driftline_consumer_lag", "messages after the group's committed offset: the "
             "partition's end offset minus the committed one (the earliest without a commit)",
@@ -127,10 +128,10 @@ STARTED = Gauge("driftline_worker_start_time_seconds", "Unix time this worker pr
                 "serving metrics (a change is a restart)", registry=REGISTRY)
 SEND_FAILURES = Counter("driftline_send_failures", "reports, routed messages and dead letters "
                         "an agent could not send (too large, or refused after retries): "
-                        "logged, and the message recorded as handled (agents.runner)",
+                        "logged, and the message recorded as handled (agents.runtime.runner)",
                         ["topic", "agent"], registry=REGISTRY)
 # The poisoning guard's records that arrive before their model's trusted set
-# (agents.poisoning_hold): held, then screened (released) or quarantined unscreened.
+# (agents.poisoning.hold): held, then screened (released) or quarantined unscreened.
 POISONING_HELD = Counter("driftline_poisoning_held", "training records held until their "
                          "model's trusted set arrives", ["model"], registry=REGISTRY)
 POISONING_RELEASED = Counter("driftline_poisoning_released", "held training records screened "

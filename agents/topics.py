@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from agents.config import Settings
 from agents.kafka import client_config
-from agents.partitions import missing_counts
+from agents.runtime.partitions import missing_counts
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def ensure_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[str]:
     the names created.
 
     A missing topic gets ``settings.partitions`` partitions, or the count of the
-    existing topics it is read together with (agents.partitions.missing_counts).
+    existing topics it is read together with (agents.runtime.partitions.missing_counts).
     Existing topics are left as they are (their partition count and configuration
     included).
     """

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.broker import BrokerError, EmbeddedBroker, free_port
 from agents.config import Settings
+from agents.dev.broker import BrokerError, EmbeddedBroker, free_port
 from agents.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,10 +1,10 @@
 """The policy agent's decisions: one report in, commands out (see schemas.rules).
 
-``decide(state, event, rules)`` updates ``state`` (a ``ModelState``) with a
-drift, KPI, poisoning or deployment event and returns the commands it calls
-for, unsigned, with their evidence. Pure: the same events in the same order
-give the same commands with the same ids, which is what makes a replay an
-audit. Commands held back by the brakes (cooldown, hourly cap) are returned
+``decide(state, event, rules)`` takes a model's ``ModelState`` and a drift, KPI,
+poisoning or deployment event, and returns the new state and the commands the
+event calls for, unsigned, with their evidence; the state given is left as it
+was. Pure: the same events in the same order give the same commands with the
+same ids, which is what makes a replay an audit. Commands held back by the brakes (cooldown, hourly cap) are returned
 as ``held`` with the reason, for the log.
 """
 
@@ -27,6 +27,7 @@ Event = DriftReport | KpiReport | PoisoningReport | DeploymentEvent
 
 @dataclass
 class Decisions:
+    state: ModelState  # the model's state after the event
     commands: list[Command] = field(default_factory=list)
     held: list[str] = field(default_factory=list)  # decisions the brakes held back, in words
 
@@ -68,7 +69,7 @@ def _streak(series: list[WindowSummary], status: str, after_ms: int | None) -> l
 class _Decider:
     def __init__(self, state: ModelState, rules: DecisionPolicy, model: str) -> None:
         self.state, self.rules, self.model = state, rules, model
-        self.out = Decisions()
+        self.out = Decisions(state)
 
     # -- issuing -----------------------------------------------------------
     def issue(
@@ -339,8 +340,9 @@ class _Decider:
 
 
 def decide(state: ModelState, event: Event, rules: DecisionPolicy) -> Decisions:
-    """Update ``state`` with ``event``; the commands it calls for (unsigned)."""
-    decider = _Decider(state, rules, event.model)
+    """The state after ``event`` and the commands it calls for (unsigned); ``state``
+    itself is not changed (the decider works on a copy)."""
+    decider = _Decider(state.model_copy(deep=True), rules, event.model)
     if isinstance(event, DriftReport):
         decider.on_drift(event)
     elif isinstance(event, KpiReport):

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from agents import metrics
 from agents.app import CrashCountingSupervisor, create_app
 from agents.config import Settings
-from agents.group_lag import GroupLag, PartitionLag
+from agents.runtime.group_lag import GroupLag, PartitionLag
 from schemas.commands import DeploymentEvent, DeploymentState
 from schemas.policy import parse_policy
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from agents import simulate, tail
+from agents.dev import simulate
+from agents.operator import tail
 from schemas import arrow
 
 pytestmark = pytest.mark.e2e

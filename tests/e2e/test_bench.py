@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents import bench
-from agents.broker import EmbeddedBroker
+from agents.dev import bench
+from agents.dev.broker import EmbeddedBroker
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e

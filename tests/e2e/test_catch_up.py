@@ -1,5 +1,5 @@
 """End to end: messages at the end of a partition that Faust's consumer never
-hands over are read directly by the agent (the runner's watch, agents.runner).
+hands over are read directly by the agent (the runner's watch, agents.runtime.runner).
 
 faust-streaming drops, and acknowledges, messages it fetched while a rebalance
 or a recovery had its flow stopped; when nothing is sent after them, no later
@@ -21,8 +21,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
-from agents import simulate, tail
-from agents.redo import Redo, redo_key
+from agents.dev import simulate
+from agents.operator import tail
+from agents.runtime.redo import Redo, redo_key
 from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from agents.broker import free_port, wait_for_kafka
+from agents.dev.broker import free_port, wait_for_kafka
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -123,7 +123,7 @@ def test_demo_stops_on_ctrl_c_and_leaves_no_process() -> None:
 
 
 def test_tail_of_a_missing_topic_says_so(broker: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agents import tail
+    from agents.operator import tail
 
     monkeypatch.setattr(tail, "METADATA_WAIT_S", 0.5)
     with pytest.raises(tail.TopicMissing, match="'no-such-topic' does not exist"):

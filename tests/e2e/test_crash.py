@@ -6,10 +6,10 @@ Predictions (then labels) and signed commands are published at a steady pace
 by a thread; the test kills the worker when its committed offset passes a
 random point, then starts a new process on the same app id and datadir while
 the traffic goes on. The uninterrupted run is the same handlers' code over the
-same input messages in one pass (agents.replay.recompute; tests/e2e/test_replay
+same input messages in one pass (agents.operator.replay.recompute; tests/e2e/test_replay
 shows it equals a live run).
 
-What must hold (and what each kill exercises, see agents.redo):
+What must hold (and what each kill exercises, see agents.runtime.redo):
 * no event lost, none counted twice: each drift window's ``n`` and each KPI
   window's ``n_predictions``/``n_labeled`` equal the uninterrupted run's; the
   drift windows' counts add up to the predictions sent;
@@ -31,8 +31,10 @@ from typing import Any
 import orjson
 import pytest
 
-from agents import operator, replay, simulate, tail
-from agents.registry import open_registry
+from agents.controller.registry import open_registry
+from agents.dev import simulate
+from agents.operator import commands as operator
+from agents.operator import replay, tail
 from schemas.policy import parse_policy
 from tests.conftest import WorkerProcess
 

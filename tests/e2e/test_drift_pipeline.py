@@ -9,7 +9,8 @@ import sys
 import orjson
 import pytest
 
-from agents import simulate, tail
+from agents.dev import simulate
+from agents.operator import tail
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e

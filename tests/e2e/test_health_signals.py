@@ -1,6 +1,6 @@
 """End to end: a worker whose drift agent crashes on every message is seen to be stuck.
 
-The drift agent's table holds a redo record per partition (agents.redo); the
+The drift agent's table holds a redo record per partition (agents.runtime.redo); the
 runner reads it before every message. The test stops a worker that has handled a
 few messages, appends an unreadable redo record to the table's changelog and
 starts it again: the recovered table holds it, and every message now makes the
@@ -27,8 +27,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.broker import free_port
-from agents.redo import redo_key
+from agents.dev.broker import free_port
+from agents.runtime.redo import redo_key
 from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,8 @@ import orjson
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from agents import simulate, tail
+from agents.dev import simulate
+from agents.operator import tail
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agents import replay, simulate, tail
+from agents.dev import simulate
+from agents.operator import replay, tail
 from schemas.policy import parse_policy
 
 pytestmark = pytest.mark.e2e

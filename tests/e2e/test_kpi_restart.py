@@ -17,7 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents import simulate, tail
+from agents.dev import simulate
+from agents.operator import tail
 
 pytestmark = pytest.mark.e2e
 

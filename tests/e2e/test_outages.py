@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.broker import EmbeddedBroker, free_port
+from agents.dev.broker import EmbeddedBroker, free_port
 from tests.conftest import ROOT, WorkerProcess
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from agents import simulate, tail
+from agents.dev import simulate
+from agents.operator import tail
 from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.e2e

@@ -31,7 +31,8 @@ from confluent_kafka.admin import (
     ConfigResource,
 )
 
-from agents import simulate, tail
+from agents.dev import simulate
+from agents.operator import tail
 from tests.conftest import ROOT, ApacheKafka, Broker
 
 pytestmark = pytest.mark.e2e

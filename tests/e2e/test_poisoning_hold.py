@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agents import reference_build, simulate, tail
+from agents.dev import simulate
+from agents.operator import reference_build, tail
 from schemas.policy import parse_policy
 from tests.agents.test_poisoning_handler import MODEL, T0, records
 from tests.conftest import WorkerProcess

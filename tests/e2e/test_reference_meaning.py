@@ -11,7 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents import simulate, tail
+from agents.dev import simulate
+from agents.operator import tail
 from tests.agents.test_reference_meaning import T0, _events, _records
 from tests.conftest import ROOT
 

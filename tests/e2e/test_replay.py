@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agents import simulate, tail
+from agents.dev import simulate
+from agents.operator import tail
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
-from agents import operator, simulate, tail
-from agents.registry import open_registry
+from agents.controller.registry import open_registry
+from agents.dev import simulate
+from agents.operator import commands as operator
+from agents.operator import tail
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ handles the first half of the predictions of four models; a second process of
 the same app joins, the group rebalances, the table partition that moves is
 recovered from its changelog by the newcomer, and both handle the rest, then
 the labels. Every drift and KPI report equals the one-pass run of the same
-handlers over the same input (agents.replay.recompute, which
+handlers over the same input (agents.operator.replay.recompute, which
 tests/e2e/test_replay.py shows equal to a live single worker), and each
 process handled events (their Prometheus counters).
 """
@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agents import replay, simulate, tail
+from agents.dev import simulate
+from agents.operator import replay, tail
 from schemas.policy import parse_policy
 from tests.conftest import WorkerProcess
 

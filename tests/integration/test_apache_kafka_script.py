@@ -16,7 +16,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from agents.broker import free_port
+from agents.dev.broker import free_port
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "apache-kafka"

@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 
-from agents import operator, simulate, tail
-from agents.audit_report import render
-from agents.registry import open_registry
+from agents.controller.registry import open_registry
+from agents.dev import simulate
+from agents.operator import commands as operator
+from agents.operator import tail
+from agents.operator.audit_report import render
 from streams.policy.chain import verify_chain
 from tests.conftest import ROOT
 

@@ -28,8 +28,10 @@ from typing import Any
 import orjson
 import pytest
 
-from agents import operator, reference_build, simulate
-from agents.registry import open_registry
+from agents.controller.registry import open_registry
+from agents.dev import simulate
+from agents.operator import commands as operator
+from agents.operator import reference_build
 from schemas.policy import parse_policy
 from tests.agents.test_poisoning_handler import records
 from tests.conftest import ROOT

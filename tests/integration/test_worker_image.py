@@ -34,10 +34,11 @@ from typing import Any
 import pytest
 import yaml
 
-from agents import simulate, tail
-from agents.broker import EmbeddedBroker
 from agents.config import Settings
-from agents.registry import open_registry
+from agents.controller.registry import open_registry
+from agents.dev import simulate
+from agents.dev.broker import EmbeddedBroker
+from agents.operator import tail
 from agents.topics import ensure_topics
 from tests.conftest import ROOT
 

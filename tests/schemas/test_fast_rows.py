@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from agents import simulate
-from agents.codec import Codec, Origin
+from agents.dev import simulate
+from agents.inputs.codec import Codec, Origin
 from schemas import fast_rows
 from schemas.events import EventTime, FeatureEvent, LabelEvent, PredictionEvent, datetime_ms
 

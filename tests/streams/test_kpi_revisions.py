@@ -73,7 +73,7 @@ def test_due(
 
 
 def test_a_change_of_unknown_time_is_never_due_on_the_timer() -> None:
-    # the caller knows when it changed, or records the first look (agents.kpi_handler)
+    # the caller knows when it changed, or records the first look (agents.kpi.handler)
     assert due(mark(0), start_ms=0, predictions_ms=70_000, labels_ms=100_000, now_ms=10**12,
                changed_ms=None, **TIMES) is None
 

@@ -59,7 +59,7 @@ def test_pure_packages_load_no_kafka_faust_or_agents(packages: tuple[str, ...]) 
 
 
 def test_probe_detects_a_forbidden_import() -> None:
-    seen = _probe(("agents.codec",))
+    seen = _probe(("agents.inputs.codec",))
     assert "agents" in seen["loaded"]
 
 

@@ -19,7 +19,10 @@ def run(
 ) -> tuple[list[Any], list[str], ModelState]:
     state, commands, held = ModelState(), [], []
     for event in events:
+        before = state.model_dump_json()
         out = decide(state, event, rules)
+        assert state.model_dump_json() == before  # the state given is left as it was
+        state = out.state
         commands += out.commands
         held += out.held
     return commands, held, state

@@ -1,0 +1,1 @@
+"""Development tools: the embedded broker, the simulator, the demo and the benches."""

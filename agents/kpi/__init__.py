@@ -1,0 +1,1 @@
+"""The KPI pipeline: predictions and delayed labels in, KpiReports out."""

@@ -1,0 +1,33 @@
+"""The KPI agent: predictions and labels in, KpiReports out on ``kpi``."""
+
+from __future__ import annotations
+
+import faust
+
+from agents.config import Settings
+from agents.controller.keys import command_key
+from agents.kpi.handler import KpiHandler
+from agents.runtime import runner
+from schemas.policy import Policy
+
+
+def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
+    handler = KpiHandler(
+        policy=policy,
+        predictions_topic=settings.topic("predictions"),
+        labels_topic=settings.topic("labels"),
+        max_message_bytes=settings.max_message_bytes,
+        pii_key=command_key(settings) if policy.pii else b"",
+        max_models=settings.max_models,
+        max_future_ms=int(settings.max_future_s * 1000),
+    )
+    # Both topics are keyed by model, so a model's predictions, labels and all of
+    # its state (the label join, KPI windows, concept detectors: keys and bounds in
+    # agents.kpi.handler) live on one partition; the topics need equal partition counts.
+    # The handler's ``tick`` runs every runner.TICK_INTERVAL_S on each partition this
+    # worker owns: the revisions of quiet windows (policy kpi.revision_delay).
+    agent, _ = runner.register(
+        app, settings, handler, name="kpi", sources=["predictions", "labels"],
+        output="kpi", table="kpi-state",
+    )
+    return agent

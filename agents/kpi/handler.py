@@ -1,0 +1,521 @@
+"""Predictions and delayed labels in; KpiReports per version, variant and window out.
+
+Faust-free like the drift handler: the KPI agent calls it with its table, tests
+and replays with a dict. Everything lives in one table, keyed so that a
+model's entries share the partition of its messages (both input topics are
+keyed by model and must have the same number of partitions):
+
+* the label join's entries (``streams.join``: ``p|``, ``l|``, ``x|``, ``m|``);
+* ``s|model|version|variant`` -> the series index (``SeriesIndex``);
+* ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``);
+* ``c|model|version|variant`` -> the concept-drift detector;
+* ``k|model|`` -> the model's series (``ModelIndex``);
+* ``\\x00driftline|models|<partition>`` -> the models tracked (``agents.inputs.admission``);
+* ``\\x00driftline|kpi-models|<partition>`` -> the models with state there, the
+  policy's included (for the timer, :meth:`KpiHandler.tick`).
+
+Reports are driven by event time (the join's clocks: the latest ``ts`` seen on
+predictions, and on labels), so a replay emits the same final reports, and,
+when event time stops moving, by processing time (``streams.kpi.revisions``
+states the rules). A window is first reported (revision 0) once the
+predictions have passed its end plus ``allowed_lateness``. Labels arriving
+later update it; it is re-emitted with the next revision when event time has
+moved a ``window`` since its last report, or, from the KPI agent's timer
+(:meth:`KpiHandler.tick`), when nothing changed it for ``revision_delay``. It
+is retired once the labels' clock is ``label_ttl`` past its end (every
+prediction in it has then been labeled or expired; or, if labels stall for
+good, once the predictions' clock is twice that past: state stays bounded),
+with exactly one report marked ``final``, then deleted.
+
+Events more than ``max_future_ms`` ahead of the model's stream time (the
+largest ``ts`` accepted on either input) are dead-lettered (``agents.inputs.future``):
+one bad client clock must not expire every pending prediction of its model.
+
+Bounds: ``max_models`` models per partition (``agents.inputs.admission``); per model
+``MAX_SERIES`` versions x variants; per series ``label_ttl / window + 1``
+windows of a few KB (see ``streams.kpi.window``); the join's pending entries
+(about 150 bytes each) for predictions younger than the TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any, NotRequired, TypedDict
+
+import numpy as np
+import orjson
+
+from agents.config import DEFAULT_MAX_MODELS
+from agents.inputs.admission import Admission
+from agents.inputs.codec import Codec, Origin, Row, keyed_events
+from agents.inputs.future import FutureBound
+from agents.inputs.pii import Pseudonymizer
+from agents.runtime.overlay import Overlay
+from agents.runtime.runner import Outcome
+from schemas.events import LabelEvent, PredictionEvent
+from schemas.policy import KpiPolicy, Policy
+from schemas.reports import KpiReport
+from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock
+from streams.kpi.concept import ConceptDetector
+from streams.kpi.revisions import WindowMark, due
+from streams.kpi.window import KpiWindow, WindowState
+
+logger = logging.getLogger(__name__)
+
+Store = MutableMapping[bytes, bytes]
+Series = tuple[str, str]  # (model_version, variant)
+
+#: versions x variants tracked per model; predictions of further ones are counted only
+MAX_SERIES = 64
+
+
+class ModelIndex(TypedDict):
+    series: list[list[str]]  # [version, variant], at most MAX_SERIES
+    #: per input ("p", "l"): messages in a row beyond the future bound (agents.inputs.future)
+    ahead: NotRequired[dict[str, list[int]]]
+
+
+class SeriesIndex(TypedDict):
+    windows: dict[str, WindowMark]
+    closed_until_ms: int  # windows before this have been reported at least once
+    retired_until_ms: int  # windows before this are gone (later predictions are lost)
+    late: int  # predictions for reported windows, since the last report
+    lost: int  # predictions for retired windows (counted, never joined)
+
+
+def _k(*parts: str) -> bytes:
+    return SEP.join(p.encode() for p in parts)
+
+
+def _ts_ms(event: Row) -> int:
+    return int(event["ts_ms"])
+
+
+def _models_key(partition: int) -> bytes:
+    """The models with KPI state on ``partition`` (admitted ones, and the policy's)."""
+    return b"\x00driftline|kpi-models|%d" % partition
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class KpiHandler:
+    AGENT = "kpi"
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        predictions_topic: str,
+        labels_topic: str,
+        max_message_bytes: int,
+        pii_key: bytes = b"",
+        max_models: int = DEFAULT_MAX_MODELS,
+        max_future_ms: int = 3_600_000,
+        clock_ms: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self.policy = policy
+        self.future = FutureBound(max_future_ms=max_future_ms, agent=self.AGENT)
+        #: processing time, for when a window last changed (``revision_delay``)
+        self.clock_ms = clock_ms
+        self.predictions_topic = predictions_topic
+        # Only admitted models get state, here and in the table (agents.inputs.admission).
+        self.admission = Admission(agent=self.AGENT, max_models=max_models,
+                                   listed=policy.models)
+        self._codecs = {
+            predictions_topic: Codec(
+                PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT,
+                pii=Pseudonymizer(policy.pii, pii_key)),
+            labels_topic: Codec(LabelEvent, max_message_bytes=max_message_bytes, agent=self.AGENT),
+        }
+        self._models: dict[str, tuple[KpiPolicy, LabelJoin, KpiWindow]] = {}  # admitted ones
+        #: processing time each window last changed, (model, version, variant, start) ->
+        #: ms: for ``revision_delay`` only. In memory, not in the table: it depends on
+        #: when the worker ran, and the table holds only what the messages determine (a
+        #: replay or a recovery gives the same state). Bounded by the windows in state:
+        #: an entry goes when its window is reported. After a restart or a rebalance a
+        #: changed window's delay counts from the timer's first look at it.
+        self._changed: dict[tuple[str, str, str, int], int] = {}
+
+    def _for(self, model: str) -> tuple[KpiPolicy, LabelJoin, KpiWindow]:
+        if model not in self._models:
+            p = self.policy.kpi_for(model)
+            join = LabelJoin(ttl_ms=p.label_ttl, bucket_ms=min(p.window, p.label_ttl))
+            self._models[model] = (p, join, KpiWindow(p))
+        return self._models[model]
+
+    def forget(self) -> None:
+        """Drop in-memory working sets (after a rebalance); rebuilt from the table."""
+        for _, join, _ in self._models.values():
+            join.forget()
+        self._changed.clear()
+
+    # -- entry point -----------------------------------------------------------
+
+    def handle(self, raw: bytes | None, origin: Origin, table: Store) -> Outcome:
+        return self.handle_batch([(raw, origin)], table)[0]
+
+    def handle_batch(self, messages: list[tuple[bytes | None, Origin]],
+                     table: Store) -> list[Outcome]:
+        """Each message in turn (agents.runtime.batches), with one ``_Work`` per model for the
+        whole batch: its state (series indexes, windows, concept detectors, the model
+        index) is decoded at its first use and encoded and written once, at the end.
+        Reports are due after each message, as one at a time."""
+        works: dict[str, _Work] = {}
+        outcomes = [self._message(raw, origin, table, works) for raw, origin in messages]
+        for work in works.values():
+            work.write()
+        return outcomes
+
+    def _message(self, raw: bytes | None, origin: Origin, table: Store,
+                 works: dict[str, _Work]) -> Outcome:
+        out = Outcome()
+        decoded = self._codecs[origin.topic].decode(raw, origin)
+        events = keyed_events(decoded, origin, agent=self.AGENT)
+        events, refused = self.admission.split(events, decoded, raw, origin, table)
+        out.dead.extend(decoded.dead)
+        out.dead.extend(refused)
+        by_model: dict[str, list[Row]] = {}
+        for event in events:
+            by_model.setdefault(event["model"], []).append(event)
+        self._record_models(by_model, origin.partition, table)
+        position = {id(e): i for i, e in zip(decoded.positions, decoded.events, strict=True)}
+        predictions = origin.topic == self.predictions_topic
+        for model, rows in by_model.items():
+            work = works.get(model)
+            if work is None:
+                work = works[model] = _Work(self, model, table, now_ms=self.clock_ms())
+            else:
+                work.now_ms = self.clock_ms()
+            rows = work.bound(rows, "p" if predictions else "l", origin, raw, position, out)
+            if rows and predictions:
+                work.predictions(rows)
+            elif rows:
+                work.labels(rows)
+            out.reports.extend(work.close())
+            out.counted += len(rows)
+        return out
+
+    def tick(self, now_ms: int, partition: int, table: Store) -> Outcome:
+        """The revisions processing time makes due on ``partition`` (the KPI agent's
+        timer): windows that changed since their last report and then stayed unchanged
+        for ``revision_delay``, though event time did not move (a quiet stream). Writes
+        nothing unless it reports."""
+        recorded = orjson.loads(table.get(_models_key(partition)) or b"[]")
+        models = set(self.admission.admitted(partition, table)) | set(recorded)
+        out = Outcome()
+        for model in sorted(models):
+            out.reports.extend(self._revise(model, table, now_ms))
+        return out
+
+    @staticmethod
+    def _record_models(models: dict[str, Any], partition: int, table: Store) -> None:
+        """Remember which models have state on ``partition``, for its timer: the models the
+        policy lists are admitted without a record (``agents.inputs.admission``), and a table
+        store's keys are not kept apart by partition."""
+        key = _models_key(partition)
+        recorded = orjson.loads(table.get(key) or b"[]")
+        new = [m for m in models if m not in recorded]
+        if new:
+            table[key] = orjson.dumps(recorded + new)
+
+    def flush(self, table: Store) -> list[KpiReport]:
+        """Every revision still owed, as if ``revision_delay`` had passed for all
+        windows (the end of a replay: the live worker's timer sent them)."""
+        models = sorted(k[2:-1].decode() for k in table if k.startswith(b"k|") and k.endswith(SEP))
+        return [r for model in models for r in self._revise(model, table, 2**62, settle=True)]
+
+    def _revise(self, model: str, table: Store, now_ms: int, *,
+                settle: bool = False) -> list[KpiReport]:
+        if _k("k", model, "") not in table:
+            return []  # a listed model with no state here
+        scratch = Overlay(table)
+        reports = _Work(self, model, scratch, now_ms=now_ms).finish(due_at_ms=now_ms,
+                                                                    settle=settle)
+        if reports:
+            scratch.apply(table)
+        return reports
+
+
+class _Work:
+    """One model's share of one message, or of a batch of them (``handle_batch``): its
+    state decoded at the first read, kept here, written once per key (``write``)."""
+
+    def __init__(self, handler: KpiHandler, model: str, store: Store, *, now_ms: int) -> None:
+        self.h = handler
+        self.model = model
+        self.store = store
+        self.now_ms = now_ms  # processing time: when the windows touched now changed
+        self.policy, self.join, self.kpi = handler._for(model)
+        self.windows: dict[tuple[Series, int], WindowState] = {}
+        self.indexes: dict[Series, SeriesIndex] = {}
+        self.detectors: dict[Series, ConceptDetector] = {}
+        raw = store.get(_k("k", model, ""))
+        self.meta: ModelIndex = orjson.loads(raw) if raw is not None else {"series": []}
+        self.series = self.meta["series"]
+        self.meta_changed = False
+        self.untracked = 0
+
+    # -- state access ------------------------------------------------------------
+
+    def _tracked(self, series: Series) -> bool:
+        if list(series) in self.series:
+            return True
+        if len(self.series) >= MAX_SERIES:
+            return False
+        self.series.append(list(series))
+        self.meta_changed = True
+        return True
+
+    def index(self, series: Series) -> SeriesIndex:
+        if series not in self.indexes:
+            raw = self.store.get(_k("s", self.model, *series))
+            self.indexes[series] = (
+                orjson.loads(raw) if raw is not None else {
+                    "windows": {}, "closed_until_ms": -(2**62), "retired_until_ms": -(2**62),
+                    "late": 0, "lost": 0,
+                }
+            )
+        return self.indexes[series]
+
+    def window(self, series: Series, start: int) -> WindowState:
+        key = (series, start)
+        if key not in self.windows:
+            raw = self.store.get(_k("w", self.model, *series, str(start)))
+            self.windows[key] = orjson.loads(raw) if raw is not None else self.kpi.initialize()
+            marks = self.index(series)["windows"]
+            if str(start) not in marks:
+                marks[str(start)] = {"rev": -1, "dirty": True, "emitted_ms": 0}
+                self.h._changed[(self.model, *series, start)] = self.now_ms
+        return self.windows[key]
+
+    def touched(self, series: Series, start: int) -> None:
+        self.index(series)["windows"][str(start)]["dirty"] = True
+        self.h._changed[(self.model, *series, start)] = self.now_ms
+
+    def start_of(self, ts_ms: int) -> int:
+        return ts_ms - ts_ms % self.policy.window
+
+    # -- inputs --------------------------------------------------------------------
+
+    def bound(self, rows: list[Row], kind: str, origin: Origin, raw: bytes | None,
+              position: dict[int, int], out: Outcome) -> list[Row]:
+        """The rows within ``max_future_ms`` of the model's stream time (the largest ts
+        accepted on predictions or labels); dead letters for the others."""
+        clock = self.join.clock(self.store, self.model)
+        known = [t for t in (clock["predictions_ms"], clock["labels_ms"]) if t is not None]
+        ts = np.fromiter(map(_ts_ms, rows), dtype=np.int64, count=len(rows))
+        ahead = self.meta.setdefault("ahead", {})
+        check = self.h.future.check(ts, stream_ms=max(known, default=None),
+                                    ahead=ahead.get(kind))
+        if check.ahead != ahead.get(kind):
+            if check.ahead is None:
+                del ahead[kind]
+            else:
+                ahead[kind] = check.ahead
+            self.meta_changed = True
+        if check.keep.all():
+            return rows
+        out.dead.extend(self.h.future.letters(check, ts, origin, raw, rows=rows,
+                                              positions=[position.get(id(r)) for r in rows]))
+        return [r for r, keep in zip(rows, check.keep.tolist(), strict=True) if keep]
+
+    def predictions(self, rows: list[Row]) -> None:
+        groups: dict[tuple[Series, int], list[Row]] = {}
+        pending: list[tuple[str, int, dict[str, Any]]] = []
+        segment_keys = self.policy.segments
+        for event in rows:
+            series = (event["model_version"], event.get("variant", "champion"))
+            if not self._tracked(series):
+                self.untracked += 1
+                continue
+            ts = _ts_ms(event)
+            start = self.start_of(ts)
+            index = self.index(series)
+            if start < index["retired_until_ms"]:
+                index["lost"] += 1
+                continue
+            if start < index["closed_until_ms"]:
+                index["late"] += 1
+            groups.setdefault((series, start), []).append(event)
+            segment = event.get("segment") or {}
+            pending.append((event["request_id"], ts, {
+                "v": series[0], "a": series[1], "t": ts,
+                "p": event["prediction"], "s": event.get("score"),
+                "g": {k: segment[k] for k in segment_keys if k in segment},
+            }))
+        for (series, start), events in groups.items():
+            key = (series, start)
+            self.windows[key] = self.kpi.add_predictions(self.window(series, start), events)
+            self.touched(series, start)
+        self._joined(self.join.add_predictions(self.store, self.model, pending))
+
+    def labels(self, rows: list[Row]) -> None:
+        labels = [(e["request_id"], _ts_ms(e), e["label"]) for e in rows]
+        self._joined(self.join.add_labels(self.store, self.model, labels))
+
+    def _joined(self, joined: JoinOutcome) -> None:
+        """Fold completed predictions into their windows, and their errors, in arrival
+        order, into their series' concept detector."""
+        keys: list[tuple[Series, int]] = []
+        groups: dict[tuple[Series, int], list[int]] = {}
+        for i, m in enumerate(joined.matches):
+            p = m.prediction
+            key = ((p["v"], p["a"]), self.start_of(p["t"]))
+            keys.append(key)
+            groups.setdefault(key, []).append(i)
+        errors = np.full(len(keys), np.nan)
+        for (series, start), rows in groups.items():
+            if start < self.index(series)["retired_until_ms"]:
+                # Not expected: a window retires only after its predictions have
+                # been labeled or expired. Counted, should it ever happen.
+                self.index(series)["lost"] += len(rows)
+                continue
+            matched = [(joined.matches[i].prediction, joined.matches[i].label,
+                        joined.matches[i].label_ts_ms) for i in rows]
+            state, errs = self.kpi.add_labeled(self.window(series, start), matched)
+            errors[rows] = errs
+            self.windows[(series, start)] = state
+            self.touched(series, start)
+        for series in {s for s, _ in groups}:
+            order = [i for i, (s, _) in enumerate(keys) if s == series and errors[i] == errors[i]]
+            if not order:
+                continue
+            detector = self._detector(series)
+            for fired in detector.update(errors[order]):
+                window = keys[order[fired]]
+                self.windows[window] = self.kpi.mark_concept_drift(self.window(*window))
+        expired: dict[tuple[Series, int], int] = {}
+        for p in joined.expired:
+            key = ((p["v"], p["a"]), self.start_of(p["t"]))
+            expired[key] = expired.get(key, 0) + 1
+        for (series, start), n in expired.items():
+            marks = self.index(series)["windows"]
+            if str(start) in marks:  # the window may be retired: then only the join counts it
+                self.windows[(series, start)] = self.kpi.add_expired(self.window(series, start), n)
+                self.touched(series, start)
+
+    def _detector(self, series: Series) -> ConceptDetector:
+        """The series' concept detector (updated in place, written by ``write``)."""
+        if series not in self.detectors:
+            raw = self.store.get(_k("c", self.model, *series))
+            self.detectors[series] = (
+                ConceptDetector.loads(raw) if raw is not None else
+                ConceptDetector(self.policy.concept_detector, **self.policy.concept_params))
+        return self.detectors[series]
+
+    # -- reports ---------------------------------------------------------------------
+
+    def finish(self, *, due_at_ms: int | None = None, settle: bool = False) -> list[KpiReport]:
+        """``close``, then every state change written back (``write``)."""
+        reports = self.close(due_at_ms=due_at_ms, settle=settle)
+        self.write()
+        return reports
+
+    def close(self, *, due_at_ms: int | None = None, settle: bool = False) -> list[KpiReport]:
+        """Reports due (on event time; with ``due_at_ms``, processing time too; with
+        ``settle``, every revision owed, whenever its window changed)."""
+        clock = self.join.clock(self.store, self.model)
+        reports: list[KpiReport] = []
+        if clock["predictions_ms"] is not None:
+            for version, variant in self.series:
+                reports.extend(self._close((version, variant), clock, due_at_ms, settle))
+        return reports
+
+    def write(self) -> None:
+        """Every state change written back, once per key."""
+        for series, detector in self.detectors.items():
+            self.store[_k("c", self.model, *series)] = detector.dumps()
+        for (series, start), state in self.windows.items():
+            if str(start) in self.index(series)["windows"]:
+                self.store[_k("w", self.model, *series, str(start))] = orjson.dumps(state)
+        for series, index in self.indexes.items():
+            self.store[_k("s", self.model, *series)] = orjson.dumps(index)
+        if self.meta_changed:
+            self.store[_k("k", self.model, "")] = orjson.dumps(self.meta)
+        if self.untracked:
+            logger.warning("model %s: %d predictions of versions/variants beyond the first %d "
+                           "are not tracked", self.model, self.untracked, MAX_SERIES)
+            self.untracked = 0
+
+    def _close(self, series: Series, clock: ModelClock,
+               due_at_ms: int | None, settle: bool = False) -> list[KpiReport]:
+        p = self.policy
+        index = self.index(series)
+        predictions = clock["predictions_ms"]
+        labels = clock["labels_ms"]
+        assert predictions is not None
+        now = max(predictions, labels or predictions)
+        orphans = clock["orphan_labels"]
+        out: list[KpiReport] = []
+        for start_s in sorted(index["windows"], key=int):
+            start = int(start_s)
+            mark: WindowMark = index["windows"][start_s]
+            end = start + p.window
+            key = (self.model, *series, start)
+            changed = self.h._changed.get(key)
+            if changed is None and due_at_ms is not None and mark["dirty"]:
+                # changed before this process owned it (a restart, a rebalance): the
+                # delay counts from now; at the end of a replay, it has passed
+                changed = 0 if settle else self.h._changed.setdefault(key, due_at_ms)
+            verdict = due(mark, start_ms=start, window_ms=p.window,
+                          allowed_lateness_ms=p.allowed_lateness, label_ttl_ms=p.label_ttl,
+                          revision_delay_ms=p.revision_delay, predictions_ms=predictions,
+                          labels_ms=labels, now_ms=due_at_ms, changed_ms=changed)
+            retire = verdict == "final"
+            if verdict is not None:
+                self.h._changed.pop(key, None)
+                mark["rev"] += 1
+                mark["dirty"] = False
+                mark["emitted_ms"] = now
+                index["closed_until_ms"] = max(index["closed_until_ms"], end)
+                out.append(self._report(series, start, self.window(series, start),
+                                        mark["rev"], index, orphans, final=retire))
+            if retire:
+                del index["windows"][start_s]
+                self.windows.pop((series, start), None)
+                self.store.pop(_k("w", self.model, *series, start_s), None)
+                index["retired_until_ms"] = max(index["retired_until_ms"], end)
+        return out
+
+    def _report(self, series: Series, start: int, state: WindowState, revision: int,
+                index: SeriesIndex, orphans: int, *, final: bool) -> KpiReport:
+        late, index["late"] = index["late"], 0
+        lost, index["lost"] = index["lost"], 0
+        result = self.kpi.report(state)
+        notes = list(result.notes)
+        if lost:
+            notes.append(f"{lost} predictions arrived after their window was retired "
+                         f"(older than label_ttl) and were counted only here")
+        if orphans:
+            notes.append(f"{orphans} labels of this model never met their prediction "
+                         "within label_ttl so far (orphan labels)")
+        if final:
+            notes.append("final revision: label_ttl has passed, no later label can change it")
+        return KpiReport(
+            model=self.model,
+            model_version=series[0],
+            variant=series[1],  # type: ignore[arg-type]
+            window_start=_iso(start),
+            window_end=_iso(start + self.policy.window),
+            n_predictions=result.n_predictions,
+            n_labeled=result.n_labeled,
+            metrics=result.metrics,
+            concept_drift=result.concept_drift,
+            status=result.status,
+            revision=revision,
+            late=late,
+            final=final,
+            breaches=result.breaches,
+            segments=result.segments,
+            disparity=result.disparity,
+            notes=notes,
+        )
+
+
+def _iso(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

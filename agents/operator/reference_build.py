@@ -1,0 +1,275 @@
+"""`driftline reference build`: a model version's reference profile from training data.
+
+Reads CSV, JSON lines or Parquet, bins every feature the way the drift monitor
+does (same policy), and publishes a ReferenceProfile to the compacted
+``references`` topic under ``model@version``. The drift agent then compares
+that version's windows with it instead of a warm-up reference.
+
+Columns: JSON-lines records may nest features under ``features`` (as
+TrainingRecord and PredictionEvent do) or be flat. The model's outputs, when
+present, give prediction drift: ``score`` (or ``--score-column``) and
+``prediction`` (or ``--prediction-column``). The label, identifier, time and
+other event columns are left out by the rules of ``agents.operator.reference_columns``,
+and ``profile_file`` says which columns it profiled and which it left out.
+
+Booleans: JSON and Parquet booleans are booleans; in a CSV file, a column whose
+values are all ``true`` or ``false`` in any case (``True``, ``FALSE``; blanks
+are missing) is boolean too. The profile keeps them as the categories ``true``
+and ``false``, as the drift agent counts the booleans of events.
+
+With the policy's ``multivariate`` on, the profile also carries the
+multivariate signal's reference, from the same code as the stream's warm-up:
+a PCA fitted on the file's even rows, its baseline error on the odd rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents.config import Settings
+from agents.dev import simulate
+from agents.inputs.pii import Pseudonymizer
+from agents.operator.reference_columns import ColumnRoles, SplitColumns, describe, split_columns
+from schemas.errors import DriftlineError
+from schemas.poisoning import TrustedSet
+from schemas.policy import DriftPolicy
+from schemas.reference import (
+    BOOLEAN_SPELLINGS,
+    MultivariateProfile,
+    ReferenceFeatureProfile,
+    ReferenceProfile,
+)
+from streams.drift.monitor import PREDICTION, SCORE
+from streams.drift.reference import profile_features, profile_multivariate
+from streams.poisoning.trusted import sample_trusted
+
+logger = logging.getLogger(__name__)
+
+#: How a CSV file may spell a boolean (a column of only these, and blanks, is boolean).
+CSV_BOOLEANS = {text: canonical == "true" for text, canonical in BOOLEAN_SPELLINGS.items()}
+
+
+class ReferenceDataError(DriftlineError):
+    """The reference data file cannot be read or holds no usable feature."""
+
+
+def _cell(text: str) -> float | str | None:
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """A CSV file's rows: numbers as floats, blanks as None, boolean columns as booleans."""
+    texts: list[dict[str, str]] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        names = reader.fieldnames or []
+        for row in reader:
+            if None in row or None in row.values():  # more fields than the header, or fewer
+                fields = sum(v is not None for v in row.values()) - (None in row)
+                fields += len(row.get(None) or [])  # type: ignore[call-overload]
+                raise ReferenceDataError(
+                    f"{path}, line {reader.line_num}: {fields} fields where the header has "
+                    f"{len(names)}"
+                )
+            texts.append(row)
+    boolean = [
+        name
+        for name in names
+        if any(row[name] for row in texts)
+        and {row[name] for row in texts} - {""} <= CSV_BOOLEANS.keys()
+    ]
+    records = [{k: _cell(v) for k, v in row.items()} for row in texts]
+    for name in boolean:
+        for record, row in zip(records, texts, strict=True):
+            record[name] = CSV_BOOLEANS.get(row[name])
+    return records
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of a .csv, .jsonl/.ndjson/.json (one object per line) or .parquet file."""
+    if not path.is_file():
+        raise ReferenceDataError(f"cannot read reference data {path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return read_csv(path)
+        if suffix in {".jsonl", ".ndjson", ".json"}:
+            records = []
+            with path.open("rb") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        raise ReferenceDataError(
+                            f"{path}, line {number}: not valid JSON ({exc})"
+                        ) from exc
+                    if not isinstance(record, dict):
+                        raise ReferenceDataError(f"{path}, line {number}: not a JSON object")
+                    records.append(record)
+            return records
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq  # imported here: only Parquet data needs it
+
+            return list(pq.read_table(path).to_pylist())
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReferenceDataError(f"cannot read reference data {path}: {exc}") from exc
+    raise ReferenceDataError(
+        f"{path}: unknown format {suffix!r}; use .csv, .jsonl (JSON lines) or .parquet"
+    )
+
+
+def columns_of(
+    records: list[dict[str, Any]], roles: ColumnRoles | None = None
+) -> dict[str, Sequence[Any]]:
+    """The columns to profile: the features, ``@score`` and ``@prediction``."""
+    return split_columns(records, roles or ColumnRoles()).columns
+
+
+@dataclass(frozen=True)
+class Built:
+    """A profile and what became of each column of the data."""
+
+    profile: ReferenceProfile
+    split: SplitColumns
+    roles: ColumnRoles
+
+    def describe(self) -> str:
+        """``profiled: a, b; model outputs: ...; left out: request_id (id), ...``"""
+        return describe(self.split, self.roles)
+
+
+def build(
+    path: Path,
+    *,
+    model: str,
+    version: str,
+    policy: DriftPolicy,
+    score_column: str = "score",
+    label_column: str = "label",
+    trusted_rows: int = 5000,
+    pii: Pseudonymizer | None = None,
+) -> ReferenceProfile:
+    """The profile of ``path``'s records (see ``profile_file``)."""
+    roles = ColumnRoles(label=label_column, score=score_column)
+    return profile_file(
+        path,
+        model=model,
+        version=version,
+        policy=policy,
+        roles=roles,
+        trusted_rows=trusted_rows,
+        pii=pii,
+    ).profile
+
+
+def profile_file(
+    path: Path,
+    *,
+    model: str,
+    version: str,
+    policy: DriftPolicy,
+    roles: ColumnRoles,
+    trusted_rows: int = 5000,
+    pii: Pseudonymizer | None = None,
+) -> Built:
+    """The profile of ``path``'s feature columns (``agents.operator.reference_columns`` says which
+    columns are features); with labels in ``roles.label``, also the trusted set the
+    poisoning guard screens training records against (a stratified sample of at most
+    ``trusted_rows`` labeled records; 0: none)."""
+    records = read_records(path)
+    if not records:
+        raise ReferenceDataError(f"{path}: no records")
+    if pii:  # the profile and the trusted set hold the same tokens as the live events
+        pii.apply_records(records)
+    split = split_columns(records, roles)
+    columns = split.columns
+    features = profile_features(
+        columns, bins=policy.bins, fine_bins=policy.fine_bins, top_k=policy.top_k
+    )
+    if not [f for f in features if f not in (SCORE, PREDICTION)]:
+        left = ", ".join(f"{name} ({role})" for name, role in split.left_out.items())
+        raise ReferenceDataError(f"{path}: no feature column with values (left out: {left})")
+    pca = (
+        profile_multivariate(
+            columns,
+            # (features the policy ignores are left out, as in the stream's warm-up)
+            exclude=frozenset({SCORE, PREDICTION}) | policy.ignored(),
+            max_features=policy.multivariate_max_features,
+            variance=policy.multivariate_variance,
+        )
+        if policy.multivariate
+        else None
+    )
+    profile = ReferenceProfile(
+        model=model,
+        model_version=version,
+        created_at=datetime.now(UTC),
+        source=path.name,
+        n=len(records),
+        features={k: ReferenceFeatureProfile.model_validate(v) for k, v in features.items()},
+        multivariate=MultivariateProfile.model_validate(pca) if pca is not None else None,
+        trusted=trusted_set(
+            records,
+            columns,
+            model=model,
+            version=version,
+            source=path.name,
+            label_column=roles.label,
+            max_rows=trusted_rows,
+        ),
+    )
+    return Built(profile=profile, split=split, roles=roles)
+
+
+def trusted_set(
+    records: list[dict[str, Any]],
+    columns: dict[str, Sequence[Any]],
+    *,
+    model: str,
+    version: str,
+    source: str,
+    label_column: str,
+    max_rows: int,
+) -> TrustedSet | None:
+    """The labeled records' features (not the model's score or prediction) and labels."""
+    labeled = [i for i, r in enumerate(records) if r.get(label_column) is not None]
+    if not labeled or max_rows <= 0:
+        return None
+    features = {}
+    for name, values in columns.items():
+        if name in (SCORE, PREDICTION):
+            continue
+        column = values.tolist() if hasattr(values, "tolist") else list(values)
+        features[name] = [_plain(column[i]) for i in labeled]
+    labels = [records[i][label_column] for i in labeled]
+    return sample_trusted(
+        model, features, labels, max_rows=max_rows, source=source, model_version=version
+    )
+
+
+def _plain(value: Any) -> Any:
+    """NaN (a missing number in a column) back to None, as the events carry it."""
+    return None if isinstance(value, float) and value != value else value
+
+
+def publish(profile: ReferenceProfile, settings: Settings) -> None:
+    producer = simulate.make_producer(settings.bootstrap)
+    key = f"{profile.model}@{profile.model_version}"
+    simulate.publish(
+        producer, settings.topic("references"), key, [profile.model_dump_json().encode()]
+    )

@@ -1,0 +1,1 @@
+"""The poisoning guard pipeline: training records in; clean, quarantined and reports out."""

@@ -1,0 +1,184 @@
+"""The poisoning guard's handler: training records in, clean / quarantined records out.
+
+Sources: ``training-data`` (TrainingRecords, one or a batch per message, key
+model) and ``references`` (a ReferenceProfile whose ``trusted`` set, built by
+``driftline reference build`` from labeled training data, is what records are
+judged against). Outputs: the records that pass, as one batch message per
+input message, on ``training-data.clean``; each quarantined record with its
+reasons and scores on ``training-data.quarantine``; a PoisoningReport per
+model and closed window on ``poisoning`` (see ``streams.poisoning``).
+
+Nothing is lost, and nothing unscreened reaches retraining: records of a
+model whose trusted set has not arrived yet wait in the table
+(agents.poisoning.hold; ``references`` and ``training-data`` are read with no
+order between them) and are screened in order when it arrives. Beyond the
+policy's ``hold_max_records`` or ``hold_max_age`` they are quarantined
+unscreened with the reason ``no_trusted_set`` (an operator can release them
+with ``driftline quarantine release`` once one is published), in a
+PoisoningReport of their own (``unscreened``). Reports count held records
+(``held``, ``released``, ``unscreened``), and so do the metrics
+(``driftline_poisoning_held_total`` ...).
+
+State: the newest profile with a trusted set per model, in the table
+``poisoning-state`` (key ``t|<model>``; held records under ``hq|``/``h|``, see
+agents.poisoning.hold), so a restarted worker rebuilds its
+guards; the guards themselves (checks fitted on the trusted set, open windows
+and per-source histories, bounded as ``PoisoningGuard`` documents) are in
+memory: a restart loses the open windows' counts and the sources' histories
+(the fitted checks are rebuilt deterministically). Both exist only for
+admitted models, at most ``max_models`` per partition besides the policy's
+(``agents.inputs.admission``): the records and profiles of other models are
+dead-lettered, so they do not reach retraining either.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import MutableMapping
+
+import orjson
+
+from agents import metrics
+from agents.config import DEFAULT_MAX_MODELS
+from agents.inputs.admission import Admission
+from agents.inputs.codec import Codec, Origin, decode_one, keyed_events
+from agents.inputs.pii import Pseudonymizer
+from agents.poisoning import hold as poisoning_hold
+from agents.runtime.runner import Outcome
+from schemas.events import TrainingRecord
+from schemas.policy import Policy
+from schemas.reference import ReferenceProfile
+from schemas.reports import QuarantinedRecord
+from streams.poisoning.guard import NO_TRUSTED_SET, PoisoningGuard, unscreened_report
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NO_TRUSTED_SET", "PoisoningHandler"]
+
+
+class PoisoningHandler:
+    AGENT = "poisoning"
+
+    def __init__(self, policy: Policy, *, training_topic: str, references_topic: str,
+                 max_message_bytes: int, pii_key: bytes = b"",
+                 max_models: int = DEFAULT_MAX_MODELS) -> None:
+        self.policy = policy
+        # Only admitted models get state, here and in the table (agents.inputs.admission).
+        self.admission = Admission(agent=self.AGENT, max_models=max_models,
+                                   listed=policy.models)
+        self.training_topic, self.references_topic = training_topic, references_topic
+        self.codec = Codec(TrainingRecord, max_message_bytes=max_message_bytes, agent=self.AGENT,
+                           pii=Pseudonymizer(policy.pii, pii_key))
+        self._guards: dict[str, tuple[bytes, PoisoningGuard]] = {}  # model -> (profile, guard)
+
+    def handle(
+        self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
+    ) -> Outcome:
+        if origin.topic == self.references_topic:
+            return self._reference(raw, origin, table)
+        decoded = self.codec.decode(raw, origin)
+        rows = keyed_events(decoded, origin, agent=self.AGENT)
+        rows, refused = self.admission.split(rows, decoded, raw, origin, table)
+        out = Outcome(dead=[*decoded.dead, *refused], counted=len(rows))
+        by_model: dict[str, list[TrainingRecord]] = defaultdict(list)
+        for row in rows:  # validated by the codec already (every field is required)
+            by_model[row["model"]].append(TrainingRecord.model_construct(**row))
+        for model, records in by_model.items():
+            self._screen(model, records, table, out)
+        return out
+
+    def _reference(self, raw: bytes | None, origin: Origin,
+                   table: MutableMapping[bytes, bytes]) -> Outcome:
+        profile, dead = decode_one(ReferenceProfile, raw, origin, agent=self.AGENT)
+        if profile is None:
+            return Outcome(dead=[dead] if dead else [])
+        if profile.trusted is not None and raw:
+            refused = self.admission.refuse_one(profile.model, raw, origin, table)
+            if refused is not None:
+                return Outcome(dead=[refused])
+            table[f"t|{profile.model}".encode()] = raw
+            self._guards.pop(profile.model, None)  # rebuilt on the next records
+            logger.info("trusted set of %s: %d rows from %s (%s)", profile.model,
+                        len(profile.trusted.labels), profile.source, profile.model_version)
+            return self._release(profile.model, table)
+        return Outcome()
+
+    def _release(self, model: str, table: MutableMapping[bytes, bytes]) -> Outcome:
+        """Screen, in order, the records of ``model`` that waited for its trusted set."""
+        out = Outcome()
+        if not poisoning_hold.waiting(table, model):
+            return out  # the guard is built on the model's first records, as before
+        guard = self._guard(model, table)
+        if guard is None:
+            return out
+        held = poisoning_hold.take(table, model)
+        for records in held:  # one held message at a time, as they came
+            self._screen_with(guard, model, records, out, held=True)
+        n = sum(len(records) for records in held)
+        metrics.POISONING_RELEASED.labels(model).inc(n)
+        metrics.POISONING_WAITING.labels(model).set(0)
+        logger.info("screened %d records of %s that had waited for its trusted set", n, model)
+        return out
+
+    def _guard(self, model: str, table: MutableMapping[bytes, bytes]) -> PoisoningGuard | None:
+        raw = table.get(f"t|{model}".encode())
+        if raw is None:
+            return None
+        cached = self._guards.get(model)
+        if cached is None or cached[0] != raw:
+            profile = ReferenceProfile.model_validate_json(raw)
+            assert profile.trusted is not None
+            guard = PoisoningGuard(self.policy.poisoning_for(model), profile.trusted, profile)
+            cached = self._guards[model] = (raw, guard)
+        return cached[1]
+
+    def _screen(self, model: str, records: list[TrainingRecord],
+                table: MutableMapping[bytes, bytes], out: Outcome) -> None:
+        guard = self._guard(model, table)
+        if guard is None:
+            self._hold(model, records, table, out)
+            return
+        self._screen_with(guard, model, records, out)
+
+    def _hold(self, model: str, records: list[TrainingRecord],
+              table: MutableMapping[bytes, bytes], out: Outcome) -> None:
+        """Keep the records until the model's trusted set arrives; quarantine unscreened
+        those held beyond the policy's limits."""
+        policy = self.policy.poisoning_for(model)
+        left = poisoning_hold.hold(table, model, records, max_records=policy.hold_max_records,
+                                   max_age_ms=policy.hold_max_age)
+        metrics.POISONING_HELD.labels(model).inc(len(records))
+        key = model.encode()
+        for gone in left:
+            for record in gone.records:
+                quarantined = QuarantinedRecord(record=record, reasons=[NO_TRUSTED_SET],
+                                                scores={})
+                out.routed.append(("training-data.quarantine", key,
+                                   quarantined.model_dump_json().encode()))
+            out.reports.append(unscreened_report(
+                policy, model, gone.records,
+                f"{gone.why}; publish its trusted set with `driftline reference build`, then "
+                f"release them with `driftline quarantine release`"))
+            metrics.POISONING_UNSCREENED.labels(model).inc(len(gone.records))
+            logger.warning("%d records of %s quarantined unscreened: %s", len(gone.records),
+                           model, gone.why)
+        metrics.POISONING_WAITING.labels(model).set(poisoning_hold.waiting(table, model))
+
+    def _screen_with(self, guard: PoisoningGuard, model: str, records: list[TrainingRecord],
+                     out: Outcome, *, held: bool = False) -> None:
+        key = model.encode()
+        passed = []
+        for record, verdict in zip(records, guard.screen(records, held=held), strict=True):
+            if verdict.passed:
+                passed.append(record.model_dump(mode="json"))
+            else:
+                out.routed.append(("training-data.quarantine", key,
+                                   verdict.quarantined(record).model_dump_json().encode()))
+        if passed:
+            out.routed.append(("training-data.clean", key, orjson.dumps({"events": passed})))
+        out.reports.extend(guard.reports())
+
+    def forget(self) -> None:
+        """After a rebalance: guards are rebuilt from the table for the models kept."""
+        self._guards.clear()

@@ -1,0 +1,1 @@
+"""The policy pipeline: reports in, signed commands out."""

@@ -1,0 +1,79 @@
+"""The policy agent: drift, KPI, poisoning and deployment events in, signed commands out.
+
+One ``ModelState`` per model in the table ``policy-state`` (key ``p|<model>``,
+bounded as ``streams.policy.state`` says), for at most ``max_models`` models per
+partition besides the policy file's (``agents.inputs.admission``).
+``streams.policy.decide`` makes the decisions, this module only decodes, signs
+and writes. Every input topic is
+keyed by model and needs the same partition count, so a model's reports and
+its deployment events meet on one partition, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+
+import faust
+from pydantic import BaseModel
+
+from agents.config import Settings
+from agents.controller.issuers import signing_key
+from agents.inputs.admission import Admission
+from agents.inputs.codec import Origin, decode_one
+from agents.runtime import runner
+from agents.runtime.runner import Outcome
+from schemas.commands import DeploymentEvent
+from schemas.policy import Policy
+from schemas.reports import DriftReport, KpiReport, PoisoningReport
+from streams.policy.commands import sign
+from streams.policy.decide import decide
+from streams.policy.state import ModelState
+
+logger = logging.getLogger(__name__)
+
+SOURCES: dict[str, type[BaseModel]] = {
+    "drift": DriftReport, "kpi": KpiReport, "poisoning": PoisoningReport,
+    "deployments": DeploymentEvent,
+}
+
+
+class PolicyHandler:
+    AGENT = "policy"
+
+    def __init__(self, policy: Policy, key: bytes, settings: Settings) -> None:
+        self.policy, self._key = policy, key
+        self.kinds = {settings.topic(name): model for name, model in SOURCES.items()}
+        # Only admitted models get state in the table (agents.inputs.admission).
+        self.admission = Admission(agent=self.AGENT, max_models=settings.max_models,
+                                   listed=policy.models)
+
+    def handle(
+        self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
+    ) -> Outcome:
+        kind = self.kinds[origin.topic]
+        event, dead = decode_one(kind, raw, origin, agent=self.AGENT)
+        if event is None:
+            return Outcome(dead=[dead] if dead else [])
+        model: str = event.model  # type: ignore[attr-defined]
+        refused = self.admission.refuse_one(model, raw, origin, table)
+        if refused is not None:
+            return Outcome(dead=[refused])
+        key = f"p|{model}".encode()
+        stored = table.get(key)
+        state = ModelState.model_validate_json(stored) if stored else ModelState()
+        out = decide(state, event, self.policy.decisions_for(model))  # type: ignore[arg-type]
+        table[key] = out.state.model_dump_json().encode()
+        for held in out.held:
+            logger.info("%s", held)
+        return Outcome(reports=[sign(c, self._key) for c in out.commands], counted=1)
+
+
+def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
+    # The "policy" issuer's own key if the issuers file lists it, else the command key.
+    handler = PolicyHandler(policy, signing_key(settings, "policy"), settings)
+    agent, _ = runner.register(
+        app, settings, handler, name="policy", sources=list(SOURCES), output="commands",
+        table="policy-state",
+    )
+    return agent
