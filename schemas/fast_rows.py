@@ -7,7 +7,7 @@ costs; msgspec parses and validates these shapes in one pass at orjson's speed.
 
 So the codec tries these first and, when msgspec refuses a message for any
 reason, validates it again with pydantic, which decides and explains
-(``agents.codec``). The rule that keeps one contract: **anything accepted here
+(``agents.inputs.codec``). The rule that keeps one contract: **anything accepted here
 must be accepted by the pydantic model with the same values**. Where msgspec
 is more lenient than pydantic or reads a value differently, the type here is
 narrower (a refusal only costs the slow path). Two things it leaves to pydantic:
@@ -138,7 +138,7 @@ def layout_batch(model: type, names: tuple[str, ...]) -> Any:
     garbage collector, and ``msgspec.structs.astuple`` gives an event's features
     in the order of ``names``, ready to be transposed into columns. Every other
     field has the type of the row twin above, so this accepts an event only if
-    the twin does, with the same values (``tests/agents/test_drift_columns.py``);
+    the twin does, with the same values (``tests/agents/drift/test_columns.py``);
     an absent optional field reads None, which is what ``row.get(field)`` gives.
     (``gc=False`` is safe: decoded JSON cannot hold a reference cycle.)
     None for models without features, for more than ``MAX_LAYOUT_FEATURES`` names

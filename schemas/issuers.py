@@ -14,7 +14,7 @@ Decisions:
   CLI), or any other name automation signs with.
 * Each issuer has its own HMAC key, so a verified signature authenticates
   ``issued_by``: one issuer's key never verifies another's name. Two issuers
-  with the same key are refused at start for that reason (``agents.issuers``
+  with the same key are refused at start for that reason (``agents.controller.issuers``
   compares the keys themselves).
 * ``key_file`` or ``key_env``, exactly one: the key never sits in this file.
   A relative ``key_file`` is relative to the issuers file's directory.
@@ -23,7 +23,7 @@ Decisions:
 * A bad file is refused with ``file:line: issuer.field: reason``, like the
   policy file (``schemas.errors.explain_yaml``).
 
-Reading the keys is the agents' job (``agents.issuers``); this module only
+Reading the keys is the agents' job (``agents.controller.issuers``); this module only
 validates the document and answers "may this issuer do this".
 """
 

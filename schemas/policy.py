@@ -294,7 +294,7 @@ class KpiPolicy(_Section):
     Memory: pending predictions (not yet labeled) and early labels are kept for
     ``label_ttl`` of event time; KPI windows of a version and variant are kept
     ``label_ttl`` after their end, so at most ``label_ttl / window + 1`` of
-    them, each a few KB (see ``agents.kpi_handler``).
+    them, each a few KB (see ``agents.kpi.handler``).
     """
 
     task: Literal["classification", "regression"] = "classification"
@@ -367,7 +367,7 @@ class Policy(_Section):
     pii: list[str] = Field(
         default_factory=list,
         description="features and segment keys holding personal data: their values are "
-        "replaced by keyed hashes before any state, report or log keeps them (agents.pii)",
+        "replaced by keyed hashes before any state, report or log keeps them (agents.inputs.pii)",
     )
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
 

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import orjson
 
-from agents import operator, reference_build, simulate
 from agents.config import Settings
-from agents.registry import open_registry
-from agents.tail import read_messages
+from agents.controller.registry import open_registry
+from agents.dev import simulate
+from agents.operator import commands as operator
+from agents.operator import reference_build
+from agents.operator.tail import read_messages
 from schemas.policy import Policy, load_policy
 
 

@@ -32,10 +32,10 @@ from typing import Any
 
 import orjson
 
-from agents import operator
 from agents.config import Settings
-from agents.registry import open_registry
-from agents.tail import read_to_end
+from agents.controller.registry import open_registry
+from agents.operator import commands as operator
+from agents.operator.tail import read_to_end
 from schemas.policy import Policy, load_policy
 
 

@@ -80,10 +80,11 @@ import pyarrow as pa
 from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agents import simulate, tail
-from agents.broker import EmbeddedBroker, free_port
 from agents.config import Settings
+from agents.dev import simulate
+from agents.dev.broker import EmbeddedBroker, free_port
 from agents.kafka import client_config
+from agents.operator import tail
 from agents.topics import ensure_topics
 from schemas import arrow
 
