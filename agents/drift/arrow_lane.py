@@ -44,7 +44,7 @@ from agents.inputs.codec import Origin
 from schemas import arrow
 from schemas.events import PredictionEvent, Variant
 from streams.batch import Categories, Column, FeatureBatch
-from streams.drift.monitor import PREDICTION, SCORE
+from streams.drift.state import PREDICTION, SCORE
 
 #: The longest model name, version and request id (schemas.events.Name).
 MAX_NAME = 200

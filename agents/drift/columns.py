@@ -43,7 +43,7 @@ import msgspec
 from agents.inputs.codec import Origin, Row, event_times_ms
 from schemas import fast_rows
 from streams.batch import FeatureBatch
-from streams.drift.monitor import PREDICTION, SCORE
+from streams.drift.state import PREDICTION, SCORE
 
 MAX_LAYOUTS = 64
 

@@ -32,7 +32,8 @@ from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
 from streams.batch import FeatureBatch
-from streams.drift.monitor import PREDICTION, SCORE, DriftMonitor, reference_from_profile
+from streams.drift.monitor import DriftMonitor
+from streams.drift.state import PREDICTION, SCORE, reference_from_profile
 
 logger = logging.getLogger(__name__)
 

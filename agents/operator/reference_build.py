@@ -47,8 +47,8 @@ from schemas.reference import (
     ReferenceFeatureProfile,
     ReferenceProfile,
 )
-from streams.drift.monitor import PREDICTION, SCORE
 from streams.drift.reference import profile_features, profile_multivariate
+from streams.drift.state import PREDICTION, SCORE
 from streams.poisoning.trusted import sample_trusted
 
 logger = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from datetime import date, datetime
 from typing import Any
 
 from streams.batch import columns_from_rows
-from streams.drift.monitor import PREDICTION, SCORE
+from streams.drift.state import PREDICTION, SCORE
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import pytest
 from schemas.policy import DriftPolicy, FeatureDriftPolicy, parse_policy
 from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
-from streams.drift.monitor import MULTIVARIATE, PREDICTION, SCORE, DriftMonitor, VersionState
+from streams.drift.monitor import DriftMonitor
+from streams.drift.state import MULTIVARIATE, PREDICTION, SCORE, VersionState
 
 W = 60_000  # window, ms
 NUMERIC = ["f0", "f1", "f2", "f3"]

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from schemas.policy import DriftPolicy, PolicyError, parse_policy
 from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
-from streams.drift.monitor import DriftMonitor, Reference, VersionState
+from streams.drift.monitor import DriftMonitor
+from streams.drift.state import Reference, VersionState
 from streams.windows import closable, hopping_closable
 from tests.streams.test_monitor import W, _at, _chunks, _feed, _single, _window
 

@@ -13,15 +13,9 @@ import pytest
 from schemas.policy import DriftPolicy
 from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
-from streams.drift.monitor import (
-    MAX_UNTRACKED_NAMES,
-    MULTIVARIATE,
-    PREDICTION,
-    SCORE,
-    DriftMonitor,
-    VersionState,
-)
+from streams.drift.monitor import DriftMonitor
 from streams.drift.psi import psi
+from streams.drift.state import MAX_UNTRACKED_NAMES, MULTIVARIATE, PREDICTION, SCORE, VersionState
 from streams.summaries.log_histogram import LogHistogram
 
 W = 60_000  # window, ms

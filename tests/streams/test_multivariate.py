@@ -13,7 +13,8 @@ from schemas.policy import DriftPolicy
 from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
 from streams.drift import multivariate as mv
-from streams.drift.monitor import MULTIVARIATE, DriftMonitor, VersionState
+from streams.drift.monitor import DriftMonitor
+from streams.drift.state import MULTIVARIATE, VersionState
 
 W = 60_000
 D = 20

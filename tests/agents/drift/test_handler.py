@@ -16,7 +16,7 @@ from agents.inputs.codec import Codec, Origin
 from agents.runtime import state_codec
 from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy, parse_policy
-from streams.drift.monitor import PREDICTION, SCORE
+from streams.drift.state import PREDICTION, SCORE
 
 MODEL = "fraud-detector"
 T0 = 1_800_000_000 - 1_800_000_000 % 60  # a window boundary, epoch seconds

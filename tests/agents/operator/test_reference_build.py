@@ -17,15 +17,15 @@ from schemas.policy import DriftPolicy, parse_policy
 from schemas.reference import ReferenceProfile
 from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
-from streams.drift.monitor import (
+from streams.drift.monitor import DriftMonitor
+from streams.drift.reference import profile_features, profile_multivariate
+from streams.drift.state import (
     MULTIVARIATE,
     PREDICTION,
     SCORE,
-    DriftMonitor,
     VersionState,
     reference_from_profile,
 )
-from streams.drift.reference import profile_features, profile_multivariate
 
 T0 = 1_800_000_000 - 1_800_000_000 % 60
 

@@ -18,7 +18,7 @@ from agents.operator.reference_columns import MIN_ID_VALUES, ColumnRoles
 from schemas.policy import DriftPolicy, parse_policy
 from schemas.reference import ReferenceProfile
 from schemas.reports import DriftReport
-from streams.drift.monitor import PREDICTION, SCORE
+from streams.drift.state import PREDICTION, SCORE
 
 T0 = 1_800_000_000 - 1_800_000_000 % 60
 MODEL = "m"

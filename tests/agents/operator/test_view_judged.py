@@ -13,7 +13,8 @@ from agents.operator import view
 from schemas.policy import DriftPolicy
 from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
-from streams.drift.monitor import DriftMonitor, VersionState
+from streams.drift.monitor import DriftMonitor
+from streams.drift.state import VersionState
 
 W = 60_000  # window, ms
 

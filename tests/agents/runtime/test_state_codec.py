@@ -11,7 +11,8 @@ import orjson
 from agents.runtime import state_codec
 from schemas.policy import DriftPolicy
 from streams.batch import FeatureBatch
-from streams.drift.monitor import DriftMonitor, VersionState
+from streams.drift.monitor import DriftMonitor
+from streams.drift.state import VersionState
 
 
 def _warmup_state() -> VersionState:

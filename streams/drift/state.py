@@ -1,0 +1,177 @@
+"""The drift monitor's state: plain, serialisable dicts, one ``VersionState`` per
+``model@version`` in the drift agent's table, and how it starts.
+
+Bounds on that state, all from the policy:
+
+* features tracked: ``max_features`` (the names of up to ``MAX_UNTRACKED_NAMES``
+  more are kept in ``untracked`` for the report);
+* open windows: ``max_open_windows`` (the oldest closes early beyond that).
+  Windows are counted in panes (``streams.windows``): tumbling windows are
+  their own panes; hopping windows (``hop``) keep panes of ``hop``, at most
+  ``max_open_windows + window / hop - 1`` of them, and each window is the
+  merge of its ``window / hop`` panes when it closes. The bounds below are
+  per pane;
+* per numeric feature and window: ``bins + 1`` counts, or a log-bucket sketch
+  (at most 2,048 buckets) while the reference is still being built;
+* per categorical feature and window: ``CategoricalSummary.MAX_CATEGORIES`` counts;
+* multivariate signal, per window: three numbers (count, sum and sum of squares
+  of the events' reconstruction errors, about 50 bytes as JSON); while the
+  warm-up reference is being built, instead, two halves of moments of
+  ``d <= multivariate_max_features`` features, ``2 + 5d + d(d+1)`` numbers
+  (1,082 for d = 30, about 20 KB as JSON) per open window and in ``warmup``.
+
+The reference is the first window(s) of the version, until at least
+``min_reference_events`` events have been seen (a *warm-up* reference; reports
+say so). Numeric bins are the reference's quantiles (``bins`` of them);
+categorical bins are its ``top_k`` categories plus "other". Its multivariate
+part (``streams.drift.multivariate``) is a PCA of the first
+``multivariate_max_features`` numeric features by name, chosen when the first
+warm-up batch with two of them arrives (features first seen later are not in
+it), fitted on the warm-up's even events and measured on its odd ones:
+``3d + kd + 4`` numbers for ``k < d`` components, at most 964 (about 19 KB as
+JSON) for d = 30; 6 KB for the 20 numeric features of the simulated traffic.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal, NotRequired, TypedDict, cast
+
+from schemas.reference import ReferenceProfile
+from schemas.reports import ReferenceInfo
+from streams.batch import Categories, Kind
+from streams.drift import multivariate as mv
+from streams.drift.reference import ReferenceFeature
+from streams.summaries.categorical import CategoricalState
+from streams.summaries.numeric import NumericState
+
+#: Pseudo-features for the model's output; reported under ``prediction``.
+SCORE = "@score"
+PREDICTION = "@prediction"
+OUTPUTS = {SCORE: "score", PREDICTION: "class"}
+
+
+def policy_name(name: str) -> str:
+    """The name a feature has in the report and in the policy's ``drift.features``:
+    the outputs are ``prediction.score`` and ``prediction.class``."""
+    return f"prediction.{OUTPUTS[name]}" if name in OUTPUTS else name
+
+
+#: Names of features beyond ``max_features`` remembered for the report.
+MAX_UNTRACKED_NAMES = 20
+#: The multivariate signal's name in ``drifted_features``, and its key in ``streaks``.
+MULTIVARIATE = "multivariate.reconstruction_error"
+MV_STREAK = "@multivariate"
+Cats = list[str | None] | Categories
+
+
+class WindowAcc(TypedDict):
+    start_ms: int
+    n: int
+    numeric: dict[str, NumericState]
+    categorical: dict[str, CategoricalState]
+    # [n, sum, sum of squares] of reconstruction errors; None: some events of the
+    # window were counted before the reference was complete, so it is not judged.
+    mv: NotRequired[mv.ErrorSums | None]
+    mv_halves: NotRequired[mv.Halves]  # warm-up only: moments of halves A and B
+
+
+class Reference(TypedDict):
+    """Warm-up: built from the version's first windows. Profile: from training data
+    (``driftline reference build``); then ``start_ms``/``end_ms`` are its build time."""
+
+    kind: Literal["warmup", "profile"]
+    start_ms: int
+    end_ms: int
+    n: int
+    features: dict[str, ReferenceFeature]
+    source: NotRequired[str]
+    # None: not enough numeric features; absent: built before the signal existed.
+    multivariate: NotRequired[mv.PcaReference | None]
+
+
+class VersionState(TypedDict):
+    model: str
+    model_version: str
+    kinds: dict[str, Kind]
+    anchors: dict[str, float]
+    untracked: list[str]
+    reference: Reference | None
+    warmup: WindowAcc | None
+    windows: dict[str, WindowAcc]
+    watermark_ms: int | None
+    closed_until_ms: int | None
+    late: int
+    streaks: dict[str, int]  # windows in a row each judged feature has been flagged
+    mv_names: NotRequired[list[str]]  # warm-up only: the multivariate signal's features
+    # While the reference changes: the one windows before reference_from_ms keep.
+    previous_reference: NotRequired[Reference | None]
+    reference_from_ms: NotRequired[int | None]
+    # Messages in a row wholly beyond the future bound (streams.windows.bound_future),
+    # kept by the caller that applies it.
+    ahead: NotRequired[list[int] | None]
+
+
+def reference_info(ref: Reference) -> ReferenceInfo:
+    if ref["kind"] == "warmup":
+        return ReferenceInfo(
+            kind="warmup",
+            window_start=iso(ref["start_ms"]),
+            window_end=iso(ref["end_ms"]),
+            n=ref["n"],
+            note="warm-up reference: the first events of this version",
+        )
+    return ReferenceInfo(
+        kind="profile",
+        n=ref["n"],
+        note=f"reference profile from {ref.get('source') or 'training data'}, built "
+        f"{iso(ref['start_ms']).isoformat()}",
+    )
+
+
+def iso(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def reference_from_profile(profile: ReferenceProfile) -> Reference:
+    """The reference a published ``ReferenceProfile`` stands for, multivariate part included."""
+    at = int(profile.created_at.timestamp() * 1000)
+    return {
+        "kind": "profile",
+        "start_ms": at,
+        "end_ms": at,
+        "n": profile.n,
+        "source": profile.source,
+        "features": {
+            k: cast(ReferenceFeature, v.model_dump()) for k, v in profile.features.items()
+        },
+        "multivariate": (
+            cast(mv.PcaReference, profile.multivariate.model_dump())
+            if profile.multivariate is not None
+            else None
+        ),
+    }
+
+
+
+
+def initialize(model: str, model_version: str) -> VersionState:
+    """A version's state before its first event."""
+    return {
+        "model": model,
+        "model_version": model_version,
+        "kinds": {},
+        "anchors": {},
+        "untracked": [],
+        "reference": None,
+        "warmup": None,
+        "windows": {},
+        "watermark_ms": None,
+        "closed_until_ms": None,
+        "late": 0,
+        "streaks": {},
+    }
+
+
+def new_window(start_ms: int) -> WindowAcc:
+    return {"start_ms": start_ms, "n": 0, "numeric": {}, "categorical": {}}
