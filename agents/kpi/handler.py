@@ -86,8 +86,17 @@ class SeriesIndex(TypedDict):
     lost: int  # predictions for retired windows (counted, never joined)
 
 
-def _k(*parts: str) -> bytes:
-    return SEP.join(p.encode() for p in parts)
+#: The kinds of table key this handler writes, each the first part of a key whose
+#: parts are joined by ``streams.join.SEP`` (the stored names are one letter, as the
+#: label join's own keys, and stay so: tables written before still read).
+MODEL_INDEX = "k"  # (k, model, ""): the model's series (ModelIndex)
+SERIES_INDEX = "s"  # (s, model, version, variant): a series' open windows (SeriesIndex)
+WINDOW = "w"  # (w, model, version, variant, start_ms): a window's accumulators
+DETECTOR = "c"  # (c, model, version, variant): a series' concept detector
+
+
+def _table_key(kind: str, *parts: str) -> bytes:
+    return SEP.join(p.encode() for p in (kind, *parts))
 
 
 def _ts_ms(event: Row) -> int:
@@ -161,18 +170,18 @@ class KpiHandler:
 
     def handle_batch(self, messages: list[tuple[bytes | None, Origin]],
                      table: Store) -> list[Outcome]:
-        """Each message in turn (agents.runtime.batches), with one ``_Work`` per model for the
+        """Each message in turn (agents.runtime.batches), with one ``_ModelBatch`` per model for the
         whole batch: its state (series indexes, windows, concept detectors, the model
         index) is decoded at its first use and encoded and written once, at the end.
         Reports are due after each message, as one at a time."""
-        works: dict[str, _Work] = {}
+        works: dict[str, _ModelBatch] = {}
         outcomes = [self._message(raw, origin, table, works) for raw, origin in messages]
         for work in works.values():
             work.write()
         return outcomes
 
     def _message(self, raw: bytes | None, origin: Origin, table: Store,
-                 works: dict[str, _Work]) -> Outcome:
+                 works: dict[str, _ModelBatch]) -> Outcome:
         out = Outcome()
         decoded = self._codecs[origin.topic].decode(raw, origin)
         events = keyed_events(decoded, origin, agent=self.AGENT)
@@ -188,7 +197,7 @@ class KpiHandler:
         for model, rows in by_model.items():
             work = works.get(model)
             if work is None:
-                work = works[model] = _Work(self, model, table, now_ms=self.clock_ms())
+                work = works[model] = _ModelBatch(self, model, table, now_ms=self.clock_ms())
             else:
                 work.now_ms = self.clock_ms()
             rows = work.bound(rows, "p" if predictions else "l", origin, raw, position, out)
@@ -231,22 +240,22 @@ class KpiHandler:
 
     def _revise(self, model: str, table: Store, now_ms: int, *,
                 settle: bool = False) -> list[KpiReport]:
-        if _k("k", model, "") not in table:
+        if _table_key(MODEL_INDEX, model, "") not in table:
             return []  # a listed model with no state here
         scratch = Overlay(table)
-        reports = _Work(self, model, scratch, now_ms=now_ms).finish(due_at_ms=now_ms,
+        reports = _ModelBatch(self, model, scratch, now_ms=now_ms).finish(due_at_ms=now_ms,
                                                                     settle=settle)
         if reports:
             scratch.apply(table)
         return reports
 
 
-class _Work:
+class _ModelBatch:
     """One model's share of one message, or of a batch of them (``handle_batch``): its
     state decoded at the first read, kept here, written once per key (``write``)."""
 
     def __init__(self, handler: KpiHandler, model: str, store: Store, *, now_ms: int) -> None:
-        self.h = handler
+        self.handler = handler
         self.model = model
         self.store = store
         self.now_ms = now_ms  # processing time: when the windows touched now changed
@@ -254,7 +263,7 @@ class _Work:
         self.windows: dict[tuple[Series, int], WindowState] = {}
         self.indexes: dict[Series, SeriesIndex] = {}
         self.detectors: dict[Series, ConceptDetector] = {}
-        raw = store.get(_k("k", model, ""))
+        raw = store.get(_table_key(MODEL_INDEX, model, ""))
         self.meta: ModelIndex = orjson.loads(raw) if raw is not None else {"series": []}
         self.series = self.meta["series"]
         self.meta_changed = False
@@ -273,7 +282,7 @@ class _Work:
 
     def index(self, series: Series) -> SeriesIndex:
         if series not in self.indexes:
-            raw = self.store.get(_k("s", self.model, *series))
+            raw = self.store.get(_table_key(SERIES_INDEX, self.model, *series))
             self.indexes[series] = (
                 orjson.loads(raw) if raw is not None else {
                     "windows": {}, "closed_until_ms": -(2**62), "retired_until_ms": -(2**62),
@@ -285,17 +294,17 @@ class _Work:
     def window(self, series: Series, start: int) -> WindowState:
         key = (series, start)
         if key not in self.windows:
-            raw = self.store.get(_k("w", self.model, *series, str(start)))
+            raw = self.store.get(_table_key(WINDOW, self.model, *series, str(start)))
             self.windows[key] = orjson.loads(raw) if raw is not None else self.kpi.initialize()
             marks = self.index(series)["windows"]
             if str(start) not in marks:
                 marks[str(start)] = {"rev": -1, "dirty": True, "emitted_ms": 0}
-                self.h._changed[(self.model, *series, start)] = self.now_ms
+                self.handler._changed[(self.model, *series, start)] = self.now_ms
         return self.windows[key]
 
     def touched(self, series: Series, start: int) -> None:
         self.index(series)["windows"][str(start)]["dirty"] = True
-        self.h._changed[(self.model, *series, start)] = self.now_ms
+        self.handler._changed[(self.model, *series, start)] = self.now_ms
 
     def start_of(self, ts_ms: int) -> int:
         return ts_ms - ts_ms % self.policy.window
@@ -310,7 +319,7 @@ class _Work:
         known = [t for t in (clock["predictions_ms"], clock["labels_ms"]) if t is not None]
         ts = np.fromiter(map(_ts_ms, rows), dtype=np.int64, count=len(rows))
         ahead = self.meta.setdefault("ahead", {})
-        check = self.h.future.check(ts, stream_ms=max(known, default=None),
+        check = self.handler.future.check(ts, stream_ms=max(known, default=None),
                                     ahead=ahead.get(kind))
         if check.ahead != ahead.get(kind):
             if check.ahead is None:
@@ -320,7 +329,7 @@ class _Work:
             self.meta_changed = True
         if check.keep.all():
             return rows
-        out.dead.extend(self.h.future.letters(check, ts, origin, raw, rows=rows,
+        out.dead.extend(self.handler.future.letters(check, ts, origin, raw, rows=rows,
                                               positions=[position.get(id(r)) for r in rows]))
         return [r for r, keep in zip(rows, check.keep.tolist(), strict=True) if keep]
 
@@ -402,7 +411,7 @@ class _Work:
     def _detector(self, series: Series) -> ConceptDetector:
         """The series' concept detector (updated in place, written by ``write``)."""
         if series not in self.detectors:
-            raw = self.store.get(_k("c", self.model, *series))
+            raw = self.store.get(_table_key(DETECTOR, self.model, *series))
             self.detectors[series] = (
                 ConceptDetector.loads(raw) if raw is not None else
                 ConceptDetector(self.policy.concept_detector, **self.policy.concept_params))
@@ -429,14 +438,15 @@ class _Work:
     def write(self) -> None:
         """Every state change written back, once per key."""
         for series, detector in self.detectors.items():
-            self.store[_k("c", self.model, *series)] = detector.dumps()
+            self.store[_table_key(DETECTOR, self.model, *series)] = detector.dumps()
         for (series, start), state in self.windows.items():
             if str(start) in self.index(series)["windows"]:
-                self.store[_k("w", self.model, *series, str(start))] = orjson.dumps(state)
+                key = _table_key(WINDOW, self.model, *series, str(start))
+                self.store[key] = orjson.dumps(state)
         for series, index in self.indexes.items():
-            self.store[_k("s", self.model, *series)] = orjson.dumps(index)
+            self.store[_table_key(SERIES_INDEX, self.model, *series)] = orjson.dumps(index)
         if self.meta_changed:
-            self.store[_k("k", self.model, "")] = orjson.dumps(self.meta)
+            self.store[_table_key(MODEL_INDEX, self.model, "")] = orjson.dumps(self.meta)
         if self.untracked:
             logger.warning("model %s: %d predictions of versions/variants beyond the first %d "
                            "are not tracked", self.model, self.untracked, MAX_SERIES)
@@ -457,18 +467,18 @@ class _Work:
             mark: WindowMark = index["windows"][start_s]
             end = start + p.window
             key = (self.model, *series, start)
-            changed = self.h._changed.get(key)
+            changed = self.handler._changed.get(key)
             if changed is None and due_at_ms is not None and mark["dirty"]:
                 # changed before this process owned it (a restart, a rebalance): the
                 # delay counts from now; at the end of a replay, it has passed
-                changed = 0 if settle else self.h._changed.setdefault(key, due_at_ms)
+                changed = 0 if settle else self.handler._changed.setdefault(key, due_at_ms)
             verdict = due(mark, start_ms=start, window_ms=p.window,
                           allowed_lateness_ms=p.allowed_lateness, label_ttl_ms=p.label_ttl,
                           revision_delay_ms=p.revision_delay, predictions_ms=predictions,
                           labels_ms=labels, now_ms=due_at_ms, changed_ms=changed)
             retire = verdict == "final"
             if verdict is not None:
-                self.h._changed.pop(key, None)
+                self.handler._changed.pop(key, None)
                 mark["rev"] += 1
                 mark["dirty"] = False
                 mark["emitted_ms"] = now
@@ -478,7 +488,7 @@ class _Work:
             if retire:
                 del index["windows"][start_s]
                 self.windows.pop((series, start), None)
-                self.store.pop(_k("w", self.model, *series, start_s), None)
+                self.store.pop(_table_key(WINDOW, self.model, *series, start_s), None)
                 index["retired_until_ms"] = max(index["retired_until_ms"], end)
         return out
 

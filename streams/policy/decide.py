@@ -4,8 +4,8 @@
 poisoning or deployment event, and returns the new state and the commands the
 event calls for, unsigned, with their evidence; the state given is left as it
 was. Pure: the same events in the same order give the same commands with the
-same ids, which is what makes a replay an audit. Commands held back by the brakes (cooldown, hourly cap) are returned
-as ``held`` with the reason, for the log.
+same ids, which is what makes a replay an audit. Commands held back by the brakes
+(cooldown, hourly cap) are returned as ``held`` with the reason, for the log.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import pytest
 from agents.dev import simulate
 from agents.operator import reference_build, tail
 from schemas.policy import parse_policy
-from tests.agents.test_poisoning_handler import MODEL, T0, records
+from tests.agents.poisoning.test_handler import MODEL, T0, records
 from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 
 from agents.dev import simulate
 from agents.operator import tail
-from tests.agents.test_reference_meaning import T0, _events, _records
+from tests.agents.operator.test_reference_meaning import T0, _events, _records
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e

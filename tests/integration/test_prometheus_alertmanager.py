@@ -33,7 +33,7 @@ from agents.dev import simulate
 from agents.operator import commands as operator
 from agents.operator import reference_build
 from schemas.policy import parse_policy
-from tests.agents.test_poisoning_handler import records
+from tests.agents.poisoning.test_handler import records
 from tests.conftest import ROOT
 from tests.e2e.test_deployment_loop import T0, _deployments, _free_port
 from tests.e2e.test_drift_pipeline import _window

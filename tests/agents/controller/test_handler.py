@@ -36,7 +36,7 @@ def command(type_: str, *, key: bytes | None = KEY, model: str = "fraud", **kw: 
 
 @pytest.fixture(scope="session")
 def mlflow_factory(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tests.agents.test_registry_mlflow import MlflowFactory
+    from tests.agents.controller.test_registry_mlflow import MlflowFactory
 
     return MlflowFactory(tmp_path_factory.mktemp("mlflow-template"))
 

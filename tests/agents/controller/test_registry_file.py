@@ -27,7 +27,7 @@ from agents.controller.registry import (
     open_registry,
 )
 from schemas.commands import DeploymentState
-from tests.agents.test_registry_mlflow import MlflowFactory
+from tests.agents.controller.test_registry_mlflow import MlflowFactory
 
 MODEL = "fraud-detector"
 

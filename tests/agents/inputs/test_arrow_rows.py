@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from agents.inputs.codec import Codec, Origin
 from schemas import arrow
 from schemas.events import FeatureEvent, LabelEvent, PredictionEvent
-from tests.agents.test_arrow_lane import messages
+from tests.agents.drift.test_arrow_lane import messages
 
 ORIGIN = Origin("predictions", 0, 7, b"m")
 PREDICTIONS: list[dict[str, Any]] = [

@@ -21,7 +21,7 @@ from agents.inputs.codec import Origin
 from agents.kpi.handler import KpiHandler
 from schemas.policy import parse_policy
 from schemas.reports import KpiReport
-from tests.agents.test_kpi_handler import BASE, MODEL, T0, in_time_order, traffic, window_of
+from tests.agents.kpi.test_handler import BASE, MODEL, T0, in_time_order, traffic, window_of
 
 POLICY = parse_policy(BASE + "  revision_delay: 5s\n")
 DAY_S = 86_400

@@ -11,7 +11,7 @@ import pytest
 from agents import metrics
 from agents.poisoning.handler import NO_TRUSTED_SET, PoisoningHandler
 from schemas.policy import parse_policy
-from tests.agents.test_poisoning_handler import MODEL, T0, handle, records, reference, routed
+from tests.agents.poisoning.test_handler import MODEL, T0, handle, records, reference, routed
 
 __all__ = ["reference"]  # the fixture, imported
 

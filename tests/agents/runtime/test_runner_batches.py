@@ -28,8 +28,8 @@ from agents.runtime.batches import Bounds
 from agents.runtime.redo import Redo, RedoLog, redo_key
 from agents.runtime.runner import HandlerAgent, Outcome, handler_agent
 from schemas.errors import DriftlineError
-from tests.agents.test_runner import Message, Sink, Stream
-from tests.agents.test_runner_send import Topic, too_large
+from tests.agents.runtime.test_runner import Message, Sink, Stream
+from tests.agents.runtime.test_runner_send import Topic, too_large
 
 
 class Adder:

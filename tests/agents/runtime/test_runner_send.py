@@ -24,7 +24,7 @@ from agents import metrics
 from agents.inputs.codec import Origin, dead_letter
 from agents.runtime.redo import RedoLog
 from agents.runtime.runner import Outcome, handler_agent
-from tests.agents.test_runner import Message, Stream
+from tests.agents.runtime.test_runner import Message, Stream
 
 TOPIC = "predictions"
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from agents.inputs.codec import Origin
 from agents.runtime.redo import Redo, RedoLog, redo_key
 from agents.runtime.runner import Outcome, handler_agent
-from tests.agents.test_runner import Message, Sink, Stream
+from tests.agents.runtime.test_runner import Message, Sink, Stream
 
 
 class Note(BaseModel):
