@@ -90,6 +90,10 @@ def create_app(
         # Batched messages are large (500 events is about 450 KB): Faust's default
         # of 1 MB per partition per fetch starves the agent (measured 4x slower).
         consumer_max_fetch_size=max(settings.max_message_bytes, 16 * 1_048_576),
+        # What an agent's stream may hold before Faust pauses its partitions: the
+        # bound on the memory of messages waiting (agents.config).
+        stream_buffer_maxsize=max(settings.stream_buffer_messages,
+                                  2 * settings.batch_max_messages),
         # SASL/SSL from DRIFTLINE_KAFKA_* (agents.kafka); None for PLAINTEXT.
         broker_credentials=faust_credentials(),
         # Restarts a crashed agent as Faust's default does, and counts the crash.
