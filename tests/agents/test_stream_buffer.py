@@ -21,13 +21,13 @@ def _app_buffer(tmp_path: Path, **settings: int) -> int:
 
 
 def test_the_default_bound_replaces_faust_s_4096(tmp_path: Path) -> None:
-    assert Settings().stream_buffer_messages == 256
-    assert _app_buffer(tmp_path) == 256
+    assert Settings().stream_buffer_messages == 1024
+    assert _app_buffer(tmp_path) == 1024
 
 
 def test_the_bound_holds_two_batches_at_least(tmp_path: Path) -> None:
     assert _app_buffer(tmp_path, stream_buffer_messages=16, batch_max_messages=64) == 128
-    assert _app_buffer(tmp_path, stream_buffer_messages=1000) == 1000
+    assert _app_buffer(tmp_path, stream_buffer_messages=300) == 300
 
 
 def test_the_environment_sets_it_and_a_bad_value_is_refused(
