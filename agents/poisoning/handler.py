@@ -32,13 +32,15 @@ whenever the table's differs from what this handler last wrote: after a
 restart, a rebalance (``forget``) or a batch whose writes were not applied. So a
 restarted worker, or the one a partition moves to, goes on with the same
 windows and histories, and gives the verdicts and reports one worker would have.
-A table without the key (written by an earlier driftline) starts afresh, as
-before; a stored state that cannot be read is logged once, naming the model,
-and starts afresh. A new trusted set starts the guard afresh (its state is
-removed), as before. Both exist only for admitted models, at most
-``max_models`` per partition besides the policy's (``agents.inputs.admission``):
-the records and profiles of other models are dead-lettered, so they do not
-reach retraining either.
+A state larger than half of ``DRIFTLINE_MAX_MESSAGE_BYTES`` (possible only
+near the policy's limits: see docs/memory.md) is not written, with a warning,
+and a restart starts that guard afresh. A table without the key (written by an
+earlier driftline) starts afresh, as before; a stored state that cannot be read
+is logged once, naming the model, and starts afresh. A new trusted set starts
+the guard afresh (its state is removed), as before. Both exist only for
+admitted models, at most ``max_models`` per partition besides the policy's
+(``agents.inputs.admission``): the records and profiles of other models are
+dead-lettered, so they do not reach retraining either.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class _Guard:
     digest: str  # of the profile, stored with the state
     guard: PoisoningGuard
     stored: bytes | None = None  # the table's guard|<model> the guard's state is (None: fresh)
+    too_large: bool = False  # its state was too large to keep (logged once)
 
 
 class PoisoningHandler:
@@ -90,8 +93,12 @@ class PoisoningHandler:
 
     def __init__(self, policy: Policy, *, training_topic: str, references_topic: str,
                  max_message_bytes: int, pii_key: bytes = b"",
-                 max_models: int = DEFAULT_MAX_MODELS) -> None:
+                 max_models: int = DEFAULT_MAX_MODELS,
+                 max_state_bytes: int | None = None) -> None:
         self.policy = policy
+        #: the largest guard state written to the table (half the largest message: the
+        #: batch's redo record, a changelog record too, holds it again)
+        self.max_state_bytes = max_state_bytes or max_message_bytes // 2
         # Only admitted models get state, here and in the table (agents.inputs.admission).
         self.admission = Admission(agent=self.AGENT, max_models=max_models,
                                    listed=policy.models)
@@ -209,6 +216,18 @@ class PoisoningHandler:
         if cached is None:
             return
         value = state_codec.dumps({"profile": cached.digest, "guard": cached.guard.state()})
+        if len(value) > self.max_state_bytes:
+            if not cached.too_large:
+                cached.too_large = True
+                logger.warning(
+                    "the poisoning guard state of model %r is %d bytes, more than %d: it is "
+                    "not kept in the table, so a restart starts its open windows and source "
+                    "histories afresh; lower its policy's duplicate_cache_size, max_sources or "
+                    "max_open_windows, or raise DRIFTLINE_MAX_MESSAGE_BYTES",
+                    model, len(value), self.max_state_bytes)
+            table.pop(guard_key(model), None)
+            cached.stored = None
+            return
         table[guard_key(model)] = value
         cached.stored = value
 

@@ -239,3 +239,22 @@ def test_a_new_trusted_set_starts_the_guard_afresh(
     run(handler, table, messages[:1], first=5)  # the trusted set published again
     assert guard_key(MODEL) not in table
     assert emitted(run(handler, table, messages[5:], first=5)) == afresh_from_5
+
+
+def test_a_state_too_large_to_keep_is_not_written_and_logged_once(
+    messages: list[tuple[str, bytes]], one_handler: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = PoisoningHandler(
+        POLICY,
+        training_topic="training-data",
+        references_topic="references",
+        max_message_bytes=1 << 24,
+        max_state_bytes=8_000,
+    )
+    table: dict[bytes, bytes] = {}
+    with caplog.at_level(logging.WARNING, logger="agents.poisoning.handler"):
+        got = emitted(run(handler, table, messages))
+    assert got == one_handler  # screening goes on as before
+    assert guard_key(MODEL) not in table
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and repr(MODEL) in warned[0] and "more than 8000" in warned[0]
