@@ -140,17 +140,20 @@ class GuardState(TypedDict):
 
     ``windows``: per open window (at most ``max_open_windows``), its counts per source
     (at most ``max_sources`` + 1: seen, passed, quarantined per reason), flagged
-    sources with a sentence each, late and released records: under 1 KB for a few
+    sources with a sentence each, late and released records: under 0.5 KB for 5
     sources. ``reports``: reports of closed windows not yet taken (none between two
     messages: the handler takes them after each). ``duplicates``: per open window at
-    most ``duplicate_cache_size`` keys (``streams.poisoning.duplicates``: about 13 bytes
-    a key encoded, so up to 1.3 MB a window at the default 100,000 keys, the largest
-    part). ``sources``: at most ``max_sources`` histories and, per open window, at most
+    most ``duplicate_cache_size`` keys (``streams.poisoning.duplicates``: 12.5 bytes a
+    key encoded, up to 1.25 MB a window at the default 100,000 keys, the largest part).
+    ``sources``: at most ``max_sources`` histories and, per open window, at most
     ``max_sources`` + 1 sources' sums (``streams.poisoning.sources``: ``2 * columns +
-    classes + levels + 2`` floats each). Measured, MessagePack-encoded
-    (agents.runtime.state_codec): the demo's shape (6 columns, 2 classes, 5 sources,
-    windows of about 2,500 records) about 40 KB; at the defaults' limits far more (see
-    docs/memory.md).
+    classes + levels + 2`` floats each, 1.1 KB at 48 encoded columns).
+
+    Measured, MessagePack-encoded (agents.runtime.state_codec), on the demo's traffic
+    (48 encoded columns, 2 classes, 5 sources, 60 s windows): windows of 2,500
+    records, at most 41 KB; of 5,000, at most 80 KB. At the default limits (4 open
+    windows of 100,000 keys, 256 sources) about 5 MB of duplicate keys plus 1.4 MB of
+    source sums at 48 columns (6.2 MB at 256).
     """
 
     version: int
