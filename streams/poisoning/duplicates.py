@@ -19,6 +19,13 @@ copies came, is caught from its second copy). Each open window keeps at most
 ``duplicate_cache_size`` keys, least recently seen forgotten first, so a flood
 (seen again and again) stays counted, and the set of flooding sources (at most
 the window's sources).
+
+``state()`` is the counts as plain data (for the agent's table) and ``restore``
+puts them back exactly, LRU order included. Per open window it holds at most
+``duplicate_cache_size`` keys, each its 8-byte key, its count and the index of
+its source in the window's list of source names (MessagePack, measured: 12.5
+bytes a key, so at most 1.25 MB per window at the default 100,000 keys and
+5 MB for the default 4 open windows; a window of 2,500 distinct records, 30 KB).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -95,3 +103,45 @@ class DuplicateCounter:
     def close(self, window: int) -> None:
         self._windows.pop(window, None)
         self._flooding.pop(window, None)
+
+    def state(self) -> list[dict[str, Any]]:
+        """The open windows' counts as plain data, one dict per window: its start, the
+        names of its sources, each key's source (an index into them), key and copies in
+        least-recently-seen-first order, and the sources flooding it.
+
+        >>> dc = DuplicateCounter(cache_size=100, max_copies=1)
+        >>> _ = dc.add(0, ["s", "s", "t"], [b"k", b"k", b"j"])
+        >>> dc.state()
+        [{'window': 0, 'names': ['s', 't'], 'source': [0, 1], 'keys': [b'k', b'j'], \
+'copies': [2, 1], 'flooding': ['s']}]
+        """
+        out = []
+        for window, counts in self._windows.items():
+            index: dict[str, int] = {}
+            source = [index.setdefault(name, len(index)) for name, _ in counts]
+            out.append({
+                "window": window,
+                "names": list(index),
+                "source": source,
+                "keys": [key for _, key in counts],
+                "copies": list(counts.values()),
+                "flooding": sorted(self._flooding.get(window, ())),
+            })
+        return out
+
+    def restore(self, state: Sequence[dict[str, Any]]) -> None:
+        """Replace the counts with those ``state()`` gave (ValueError if malformed)."""
+        windows: dict[int, OrderedDict[tuple[str, bytes], int]] = {}
+        flooding: dict[int, set[str]] = {}
+        for win in state:
+            names = [str(n) for n in win["names"]]
+            keys, copies, source = win["keys"], win["copies"], win["source"]
+            if not len(keys) == len(copies) == len(source):
+                raise ValueError(f"duplicate counts of window {win['window']} are malformed")
+            start = int(win["window"])
+            drop = max(len(keys) - self.cache_size, 0)  # a smaller cache_size since: oldest go
+            windows[start] = OrderedDict(
+                ((names[s], bytes(k)), int(c))
+                for s, k, c in zip(source[drop:], keys[drop:], copies[drop:], strict=True))
+            flooding[start] = {str(n) for n in win["flooding"]}
+        self._windows, self._flooding = windows, flooding
