@@ -103,9 +103,10 @@ class Settings:
     # stream_buffer_maxsize): Faust stops fetching a partition whose agent has this
     # many waiting. With Faust's default, 4,096, a worker reading 1.4 MB messages at
     # 300,000 events/s grew to 2.9 GB; with 1,024 to 1.5 GB; with 256 to 0.8 GB
-    # (scripts/soak, 3 minutes each, on Apache Kafka), but 256 halved the worker's rate on 500-event Arrow
-    # messages (103,000 against 182,000-211,000 events/s, bench pairs side by side);
-    # 1,024 was as fast as 4,096 in every form (bench pairs). The memory they take is
+    # (scripts/soak, 3 minutes each, on Apache Kafka), but 256 halved the worker's
+    # rate on 500-event Arrow messages (103,000 against 182,000-211,000 events/s,
+    # bench pairs side by side); 1,024 was as fast as 4,096 in every form (bench
+    # pairs). The memory they take is
     # at most this times DRIFTLINE_MAX_MESSAGE_BYTES per agent, and typically this
     # times the producers' message size.
     stream_buffer_messages: int = 1024
