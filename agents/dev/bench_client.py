@@ -32,6 +32,7 @@ from aiokafka import TopicPartition as AioPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from agents.config import Settings
 from agents.dev import simulate
 from agents.dev.bench import cpu_s
 from agents.dev.broker import EmbeddedBroker
@@ -124,7 +125,9 @@ def client_rates(
     bootstrap = broker_address or embedded.bootstrap  # type: ignore[union-attr]
     try:
         topic = f"bench-client-{uuid.uuid4().hex[:8]}"
-        limit = str(max(map(len, messages)) + 65_536)
+        # As the worker's input topics (agents.topics): Apache Kafka limits a record
+        # batch, and the producer puts several messages in one.
+        limit = str(max(Settings.from_env().max_message_bytes, *map(len, messages)) + 65_536)
         admin = AdminClient(client_config(bootstrap))  # alive until its futures are done
         created = admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": limit})])
         for future in created.values():
