@@ -6,7 +6,7 @@ model's entries share the partition of its messages (both input topics are
 keyed by model and must have the same number of partitions):
 
 * the label join's entries (``streams.join``: ``p|``, ``l|``, ``x|``, ``m|``);
-* ``s|model|version|variant`` -> the series index (``SeriesIndex``);
+* ``s|model|version|variant`` -> the series' open windows (``streams.kpi.series``);
 * ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``);
 * ``c|model|version|variant`` -> the concept-drift detector;
 * ``k|model|`` -> the model's series (``ModelIndex``);
@@ -14,18 +14,14 @@ keyed by model and must have the same number of partitions):
 * ``\\x00driftline|kpi-models|<partition>`` -> the models with state there, the
   policy's included (for the timer, :meth:`KpiHandler.tick`).
 
-Reports are driven by event time (the join's clocks: the latest ``ts`` seen on
-predictions, and on labels), so a replay emits the same final reports, and,
-when event time stops moving, by processing time (``streams.kpi.revisions``
-states the rules). A window is first reported (revision 0) once the
-predictions have passed its end plus ``allowed_lateness``. Labels arriving
-later update it; it is re-emitted with the next revision when event time has
-moved a ``window`` since its last report, or, from the KPI agent's timer
-(:meth:`KpiHandler.tick`), when nothing changed it for ``revision_delay``. It
-is retired once the labels' clock is ``label_ttl`` past its end (every
-prediction in it has then been labeled or expired; or, if labels stall for
-good, once the predictions' clock is twice that past: state stays bounded),
-with exactly one report marked ``final``, then deleted.
+The kernels are in ``streams``: the label join (``streams.join``), each
+window's accumulators (``streams.kpi.window``), a series' windows and when
+each is reported, revised and retired (``streams.kpi.series``, by the rules of
+``streams.kpi.revisions``), the concept detector (``streams.kpi.concept``).
+This module decodes, reads their state from the table, calls them, and writes
+the state back: once per key and batch. Reports follow event time (so a
+replay emits the same final reports) and, from the KPI agent's timer
+(:meth:`KpiHandler.tick`), processing time when event time stops moving.
 
 Events more than ``max_future_ms`` ahead of the model's stream time (the
 largest ``ts`` accepted on either input) are dead-lettered (``agents.inputs.future``):
@@ -42,7 +38,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, MutableMapping
-from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
 import numpy as np
@@ -59,8 +54,9 @@ from schemas.events import LabelEvent, PredictionEvent
 from schemas.policy import KpiPolicy, Policy
 from schemas.reports import KpiReport
 from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock
+from streams.kpi import series as lifecycle
 from streams.kpi.concept import ConceptDetector
-from streams.kpi.revisions import WindowMark, due
+from streams.kpi.series import SeriesState
 from streams.kpi.window import KpiWindow, WindowState
 
 logger = logging.getLogger(__name__)
@@ -78,19 +74,11 @@ class ModelIndex(TypedDict):
     ahead: NotRequired[dict[str, list[int]]]
 
 
-class SeriesIndex(TypedDict):
-    windows: dict[str, WindowMark]
-    closed_until_ms: int  # windows before this have been reported at least once
-    retired_until_ms: int  # windows before this are gone (later predictions are lost)
-    late: int  # predictions for reported windows, since the last report
-    lost: int  # predictions for retired windows (counted, never joined)
-
-
 #: The kinds of table key this handler writes, each the first part of a key whose
 #: parts are joined by ``streams.join.SEP`` (the stored names are one letter, as the
 #: label join's own keys, and stay so: tables written before still read).
 MODEL_INDEX = "k"  # (k, model, ""): the model's series (ModelIndex)
-SERIES_INDEX = "s"  # (s, model, version, variant): a series' open windows (SeriesIndex)
+SERIES_INDEX = "s"  # (s, model, version, variant): a series' open windows (SeriesState)
 WINDOW = "w"  # (w, model, version, variant, start_ms): a window's accumulators
 DETECTOR = "c"  # (c, model, version, variant): a series' concept detector
 
@@ -133,12 +121,14 @@ class KpiHandler:
         self.clock_ms = clock_ms
         self.predictions_topic = predictions_topic
         # Only admitted models get state, here and in the table (agents.inputs.admission).
-        self.admission = Admission(agent=self.AGENT, max_models=max_models,
-                                   listed=policy.models)
+        self.admission = Admission(agent=self.AGENT, max_models=max_models, listed=policy.models)
         self._codecs = {
             predictions_topic: Codec(
-                PredictionEvent, max_message_bytes=max_message_bytes, agent=self.AGENT,
-                pii=Pseudonymizer(policy.pii, pii_key)),
+                PredictionEvent,
+                max_message_bytes=max_message_bytes,
+                agent=self.AGENT,
+                pii=Pseudonymizer(policy.pii, pii_key),
+            ),
             labels_topic: Codec(LabelEvent, max_message_bytes=max_message_bytes, agent=self.AGENT),
         }
         self._models: dict[str, tuple[KpiPolicy, LabelJoin, KpiWindow]] = {}  # admitted ones
@@ -168,8 +158,9 @@ class KpiHandler:
     def handle(self, raw: bytes | None, origin: Origin, table: Store) -> Outcome:
         return self.handle_batch([(raw, origin)], table)[0]
 
-    def handle_batch(self, messages: list[tuple[bytes | None, Origin]],
-                     table: Store) -> list[Outcome]:
+    def handle_batch(
+        self, messages: list[tuple[bytes | None, Origin]], table: Store
+    ) -> list[Outcome]:
         """Each message in turn (agents.runtime.batches), with one ``_ModelBatch`` per model for the
         whole batch: its state (series indexes, windows, concept detectors, the model
         index) is decoded at its first use and encoded and written once, at the end.
@@ -180,8 +171,9 @@ class KpiHandler:
             work.write()
         return outcomes
 
-    def _message(self, raw: bytes | None, origin: Origin, table: Store,
-                 works: dict[str, _ModelBatch]) -> Outcome:
+    def _message(
+        self, raw: bytes | None, origin: Origin, table: Store, works: dict[str, _ModelBatch]
+    ) -> Outcome:
         out = Outcome()
         decoded = self._codecs[origin.topic].decode(raw, origin)
         events = keyed_events(decoded, origin, agent=self.AGENT)
@@ -238,13 +230,15 @@ class KpiHandler:
         models = sorted(k[2:-1].decode() for k in table if k.startswith(b"k|") and k.endswith(SEP))
         return [r for model in models for r in self._revise(model, table, 2**62, settle=True)]
 
-    def _revise(self, model: str, table: Store, now_ms: int, *,
-                settle: bool = False) -> list[KpiReport]:
+    def _revise(
+        self, model: str, table: Store, now_ms: int, *, settle: bool = False
+    ) -> list[KpiReport]:
         if _table_key(MODEL_INDEX, model, "") not in table:
             return []  # a listed model with no state here
         scratch = Overlay(table)
-        reports = _ModelBatch(self, model, scratch, now_ms=now_ms).finish(due_at_ms=now_ms,
-                                                                    settle=settle)
+        reports = _ModelBatch(self, model, scratch, now_ms=now_ms).finish(
+            due_at_ms=now_ms, settle=settle
+        )
         if reports:
             scratch.apply(table)
         return reports
@@ -261,7 +255,7 @@ class _ModelBatch:
         self.now_ms = now_ms  # processing time: when the windows touched now changed
         self.policy, self.join, self.kpi = handler._for(model)
         self.windows: dict[tuple[Series, int], WindowState] = {}
-        self.indexes: dict[Series, SeriesIndex] = {}
+        self.indexes: dict[Series, SeriesState] = {}
         self.detectors: dict[Series, ConceptDetector] = {}
         raw = store.get(_table_key(MODEL_INDEX, model, ""))
         self.meta: ModelIndex = orjson.loads(raw) if raw is not None else {"series": []}
@@ -280,47 +274,53 @@ class _ModelBatch:
         self.meta_changed = True
         return True
 
-    def index(self, series: Series) -> SeriesIndex:
+    def index(self, series: Series) -> SeriesState:
         if series not in self.indexes:
             raw = self.store.get(_table_key(SERIES_INDEX, self.model, *series))
-            self.indexes[series] = (
-                orjson.loads(raw) if raw is not None else {
-                    "windows": {}, "closed_until_ms": -(2**62), "retired_until_ms": -(2**62),
-                    "late": 0, "lost": 0,
-                }
-            )
+            self.indexes[series] = orjson.loads(raw) if raw is not None else lifecycle.initial()
         return self.indexes[series]
 
     def window(self, series: Series, start: int) -> WindowState:
+        """The window's accumulators, the window opened (marked) if it was not."""
+        state = self._accumulators(series, start)
+        if lifecycle.open_window(self.index(series), start):
+            self.handler._changed[(self.model, *series, start)] = self.now_ms
+        return state
+
+    def _accumulators(self, series: Series, start: int) -> WindowState:
         key = (series, start)
         if key not in self.windows:
             raw = self.store.get(_table_key(WINDOW, self.model, *series, str(start)))
             self.windows[key] = orjson.loads(raw) if raw is not None else self.kpi.initialize()
-            marks = self.index(series)["windows"]
-            if str(start) not in marks:
-                marks[str(start)] = {"rev": -1, "dirty": True, "emitted_ms": 0}
-                self.handler._changed[(self.model, *series, start)] = self.now_ms
         return self.windows[key]
 
     def touched(self, series: Series, start: int) -> None:
-        self.index(series)["windows"][str(start)]["dirty"] = True
+        lifecycle.touch(self.index(series), start)
         self.handler._changed[(self.model, *series, start)] = self.now_ms
 
     def start_of(self, ts_ms: int) -> int:
-        return ts_ms - ts_ms % self.policy.window
+        return lifecycle.start_of(ts_ms, self.policy.window)
 
     # -- inputs --------------------------------------------------------------------
 
-    def bound(self, rows: list[Row], kind: str, origin: Origin, raw: bytes | None,
-              position: dict[int, int], out: Outcome) -> list[Row]:
+    def bound(
+        self,
+        rows: list[Row],
+        kind: str,
+        origin: Origin,
+        raw: bytes | None,
+        position: dict[int, int],
+        out: Outcome,
+    ) -> list[Row]:
         """The rows within ``max_future_ms`` of the model's stream time (the largest ts
         accepted on predictions or labels); dead letters for the others."""
         clock = self.join.clock(self.store, self.model)
         known = [t for t in (clock["predictions_ms"], clock["labels_ms"]) if t is not None]
         ts = np.fromiter(map(_ts_ms, rows), dtype=np.int64, count=len(rows))
         ahead = self.meta.setdefault("ahead", {})
-        check = self.handler.future.check(ts, stream_ms=max(known, default=None),
-                                    ahead=ahead.get(kind))
+        check = self.handler.future.check(
+            ts, stream_ms=max(known, default=None), ahead=ahead.get(kind)
+        )
         if check.ahead != ahead.get(kind):
             if check.ahead is None:
                 del ahead[kind]
@@ -329,8 +329,11 @@ class _ModelBatch:
             self.meta_changed = True
         if check.keep.all():
             return rows
-        out.dead.extend(self.handler.future.letters(check, ts, origin, raw, rows=rows,
-                                              positions=[position.get(id(r)) for r in rows]))
+        out.dead.extend(
+            self.handler.future.letters(
+                check, ts, origin, raw, rows=rows, positions=[position.get(id(r)) for r in rows]
+            )
+        )
         return [r for r, keep in zip(rows, check.keep.tolist(), strict=True) if keep]
 
     def predictions(self, rows: list[Row]) -> None:
@@ -344,19 +347,24 @@ class _ModelBatch:
                 continue
             ts = _ts_ms(event)
             start = self.start_of(ts)
-            index = self.index(series)
-            if start < index["retired_until_ms"]:
-                index["lost"] += 1
+            if lifecycle.arrive(self.index(series), start) == "lost":
                 continue
-            if start < index["closed_until_ms"]:
-                index["late"] += 1
             groups.setdefault((series, start), []).append(event)
             segment = event.get("segment") or {}
-            pending.append((event["request_id"], ts, {
-                "v": series[0], "a": series[1], "t": ts,
-                "p": event["prediction"], "s": event.get("score"),
-                "g": {k: segment[k] for k in segment_keys if k in segment},
-            }))
+            pending.append(
+                (
+                    event["request_id"],
+                    ts,
+                    {
+                        "v": series[0],
+                        "a": series[1],
+                        "t": ts,
+                        "p": event["prediction"],
+                        "s": event.get("score"),
+                        "g": {k: segment[k] for k in segment_keys if k in segment},
+                    },
+                )
+            )
         for (series, start), events in groups.items():
             key = (series, start)
             self.windows[key] = self.kpi.add_predictions(self.window(series, start), events)
@@ -379,13 +387,19 @@ class _ModelBatch:
             groups.setdefault(key, []).append(i)
         errors = np.full(len(keys), np.nan)
         for (series, start), rows in groups.items():
-            if start < self.index(series)["retired_until_ms"]:
+            if lifecycle.retired(self.index(series), start):
                 # Not expected: a window retires only after its predictions have
                 # been labeled or expired. Counted, should it ever happen.
                 self.index(series)["lost"] += len(rows)
                 continue
-            matched = [(joined.matches[i].prediction, joined.matches[i].label,
-                        joined.matches[i].label_ts_ms) for i in rows]
+            matched = [
+                (
+                    joined.matches[i].prediction,
+                    joined.matches[i].label,
+                    joined.matches[i].label_ts_ms,
+                )
+                for i in rows
+            ]
             state, errs = self.kpi.add_labeled(self.window(series, start), matched)
             errors[rows] = errs
             self.windows[(series, start)] = state
@@ -403,8 +417,7 @@ class _ModelBatch:
             key = ((p["v"], p["a"]), self.start_of(p["t"]))
             expired[key] = expired.get(key, 0) + 1
         for (series, start), n in expired.items():
-            marks = self.index(series)["windows"]
-            if str(start) in marks:  # the window may be retired: then only the join counts it
+            if lifecycle.is_open(self.index(series), start):  # else only the join counts it
                 self.windows[(series, start)] = self.kpi.add_expired(self.window(series, start), n)
                 self.touched(series, start)
 
@@ -413,8 +426,10 @@ class _ModelBatch:
         if series not in self.detectors:
             raw = self.store.get(_table_key(DETECTOR, self.model, *series))
             self.detectors[series] = (
-                ConceptDetector.loads(raw) if raw is not None else
-                ConceptDetector(self.policy.concept_detector, **self.policy.concept_params))
+                ConceptDetector.loads(raw)
+                if raw is not None
+                else ConceptDetector(self.policy.concept_detector, **self.policy.concept_params)
+            )
         return self.detectors[series]
 
     # -- reports ---------------------------------------------------------------------
@@ -440,7 +455,7 @@ class _ModelBatch:
         for series, detector in self.detectors.items():
             self.store[_table_key(DETECTOR, self.model, *series)] = detector.dumps()
         for (series, start), state in self.windows.items():
-            if str(start) in self.index(series)["windows"]:
+            if lifecycle.is_open(self.index(series), start):
                 key = _table_key(WINDOW, self.model, *series, str(start))
                 self.store[key] = orjson.dumps(state)
         for series, index in self.indexes.items():
@@ -448,84 +463,55 @@ class _ModelBatch:
         if self.meta_changed:
             self.store[_table_key(MODEL_INDEX, self.model, "")] = orjson.dumps(self.meta)
         if self.untracked:
-            logger.warning("model %s: %d predictions of versions/variants beyond the first %d "
-                           "are not tracked", self.model, self.untracked, MAX_SERIES)
+            logger.warning(
+                "model %s: %d predictions of versions/variants beyond the first %d are not tracked",
+                self.model,
+                self.untracked,
+                MAX_SERIES,
+            )
             self.untracked = 0
 
-    def _close(self, series: Series, clock: ModelClock,
-               due_at_ms: int | None, settle: bool = False) -> list[KpiReport]:
-        p = self.policy
-        index = self.index(series)
+    def _close(
+        self, series: Series, clock: ModelClock, due_at_ms: int | None, settle: bool = False
+    ) -> list[KpiReport]:
         predictions = clock["predictions_ms"]
-        labels = clock["labels_ms"]
         assert predictions is not None
-        now = max(predictions, labels or predictions)
-        orphans = clock["orphan_labels"]
-        out: list[KpiReport] = []
-        for start_s in sorted(index["windows"], key=int):
-            start = int(start_s)
-            mark: WindowMark = index["windows"][start_s]
-            end = start + p.window
-            key = (self.model, *series, start)
-            changed = self.handler._changed.get(key)
-            if changed is None and due_at_ms is not None and mark["dirty"]:
+        index = self.index(series)
+        changed: dict[int, int] = {}
+        for start in lifecycle.changed(index):
+            at = self.handler._changed.get((self.model, *series, start))
+            if at is None and due_at_ms is not None:
                 # changed before this process owned it (a restart, a rebalance): the
                 # delay counts from now; at the end of a replay, it has passed
-                changed = 0 if settle else self.handler._changed.setdefault(key, due_at_ms)
-            verdict = due(mark, start_ms=start, window_ms=p.window,
-                          allowed_lateness_ms=p.allowed_lateness, label_ttl_ms=p.label_ttl,
-                          revision_delay_ms=p.revision_delay, predictions_ms=predictions,
-                          labels_ms=labels, now_ms=due_at_ms, changed_ms=changed)
-            retire = verdict == "final"
-            if verdict is not None:
-                self.handler._changed.pop(key, None)
-                mark["rev"] += 1
-                mark["dirty"] = False
-                mark["emitted_ms"] = now
-                index["closed_until_ms"] = max(index["closed_until_ms"], end)
-                out.append(self._report(series, start, self.window(series, start),
-                                        mark["rev"], index, orphans, final=retire))
-            if retire:
-                del index["windows"][start_s]
-                self.windows.pop((series, start), None)
-                self.store.pop(_table_key(WINDOW, self.model, *series, start_s), None)
-                index["retired_until_ms"] = max(index["retired_until_ms"], end)
+                at = (
+                    0
+                    if settle
+                    else self.handler._changed.setdefault((self.model, *series, start), due_at_ms)
+                )
+            if at is not None:
+                changed[start] = at
+        out: list[KpiReport] = []
+        for emit in lifecycle.close(
+            index,
+            self.policy,
+            predictions_ms=predictions,
+            labels_ms=clock["labels_ms"],
+            now_ms=due_at_ms,
+            changed_ms=changed,
+        ):
+            self.handler._changed.pop((self.model, *series, emit.start_ms), None)
+            result = self.kpi.report(self._accumulators(series, emit.start_ms))
+            out.append(
+                lifecycle.report(
+                    self.model,
+                    *series,
+                    result,
+                    emit,
+                    window_ms=self.policy.window,
+                    orphans=clock["orphan_labels"],
+                )
+            )
+            if emit.final:
+                self.windows.pop((series, emit.start_ms), None)
+                self.store.pop(_table_key(WINDOW, self.model, *series, str(emit.start_ms)), None)
         return out
-
-    def _report(self, series: Series, start: int, state: WindowState, revision: int,
-                index: SeriesIndex, orphans: int, *, final: bool) -> KpiReport:
-        late, index["late"] = index["late"], 0
-        lost, index["lost"] = index["lost"], 0
-        result = self.kpi.report(state)
-        notes = list(result.notes)
-        if lost:
-            notes.append(f"{lost} predictions arrived after their window was retired "
-                         f"(older than label_ttl) and were counted only here")
-        if orphans:
-            notes.append(f"{orphans} labels of this model never met their prediction "
-                         "within label_ttl so far (orphan labels)")
-        if final:
-            notes.append("final revision: label_ttl has passed, no later label can change it")
-        return KpiReport(
-            model=self.model,
-            model_version=series[0],
-            variant=series[1],  # type: ignore[arg-type]
-            window_start=_iso(start),
-            window_end=_iso(start + self.policy.window),
-            n_predictions=result.n_predictions,
-            n_labeled=result.n_labeled,
-            metrics=result.metrics,
-            concept_drift=result.concept_drift,
-            status=result.status,
-            revision=revision,
-            late=late,
-            final=final,
-            breaches=result.breaches,
-            segments=result.segments,
-            disparity=result.disparity,
-            notes=notes,
-        )
-
-
-def _iso(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
