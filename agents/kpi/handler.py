@@ -277,7 +277,7 @@ class _ModelBatch:
     def index(self, series: Series) -> SeriesState:
         if series not in self.indexes:
             raw = self.store.get(_table_key(SERIES_INDEX, self.model, *series))
-            self.indexes[series] = orjson.loads(raw) if raw is not None else lifecycle.initial()
+            self.indexes[series] = orjson.loads(raw) if raw is not None else lifecycle.initialize()
         return self.indexes[series]
 
     def window(self, series: Series, start: int) -> WindowState:
@@ -355,7 +355,7 @@ class _ModelBatch:
                 (
                     event["request_id"],
                     ts,
-                    {
+                    {  # streams.kpi.window.Waiting
                         "v": series[0],
                         "a": series[1],
                         "t": ts,

@@ -66,7 +66,7 @@ class Due:
     lost: int  # predictions for retired windows, since the last report
 
 
-def initial() -> SeriesState:
+def initialize() -> SeriesState:
     return {
         "windows": {},
         "closed_until_ms": _NEVER,

@@ -50,7 +50,26 @@ SERVING_METRICS = frozenset(
     {"error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms"}
 )
 
-Matched = tuple[dict[str, Any], Any, int]  # (stored prediction, label, label ts_ms)
+
+
+class Waiting(TypedDict):
+    """A prediction as the label join keeps it until its label comes (``streams.join``).
+
+    The names are one letter on purpose: the join holds one of these for every
+    prediction younger than ``label_ttl`` (millions of them; about 150 bytes
+    each), and they are stored as written (renaming them needs a reader for
+    both). ``v`` and ``a`` place it in its series; ``t`` in its window.
+    """
+
+    v: str  # model_version
+    a: str  # variant
+    t: int  # the prediction's ts, epoch ms
+    p: Any  # prediction
+    s: float | None  # score
+    g: dict[str, Any]  # segment: the policy's segment keys the event carried
+
+
+Matched = tuple[Waiting, Any, int]  # (the waiting prediction, its label, the label's ts_ms)
 Quality = ClassificationState | RegressionState
 
 

@@ -12,7 +12,7 @@ POLICY = KpiPolicy.model_validate(
 
 
 def opened(*starts: int) -> series.SeriesState:
-    state = series.initial()
+    state = series.initialize()
     for start in starts:
         assert series.arrive(state, start) == "open"
         assert series.open_window(state, start)
