@@ -32,6 +32,7 @@ from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
 from streams.batch import FeatureBatch
+from streams.drift import reference_switch
 from streams.drift.monitor import DriftMonitor
 from streams.drift.state import PREDICTION, SCORE, reference_from_profile
 
@@ -43,12 +44,6 @@ UNVERSIONED = "unversioned"
 REFERENCE_SUFFIX = b"#reference"
 #: ... and of the reference it replaced, kept while windows counted on it are open.
 PREVIOUS_SUFFIX = b"#previous"
-
-
-def stamp(reference: Any) -> str:
-    """What tells two references of a version apart."""
-    return (f"{reference['kind']}:{reference.get('start_ms')}:{reference.get('end_ms')}:"
-            f"{reference.get('n')}:{reference.get('source', '')}")
 
 
 class DriftHandler:
@@ -177,21 +172,13 @@ class DriftHandler:
         state = self._states.get(table, state_key) or monitor.initialize(model, version)
         stored = table.get(ref_key)  # the state is stored without its references
         previous_key = ref_key + PREVIOUS_SUFFIX
-        if stored is not None:
-            reference = self._reference(ref_key, stored)
-            seen = state.get("reference_stamp")
-            if seen != stamp(reference):
-                # a published profile replaced the reference the open windows were counted
-                # on (or arrived during the warm-up: no reference at all)
-                old = table.get(previous_key)
-                previous = self._reference(previous_key, old) if old is not None else None
-                state = monitor.switch_reference(state, reference, previous)
-            else:
-                state["reference"] = reference
-                if state.get("reference_from_ms") is not None:
-                    old = table.get(previous_key)
-                    state["previous_reference"] = (
-                        self._reference(previous_key, old) if old is not None else None)
+        old = table.get(previous_key)
+        state = reference_switch.attach(
+            state,
+            self._reference(ref_key, stored) if stored is not None else None,
+            self._reference(previous_key, old) if old is not None else None,
+            pane_ms=monitor.policy.pane,
+        )
         check = self.future.check(batch.ts_ms, stream_ms=state["watermark_ms"],
                                   ahead=state.get("ahead"))
         if check.ahead is not None or state.get("ahead") is not None:
@@ -209,11 +196,9 @@ class DriftHandler:
             raw = state_codec.dumps(reference)
             table[ref_key] = raw
             self._references[ref_key] = (raw, reference)
-        if state.get("reference_from_ms") is None and previous_key in table:
+        if reference_switch.settled(state) and old is not None:
             del table[previous_key]  # every window counted on it has closed
-        self._states.put(table, state_key, {
-            **state, "reference": None, "previous_reference": None,
-            "reference_stamp": stamp(reference) if reference is not None else None})
+        self._states.put(table, state_key, reference_switch.detach(state))
         source.out.reports.extend(reports)
         return len(batch)
 
@@ -244,7 +229,7 @@ class DriftHandler:
         current = table.get(key)
         if current is not None and key + PREVIOUS_SUFFIX not in table:
             # Open windows were counted on the current reference's bins: keep it
-            # for them (see DriftMonitor.switch_reference).
+            # for them (see streams.drift.reference_switch).
             table[key + PREVIOUS_SUFFIX] = current
         table[key] = state_codec.dumps(reference)
         out.counted += 1

@@ -11,8 +11,8 @@ by the drift agent in a Faust table, one per ``model@version``:
   while it is built (``streams.drift.warmup``), the judgement
   (``streams.drift.judge``) and the report with its notes
   (``streams.drift.report_text``);
-* ``switch_reference(state, reference, previous)``: a published profile replaces
-  the reference from the next window on.
+* which reference judges a window when a published profile replaces it:
+  ``streams.drift.reference_switch``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from streams.drift.compare import (
     prepare,
 )
 from streams.drift.panes import Summaries, window
+from streams.drift.reference_switch import judged_by_previous
 from streams.drift.report_text import window_report
 from streams.drift.state import (
     MAX_UNTRACKED_NAMES,
@@ -287,7 +288,7 @@ class DriftMonitor:
                 reports.append(absorb_warmup(p, self.summaries, state, acc, last, late))
             elif straddles:
                 reports.append(self._report(state, acc, late, judge=False, since_ms=cut))
-            elif self._before_switch(state, start):
+            elif judged_by_previous(state, start, p.window):
                 previous = state.get("previous_reference")
                 if previous is None:  # opened during the warm-up
                     reports.append(self._report(state, acc, late, judge=False))
@@ -301,33 +302,6 @@ class DriftMonitor:
         if cut is not None and not any(int(k) < cut for k in state["windows"]):
             state["previous_reference"], state["reference_from_ms"] = None, None
         return state, reports
-
-    def _before_switch(self, state: VersionState, start: int) -> bool:
-        """Whether the window starting at ``start`` ends before the reference changed."""
-        cut = state.get("reference_from_ms")
-        return cut is not None and start + self.policy.window <= cut
-
-    def switch_reference(
-        self, state: VersionState, reference: Reference, previous: Reference | None
-    ) -> VersionState:
-        """Judge against ``reference`` from the next window on.
-
-        Windows already open were counted on ``previous``'s bins: they keep it
-        until they close (``previous_reference`` and ``reference_from_ms``, the
-        first window start that uses the new one). Windows opened during the
-        warm-up (``previous`` None) were counted without any bins: they are
-        reported but not judged (the sketch cannot place values that sit exactly
-        on a profile's bin edges, e.g. counts of a discrete feature). Without
-        open windows the switch is immediate.
-        """
-        state = {**state, "reference": reference}
-        open_starts = [int(k) for k in state["windows"]]
-        if not open_starts:
-            state["previous_reference"], state["reference_from_ms"] = None, None
-            return state
-        state["previous_reference"] = previous
-        state["reference_from_ms"] = max(open_starts) + self.policy.pane
-        return state
 
     def _references(self, ref: Reference) -> References:
         """The reference's features prepared for comparisons, kept for the last two

@@ -107,6 +107,9 @@ class VersionState(TypedDict):
     # While the reference changes: the one windows before reference_from_ms keep.
     previous_reference: NotRequired[Reference | None]
     reference_from_ms: NotRequired[int | None]
+    # Stored only: what the references kept apart from the state were (see
+    # streams.drift.reference_switch, which puts them back).
+    reference_stamp: NotRequired[str | None]
     # Messages in a row wholly beyond the future bound (streams.windows.bound_future),
     # kept by the caller that applies it.
     ahead: NotRequired[list[int] | None]

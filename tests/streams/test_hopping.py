@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from schemas.policy import DriftPolicy, PolicyError, parse_policy
 from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
+from streams.drift import reference_switch
 from streams.drift.monitor import DriftMonitor
 from streams.drift.state import Reference, VersionState
 from streams.windows import closable, hopping_closable
@@ -46,7 +47,9 @@ def _reference() -> Reference:
 
 def _judging(monitor: DriftMonitor) -> VersionState:
     """A fresh state that judges on ``_reference()`` from its first window."""
-    return monitor.switch_reference(monitor.initialize("m", "v1"), _reference(), None)
+    return reference_switch.switch(
+        monitor.initialize("m", "v1"), _reference(), None, pane_ms=monitor.policy.pane
+    )
 
 
 def _minutes(seed: int, count: int, *, first: int = 10, **kw: Any) -> list[FeatureBatch]:
@@ -209,7 +212,9 @@ def test_a_window_spanning_a_new_reference_is_reported_not_judged() -> None:
     state = _judging(monitor)
     rng = np.random.default_rng(8)
     state, _ = _feed(monitor, state, [_window(rng, 10, 600)])
-    state = monitor.switch_reference(state, _reference(), state["reference"])
+    state = reference_switch.switch(
+        state, _reference(), state["reference"], pane_ms=monitor.policy.pane
+    )
     assert state.get("reference_from_ms") == 11 * MINUTE
     state, reports = _feed(monitor, state, [_window(rng, 11, 600), _window(rng, 12, 600),
                                             _single(20 * MINUTE, f0=0.0)])

@@ -13,6 +13,7 @@ from agents.operator import view
 from schemas.policy import DriftPolicy
 from schemas.reports import DriftReport
 from streams.batch import FeatureBatch
+from streams.drift import reference_switch
 from streams.drift.monitor import DriftMonitor
 from streams.drift.state import VersionState
 
@@ -61,7 +62,7 @@ def _reports() -> list[DriftReport]:
     built, _ = _feed(monitor, monitor.initialize("m", "v1"), [_window(rng, 0, 2000), _closing(1)])
     state = monitor.update(monitor.initialize("m", "v1"), _window(rng, 0, 500))
     assert built["reference"] is not None
-    state = monitor.switch_reference(state, built["reference"], None)
+    state = reference_switch.switch(state, built["reference"], None, pane_ms=monitor.policy.pane)
     _, reports = _feed(monitor, state, [_window(rng, 1, 2000), _window(rng, 2, 100), _closing(3)])
     return reports
 
