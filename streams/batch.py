@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal, cast, overload
 
@@ -85,6 +86,76 @@ class FeatureBatch:
         idx = np.flatnonzero(mask)
         return FeatureBatch(ts_ms=self.ts_ms[idx], columns={
             name: take(col, idx) for name, col in self.columns.items()})
+
+
+def _form(column: Column) -> object:
+    """What ``concat`` needs alike in two columns: arrays of one dtype, categories, or
+    plain values."""
+    if isinstance(column, np.ndarray):
+        return column.dtype
+    if isinstance(column, Categories):
+        return Categories
+    return list
+
+
+def same_columns(a: FeatureBatch, b: FeatureBatch) -> bool:
+    """Whether ``concat`` can join the two: the same names, each column in the same form.
+
+    >>> one = FeatureBatch(np.array([1]), {"x": np.array([1.0]), "c": ["a"]})
+    >>> two = FeatureBatch(np.array([2]), {"x": np.array([2.0]), "c": ("b",)})
+    >>> same_columns(one, two), same_columns(one, FeatureBatch(np.array([3]), {"x": [3.0]}))
+    (True, False)
+    """
+    if a.columns.keys() != b.columns.keys():
+        return False
+    return all(_form(col) == _form(b.columns[name]) for name, col in a.columns.items())
+
+
+def concat(batches: Sequence[FeatureBatch]) -> FeatureBatch:
+    """The events of ``batches`` in order, as one batch (``same_columns`` for each pair).
+
+    >>> c = Categories(np.array([0, 1], dtype=np.int32), ("a", "b"))
+    >>> one = FeatureBatch(np.array([1, 2]), {"x": np.array([1.0, 2.0]), "c": c})
+    >>> two = FeatureBatch(np.array([3]), {"x": np.array([3.0]), "c": c.take(np.array([1]))})
+    >>> b = concat([one, two])
+    >>> b.ts_ms.tolist(), b.columns["x"].tolist(), list(b.columns["c"])
+    ([1, 2, 3], [1.0, 2.0, 3.0], ['a', 'b', 'b'])
+    """
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    columns: dict[str, Column] = {}
+    for name, col in first.columns.items():
+        parts = [b.columns[name] for b in batches]
+        if isinstance(col, np.ndarray):
+            columns[name] = np.concatenate(cast(list[npt.NDArray[Any]], parts))
+        elif isinstance(col, Categories):
+            columns[name] = _concat_categories(cast(list[Categories], parts))
+        else:
+            columns[name] = list(chain.from_iterable(cast(list[Sequence[Value]], parts)))
+    return FeatureBatch(ts_ms=np.concatenate([b.ts_ms for b in batches]), columns=columns)
+
+
+def _concat_categories(parts: list[Categories]) -> Categories:
+    """One column of categories; each part's codes mapped into the names of all parts
+    (in order of first appearance), as each message's Arrow dictionary is its own.
+
+    >>> a = Categories(np.array([0, 1, -1], dtype=np.int32), ("x", "y"))
+    >>> b = Categories(np.array([1, 0], dtype=np.int32), ("z", "x"))
+    >>> c = _concat_categories([a, b])
+    >>> c.names, c.codes.tolist(), list(c)
+    (('x', 'y', 'z'), [0, 1, -1, 0, 2], ['x', 'y', None, 'x', 'z'])
+    """
+    first = parts[0].names
+    if all(p.names == first for p in parts):
+        return Categories(np.concatenate([p.codes for p in parts]), first)
+    index: dict[str, int] = {}
+    codes = []
+    for p in parts:
+        # the last entry maps code -1 (no value) to -1
+        lookup = np.array([index.setdefault(n, len(index)) for n in p.names] + [-1], np.int32)
+        codes.append(lookup[p.codes])
+    return Categories(np.concatenate(codes), tuple(index))
 
 
 def take(column: Column, idx: npt.NDArray[np.intp]) -> Column:

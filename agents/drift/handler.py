@@ -31,10 +31,10 @@ from schemas.errors import explain
 from schemas.events import FeatureEvent, PredictionEvent
 from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
-from streams.batch import FeatureBatch
+from streams.batch import FeatureBatch, concat, same_columns
 from streams.drift import reference_switch
 from streams.drift.monitor import DriftMonitor
-from streams.drift.state import PREDICTION, SCORE, reference_from_profile
+from streams.drift.state import PREDICTION, SCORE, VersionState, reference_from_profile
 
 logger = logging.getLogger(__name__)
 
@@ -102,17 +102,45 @@ class DriftHandler:
     def handle(
         self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
     ) -> Outcome:
+        return self.handle_batch([(raw, origin)], table)[0]
+
+    def handle_batch(
+        self, messages: list[tuple[bytes | None, Origin]], table: MutableMapping[bytes, bytes]
+    ) -> list[Outcome]:
+        """Each message in turn (agents.runtime.batches), each version's state decoded at
+        its first use and encoded and written once, at the end of the batch
+        (``_states``). Consecutive messages of a version are counted as one batch while
+        counting them one at a time would close no window in between (``_Run``):
+        windows close after the same message as one at a time, with the same reports."""
+        runs: dict[tuple[str, str], _Run] = {}
+        with self._states.batch(table):
+            outcomes = []
+            for raw, origin in messages:
+                if origin.topic == self.references_topic:
+                    self._finish(runs, table)  # the next messages judge on the new profile
+                    out = Outcome()
+                    self._store_profile(raw, origin, table, out)
+                    outcomes.append(out)
+                else:
+                    outcomes.append(self._message(raw, origin, table, runs))
+            self._finish(runs, table)
+        return outcomes
+
+    def _message(
+        self,
+        raw: bytes | None,
+        origin: Origin,
+        table: MutableMapping[bytes, bytes],
+        runs: dict[tuple[str, str], _Run],
+    ) -> Outcome:
         out = Outcome()
-        if origin.topic == self.references_topic:
-            self._store_profile(raw, origin, table, out)
-            return out
         columnar = arrow.is_arrow(raw)
         lane = self._lanes[origin.topic]
         fast = (self._arrow_lanes[origin.topic] if columnar else lane).decode(raw, origin)
         if fast is not None and self.admission.admit(fast.model, origin, table):
             version = fast.version or UNVERSIONED
             out.counted += self._fold(fast.model, version, fast.batch, table,
-                                      _Source(origin, raw, out))
+                                      _Source(origin, raw, out), runs)
             return out
         decoded = self._codecs[origin.topic].decode(raw, origin)
         if not columnar:
@@ -132,18 +160,9 @@ class DriftHandler:
         source = _Source(origin, raw, out, {id(e): i for i, e in
                                              zip(decoded.positions, decoded.events, strict=True)})
         for (model, version), events in groups.items():
-            out.counted += self._fold(model, version, to_batch(events), table, source, events)
+            out.counted += self._fold(model, version, to_batch(events), table, source, runs,
+                                      events)
         return out
-
-    def handle_batch(
-        self, messages: list[tuple[bytes | None, Origin]], table: MutableMapping[bytes, bytes]
-    ) -> list[Outcome]:
-        """``handle`` on each message in turn (agents.runtime.batches), each version's state
-        decoded at its first use and encoded and written once, at the end of the batch
-        (``_states``). Windows close after each message's fold, as one at a time: the
-        reports are the same."""
-        with self._states.batch(table):
-            return [self.handle(raw, origin, table) for raw, origin in messages]
 
     @cached_property
     def _states(self) -> BatchStates[Any]:
@@ -158,28 +177,18 @@ class DriftHandler:
         batch: FeatureBatch,
         table: MutableMapping[bytes, bytes],
         source: _Source,
+        runs: dict[tuple[str, str], _Run],
         rows: list[Row] | None = None,
     ) -> int:
-        """Read the version's state, fold the batch in, close windows, write it back;
-        reports and dead letters go to ``source.out``. Returns the events counted.
-
-        The reference (tens of KB, fixed once built) lives under its own key, so
-        each batch writes only the small window state to the table's changelog.
-        """
+        """Keep the events within the future bound (dead letters for the others) and add
+        them to the version's run, counted at once if they close a window (or bring a
+        feature the state has not seen), else with the next. Returns the events kept."""
         monitor = self.monitor(model)
-        state_key = f"{model}@{version}".encode()
-        ref_key = state_key + REFERENCE_SUFFIX
-        state = self._states.get(table, state_key) or monitor.initialize(model, version)
-        stored = table.get(ref_key)  # the state is stored without its references
-        previous_key = ref_key + PREVIOUS_SUFFIX
-        old = table.get(previous_key)
-        state = reference_switch.attach(
-            state,
-            self._reference(ref_key, stored) if stored is not None else None,
-            self._reference(previous_key, old) if old is not None else None,
-            pane_ms=monitor.policy.pane,
-        )
-        check = self.future.check(batch.ts_ms, stream_ms=state["watermark_ms"],
+        run = runs.get((model, version))
+        if run is None:
+            run = runs[model, version] = self._begin(model, version, table)
+        state = run.state
+        check = self.future.check(batch.ts_ms, stream_ms=run.watermark_ms,
                                   ahead=state.get("ahead"))
         if check.ahead is not None or state.get("ahead") is not None:
             state["ahead"] = check.ahead
@@ -189,18 +198,71 @@ class DriftHandler:
                                                        source.raw, rows=rows,
                                                        positions=positions))
             batch = batch.select(check.keep)
-        state = monitor.update(state, batch)
-        state, reports = monitor.close_ready(state)
-        reference = state["reference"]
-        if reference is not None and stored is None:
-            raw = state_codec.dumps(reference)
-            table[ref_key] = raw
-            self._references[ref_key] = (raw, reference)
-        if reference_switch.settled(state) and old is not None:
-            del table[previous_key]  # every window counted on it has closed
-        self._states.put(table, state_key, reference_switch.detach(state))
-        source.out.reports.extend(reports)
+        if not len(batch):
+            return 0
+        panes = run.panes | monitor.panes_of(state, batch.ts_ms)
+        high = int(batch.ts_ms.max())
+        watermark = high if run.watermark_ms is None else max(run.watermark_ms, high)
+        known = state["kinds"].keys() | set(state["untracked"])
+        alone = not batch.columns.keys() <= known or monitor.would_close(state, panes, watermark)
+        if run.batches and (alone or not same_columns(run.batches[0], batch)):
+            self._count(run, table)
+            panes = monitor.panes_of(run.state, batch.ts_ms)
+        run.batches.append(batch)
+        run.panes, run.watermark_ms, run.last = panes, watermark, source
+        if alone:
+            self._count(run, table)
         return len(batch)
+
+    def _begin(self, model: str, version: str, table: MutableMapping[bytes, bytes]) -> _Run:
+        """The version's run: its state, with the references stored apart put back."""
+        monitor = self.monitor(model)
+        key = f"{model}@{version}".encode()
+        state = self._states.get(table, key) or monitor.initialize(model, version)
+        stored = table.get(key + REFERENCE_SUFFIX)
+        old = table.get(key + REFERENCE_SUFFIX + PREVIOUS_SUFFIX)
+        state = reference_switch.attach(
+            state,
+            self._reference(key + REFERENCE_SUFFIX, stored) if stored is not None else None,
+            self._reference(key + REFERENCE_SUFFIX + PREVIOUS_SUFFIX, old)
+            if old is not None else None,
+            pane_ms=monitor.policy.pane,
+        )
+        return _Run(key, state, stored, old, state["watermark_ms"])
+
+    def _count(self, run: _Run, table: MutableMapping[bytes, bytes]) -> None:
+        """Fold the run's batches in as one, close the windows due (the reports go with
+        the run's last message), write the state back.
+
+        The reference (tens of KB, fixed once built) lives under its own key, so
+        each batch writes only the small window state to the table's changelog.
+        """
+        monitor = self.monitor(run.state["model"])
+        state = run.state
+        if run.batches:
+            state = monitor.update(state, concat(run.batches))
+            state, reports = monitor.close_ready(state)
+            assert run.last is not None
+            run.last.out.reports.extend(reports)
+        reference = state["reference"]
+        ref_key = run.key + REFERENCE_SUFFIX
+        if reference is not None and run.stored is None:
+            run.stored = state_codec.dumps(reference)
+            table[ref_key] = run.stored
+            self._references[ref_key] = (run.stored, reference)
+        if reference_switch.settled(state) and run.old is not None:
+            del table[ref_key + PREVIOUS_SUFFIX]  # every window counted on it has closed
+            run.old = None
+        self._states.put(table, run.key, reference_switch.detach(state))
+        run.state, run.batches, run.panes = state, [], set()
+
+    def _finish(
+        self, runs: dict[tuple[str, str], _Run], table: MutableMapping[bytes, bytes]
+    ) -> None:
+        """Count every run's batches and write its state."""
+        for run in runs.values():
+            self._count(run, table)
+        runs.clear()
 
     def _store_profile(
         self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes], out: Outcome
@@ -244,6 +306,33 @@ class DriftHandler:
             self._references.pop(next(iter(self._references)))
         self._references[key] = (raw, reference)
         return reference
+
+
+@dataclass
+class _Run:
+    """A version's events from consecutive messages of one batch, not counted yet.
+
+    Counted one message at a time, a window closes after the message whose events
+    move the watermark past it (or open a pane too many). While no message of the
+    run does (``DriftMonitor.would_close``), the run's events are counted as one
+    batch when it ends: the kernels give the same state for any split of the
+    events into batches (``streams.drift.multivariate`` says how, to the last
+    bit), and the per-call costs (a few dozen array operations per feature) are
+    paid once instead of per message. A message that closes windows, or brings a
+    feature the state has not registered (its kind and anchor come from the
+    first message that carries it), is counted at once, after the run before it.
+
+    Bounds: the events of one batch of messages (``batch_max_messages``).
+    """
+
+    key: bytes  # model@version, the state's table key
+    state: VersionState  # references attached; the batches not counted yet
+    stored: bytes | None  # the stored reference
+    old: bytes | None  # the stored reference it replaced, while windows keep it
+    watermark_ms: int | None  # the state's and the batches' latest ts
+    batches: list[FeatureBatch] = field(default_factory=list)
+    panes: set[int] = field(default_factory=set)  # the panes the batches add to
+    last: _Source | None = None  # the message the run's reports go with
 
 
 @dataclass

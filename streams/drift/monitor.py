@@ -108,6 +108,7 @@ class DriftMonitor:
         if len(batch) == 0:
             return state
         state = {**state, "kinds": dict(state["kinds"]), "windows": dict(state["windows"])}
+        opened = len(state["windows"])
         self._register_kinds(state, batch)
         starts = window_starts_ms(batch.ts_ms, self.policy.pane)
         closed = state["closed_until_ms"]
@@ -166,6 +167,8 @@ class DriftMonitor:
                 cprev = acc["categorical"].get(name) or self.categorical.initialize()
                 acc["categorical"][name] = self.categorical.update(cprev, cpart)
             state["windows"][key] = acc
+        if len(state["windows"]) > opened:  # by start: the same however the events were batched
+            state["windows"] = dict(sorted(state["windows"].items(), key=lambda kv: int(kv[0])))
         return state
 
     def _multivariate_input(
@@ -262,15 +265,7 @@ class DriftMonitor:
         if state["watermark_ms"] is None:
             return state, []
         p = self.policy
-        due = hopping_closable(
-            [int(k) for k in state["windows"]],
-            closed_until_ms=state["closed_until_ms"],
-            watermark_ms=state["watermark_ms"],
-            window_ms=p.window,
-            hop_ms=p.pane,
-            allowed_lateness_ms=p.allowed_lateness,
-            max_panes=self.max_panes,
-        )
+        due = self._due(state, [int(k) for k in state["windows"]], state["watermark_ms"])
         if not due:
             return state, []
         state = {**state, "windows": dict(state["windows"])}
@@ -302,6 +297,37 @@ class DriftMonitor:
         if cut is not None and not any(int(k) < cut for k in state["windows"]):
             state["previous_reference"], state["reference_from_ms"] = None, None
         return state, reports
+
+    def _due(self, state: VersionState, panes_ms: list[int], watermark_ms: int) -> list[int]:
+        p = self.policy
+        return hopping_closable(
+            panes_ms,
+            closed_until_ms=state["closed_until_ms"],
+            watermark_ms=watermark_ms,
+            window_ms=p.window,
+            hop_ms=p.pane,
+            allowed_lateness_ms=p.allowed_lateness,
+            max_panes=self.max_panes,
+        )
+
+    def panes_of(self, state: VersionState, ts_ms: npt.NDArray[np.int64]) -> set[int]:
+        """The panes events at ``ts_ms`` would open or add to (late ones open none)."""
+        starts = np.unique(window_starts_ms(ts_ms, self.policy.pane))
+        closed = state["closed_until_ms"]
+        if closed is not None:
+            starts = starts[starts >= closed]
+        return set(starts.tolist())
+
+    def would_close(self, state: VersionState, panes: set[int], watermark_ms: int) -> bool:
+        """Whether ``close_ready`` would close a window had ``update`` counted events in
+        ``panes`` (``panes_of``) up to ``watermark_ms``. Closing is monotone in the
+        events counted (more panes, a later watermark), so while this is False for a
+        run of batches, ``close_ready`` after each of them would have closed nothing:
+        the drift handler counts such a run as one batch (agents.drift.handler)."""
+        wm = state["watermark_ms"]
+        watermark_ms = watermark_ms if wm is None else max(wm, watermark_ms)
+        known = {int(k) for k in state["windows"]}
+        return bool(self._due(state, sorted(known | panes), watermark_ms))
 
     def _references(self, ref: Reference) -> References:
         """The reference's features prepared for comparisons, kept for the last two

@@ -173,6 +173,12 @@ def initialize(model: str, model_version: str) -> VersionState:
         "closed_until_ms": None,
         "late": 0,
         "streaks": {},
+        # set later, here from the start: the stored bytes then do not depend on which
+        # message first set them (a state is compared byte for byte across recoveries)
+        "previous_reference": None,
+        "reference_from_ms": None,
+        "reference_stamp": None,
+        "ahead": None,
     }
 
 

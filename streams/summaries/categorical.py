@@ -6,7 +6,10 @@ State (a plain dict)::
 
 At most ``max_categories`` distinct categories are counted per window; values
 beyond that go to ``other``, so state never grows with traffic (about 40 bytes
-per tracked category).
+per tracked category). Which new categories claim the last free places is
+decided per batch (the most frequent in it first), so beyond ``max_categories``
+the counts depend on how the events were batched; below it they do not, and
+``counts`` is kept sorted by name, so neither do the state's bytes.
 """
 
 from __future__ import annotations
@@ -109,6 +112,8 @@ class CategoricalSummary:
                 counts[category] = n
             else:
                 other += n
+        if len(counts) > len(state["counts"]):  # kept by name: the same however batched
+            counts = dict(sorted(counts.items()))
         return {"missing": state["missing"] + missing, "counts": counts, "other": other}
 
     def merge(self, a: CategoricalState, b: CategoricalState) -> CategoricalState:
