@@ -11,7 +11,10 @@ bytes must be those of one message at a time, whatever the batches.
 
 from __future__ import annotations
 
+import functools
 import random
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,6 +24,7 @@ from hypothesis import strategies as st
 from agents.dev.simulate import FraudTraffic, encode
 from agents.drift.handler import DriftHandler
 from agents.inputs.codec import Origin
+from agents.operator import reference_build
 from schemas.policy import parse_policy
 from streams.drift.monitor import DriftMonitor
 from tests.agents.runtime.test_batch_equivalence import as_json, in_batches, one_at_a_time
@@ -62,12 +66,19 @@ def traffic(seed: int) -> list[Message]:
     for i in range(0, len(events), 10):  # ten messages a pane
         form = "arrow" if (i // 10) % 3 == 0 else "json"
         raws += [("predictions", raw) for raw in encode(events[i : i + 10], 10, form=form)]
-    profile = {
-        "model": MODEL, "model_version": "v1", "source": "tests", "n": 3,
-        "features": {"amount": {"kind": "numeric", "values": [1.0, 2.0, 3.0]}},
-    }
-    raws.insert(len(raws) * 2 // 3, ("references", orjson.dumps(profile)))
+    raws.insert(len(raws) * 2 // 3, ("references", profile()))
     return [(raw, Origin(topic, 0, o, MODEL.encode())) for o, (topic, raw) in enumerate(raws)]
+
+
+@functools.cache
+def profile() -> bytes:
+    """A reference profile built from shifted traffic (``driftline reference build``)."""
+    events = FraudTraffic(seed=99).events(600, start_s=T0, span_s=60, shifted=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.jsonl"
+        path.write_bytes(b"\n".join(orjson.dumps(e["features"]) for e in events))
+        built = reference_build.build(path, model=MODEL, version="v1", policy=POLICY.drift)
+    return built.model_dump_json().encode()
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -82,6 +93,9 @@ def test_runs_give_what_one_message_at_a_time_gives(seed: int, sizes: list[int])
     assert as_json(batched) == as_json(alone)
     assert batched_table == alone_table
     assert sum(len(o.reports) for o in alone) >= 8, "the scenario closes windows"
+    profiles = [o for (_, origin), o in zip(messages, alone, strict=True)
+                if origin.topic == "references"]
+    assert [(p.counted, p.dead) for p in profiles] == [(1, [])], "and switches its reference"
 
 
 def test_a_run_is_counted_in_one_call(monkeypatch: Any) -> None:
