@@ -111,6 +111,10 @@ class Suspicion:
     detail: str = ""
 
 
+#: A source with nothing against it (and every source when ``source_check`` is off).
+UNSUSPECTED = Suspicion()
+
+
 @dataclass(frozen=True)
 class Context:
     """What a record's window and source add to its own signals."""
@@ -120,7 +124,7 @@ class Context:
     copies: int = 0  # copies of its key from its source in its window
     flood: bool = False  # part of a duplicate flood
     burst: int = 0  # its place in a new source's first window (0: not a new source)
-    suspicion: Suspicion = Suspicion()
+    suspicion: Suspicion = UNSUSPECTED
 
 
 def judge_sources(
