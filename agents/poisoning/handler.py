@@ -65,7 +65,8 @@ from schemas.events import TrainingRecord
 from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
 from schemas.reports import QuarantinedRecord
-from streams.poisoning.guard import NO_TRUSTED_SET, PoisoningGuard, unscreened_report
+from streams.poisoning.guard import PoisoningGuard
+from streams.poisoning.report import NO_TRUSTED_SET, unscreened_report
 
 logger = logging.getLogger(__name__)
 

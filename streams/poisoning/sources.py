@@ -47,7 +47,7 @@ The other tests need ``source_min_records`` records in the window:
     window (each with a floor of ``source_min_records``).
 
 A flag is evidence, not a verdict: a flagged source's records need one more
-weak signal to be quarantined (``streams.poisoning.guard``), and the source
+weak signal to be quarantined (``streams.poisoning.verdict``), and the source
 stays suspect for ``suspicion_windows`` more windows. A source never seen
 before (no completed window, while other sources have some) is *new*; the
 guard caps its first window at ``new_source_burst`` records.
@@ -56,7 +56,7 @@ Bounds: at most ``max_sources`` histories (least recently seen forgotten, so
 a forgotten source comes back as new), each ``2 * columns + classes + levels
 + 2`` numbers, ``source_history`` volumes and at most four flags' expiry; per
 open window the same sums for at most ``max_sources`` sources plus one
-``(other sources)`` bucket for the rest (``streams.poisoning.guard`` buckets
+``(other sources)`` bucket for the rest (``streams.poisoning.state`` buckets
 them).
 
 ``state()`` is all of it as plain data (for the agent's table) and ``restore``
