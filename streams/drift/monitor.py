@@ -188,7 +188,9 @@ class DriftMonitor:
                     acc.get("mv"), errors if idx is None else _take_measured(errors, idx)
                 )
             elif rows is not None:
-                halves = acc.get("mv_halves") or mv.empty_halves(shift, limits)
+                halves = acc.get("mv_halves") or mv.empty_halves(
+                    shift, limits, categorical=len(state.get("mv_categorical", {}))
+                )
                 part_rows = rows if idx is None else rows[idx]
                 acc["mv_halves"] = mv.add_events(halves, part_rows, offset=acc["n"])
             acc["n"] += int(mask.sum())
@@ -250,7 +252,10 @@ class DriftMonitor:
         slots = dict(state.get("mv_categorical", {}))
         parts = [self._rows(names, batch, numeric)]
         for name in slots:
-            column = _category_list(batch, categorical, name)
+            given = categorical.get(name)
+            column: Cats = (
+                given if isinstance(given, Categories) else _category_list(batch, categorical, name)
+            )
             slots[name] = mv.assign_slots(slots[name], column)
             parts.append(mv.indicators(slots[name], column))
         if slots:

@@ -20,7 +20,9 @@ a linear map of indicator columns (``v = sum_c f_c 1[category = c]``), so the
 warm-up counts indicators of each categorical feature's first ``SLOTS``
 categories (in event order; the rest count as 0, as unseen ones do) among the
 summed columns, and the encoded feature's moments follow exactly:
-``E[v x_j] = sum_c f_c E[1_c x_j]`` and so on (``_mean_cov``).
+``E[v x_j] = sum_c f_c E[1_c x_j]`` and so on (``_mean_cov``). The indicators'
+moments are counts and per-category sums of the numeric values (``_accumulate``:
+``p`` additions per event and categorical feature, not ``p * SLOTS`` products).
 
 Clipping (one event cannot dominate): each numeric value is clipped to
 ``limits``, its feature's anchor (the median of its first ``LIMITS_SAMPLE``
@@ -111,13 +113,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NotRequired, TypedDict
 
 import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtri
+
+from streams.batch import Categories
 
 Floats = npt.NDArray[np.float64]
 
@@ -140,6 +144,9 @@ class Halves(TypedDict):
     # d: [lo, hi] a value is clipped to before it is summed, None: not clipped.
     # Absent (halves of earlier versions): nothing is clipped.
     limits: NotRequired[list[list[float] | None]]
+    # Categorical features whose SLOTS indicator columns (0 or 1) end the columns;
+    # absent: 0.
+    categorical: NotRequired[int]
     seen: list[int]  # d: values observed (not missing) so far in the window
     seen_sum: list[float]  # d: their sum, minus the shift
     a: Moments
@@ -246,7 +253,7 @@ def choose_categorical(categorical: Sequence[str]) -> list[str]:
     return sorted(categorical)[:MAX_CATEGORICAL]
 
 
-def assign_slots(slots: Sequence[str], column: Sequence[str | None]) -> list[str]:
+def assign_slots(slots: Sequence[str], column: Sequence[str | None] | Categories) -> list[str]:
     """``slots`` with the categories of ``column`` not in them yet, in the order they
     first appear, until there are ``SLOTS``; None (no value) takes no slot.
 
@@ -256,8 +263,14 @@ def assign_slots(slots: Sequence[str], column: Sequence[str | None]) -> list[str
     out = list(slots)
     if len(out) >= SLOTS:
         return out
+    if isinstance(column, Categories):  # codes: the names in order of first appearance
+        present = column.codes[column.codes >= 0]
+        codes, first = np.unique(present, return_index=True)
+        distinct: Iterable[str | None] = [column.names[c] for c in codes[np.argsort(first)]]
+    else:
+        distinct = dict.fromkeys(column)  # distinct, in order of first appearance
     seen = set(out)
-    for value in dict.fromkeys(column):  # distinct, in order of first appearance
+    for value in distinct:
         if value is not None and value not in seen:
             out.append(value)
             seen.add(value)
@@ -266,18 +279,19 @@ def assign_slots(slots: Sequence[str], column: Sequence[str | None]) -> list[str
     return out
 
 
-def indicators(slots: Sequence[str], column: Sequence[str | None]) -> Floats:
+def indicators(slots: Sequence[str], column: Sequence[str | None] | Categories) -> Floats:
     """``n x SLOTS``: 1 where the event's category is that slot's, else 0.
 
     >>> indicators(["a", "b"], ["b", None, "z"])[:, :3].tolist()
     [[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
-    where = {c: i for i, c in enumerate(slots)}
-    codes = np.fromiter(
-        (where.get(c, -1) if c is not None else -1 for c in column),
-        dtype=np.int64,
-        count=len(column),
-    )
+    where: dict[str | None, int] = {c: i for i, c in enumerate(slots)}
+    lookup = where.get
+    if isinstance(column, Categories):  # through a table of the dictionary's names
+        table = np.array([*(lookup(c, -1) for c in column.names), -1], dtype=np.int64)
+        codes = table[column.codes]  # (code -1 reads the last)
+    else:
+        codes = np.array([lookup(c, -1) for c in column], dtype=np.int64)
     out = np.zeros((len(column), SLOTS))
     hit = codes >= 0
     out[np.flatnonzero(hit), codes[hit]] = 1.0
@@ -290,11 +304,8 @@ def encode(frequencies: dict[str, float], column: Sequence[str | None]) -> Float
     >>> encode({"a": 0.75, "b": 0.25}, ["a", "b", "z", None]).tolist()
     [0.75, 0.25, 0.0, 0.0]
     """
-    return np.fromiter(
-        (frequencies.get(c, 0.0) if c is not None else 0.0 for c in column),
-        dtype=np.float64,
-        count=len(column),
-    )
+    lookup = frequencies.get
+    return np.array([lookup(c, 0.0) for c in column], dtype=np.float64)  # type: ignore[arg-type]
 
 
 def _bounds(limits: Sequence[list[float] | None] | None, d: int) -> tuple[Floats, Floats]:
@@ -314,9 +325,13 @@ def matrix(columns: Sequence[Floats], n: int) -> Floats:
 
 
 def empty_halves(
-    shift: Sequence[float], limits: Sequence[list[float] | None] | None = None
+    shift: Sequence[float],
+    limits: Sequence[list[float] | None] | None = None,
+    *,
+    categorical: int = 0,
 ) -> Halves:
-    """Halves A and B of no events, summing values clipped to ``limits`` minus ``shift``."""
+    """Halves A and B of no events, summing values clipped to ``limits`` minus ``shift``;
+    the last ``categorical * SLOTS`` columns are indicators (0 or 1)."""
     d = len(shift)
 
     def zero() -> Moments:
@@ -331,6 +346,8 @@ def empty_halves(
     }
     if limits is not None:
         halves["limits"] = [None if lim is None else [float(v) for v in lim] for lim in limits]
+    if categorical:
+        halves["categorical"] = categorical
     return halves
 
 
@@ -357,7 +374,7 @@ def _sum_in_order(start: float, values: Floats) -> float:
 ACCUMULATE_CHUNK = 256
 
 
-def _accumulate(m: Moments, xt: Floats) -> Moments:
+def _accumulate_dense(m: Moments, xt: Floats) -> Moments:
     """``m`` plus the events that are the columns of ``xt`` (features x events): their
     values and the upper triangles of their outer products, added one event after
     the other.
@@ -395,6 +412,81 @@ def _accumulate(m: Moments, xt: Floats) -> Moments:
     return {"n": m["n"] + n, "sum": total[:d].tolist(), "outer": total[d:].tolist()}
 
 
+@functools.lru_cache(maxsize=64)
+def _blocks(
+    d: int, p: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Where, in the packed triangle of ``d`` columns, the cells numeric x numeric,
+    numeric x indicator and indicator x indicator are (the first ``p`` numeric)."""
+    rows, cols = _triangle(d)
+    return (
+        np.flatnonzero(cols < p),  # (then rows < p too), in the p-triangle's packed order
+        np.flatnonzero((rows < p) & (cols >= p)),
+        np.flatnonzero(rows >= p),
+    )
+
+
+def _accumulate(m: Moments, xt: Floats, categorical: int = 0) -> Moments:
+    """``m`` plus the events that are the columns of ``xt`` (features x events), whose
+    last ``categorical * SLOTS`` rows are indicators (exactly 0 or 1).
+
+    Only the numeric columns need products: an indicator times a numeric value is
+    that value for the events of the indicator's category, summed one event after
+    the other as ``_accumulate_dense`` sums (a table reduced along its rows), and
+    the indicators' sums and products are counts, exact in any order (integers
+    below 2^53). Each event adds to one slot per categorical feature, so this
+    costs ``p`` additions per event and feature instead of ``p * SLOTS`` products.
+    """
+    d, n = xt.shape
+    if n == 0:
+        return m
+    if not categorical:
+        return _accumulate_dense(m, xt)
+    p = d - categorical * SLOTS
+    dense_cells, mixed_cells, count_cells = _blocks(d, p)
+    sums = np.asarray(m["sum"], dtype=np.float64)
+    outer = np.asarray(m["outer"], dtype=np.float64)
+    if p:
+        dense = _accumulate_dense(
+            {"n": m["n"], "sum": sums[:p].tolist(), "outer": outer[dense_cells].tolist()},
+            xt[:p],
+        )
+        sums[:p] = dense["sum"]
+        outer[dense_cells] = dense["outer"]
+    ind = xt[p:]  # (categorical * SLOTS) x n
+    # each event's slot per categorical feature (-1: none)
+    codes = np.empty((categorical, n), dtype=np.int64)
+    for t in range(categorical):
+        block = ind[t * SLOTS : (t + 1) * SLOTS]
+        codes[t] = np.where(block.any(axis=0), block.argmax(axis=0), -1)
+    # indicator sums and products: counts and co-occurrence counts, exact (integers)
+    co = np.zeros((categorical * SLOTS, categorical * SLOTS))
+    for t in range(categorical):
+        for u in range(t, categorical):
+            both = (codes[t] >= 0) & (codes[u] >= 0)
+            pairs = np.bincount(
+                codes[t][both] * SLOTS + codes[u][both], minlength=SLOTS * SLOTS
+            ).reshape(SLOTS, SLOTS)
+            co[t * SLOTS : (t + 1) * SLOTS, u * SLOTS : (u + 1) * SLOTS] = pairs
+    counts = np.diag(co).copy()
+    sums[p:] += counts
+    rows, cols = _triangle(d)
+    outer[count_cells] += co[rows[count_cells] - p, cols[count_cells] - p]
+    if p:
+        # numeric x indicator: per slot, its events' numeric values in event order.
+        mixed = outer[mixed_cells].reshape(p, categorical * SLOTS)  # row i: (i, p + c)
+        width = max(p, 2)  # (at least 2 columns: never a vector)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for c in np.flatnonzero(counts).tolist():
+                events = np.flatnonzero(codes[c // SLOTS] == c % SLOTS)
+                table = np.zeros((events.size + 1, width))
+                table[0, :p] = mixed[:, c]
+                table[1:, :p] = xt[:p, events].T
+                mixed[:, c] = np.add.reduce(table, axis=0)[:p]
+        outer[mixed_cells] = mixed.reshape(-1)
+    return {"n": m["n"] + n, "sum": sums.tolist(), "outer": outer.tolist()}
+
+
 def add_events(halves: Halves, x: Floats, *, offset: int) -> Halves:
     """Fold events (rows of ``x``, NaN where missing) into halves A and B.
 
@@ -412,33 +504,42 @@ def add_events(halves: Halves, x: Floats, *, offset: int) -> Halves:
     n, d = x.shape
     if n == 0:
         return halves
+    q = halves.get("categorical", 0)
+    p = d - q * SLOTS  # numeric columns; indicators (0 or 1, never missing) after them
     xt = x.T
     if "limits" in halves:  # (NaN stays NaN)
-        lo, hi = _bounds(halves["limits"], d)
-        xt = np.clip(xt, lo[:, np.newaxis], hi[:, np.newaxis])
+        lo, hi = _bounds(halves["limits"][:p], p)
+        xt = np.clip(xt[:p], lo[:, np.newaxis], hi[:, np.newaxis])
     # features x events: each feature's values one after the other in memory
-    xs = np.subtract(xt, np.asarray(halves["shift"], dtype=np.float64)[:, np.newaxis], order="C")
-    seen = np.isfinite(xs)
-    values = np.where(seen, xs, 0.0)
+    xs = np.empty((d, n))
+    np.subtract(xt[:p], np.asarray(halves["shift"][:p], dtype=np.float64)[:, None], out=xs[:p])
+    xs[p:] = x.T[p:]
+    num = xs[:p]
+    seen = np.isfinite(num)
+    values = np.where(seen, num, 0.0)
     # Per event, the count and sum of the values observed before it (exclusive),
     # summed one event after the other along each feature's row.
-    counts = np.empty((d, n), dtype=np.int64)
-    counts[:, 0] = halves["seen"]
+    counts = np.empty((p, n), dtype=np.int64)
+    counts[:, 0] = halves["seen"][:p]
     counts[:, 1:] = seen[:, :-1]
     np.cumsum(counts, axis=1, out=counts)
-    sums = np.empty((d, n))
-    sums[:, 0] = halves["seen_sum"]
+    sums = np.empty((p, n))
+    sums[:, 0] = halves["seen_sum"][:p]
     sums[:, 1:] = values[:, :-1]
     np.cumsum(sums, axis=1, out=sums)
     fill = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-    xs = np.where(seen, xs, fill)
+    xs[:p] = np.where(seen, num, fill)
+    ones = xs[p:].sum(axis=1)  # (exact: counts)
     first = offset % 2  # 0: the batch's first event goes to A, 1: to B
     return {
         **halves,
-        "seen": (counts[:, -1] + seen[:, -1]).tolist(),
-        "seen_sum": (sums[:, -1] + values[:, -1]).tolist(),
-        "a": _accumulate(halves["a"], xs[:, first::2]),
-        "b": _accumulate(halves["b"], xs[:, 1 - first :: 2]),
+        "seen": [*(counts[:, -1] + seen[:, -1]).tolist(), *(s + n for s in halves["seen"][p:])],
+        "seen_sum": [
+            *(sums[:, -1] + values[:, -1]).tolist(),
+            *(np.asarray(halves["seen_sum"][p:], dtype=np.float64) + ones).tolist(),
+        ],
+        "a": _accumulate(halves["a"], xs[:, first::2], q),
+        "b": _accumulate(halves["b"], xs[:, 1 - first :: 2], q),
     }
 
 

@@ -188,6 +188,7 @@ def profile_multivariate(
         [anchor_of(columns[name]) for name in names] + [0.0] * (SLOTS * len(cats)),
         [limits_of(numeric_column(columns[name][:LIMITS_SAMPLE])) for name in names]
         + [None] * (SLOTS * len(cats)),
+        categorical=len(cats),
     )
     x = np.hstack(parts) if len(parts) > 1 else parts[0]
     return fit(names, add_events(halves, x, offset=0), variance=variance, categorical=slots)

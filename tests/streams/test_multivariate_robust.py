@@ -355,3 +355,39 @@ def test_a_warm_up_state_of_an_earlier_version_completes_as_before() -> None:
     last = reports[-1]
     assert last.multivariate is not None and last.multivariate.categorical_features == []
     assert any("predates clipping" in note for note in last.notes)
+
+
+def test_indicator_columns_sum_to_the_same_moments_as_products_would() -> None:
+    """The categorical columns' moments are counts and per-category sums, not products:
+    the same numbers as the dense products, whatever the batching."""
+    rng = np.random.default_rng(11)
+    n, p = 3001, 3
+    x = rng.normal(size=(n, p))
+    cats = [rng.choice(list("abcdefghij"), n).tolist(), rng.choice(list("xyz"), n).tolist()]
+    slots = [mv.assign_slots([], c) for c in cats]
+    rows = np.hstack([x, *(mv.indicators(s, c) for s, c in zip(slots, cats, strict=True))])
+    shift = [0.0] * rows.shape[1]
+    sparse = mv.add_events(mv.empty_halves(shift, categorical=2), rows, offset=0)
+    dense = mv.add_events(mv.empty_halves(shift), rows, offset=0)
+    for half in ("a", "b"):
+        assert sparse[half]["n"] == dense[half]["n"]
+        assert sparse[half]["sum"] == pytest.approx(dense[half]["sum"], rel=1e-12, abs=1e-12)
+        assert sparse[half]["outer"] == pytest.approx(dense[half]["outer"], rel=1e-12, abs=1e-9)
+    for size in (1, 7, 500):
+        halves = mv.empty_halves(shift, categorical=2)
+        for lo in range(0, n, size):
+            halves = mv.add_events(halves, rows[lo : lo + size], offset=lo)
+        assert halves == sparse, size
+
+
+def test_arrow_dictionary_columns_take_the_same_slots_and_values_as_lists() -> None:
+    from streams.batch import Categories
+
+    names = ("web", "app", "pos", "phone")
+    codes = np.array([2, -1, 0, 2, 3, 1, 0, -1, 3], dtype=np.int32)
+    arrow = Categories(codes, names)
+    strings = arrow.values()
+    assert mv.assign_slots(["app"], arrow) == mv.assign_slots(["app"], strings)
+    slots = mv.assign_slots([], strings)
+    assert slots == ["pos", "web", "phone", "app"]
+    assert np.array_equal(mv.indicators(slots, arrow), mv.indicators(slots, strings))
