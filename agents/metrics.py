@@ -15,6 +15,7 @@ reasons and topics — never request ids or raw category values.
 | driftline_deadletters_total | topic, agent |
 | driftline_late_events_total | model, version |
 | driftline_drift_psi | model, version, feature |
+| driftline_drift_multivariate | model, version, stat: relative_change, z, beyond_limits |
 | driftline_window_status | model, version, kind, variant: 0 ok, 1 warn, 2 drift or breach |
 | driftline_kpi | model, version, variant, metric |
 | driftline_concept_drift | model, version, variant (1 when the last window flagged it) |
@@ -44,6 +45,10 @@ yet, from the partition's earliest offset. Faust commits only what every agent
 reading the partition has handled, so a stalled or crash-looping agent shows as
 growing lag. (Faust's fetch position, which this used to read, runs ahead of the
 agents and read 0 through such a stall.)
+
+``driftline_drift_multivariate`` is the last window's multivariate signal: the
+relative change of its reconstruction error from the baseline (negative: below),
+its z, and how many of its events had a value beyond the reference's limits.
 
 Progress: ``driftline_seconds_since_progress{agent, topic, partition}`` is 0 while
 the agent is caught up (the group's lag on the partition is 0, or the agent has
@@ -85,6 +90,10 @@ LATE = Counter("driftline_late_events", "events after their window closed",
                ["model", "version"], registry=REGISTRY)
 PSI = Gauge("driftline_drift_psi", "PSI of a feature in the last window",
             ["model", "version", "feature"], registry=REGISTRY)
+MULTIVARIATE = Gauge(
+    "driftline_drift_multivariate",
+    "the multivariate signal in the last window: relative_change, z, beyond_limits",
+    ["model", "version", "stat"], registry=REGISTRY)
 STATUS = Gauge("driftline_window_status", "last window: 0 ok, 1 warn, 2 drift or breach",
                ["model", "version", "kind", "variant"], registry=REGISTRY)
 KPI = Gauge("driftline_kpi", "KPI of the last reported window",
@@ -174,6 +183,12 @@ def _report(report: BaseModel) -> None:
         for name, feature in report.features.items():
             if "psi" in feature.metrics:
                 PSI.labels(m, v, name).set(feature.metrics["psi"])
+        joint = report.multivariate
+        if joint is not None:
+            MULTIVARIATE.labels(m, v, "relative_change").set(joint.relative_change)
+            if joint.z is not None:
+                MULTIVARIATE.labels(m, v, "z").set(joint.z)
+            MULTIVARIATE.labels(m, v, "beyond_limits").set(joint.beyond_limits)
         if report.late:
             LATE.labels(m, v).inc(report.late)
         _latency("drift", report.window_end)

@@ -23,10 +23,12 @@ How a feature is judged, and what the defaults mean for false alarms:
   flagged;
 * ``features`` gives named features their own ``psi_warn``, ``psi_drift`` and
   ``consecutive``, or ``ignore: true`` (see ``FeatureDriftPolicy``);
-* the multivariate signal (PCA reconstruction error of the numeric features
-  together) follows the same rules with its own floor and drift level
-  (``multivariate_warn``, ``multivariate_drift``: relative rises over its
-  held-out baseline), counted as one more test in the Bonferroni correction.
+* the multivariate signal (PCA reconstruction error of the numeric and
+  frequency-encoded categorical features together) follows the same rules
+  with its own floor and drift level (``multivariate_warn``,
+  ``multivariate_drift``: relative changes from its held-out baseline, a rise
+  or a fall), counted as one more test in the Bonferroni correction; its test
+  is two-sided (half the test's share of the rate each way).
 
 The ``kpi`` section (see ``KpiPolicy``) sets the KPI windows, how long
 predictions wait for labels, the targets that make a window a breach, the
@@ -152,7 +154,8 @@ class DriftPolicy(_Section):
     )
     multivariate_max_features: int = Field(
         default=30, ge=2, le=64,
-        description="numeric features in the multivariate signal (the first ones by name); "
+        description="numeric features in the multivariate signal (the first ones by name; "
+        "the first 4 categorical ones join them, frequency-encoded); "
         "its reference grows with the square",
     )
     multivariate_variance: float = Field(
@@ -161,12 +164,13 @@ class DriftPolicy(_Section):
     )
     multivariate_warn: float = Field(
         default=0.1, gt=0, le=100,
-        description="smallest rise of the reconstruction error over its baseline that is "
-        "flagged, relative (0.1: 10 % above)",
+        description="smallest change of the reconstruction error from its baseline that is "
+        "flagged, relative, either way (0.1: 10 % above or below)",
     )
     multivariate_drift: float = Field(
         default=0.5, gt=0, le=100,
-        description="relative rise of the reconstruction error that is drift at once",
+        description="relative change of the reconstruction error (either way) that is drift "
+        "at once",
     )
     features: dict[str, FeatureDriftPolicy] = Field(
         default_factory=dict,

@@ -92,10 +92,29 @@ class MultivariateProfile(BaseModel):
     baseline: float = Field(gt=0, description="mean squared reconstruction error, held-out rows")
     n_fit: int = Field(ge=2, description="rows the PCA was fitted on")
     n_baseline: int = Field(ge=1, description="held-out rows the baseline was measured on")
+    limits: list[list[float] | None] | None = Field(
+        default=None,
+        description="per name: the [lo, hi] its values are clipped to (null: not clipped); "
+        "null for profiles built before driftline clipped values: nothing is clipped",
+    )
+    categories: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="categorical names -> category -> its frequency in the fitted rows, the "
+        "value the category is encoded as (any other category, or none, is 0)",
+    )
 
     @model_validator(mode="after")
     def _shapes(self) -> MultivariateProfile:
         d = len(self.names)
+        if self.limits is not None and (
+            len(self.limits) != d
+            or any(
+                lim is not None and (len(lim) != 2 or not lim[0] < lim[1]) for lim in self.limits
+            )
+        ):
+            raise ValueError(f"limits need one [lo, hi] (lo < hi) or null per name ({d})")
+        if not set(self.categories) <= set(self.names):
+            raise ValueError("every categorical feature in categories must be one of names")
         if len(self.means) != d or len(self.sds) != d:
             raise ValueError(f"means and sds need one value per name ({d})")
         if any(not sd > 0 for sd in self.sds):

@@ -61,33 +61,68 @@ class FeatureDrift(_Report):
 
 
 class MultivariateDrift(_Report):
-    """Drift of the numeric features' joint distribution in one window.
+    """Drift of the features' joint distribution in one window.
 
     The PCA reconstruction error of the standardised features (NannyML's data
-    reconstruction drift): it rises when features stop moving together as they
-    did in the reference, e.g. a correlation that flips while every feature's
-    own distribution stays the same.
+    reconstruction drift): numeric features, and categorical ones encoded as
+    their categories' reference frequencies. It rises when features stop moving
+    together as they did in the reference (e.g. a correlation that flips while
+    every feature's own distribution stays the same) and falls when they move
+    together more tightly; both are flagged. Values are clipped to limits set
+    from the reference, so one extreme event cannot dominate the mean.
     """
 
     method: Literal["pca_reconstruction"] = "pca_reconstruction"
     n: int = Field(description="events whose reconstruction error was measured")
-    reconstruction_error: float = Field(description="mean squared reconstruction error")
+    reconstruction_error: float = Field(
+        description="mean squared reconstruction error (of the values clipped to the limits)"
+    )
     baseline: float = Field(description="the same on held-out reference events")
     relative_change: float = Field(description="reconstruction_error / baseline - 1")
     z: float | None = Field(
-        default=None, description="standard errors above the baseline; None if errors do not vary"
+        default=None,
+        description="standard errors from the baseline (negative: below); None if errors "
+        "do not vary",
     )
     threshold: float | None = Field(
         default=None,
-        description="reconstruction error that noise alone exceeds at the policy's "
-        "false-alarm rate",
+        description="reconstruction error that noise alone exceeds at half the window's "
+        "share of the policy's false-alarm rate",
+    )
+    threshold_low: float | None = Field(
+        default=None,
+        description="reconstruction error noise alone falls below at the other half",
     )
     components: int = Field(description="principal components kept")
-    features_used: list[str] = Field(description="the standardised numeric features, in order")
+    features_used: list[str] = Field(description="the standardised features, in order")
+    categorical_features: list[str] = Field(
+        default_factory=list,
+        description="those of features_used that are categorical, each encoded as its "
+        "categories' frequencies in the reference (other categories and no value: 0)",
+    )
+    beyond_limits: int = Field(
+        default=0,
+        description="events with a value beyond the reference's limits (8 robust sds from "
+        "a typical value), counted at the limit",
+    )
+    farthest_sd: float | None = Field(
+        default=None,
+        description="of the events beyond the limits, the value farthest from its reference "
+        "mean, in reference sds (before clipping); None when no event is beyond",
+    )
+    farthest_feature: str | None = Field(default=None, description="that value's feature")
+    max_event_error: float | None = Field(
+        default=None,
+        description="the largest error one event can have after clipping (its share of the "
+        "mean is at most this / n); None when some feature is not clipped",
+    )
     streak: int = Field(default=0, description="windows in a row the signal has been flagged")
     status: DriftStatus
     drifted: bool
-    reason: str = Field(default="", description="why the status is not ok, in words")
+    reason: str = Field(
+        default="",
+        description="why the status is not ok, and events beyond the limits, in words",
+    )
 
 
 class DriftReport(_Report):
@@ -108,7 +143,7 @@ class DriftReport(_Report):
     )
     multivariate: MultivariateDrift | None = Field(
         default=None,
-        description="drift of the numeric features' joint distribution; in drifted_features "
+        description="drift of the features' joint distribution; in drifted_features "
         "as 'multivariate.reconstruction_error'",
     )
     status: DriftStatus

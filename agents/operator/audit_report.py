@@ -96,6 +96,18 @@ def render(model: str, *, start_ms: int, end_ms: int, drift: list[dict[str, Any]
                 psi[f"{r['model_version']} {name}"].append(
                     (event_time_ms(r["window_start"]), f["metrics"]["psi"]))
     top = sorted(psi, key=lambda k: -max(v for _, v in psi[k]))[:MAX_FEATURES_CHARTED]
+    joint: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    joint_rows = []
+    for r in drift:
+        m = r.get("multivariate")
+        if not m:
+            continue
+        joint[str(r["model_version"])].append(
+            (event_time_ms(r["window_start"]), m["relative_change"]))
+        if m.get("status", "ok") != "ok" or m.get("beyond_limits", 0):
+            joint_rows.append([esc(str(r["window_start"])), esc(str(r["model_version"])),
+                               esc(m.get("status", "")), f"{m['relative_change']:+.1%}",
+                               esc(str(m.get("beyond_limits", 0))), esc(m.get("reason", ""))])
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in kpi:  # the newest revision of each window
         key = (r["model_version"], r["variant"], str(r["window_start"]))
@@ -152,6 +164,12 @@ def render(model: str, *, start_ms: int, end_ms: int, drift: list[dict[str, Any]
         "<h2>Audit chain</h2>", chain,
         "<h2>Drift per feature (PSI)</h2>",
         chart(f"PSI, the {len(top)} features that moved most", {k: psi[k] for k in top}),
+        "<h2>Joint distribution (multivariate signal)</h2>",
+        chart("reconstruction error, change from its baseline (negative: below)", joint)
+        if joint else "<p><em>no multivariate results.</em></p>",
+        _table(["window start", "version", "status", "change", "events beyond limits",
+                "reason"], joint_rows) if joint_rows
+        else "<p><em>no window flagged or with events beyond the limits.</em></p>",
         "<h2>KPIs per variant</h2>", *(kpi_charts or ["<p><em>no KPI reports.</em></p>"]),
         "<h2>Commands, their evidence and what the controller did</h2>",
         _table(["issued at (event time)", "type", "versions", "by", "reason", "evidence",

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from schemas.policy import DriftPolicy
 from schemas.reports import DriftReport
 from streams.batch import (
+    Categories,
     FeatureBatch,
     anchor_of,
     categorical_column,
@@ -56,6 +57,35 @@ from streams.drift.state import (
 )
 from streams.drift.warmup import absorb_warmup
 from streams.windows import hopping_closable, window_starts_ms
+
+
+def _category_list(
+    batch: FeatureBatch, categorical: dict[str, Cats], name: str
+) -> list[str | None]:
+    """A categorical feature's values in the batch as strings (None: no value)."""
+    column = categorical.get(name)
+    if column is None:
+        column = categorical_column(batch.columns.get(name, [None] * len(batch)))
+    return column.values() if isinstance(column, Categories) else list(column)
+
+
+def _encoded(
+    frequencies: dict[str, float], batch: FeatureBatch, categorical: dict[str, Cats], name: str
+) -> npt.NDArray[np.float64]:
+    """A categorical feature's values encoded as their reference frequencies; codes
+    (Arrow dictionaries) through a lookup table of the dictionary's names."""
+    column = categorical.get(name)
+    if isinstance(column, Categories):
+        lookup = np.array([*(frequencies.get(c, 0.0) for c in column.names), 0.0])
+        out: npt.NDArray[np.float64] = lookup[column.codes]  # code -1 reads the last
+        return out
+    return mv.encode(frequencies, _category_list(batch, categorical, name))
+
+
+def _take_measured(m: mv.Measured, idx: npt.NDArray[np.intp]) -> mv.Measured:
+    return mv.Measured(
+        errors=m.errors[idx], farthest=m.farthest[idx], where=m.where[idx], beyond=m.beyond[idx]
+    )
 
 
 class DriftMonitor:
@@ -130,8 +160,16 @@ class DriftMonitor:
         cut = state.get("reference_from_ms")
         previous = state.get("previous_reference")
         edges_before = self._edges_of(previous) if cut is not None and previous else {}
-        errors, rows = self._multivariate_input(state, batch, numeric)
-        shift = [state["anchors"].get(name, 0.0) for name in state.get("mv_names", [])]
+        errors, rows = self._multivariate_input(state, batch, numeric, categorical)
+        mv_names = state.get("mv_names", [])
+        columns = mv.SLOTS * len(state.get("mv_categorical", {}))
+        shift = [state["anchors"].get(name, 0.0) for name in mv_names] + [0.0] * columns
+        limits_by = state.get("mv_limits")
+        limits = (
+            [limits_by.get(name) for name in mv_names] + [None] * columns
+            if limits_by is not None
+            else None
+        )
         on_time = starts[~late]
         for start in np.unique(on_time).tolist():
             mask = (starts == start) & ~late
@@ -148,9 +186,13 @@ class DriftMonitor:
                 acc["mv"] = None
             # (a window counted partly before its reference existed keeps mv None)
             elif errors is not None and "mv_halves" not in acc and acc.get("mv", ()) is not None:
-                acc["mv"] = mv.add_errors(acc.get("mv"), errors if idx is None else errors[idx])
+                acc["mv"] = mv.add_errors(
+                    acc.get("mv"), errors if idx is None else _take_measured(errors, idx)
+                )
             elif rows is not None:
-                halves = acc.get("mv_halves") or mv.empty_halves(shift)
+                halves = acc.get("mv_halves") or mv.empty_halves(
+                    shift, limits, categorical=len(state.get("mv_categorical", {}))
+                )
                 part_rows = rows if idx is None else rows[idx]
                 acc["mv_halves"] = mv.add_events(halves, part_rows, offset=acc["n"])
             acc["n"] += int(mask.sum())
@@ -176,10 +218,12 @@ class DriftMonitor:
         state: VersionState,
         batch: FeatureBatch,
         numeric: dict[str, npt.NDArray[np.float64]],
-    ) -> tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None]:
-        """``(errors, None)``: the batch's per-event reconstruction errors, once the
-        reference has a PCA; ``(None, rows)``: the rows of the chosen features, for
-        the warm-up's moments; ``(None, None)``: nothing to count."""
+        categorical: dict[str, Cats],
+    ) -> tuple[mv.Measured | None, npt.NDArray[np.float64] | None]:
+        """``(measured, None)``: the batch's events measured against the reference's
+        PCA, once it has one; ``(None, rows)``: the rows of the chosen features (the
+        categorical ones as indicator columns), for the warm-up's moments;
+        ``(None, None)``: nothing to count."""
         if not self.policy.multivariate:
             return None, None
         ref = state["reference"]
@@ -187,22 +231,40 @@ class DriftMonitor:
             pca = ref.get("multivariate")
             if pca is None:
                 return None, None
-            return mv.errors(pca, self._rows(pca["names"], batch, numeric)), None
+            codes = pca.get("categories", {})
+            encoded = {
+                name: _encoded(codes[name], batch, categorical, name)
+                for name in pca["names"]
+                if name in codes
+            }
+            return mv.measure(pca, self._rows(pca["names"], batch, {**numeric, **encoded})), None
         names = state.get("mv_names")
         if names is None:
             ignored = self.policy.ignored()
+            candidates = [
+                (n, k) for n, k in state["kinds"].items() if n not in OUTPUTS and n not in ignored
+            ]
             names = mv.choose_features(
-                [
-                    n
-                    for n, k in state["kinds"].items()
-                    if k == "numeric" and n not in OUTPUTS and n not in ignored
-                ],
+                [n for n, k in candidates if k == "numeric"],
                 self.policy.multivariate_max_features,
             )
-            if len(names) < 2:
+            chosen = mv.choose_categorical([n for n, k in candidates if k == "categorical"])
+            if len(names) + len(chosen) < 2:
                 return None, None
             state["mv_names"] = names
-        return None, self._rows(names, batch, numeric)
+            state["mv_categorical"] = {n: [] for n in chosen}
+        slots = dict(state.get("mv_categorical", {}))
+        parts = [self._rows(names, batch, numeric)]
+        for name in slots:
+            given = categorical.get(name)
+            column: Cats = (
+                given if isinstance(given, Categories) else _category_list(batch, categorical, name)
+            )
+            slots[name] = mv.assign_slots(slots[name], column)
+            parts.append(mv.indicators(slots[name], column))
+        if slots:
+            state["mv_categorical"] = slots
+        return None, np.hstack(parts) if len(parts) > 1 else parts[0]
 
     @staticmethod
     def _rows(
@@ -218,7 +280,7 @@ class DriftMonitor:
             for name in names
         ]
         # events x features, as the transpose of features x events: one copy, and
-        # each feature's values stay together in memory (as ``mv.errors`` reads them)
+        # each feature's values stay together in memory (as ``mv.measure`` reads them)
         return np.stack(columns).T if columns else np.empty((n, 0))
 
     def _register_kinds(self, state: VersionState, batch: FeatureBatch) -> None:
@@ -239,6 +301,9 @@ class DriftMonitor:
             kinds[name] = kind
             if kind == "numeric":
                 state["anchors"] = {**state["anchors"], name: anchor_of(values)}
+                if self.policy.multivariate and state["reference"] is None:
+                    limits = mv.limits_of(numeric_column(values[: mv.LIMITS_SAMPLE]))
+                    state["mv_limits"] = {**state.get("mv_limits", {}), name: limits}
 
     def _edges_of(self, ref: Reference | None) -> dict[str, npt.NDArray[np.float64]]:
         """The reference's numeric bin edges as arrays (read-only), kept for the last

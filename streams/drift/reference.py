@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.batch import (
+    Categories,
     Kind,
     Value,
     anchor_of,
@@ -27,11 +28,17 @@ from streams.batch import (
     numeric_column,
 )
 from streams.drift.multivariate import (
+    LIMITS_SAMPLE,
+    SLOTS,
     PcaReference,
     add_events,
+    assign_slots,
+    choose_categorical,
     choose_features,
     empty_halves,
     fit,
+    indicators,
+    limits_of,
     matrix,
 )
 from streams.summaries.categorical import CategoricalState, CategoricalSummary
@@ -148,11 +155,13 @@ def profile_multivariate(
     """The multivariate reference of whole columns of training data (a file).
 
     The same code as the stream's warm-up: the first ``max_features`` numeric
-    columns by name (``exclude`` holds the model's outputs and the features the
-    policy ignores), the rows in file order split even/odd into halves A and B,
-    values summed minus the column's anchor, a missing value imputed with the
-    mean of the values above it. None with fewer than two numeric columns that
-    vary.
+    columns by name and the first ``MAX_CATEGORICAL`` categorical ones (``exclude``
+    holds the model's outputs and the features the policy ignores), the rows in
+    file order split even/odd into halves A and B, numeric values clipped to the
+    limits of the column's first values and summed minus the column's anchor, a
+    missing value imputed with the mean of the values above it, a categorical
+    column counted as indicators of its first ``SLOTS`` categories in file order.
+    None with fewer than two columns that vary.
 
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=2000)
@@ -162,11 +171,24 @@ def profile_multivariate(
     >>> ref["names"], len(ref["components"]), round(ref["baseline"], 2)
     (['a', 'b'], 1, 0.11)
     """
-    numeric = [n for n, v in columns.items() if n not in exclude and infer_kind(v) == "numeric"]
-    names = choose_features(numeric, max_features)
-    if len(names) < 2:
+    kinds = {n: infer_kind(v) for n, v in columns.items() if n not in exclude}
+    names = choose_features([n for n, k in kinds.items() if k == "numeric"], max_features)
+    cats = choose_categorical([n for n, k in kinds.items() if k == "categorical"])
+    if len(names) + len(cats) < 2:
         return None
-    n = len(columns[names[0]])
-    x = matrix([numeric_column(columns[name]) for name in names], n)
-    halves = empty_halves([anchor_of(columns[name]) for name in names])
-    return fit(names, add_events(halves, x, offset=0), variance=variance)
+    n = len(columns[(names or cats)[0]])
+    parts = [matrix([numeric_column(columns[name]) for name in names], n)]
+    slots: dict[str, list[str]] = {}
+    for name in cats:
+        column = categorical_column(columns[name])
+        values = column.values() if isinstance(column, Categories) else list(column)
+        slots[name] = assign_slots([], values)
+        parts.append(indicators(slots[name], values))
+    halves = empty_halves(
+        [anchor_of(columns[name]) for name in names] + [0.0] * (SLOTS * len(cats)),
+        [limits_of(numeric_column(columns[name][:LIMITS_SAMPLE])) for name in names]
+        + [None] * (SLOTS * len(cats)),
+        categorical=len(cats),
+    )
+    x = np.hstack(parts) if len(parts) > 1 else parts[0]
+    return fit(names, add_events(halves, x, offset=0), variance=variance, categorical=slots)

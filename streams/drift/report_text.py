@@ -182,7 +182,19 @@ def multivariate_notes(state: VersionState, ref: Reference, partial: bool) -> li
             "the reference has no multivariate part (it was built before driftline judged "
             f"the joint distribution of the numeric features){rebuild}"
         ]
-    if ref["multivariate"] is not None and partial and ref["kind"] == "profile":
+    pca = ref["multivariate"]
+    if pca is not None and "limits" not in pca:
+        rebuild = (
+            "rebuild and publish it with `driftline reference build`"
+            if ref["kind"] == "profile"
+            else "a new version's warm-up reference has them"
+        )
+        return [
+            "the multivariate reference predates clipping and categorical features: one "
+            f"extreme event can dominate its error, and categorical features are not in it; "
+            f"{rebuild}"
+        ]
+    if pca is not None and partial and ref["kind"] == "profile":
         # (after a warm-up, the report that completed it said so)
         return [
             "the multivariate signal is not judged in this window: some of its events were "

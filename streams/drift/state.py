@@ -14,22 +14,30 @@ Bounds on that state, all from the policy:
 * per numeric feature and window: ``bins + 1`` counts, or a log-bucket sketch
   (at most 2,048 buckets) while the reference is still being built;
 * per categorical feature and window: ``CategoricalSummary.MAX_CATEGORIES`` counts;
-* multivariate signal, per window: three numbers (count, sum and sum of squares
-  of the events' reconstruction errors, about 50 bytes as JSON); while the
-  warm-up reference is being built, instead, two halves of moments of
-  ``d <= multivariate_max_features`` features, ``2 + 5d + d(d+1)`` numbers
-  (1,082 for d = 30, about 20 KB as JSON) per open window and in ``warmup``.
+* multivariate signal, per window: six numbers (count, sum and sum of squares
+  of the events' reconstruction errors; events beyond the limits, the farthest
+  value and its feature; about 100 bytes as JSON); while the warm-up reference
+  is being built, instead, two halves of moments of ``d`` summed columns
+  (``p <= multivariate_max_features`` numeric features and ``mv.SLOTS``
+  indicator columns for each of ``q <= mv.MAX_CATEGORICAL`` categorical ones),
+  ``2 + 5d + d(d+1)`` numbers (1,082 for d = 30, about 20 KB as JSON; 4,218 for
+  the defaults' largest d = 62) per open window and in ``warmup``; and, in the
+  version's state, the categories of the indicator columns (at most
+  ``mv.SLOTS`` per categorical feature) and each numeric feature's limits (two
+  numbers per tracked feature, until the reference is built).
 
 The reference is the first window(s) of the version, until at least
 ``min_reference_events`` events have been seen (a *warm-up* reference; reports
 say so). Numeric bins are the reference's quantiles (``bins`` of them);
 categorical bins are its ``top_k`` categories plus "other". Its multivariate
 part (``streams.drift.multivariate``) is a PCA of the first
-``multivariate_max_features`` numeric features by name, chosen when the first
-warm-up batch with two of them arrives (features first seen later are not in
-it), fitted on the warm-up's even events and measured on its odd ones:
-``3d + kd + 4`` numbers for ``k < d`` components, at most 964 (about 19 KB as
-JSON) for d = 30; 6 KB for the 20 numeric features of the simulated traffic.
+``multivariate_max_features`` numeric features by name and the first
+``mv.MAX_CATEGORICAL`` categorical ones (frequency-encoded), chosen when the
+first warm-up batch with two of them arrives (features first seen later are not
+in it), fitted on the warm-up's even events and measured on its odd ones:
+``5e + ke + 4`` numbers for ``e`` features and ``k < e`` components, plus at most
+``mv.SLOTS`` category frequencies per categorical feature: at most 1,360 (about
+27 KB as JSON) for e = 34.
 """
 
 from __future__ import annotations
@@ -104,6 +112,13 @@ class VersionState(TypedDict):
     late: int
     streaks: dict[str, int]  # windows in a row each judged feature has been flagged
     mv_names: NotRequired[list[str]]  # warm-up only: the multivariate signal's features
+    # Warm-up only: its categorical features -> the categories of their indicator
+    # columns (at most mv.SLOTS each, the first seen); absent in states of earlier
+    # versions (numeric features only).
+    mv_categorical: NotRequired[dict[str, list[str]]]
+    # Warm-up only: numeric feature -> [lo, hi] its values are clipped to in the
+    # multivariate signal (mv.limits_of its first values); absent: not clipped.
+    mv_limits: NotRequired[dict[str, list[float] | None]]
     # While the reference changes: the one windows before reference_from_ms keep.
     previous_reference: NotRequired[Reference | None]
     reference_from_ms: NotRequired[int | None]
@@ -148,12 +163,19 @@ def reference_from_profile(profile: ReferenceProfile) -> Reference:
         "features": {
             k: cast(ReferenceFeature, v.model_dump()) for k, v in profile.features.items()
         },
-        "multivariate": (
-            cast(mv.PcaReference, profile.multivariate.model_dump())
-            if profile.multivariate is not None
-            else None
-        ),
+        "multivariate": _pca_of(profile),
     }
+
+
+def _pca_of(profile: ReferenceProfile) -> mv.PcaReference | None:
+    """The profile's multivariate part; a profile built before values were clipped
+    (``limits`` null) is read without limits: nothing is clipped."""
+    if profile.multivariate is None:
+        return None
+    pca = profile.multivariate.model_dump()
+    if pca.get("limits") is None:
+        pca.pop("limits", None)
+    return cast(mv.PcaReference, pca)
 
 
 

@@ -37,7 +37,11 @@ def absorb_warmup(
     )
     notes = []
     if warm["n"] >= need:
-        ref = build_reference(policy, summaries, warm, pane_end, state.pop("mv_names", None))
+        ref = build_reference(
+            policy, summaries, warm, pane_end, state.pop("mv_names", None),
+            state.pop("mv_categorical", None),
+        )
+        state.pop("mv_limits", None)
         state["reference"] = ref
         state["warmup"] = None
         unjudged = drop_halves(policy, state, after_ms=acc["start_ms"])
@@ -49,7 +53,7 @@ def absorb_warmup(
         if pca is not None:
             notes.append(
                 f"multivariate signal: {len(pca['components'])} principal components of "
-                f"{len(pca['names'])} standardised numeric features explain "
+                f"{mv.describe_features(pca)} explain "
                 f"{pca['explained']:.0%} of their variance; their reconstruction error on "
                 f"{pca['n_baseline']} held-out warm-up events is {pca['baseline']:.4f}"
             )
@@ -111,6 +115,7 @@ def drop_halves(policy: DriftPolicy, state: VersionState, *, after_ms: int) -> l
 def build_reference(
     policy: DriftPolicy, summaries: Summaries, warm: WindowAcc, end_ms: int,
     mv_names: list[str] | None,
+    mv_categorical: dict[str, list[str]] | None = None,
 ) -> Reference:
     p = policy
     features: dict[str, ReferenceFeature] = {}
@@ -122,8 +127,9 @@ def build_reference(
         features[name] = categorical_reference(cst, top_k=p.top_k)
     halves = warm.get("mv_halves")
     pca = (
-        mv.fit(mv_names, halves, variance=p.multivariate_variance)
-        if p.multivariate and mv_names and halves
+        mv.fit(mv_names or [], halves, variance=p.multivariate_variance,
+               categorical=mv_categorical)
+        if p.multivariate and (mv_names or mv_categorical) and halves
         else None
     )
     return {

@@ -49,3 +49,19 @@ def _feature(psi: float) -> object:
 
     return FeatureDrift(kind="numeric", n=100, missing=0, metrics={"psi": psi}, status="drift",
                         drifted=True)
+
+
+def test_the_multivariate_signal_becomes_metrics() -> None:
+    from schemas.reports import MultivariateDrift
+
+    report = drift(1, "ok", model="mv-metrics-model")
+    report.multivariate = MultivariateDrift(
+        n=5000, reconstruction_error=1.8, baseline=2.0, relative_change=-0.1, z=-4.2,
+        components=3, features_used=["a", "b", "c", "d"], beyond_limits=2, status="ok",
+        drifted=False,
+    )
+    metrics.observe("drift", "m.predictions", counted=0, dead=0, reports=[report])
+    labels = {"model": "mv-metrics-model", "version": "v1"}
+    assert value("driftline_drift_multivariate", **labels, stat="relative_change") == -0.1
+    assert value("driftline_drift_multivariate", **labels, stat="z") == -4.2
+    assert value("driftline_drift_multivariate", **labels, stat="beyond_limits") == 2

@@ -203,7 +203,7 @@ def test_an_ignored_feature_does_not_make_the_window_warn_through_the_multivaria
     assert report.drifted_features == []
     assert report.features["f1"].ignored and report.features["f1"].metrics["psi"] > 1
     assert report.multivariate is not None
-    assert report.multivariate.features_used == ["f0", "f2", "f3"]
+    assert report.multivariate.features_used == ["f0", "f2", "f3", "channel"]
     assert report.multivariate.status == "ok"
 
 

@@ -539,7 +539,10 @@ def test_state_round_trip_through_json_mid_stream(
     assert [r.model_dump() for r in replayed] == [r.model_dump() for r in original]
     reports = before + original
     assert [r.model_dump() for r in reports] == [r.model_dump() for r in uninterrupted_reports]
-    assert [r.drifted_features for r in reports] == [[], [], ["f3"], ["channel"]]
+    # (the channel's new mix reaches the joint signal too: categorical features are in it)
+    assert [r.drifted_features for r in reports] == [
+        [], [], ["f3"], ["channel", "multivariate.reconstruction_error"]
+    ]
     assert [r.reference.n for r in reports] == [2000, 4000, 4000, 4000]
 
 
@@ -577,7 +580,7 @@ def test_same_input_gives_identical_reports() -> None:
     assert [r.model_dump() for r in first] == [r.model_dump() for r in second]
     assert first[1].reference.n == 5000
     assert first[2].drifted_features == ["f1"]
-    assert first[3].drifted_features == ["channel"]
+    assert first[3].drifted_features == ["channel", "multivariate.reconstruction_error"]
     assert first[4].drifted_features == []
 
 
@@ -875,14 +878,17 @@ def test_a_window_keeps_three_numbers_for_the_joint_signal() -> None:
     window = states[0]["windows"][str(2 * W)]
     assert "mv_halves" not in window and "mv_names" not in states[0]
     sums = window["mv"]
-    assert sums is not None and len(sums) == 3 and sums[0] == 2000
+    # count, sum, sum of squares; events beyond the limits, the farthest value and where
+    assert sums is not None and len(sums) == 6 and sums[0] == 2000
     with_signal = len(orjson.dumps(window))
     without = len(orjson.dumps(states[1]["windows"][str(2 * W)]))
     assert with_signal - without == len(orjson.dumps({"mv": sums})) - 2 + 1  # key, list, comma
-    assert with_signal - without < 64
-    # the reference is written once, under its own key, and is bounded by d * d
+    assert with_signal - without < 128  # six numbers
+    # the reference is written once, under its own key, and is bounded by d * d:
+    # 5d + kd + 4 numbers and at most mv.SLOTS frequencies per categorical feature
     pca = states[0]["reference"]["multivariate"]
-    assert pca is not None and len(orjson.dumps(pca)) < (3 * 5 + 4 * 5 + 4) * 25
+    d, k = 6, 5  # five numeric features and the channel
+    assert pca is not None and len(orjson.dumps(pca)) < (5 * d + k * d + 4 + 8) * 25
 
 
 def _joint_run(chunk: int) -> list[DriftReport]:

@@ -47,3 +47,23 @@ def _psi(value: float) -> object:
 
     return FeatureDrift(kind="numeric", n=100, missing=0, metrics={"psi": value}, status="ok",
                         drifted=False)
+
+
+def test_the_report_charts_the_multivariate_signal_and_lists_its_reasons() -> None:
+    from schemas.reports import MultivariateDrift
+
+    reports = [drift(i) for i in range(3)]
+    for i, r in enumerate(reports):
+        r.multivariate = MultivariateDrift(
+            n=5000, reconstruction_error=2.0, baseline=2.0, relative_change=-0.3 * (i == 2),
+            z=0.0, components=2, features_used=["a", "b", "c"], beyond_limits=int(i == 1),
+            status="warn" if i == 2 else "ok", drifted=False,
+            reason=["", "1 event beyond the reference's limits <b>", "below its baseline"][i],
+        )
+    page = render("fraud", start_ms=0, end_ms=2**62,
+                  drift=[r.model_dump(mode="json") for r in reports], kpi=[], commands=[],
+                  deployments=[], poisoning=[], check=verify_chain([]))
+    assert "Joint distribution (multivariate signal)" in page
+    assert "reconstruction error, change from its baseline" in page
+    assert "1 event beyond the reference&#x27;s limits &lt;b&gt;" in page  # escaped
+    assert "below its baseline" in page and "-30.0%" in page

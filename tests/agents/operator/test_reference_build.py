@@ -155,8 +155,15 @@ def test_the_profile_carries_the_multivariate_part(jsonl: Path) -> None:
     numeric = sorted(
         n for n, f in profile.features.items() if f.kind == "numeric" and n not in outputs
     )
-    assert part.names == numeric and len(numeric) == 20  # the model's outputs are not in it
-    assert 1 <= len(part.components) < 20 and part.explained >= 0.65
+    categorical = sorted(
+        n for n, f in profile.features.items() if f.kind == "categorical" and n not in outputs
+    )[:4]
+    # the model's outputs are not in it; categorical features follow the numeric ones
+    assert len(numeric) == 20 and part.names[:20] == numeric
+    assert part.names[20:] == [n for n in categorical if n in part.names]
+    assert set(part.categories) == set(part.names[20:])
+    assert part.limits is not None and len(part.limits) == len(part.names)
+    assert 1 <= len(part.components) < len(part.names) and part.explained >= 0.65
     assert (part.n_fit, part.n_baseline) == (2000, 2000)  # even rows fit, odd rows measure
     columns = reference_build.columns_of(reference_build.read_records(jsonl))
     expected = profile_multivariate(

@@ -221,7 +221,9 @@ def test_columns_named_on_the_command_line_or_found_by_their_values_are_left_out
         "txn": "id",
         "when": "timestamp",
     }
-    assert built.profile.multivariate is None  # one numeric feature: no joint signal
+    # one numeric and one categorical feature (encoded by frequency): a joint signal
+    assert built.profile.multivariate is not None
+    assert built.profile.multivariate.names == ["amount", "is_weekend"]
     assert built.profile.trusted is not None and len(built.profile.trusted.labels) == 1000
     # with fewer values than MIN_ID_VALUES, all-different text may be a category
     few = _write(tmp_path / "few.jsonl", _renamed(_records(MIN_ID_VALUES - 1, seed=1)), spell={})
