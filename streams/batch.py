@@ -81,6 +81,19 @@ class FeatureBatch:
         """
         return cls(ts_ms=np.asarray(ts_ms, dtype=np.int64), columns=columns_from_rows(rows))
 
+    def slice(self, start: int, stop: int) -> FeatureBatch:
+        """The events ``start`` to ``stop`` (views of arrays, not copies).
+
+        >>> b = FeatureBatch(np.array([1, 2, 3]), {"x": np.array([1.0, 2.0, 3.0]), "c": [1, 2, 3]})
+        >>> part = b.slice(1, 3)
+        >>> part.ts_ms.tolist(), part.columns["x"].tolist(), part.columns["c"]
+        ([2, 3], [2.0, 3.0], [2, 3])
+        """
+        return FeatureBatch(ts_ms=self.ts_ms[start:stop], columns={
+            name: Categories(col.codes[start:stop], col.names) if isinstance(col, Categories)
+            else col[start:stop]
+            for name, col in self.columns.items()})
+
     def select(self, mask: npt.NDArray[np.bool_]) -> FeatureBatch:
         """The events where ``mask`` is true."""
         idx = np.flatnonzero(mask)

@@ -48,7 +48,7 @@ def handler() -> DriftHandler:
     )
 
 
-def traffic(seed: int) -> list[Message]:
+def traffic(seed: int, forms: str = "mixed") -> list[Message]:
     rng = random.Random(seed)
     gen = FraudTraffic(seed=seed)
     events: list[dict[str, Any]] = []
@@ -64,7 +64,7 @@ def traffic(seed: int) -> list[Message]:
     events.sort(key=lambda e: e["ts"] + rng.uniform(0, 15))
     raws: list[tuple[str, bytes]] = []
     for i in range(0, len(events), 10):  # ten messages a pane
-        form = "arrow" if (i // 10) % 3 == 0 else "json"
+        form = "arrow" if forms == "arrow" or (i // 10) % 3 == 0 else "json"
         raws += [("predictions", raw) for raw in encode(events[i : i + 10], 10, form=form)]
     raws.insert(len(raws) * 2 // 3, ("references", profile()))
     return [(raw, Origin(topic, 0, o, MODEL.encode())) for o, (topic, raw) in enumerate(raws)]
@@ -81,13 +81,17 @@ def profile() -> bytes:
     return built.model_dump_json().encode()
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 3),
+    forms=st.sampled_from(["mixed", "arrow"]),
     sizes=st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=10),
 )
-def test_runs_give_what_one_message_at_a_time_gives(seed: int, sizes: list[int]) -> None:
-    messages = traffic(seed)
+def test_runs_give_what_one_message_at_a_time_gives(
+    seed: int, forms: str, sizes: list[int]
+) -> None:
+    """Arrow messages in a row are also read as one table (``ArrowLane.decode_many``)."""
+    messages = traffic(seed, forms)
     alone, alone_table = one_at_a_time(handler(), messages)
     batched, batched_table = in_batches(handler(), messages, sizes)
     assert as_json(batched) == as_json(alone)
