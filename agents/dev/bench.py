@@ -263,8 +263,13 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+#: messages per handler call: the worker's default batch (DRIFTLINE_BATCH_MAX_MESSAGES)
+HANDLER_BATCH: int = Settings.batch_max_messages
+
+
 def _handler_rate(name: str, messages: list[bytes], total: int, repeat: int) -> tuple[float, int]:
-    """The drift handler's rate on the messages, and the size of its state value."""
+    """The drift handler's rate on the messages, and the size of its state value: in
+    batches of the worker's default size, as the worker's runner calls it."""
     table: dict[bytes, bytes] = {}  # the handler's, kept for the size of its state
     counted: list[int] = []
 
@@ -279,13 +284,18 @@ def _handler_rate(name: str, messages: list[bytes], total: int, repeat: int) -> 
         )
         table.clear()
         n = 0
-        for i, m in enumerate(messages):
-            out = handler.handle(m, Origin("p", 0, i, MODEL.encode()), table)
-            if out.dead:
-                raise BenchError(
-                    f"{name}: the drift handler dead-lettered message {i}: {out.dead[0].error}"
-                )
-            n += out.counted
+        for first in range(0, len(messages), HANDLER_BATCH):
+            batch = [
+                (m, Origin("p", 0, first + j, MODEL.encode()))
+                for j, m in enumerate(messages[first : first + HANDLER_BATCH])
+            ]
+            for out, (_, origin) in zip(handler.handle_batch(batch, table), batch, strict=True):
+                if out.dead:
+                    raise BenchError(
+                        f"{name}: the drift handler dead-lettered message {origin.offset}: "
+                        f"{out.dead[0].error}"
+                    )
+                n += out.counted
         counted.append(n)
 
     rate = median_rate(handle_all, total, repeat)
