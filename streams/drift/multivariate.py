@@ -85,7 +85,7 @@ huge error dominates both ``m`` and ``s``, and most windows (those without one)
 sit below the baseline. Measured on Student-t (3 degrees of freedom) features
 and a categorical one, 400 windows of 1,000 events at alpha = 0.05: 19 flags
 (0.0475; 9 above, 10 below); the unclipped one-sided test flagged none
-(tests/streams/test_multivariate_robust.py).
+(tests/streams/drift/test_multivariate_robust.py).
 
 Batching never changes a result, to the last bit (for the same shift and
 limits; the monitor's anchors and limits do not depend on batching either):

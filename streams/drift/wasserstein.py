@@ -34,7 +34,7 @@ def wasserstein_from_quantiles(
     exact W1 to 0.3%, shifted lognormal(sigma=1) reads 1.3% low on average and
     up to 4%. Quantiles read from ``LogHistogram`` (1 % relative accuracy) add
     at most 0.006 standard deviations on normal and lognormal(0.5) data, 0.01 on
-    lognormal(1) (tests/streams/test_metrics.py).
+    lognormal(1) (tests/streams/drift/test_metrics.py).
 
     Either side empty (nothing summarised, e.g. an empty sketch) gives 0.0.
 

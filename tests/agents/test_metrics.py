@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agents import metrics
-from tests.streams.policy_cases import deployed, drift, kpi, poisoning
+from tests.streams.policy.cases import deployed, drift, kpi, poisoning
 
 
 def value(name: str, **labels: str) -> float | None:

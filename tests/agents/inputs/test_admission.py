@@ -29,7 +29,7 @@ from agents.runtime.overlay import Overlay
 from schemas.errors import DriftlineError
 from schemas.policy import Policy, parse_policy
 from schemas.reference import ReferenceProfile
-from tests.streams.policy_cases import deployed, drift, kpi
+from tests.streams.policy.cases import deployed, drift, kpi
 
 T0 = 1_800_000_000 - 1_800_000_000 % 60
 POLICY = parse_policy("""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agents.operator.audit_report import render
 from streams.policy.chain import verify_chain
-from tests.streams.policy_cases import deployed, drift, kpi, poisoning
+from tests.streams.policy.cases import deployed, drift, kpi, poisoning
 
 
 def test_the_report_holds_charts_commands_quarantine_and_the_chain() -> None:

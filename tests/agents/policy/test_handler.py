@@ -9,7 +9,7 @@ from agents.policy.agent import PolicyHandler
 from schemas.commands import Command
 from schemas.policy import Policy
 from streams.policy.commands import verify
-from tests.streams.policy_cases import deployed, drift, kpi
+from tests.streams.policy.cases import deployed, drift, kpi
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

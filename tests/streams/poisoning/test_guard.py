@@ -13,7 +13,7 @@ from schemas.poisoning import PoisoningPolicy, TrustedSet
 from schemas.reports import QuarantinedRecord
 from streams.poisoning.guard import PoisoningGuard
 from streams.poisoning.trusted import trusted_from_records
-from tests.streams.test_poisoning_data import (
+from tests.streams.poisoning.test_data import (
     HOUR_S,
     T0,
     draw,

@@ -10,7 +10,7 @@ from schemas.commands import Command, DeploymentState
 from streams.policy.chain import GENESIS, event_hash, verify_chain
 from streams.policy.commands import command_id, sign, verify
 from streams.policy.transitions import transition
-from tests.streams.policy_cases import T0
+from tests.streams.policy.cases import T0
 
 VERSIONS = {"v1", "v2", "v3"}
 

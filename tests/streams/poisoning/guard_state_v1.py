@@ -1,9 +1,9 @@
 """A poisoning guard's state as driftline stored it before the guard was split into modules
 (``PoisoningGuard.state()`` at commit 1f4a975, ``STATE_VERSION`` 1), with the verdicts and
-reports that guard gave next: the fixture of tests/streams/test_poisoning_state.py.
+reports that guard gave next: the fixture of tests/streams/poisoning/test_state.py.
 
 Captured by running that test's ``before()`` on the code of 1f4a975 (a guard on
-``tests.streams.test_poisoning_data``'s trusted set and profile, under its ``POLICY``),
+``tests.streams.poisoning.test_data``'s trusted set and profile, under its ``POLICY``),
 then ``go_on``; do not regenerate it with newer code: it stands for tables already written.
 """
 

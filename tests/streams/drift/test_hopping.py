@@ -17,7 +17,7 @@ from streams.drift import reference_switch
 from streams.drift.monitor import DriftMonitor
 from streams.drift.state import Reference, VersionState
 from streams.windows import closable, hopping_closable
-from tests.streams.test_monitor import W, _at, _chunks, _feed, _single, _window
+from tests.streams.drift.test_monitor import W, _at, _chunks, _feed, _single, _window
 
 MINUTE = W
 

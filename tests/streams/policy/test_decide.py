@@ -9,7 +9,7 @@ import pytest
 from schemas.rules import DecisionPolicy
 from streams.policy.decide import decide
 from streams.policy.state import MAX_WINDOWS, ModelState
-from tests.streams.policy_cases import deployed, drift, kpi, poisoning
+from tests.streams.policy.cases import deployed, drift, kpi, poisoning
 
 RULES = DecisionPolicy()
 

@@ -16,7 +16,7 @@ from streams.poisoning.label_consistency import LabelScores
 from streams.poisoning.schema_check import SchemaResult
 from streams.poisoning.signals import Context, RecordSignals, Suspicion
 from streams.poisoning.verdict import decide
-from tests.streams.test_poisoning_data import T0, draw, profile, records, trusted
+from tests.streams.poisoning.test_data import T0, draw, profile, records, trusted
 
 STRONG_P = 0.001  # below the strong level (label_false_rate 0.005)
 WEAK_P = 0.02  # between the strong level and label_weak_rate (0.05)

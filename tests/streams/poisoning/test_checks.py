@@ -2,7 +2,7 @@
 
 Each check has a test that makes it fire and one that keeps it quiet on clean
 data (streams/poisoning/). The per-source checks and the window status are in
-test_poisoning_sources.py and test_poisoning_guard.py.
+test_sources.py and test_guard.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from schemas.poisoning import PoisoningPolicy
 from streams.poisoning.duplicates import DuplicateCounter, near_duplicate_keys
 from streams.poisoning.outliers import OutlierScorer
 from streams.poisoning.schema_check import NumericSupport, Support, check_schema
-from tests.streams.test_poisoning_data import (
+from tests.streams.poisoning.test_data import (
     NUMERIC,
     Row,
     draw,

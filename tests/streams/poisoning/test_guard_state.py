@@ -14,7 +14,7 @@ from schemas.events import TrainingRecord
 from schemas.poisoning import PoisoningPolicy
 from schemas.reports import PoisoningReport
 from streams.poisoning.guard import PoisoningGuard, Verdict
-from tests.streams.test_poisoning_data import T0, draw, profile, records, trusted
+from tests.streams.poisoning.test_data import T0, draw, profile, records, trusted
 
 POLICY = PoisoningPolicy.model_validate(
     {"window": "10m", "allowed_lateness": "1m", "new_source_burst": 30, "max_open_windows": 3}

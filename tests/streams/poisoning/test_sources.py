@@ -8,7 +8,7 @@ from schemas.poisoning import PoisoningPolicy
 from schemas.reports import PoisoningReport
 from streams.poisoning.guard import PoisoningGuard
 from streams.poisoning.sources import OTHER_SOURCES
-from tests.streams.test_poisoning_data import (
+from tests.streams.poisoning.test_data import (
     HOUR_S,
     T0,
     draw,

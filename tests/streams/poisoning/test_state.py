@@ -1,5 +1,5 @@
 """The poisoning guard's state (streams/poisoning/state.py): a ``GuardState`` stored by
-driftline before the guard was split into modules (``poisoning_guard_state_v1``, captured
+driftline before the guard was split into modules (``guard_state_v1``, captured
 from commit 1f4a975) still restores, goes on as that guard went on, and is exactly what
 the guard writes today for the same records; a window's counts as plain data and back."""
 
@@ -15,8 +15,8 @@ from schemas.poisoning import PoisoningPolicy
 from streams.poisoning.guard import PoisoningGuard
 from streams.poisoning.sources import OTHER_SOURCES
 from streams.poisoning.state import Counts, GuardState, LiveState, WindowCounts
-from tests.streams import poisoning_guard_state_v1 as v1
-from tests.streams.test_poisoning_data import T0, draw, flip, profile, records, trusted
+from tests.streams.poisoning import guard_state_v1 as v1
+from tests.streams.poisoning.test_data import T0, draw, flip, profile, records, trusted
 
 #: The policy the stored state was kept under.
 POLICY = PoisoningPolicy.model_validate(

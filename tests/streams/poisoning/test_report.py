@@ -11,7 +11,7 @@ import pytest
 from schemas.poisoning import PoisoningPolicy
 from streams.poisoning.report import NO_TRUSTED_SET, unscreened_report, window_report
 from streams.poisoning.state import Counts, WindowCounts
-from tests.streams.test_poisoning_data import T0, draw, records
+from tests.streams.poisoning.test_data import T0, draw, records
 
 POLICY = PoisoningPolicy(window="10m")  # suspect 5 %, campaign 10 % of the window or
 # 15 % of a source, each with at least 10 records
