@@ -20,10 +20,12 @@ install: $(STAMP)
 # Two test processes, a test file each at a time: the end-to-end tests spend most
 # of their time waiting on the broker (group joins, session timeouts), so the
 # suite takes about half as long on two cores. Each process starts its own broker.
+# Files in collection order (--no-loadscope-reorder), where tests/conftest.py puts
+# the longest first (SLOW_FIRST), so that the two processes end together.
 # tests/integration needs more than Python (make test-integration runs it).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile schemas streams agents tests \
-		--ignore=tests/integration
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder \
+		schemas streams agents tests --ignore=tests/integration
 
 # The end-to-end tests on Apache Kafka instead of the embedded broker: the test
 # process starts scripts/apache-kafka (KRaft, one node; Java 17+ and Maven; the

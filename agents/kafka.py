@@ -15,6 +15,8 @@ shows them):
 
 ``client_config`` gives them to confluent-kafka (CLI, simulator, tail, the
 retrain hook), ``faust_credentials`` to the worker's Faust app (aiokafka).
+``read_range`` reads a range of one partition (the runner's backfill, ``driftline
+deadletter fetch``).
 Passwords are read when a client is made and never logged: ``describe`` and
 the errors name the settings, not their values.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,3 +203,59 @@ def faust_credentials(security: Security | None = None) -> Any:
             username=sec.username, password=sec.password(), mechanism=sec.mechanism,
             ssl_context=sec.ssl_context() if sec.tls else None)
     return faust.SSLCredentials(context=sec.ssl_context())
+
+
+def read_range(
+    bootstrap: str,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    *,
+    group: str,
+    timeout_s: float,
+    config: dict[str, Any] | None = None,
+) -> tuple[list[Any], bool]:
+    """The messages of ``topic[partition]`` at offsets ``start <= offset < end``, in
+    order (confluent-kafka Message objects), read by a consumer assigned to that one
+    partition: ``group`` is never joined and nothing is committed. ``config``: more
+    consumer settings.
+
+    Returns them and whether the read is complete: it reached ``end - 1``, an offset
+    beyond, or the partition's end (offsets that do not exist, compacted away or
+    transaction markers, are simply not there); False when ``timeout_s`` passed first.
+    An error of the partition (not its end) raises KafkaException."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+    if end <= start:
+        return [], True
+    consumer = Consumer(
+        {
+            **client_config(bootstrap),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            **(config or {}),
+        }
+    )
+    out: list[Any] = []
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    return out, True
+                raise KafkaException(error)
+            if msg.offset() >= end:
+                return out, True
+            out.append(msg)
+            if msg.offset() == end - 1:
+                return out, True
+        return out, False
+    finally:
+        consumer.close()

@@ -125,6 +125,45 @@ def broker_kind() -> str:
     return kind
 
 
+#: The group session timeout of every worker the suite starts (WorkerProcess, and the
+#: demo, bench and soak script, which inherit the environment), unless the environment
+#: sets one. The embedded broker (Tansu 0.6.0) holds a new group's first join for about
+#: half the session timeout (measured: 5 s of every worker start at the default 10 s,
+#: 2 s at 3 s); a killed worker's partitions also move only after it. Apache Kafka
+#: refuses anything under its group.min.session.timeout.ms, 6 s by default. Heartbeats
+#: go every 0.5 s from the consumer's own thread (agents.app): 3 s is six of them.
+TEST_SESSION_TIMEOUT_S = {"embedded": "3", "apache-kafka": "6"}
+os.environ.setdefault("DRIFTLINE_SESSION_TIMEOUT_S", TEST_SESSION_TIMEOUT_S[broker_kind()])
+
+#: Test files that take longest (tens of seconds each; measured with --durations), run
+#: first: with ``make test`` (--dist loadfile --no-loadscope-reorder) the two processes
+#: then end together instead of one waiting while the other runs a long file last.
+SLOW_FIRST = (
+    "tests/e2e/test_outages.py",
+    "tests/e2e/test_bench.py",
+    "tests/test_static.py",
+    "tests/e2e/test_crash.py",
+    "tests/e2e/test_replay.py",
+    "tests/test_soak_script.py",
+    "tests/e2e/test_cli_processes.py",
+    "tests/agents/poisoning/test_handler_state.py",
+    "tests/e2e/test_health_signals.py",
+    "tests/e2e/test_poisoning_restart.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of SLOW_FIRST first, in that order; the rest as collected."""
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        path = Path(str(item.path)).resolve()
+        relative = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else ""
+        return rank.get(relative, len(SLOW_FIRST))
+
+    items.sort(key=key)
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """The broker on a free port, for the whole session: the embedded Tansu broker,
@@ -285,7 +324,7 @@ class WorkerProcess:
         The embedded broker (Tansu 0.6.0) numbers a group's first generation 0,
         Kafka 1; aiokafka takes 0 for "not joined" and leaves nothing on stop,
         so the next member would wait out the stopped one's session timeout
-        (6 s in the tests, ~11 s all told) as if it had crashed. Only for a stop
+        (TEST_SESSION_TIMEOUT_S) as if it had crashed. Only for a stop
         (SIGTERM), never for ``crash_restart``; needs the join in the log (info).
         A no-op on Apache Kafka, whose generations start at 1: the worker left.
         """
@@ -408,5 +447,8 @@ def worker_factory(broker: Broker, tmp_path: Path) -> Iterator[object]:
         return w
 
     yield make
+    for w in started:  # SIGTERM to all first: they stop side by side
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.terminate()
     for w in started:
         w.stop()

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import ValidationError
 
 from agents.config import Settings
-from agents.kafka import client_config
+from agents.kafka import client_config, read_range
 from schemas.errors import DriftlineError
 from schemas.reports import DeadLetter
 
@@ -75,15 +74,8 @@ def _where(m: Fetched | DeadLetter) -> str:
 def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> bytes | None:
     """The value of the message at ``topic[partition]@offset``; FetchError when it is not
     there (past retention, beyond the end, compacted away) or the broker cannot say."""
-    consumer = Consumer(
-        {
-            **client_config(bootstrap),
-            "group.id": "driftline-deadletter-fetch",  # assigned, never joined or committed
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "error",
-        }
-    )
+    group = "driftline-deadletter-fetch"  # assigned, never joined or committed
+    consumer = Consumer({**client_config(bootstrap), "group.id": group})
     tp = TopicPartition(topic, partition)
     where = f"{topic}[{partition}]@{offset}"
     try:
@@ -97,34 +89,36 @@ def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> bytes | 
                 f"cannot read {where}: the broker at {bootstrap} did not answer "
                 f"({exc.args[0].str() if exc.args else exc})"
             ) from exc
-        if offset < low:
-            raise FetchError(
-                f"{where} is no longer on the broker: the partition now starts at offset {low} "
-                "(its retention removed older messages); the dead letter's raw is what is left"
-            )
-        if offset >= high:
-            raise FetchError(
-                f"{where} does not exist: the partition ends before it (next offset {high})"
-            )
-        consumer.assign([TopicPartition(topic, partition, offset)])
-        deadline = time.monotonic() + TIMEOUT_S
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                raise FetchError(f"cannot read {where}: {error.str()}")
-            if error is not None or msg.offset() > offset:
-                raise FetchError(
-                    f"{where} does not exist (compacted away, or a transaction marker)"
-                )
-            if msg.offset() == offset:
-                value: bytes | None = msg.value()
-                return value
-        raise FetchError(f"cannot read {where}: nothing came within {TIMEOUT_S:.0f} s")
     finally:
         consumer.close()
+    if offset < low:
+        raise FetchError(
+            f"{where} is no longer on the broker: the partition now starts at offset {low} "
+            "(its retention removed older messages); the dead letter's raw is what is left"
+        )
+    if offset >= high:
+        raise FetchError(
+            f"{where} does not exist: the partition ends before it (next offset {high})"
+        )
+    try:
+        found, complete = read_range(
+            bootstrap,
+            topic,
+            partition,
+            offset,
+            offset + 1,
+            group=group,
+            timeout_s=TIMEOUT_S,
+            config={"auto.offset.reset": "error"},
+        )
+    except KafkaException as exc:
+        raise FetchError(f"cannot read {where}: {exc.args[0].str()}") from exc
+    if found:
+        value: bytes | None = found[0].value()
+        return value
+    if complete:
+        raise FetchError(f"{where} does not exist (compacted away, or a transaction marker)")
+    raise FetchError(f"cannot read {where}: nothing came within {TIMEOUT_S:.0f} s")
 
 
 def letter_at(settings: Settings, partition: int, offset: int) -> DeadLetter:

@@ -21,12 +21,11 @@ markers) simply are not returned.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaException
 
-from agents.kafka import client_config
+from agents.kafka import read_range
 
 #: how long reading one hole may take before the runner gives up on it (logged)
 TIMEOUT_S = 30.0
@@ -48,33 +47,12 @@ class Backfill:
         self.bootstrap, self.group = bootstrap, group
 
     def read(self, topic: str, partition: int, start: int, end: int) -> list[Input]:
-        """The messages of ``topic[partition]`` at offsets ``start <= offset < end``."""
-        if end <= start:
-            return []
-        consumer = Consumer({
-            **client_config(self.bootstrap),
-            "group.id": self.group,  # never joined (assign) and never committed
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        })
-        out: list[Input] = []
+        """The messages of ``topic[partition]`` at offsets ``start <= offset < end``
+        (those read within TIMEOUT_S)."""
         try:
-            consumer.assign([TopicPartition(topic, partition, start)])
-            deadline = time.monotonic() + TIMEOUT_S
-            while time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        break
-                    raise RuntimeError(f"cannot read {topic}[{partition}]: {error}")
-                if msg.offset() >= end:
-                    break
-                out.append(Input(topic, partition, msg.offset(), msg.key(), msg.value()))
-                if msg.offset() == end - 1:
-                    break
-            return out
-        finally:
-            consumer.close()
+            found, _ = read_range(
+                self.bootstrap, topic, partition, start, end, group=self.group, timeout_s=TIMEOUT_S
+            )
+        except KafkaException as exc:
+            raise RuntimeError(f"cannot read {topic}[{partition}]: {exc.args[0]}") from exc
+        return [Input(topic, partition, m.offset(), m.key(), m.value()) for m in found]

@@ -7,12 +7,16 @@ rest of its message is counted; an unreadable Arrow message is dead-lettered who
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import orjson
 import pytest
 
 from agents.dev import simulate
-from agents.operator import tail
 from schemas import arrow
+from tests.conftest import WorkerProcess
+from tests.e2e.helpers import MODEL, T0, collect, publish
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +31,6 @@ kpi:
   label_ttl: 2m
   min_labeled: 100
 """
-T0 = 1_800_000_000 - 1_800_000_000 % 60
 PER_WINDOW = 1500
 WINDOWS = 3
 
@@ -47,64 +50,46 @@ def _traffic() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     return predictions, labels
 
 
-def _run(worker: object, encode: object) -> tuple[list[dict[str, object]], ...]:
-    """Labels (they wait for their predictions), then predictions; once every window is
-    reported, a label far ahead retires them all: the same joins however the worker
-    interleaves the two topics."""
+def _publish(worker: WorkerProcess, encode: Callable[[list[dict[str, Any]]], bytes]) -> None:
+    """Labels (they wait for their predictions), then predictions, in messages of 1,000
+    events, with one bad row at index 3 of the first message (refused as JSON and as
+    Arrow) and, in Arrow, one unreadable message at the end."""
     predictions, labels = _traffic()
-    bad = dict(predictions[3], variant="blue")  # refused as JSON, refused as Arrow
+    bad = dict(predictions[3], variant="blue")
     predictions = [*predictions[:3], bad, *predictions[3:]]
-    closer = {"request_id": "closer", "model": "fraud-detector", "ts": T0 + 3600, "label": 0}
-    producer = simulate.make_producer(worker.settings.bootstrap)  # type: ignore[attr-defined]
     headers = [arrow.HEADER] if encode is arrow.to_ipc else None
-    bootstrap = worker.settings.bootstrap  # type: ignore[attr-defined]
 
-    def publish(topic: str, events: list[dict[str, object]]) -> None:
-        payloads = [encode(events[i : i + 1000]) for i in range(0, len(events), 1000)]  # type: ignore[operator]
-        simulate.publish(
-            producer,
-            worker.topic(topic),
-            "fraud-detector",
-            payloads,  # type: ignore[attr-defined]
-            headers=headers,
-        )
+    def messages(events: list[dict[str, Any]]) -> list[bytes]:
+        return [encode(events[i : i + 1000]) for i in range(0, len(events), 1000)]
 
-    publish("labels", labels)
-    publish("predictions", predictions)
+    publish(worker, "labels", messages(labels), headers=headers)
+    publish(worker, "predictions", messages(predictions), headers=headers)
     if encode is arrow.to_ipc:
-        simulate.publish(
-            producer,
-            worker.topic("predictions"),
-            "fraud-detector",  # type: ignore[attr-defined]
-            [arrow.MAGIC + b"\x10\x00\x00\x00not arrow at all"],
-            headers=headers,
-        )
-    drift = tail.collect(
-        bootstrap,
-        worker.topic("drift"),  # type: ignore[attr-defined]
-        lambda seen: len(seen) >= WINDOWS,
-        timeout_s=120,
-    )
-    tail.collect(
-        bootstrap,
-        worker.topic("kpi"),  # type: ignore[attr-defined]
+        unreadable = arrow.MAGIC + b"\x10\x00\x00\x00not arrow at all"
+        publish(worker, "predictions", [unreadable], headers=headers)
+
+
+def _collect(worker: WorkerProcess, *, arrow_input: bool) -> tuple[list[dict[str, Any]], ...]:
+    """Once every window is reported, a label far ahead retires them all: the same
+    joins however the worker interleaves the two topics."""
+    drift = collect(worker, "drift", lambda seen: len(seen) >= WINDOWS, timeout_s=120)
+    collect(
+        worker,
+        "kpi",
         lambda seen: len({r["window_start"] for r in seen}) >= WINDOWS,
         timeout_s=120,
     )
-    publish("labels", [closer])
-    kpi = tail.collect(
-        bootstrap,
-        worker.topic("kpi"),  # type: ignore[attr-defined]
+    closer = {"request_id": "closer", "model": MODEL, "ts": T0 + 3600, "label": 0}
+    encode = arrow.to_ipc if arrow_input else lambda events: orjson.dumps({"events": events})
+    publish(worker, "labels", [encode([closer])], headers=[arrow.HEADER] if arrow_input else None)
+    kpi = collect(
+        worker,
+        "kpi",
         lambda seen: sum(bool(r.get("final")) for r in seen) >= WINDOWS,
         timeout_s=120,
     )
-    want_dead = 4 if encode is arrow.to_ipc else 2  # the drift and KPI agents each
-    dead = tail.collect(
-        bootstrap,
-        worker.topic("deadletter"),  # type: ignore[attr-defined]
-        lambda seen: len(seen) >= want_dead,
-        timeout_s=60,
-    )
+    want_dead = 4 if arrow_input else 2  # the drift and KPI agents each
+    dead = collect(worker, "deadletter", lambda seen: len(seen) >= want_dead, timeout_s=60)
     return drift, kpi, dead
 
 
@@ -120,15 +105,15 @@ def _summary(drift: list[dict[str, object]], kpi: list[dict[str, object]]) -> ob
     return windows, finals
 
 
-def test_arrow_messages_give_the_reports_of_the_same_json(worker_factory: object) -> None:
-    as_json = _run(
-        worker_factory(POLICY, agents="drift,kpi"),  # type: ignore[operator]
-        lambda events: orjson.dumps({"events": events}),
-    )
-    as_arrow = _run(
-        worker_factory(POLICY, agents="drift,kpi"),  # type: ignore[operator]
-        arrow.to_ipc,
-    )
+def test_arrow_messages_give_the_reports_of_the_same_json(worker_factory: Any) -> None:
+    # Two workers (topic prefixes of their own), side by side: the same traffic as
+    # JSON to one, as Arrow to the other.
+    json_worker = worker_factory(POLICY, agents="drift,kpi")
+    arrow_worker = worker_factory(POLICY, agents="drift,kpi")
+    _publish(json_worker, lambda events: orjson.dumps({"events": events}))
+    _publish(arrow_worker, arrow.to_ipc)
+    as_json = _collect(json_worker, arrow_input=False)
+    as_arrow = _collect(arrow_worker, arrow_input=True)
     json_drift, json_kpi, json_dead = as_json
     drift, kpi, dead = as_arrow
     assert _summary(drift, kpi) == _summary(json_drift, json_kpi)

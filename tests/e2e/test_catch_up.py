@@ -15,6 +15,7 @@ reported with every event counted.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -50,7 +51,9 @@ def _commit(worker: WorkerProcess, topic: str, offset: int, timeout_s: float = 6
         consumer = AIOKafkaConsumer(
             worker.topic(topic), bootstrap_servers=worker.settings.bootstrap,
             group_id=worker.settings.app_id, enable_auto_commit=False,
-            partition_assignment_strategy=(_AsFaust,), session_timeout_ms=6000)
+            partition_assignment_strategy=(_AsFaust,),
+            # the workers' (tests/conftest.py): the embedded broker holds the join half of it
+            session_timeout_ms=int(float(os.environ["DRIFTLINE_SESSION_TIMEOUT_S"]) * 1000))
         await consumer.start()
         try:
             deadline = time.monotonic() + timeout_s
@@ -68,7 +71,7 @@ def _commit(worker: WorkerProcess, topic: str, offset: int, timeout_s: float = 6
 
 def test_a_hole_at_the_end_of_a_partition_is_read_directly(worker_factory: object) -> None:
     worker: WorkerProcess = worker_factory(  # type: ignore[operator]
-        POLICY, log_level="info", env={"DRIFTLINE_SESSION_TIMEOUT_S": "6"})
+        POLICY, log_level="info")
     worker.wait_ready(timeout_s=60)
     traffic = simulate.FraudTraffic(seed=5)
     first = list(simulate.batches(traffic.events(PER_WINDOW, start_s=T0, span_s=60), 250))

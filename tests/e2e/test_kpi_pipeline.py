@@ -16,7 +16,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from agents.dev import simulate
-from agents.operator import tail
+from tests.e2e.helpers import T0, close_windows, collect, publish
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,6 @@ kpi:
   targets:
     roc_auc: {min: 0.65}
 """
-T0 = 1_800_000_000 - 1_800_000_000 % 60
 PER_WINDOW = 2000
 WINDOWS = 6
 CHANGE = 3  # windows 3, 4, 5 follow the new concept
@@ -70,18 +69,12 @@ def _timeline() -> tuple[list[tuple[str, bytes]], list[dict[str, object]], list[
 def test_concept_change_breaches_kpis_without_feature_drift(worker_factory: object) -> None:
     worker = worker_factory(POLICY, agents="drift,kpi")  # type: ignore[operator]
     messages, predictions, labels = _timeline()
+    for topic, payload in messages:
+        publish(worker, topic, [payload])
     # Far-future events at the end of both topics move both clocks past every
     # window's label_ttl: each window is retired with a last revision that holds
     # all of its labels, however the broker interleaves the two topics.
-    end = T0 + 60 * WINDOWS + 700
-    closer = simulate.FraudTraffic(seed=9).events(1, start_s=end, span_s=1)
-    messages.append(("predictions", orjson.dumps({"events": closer})))
-    messages.append(("labels", orjson.dumps(
-        {"request_id": "closer", "model": "fraud-detector", "ts": end, "label": 0})))
-
-    producer = simulate.make_producer(worker.settings.bootstrap)
-    for topic, payload in messages:
-        simulate.publish(producer, worker.topic(topic), "fraud-detector", [payload])
+    close_windows(worker, T0 + 60 * WINDOWS + 700)
 
     truth = {e["request_id"]: e["label"] for e in labels}
     windows = []
@@ -95,7 +88,7 @@ def test_concept_change_breaches_kpis_without_feature_drift(worker_factory: obje
         got = {(r["window_start"], r["n_labeled"]) for r in seen}
         return all((s, len(lab)) in got for s, (_, lab) in zip(starts, windows, strict=True))
 
-    kpi = tail.collect(worker.settings.bootstrap, worker.topic("kpi"), complete, timeout_s=120)
+    kpi = collect(worker, "kpi", complete, timeout_s=120)
     assert complete(kpi), (
         f"{[(r['window_start'], r['revision'], r['n_labeled']) for r in kpi]}\n{worker.log()}")
     for w, start in enumerate(starts):
@@ -122,8 +115,7 @@ def test_concept_change_breaches_kpis_without_feature_drift(worker_factory: obje
             assert any("roc_auc" in b for b in final["breaches"])
     assert any(r["concept_drift"] for r in kpi if r["window_start"] in starts[CHANGE:])
 
-    drift = tail.collect(worker.settings.bootstrap, worker.topic("drift"),
-                         lambda seen: len(seen) >= WINDOWS, timeout_s=60)
+    drift = collect(worker, "drift", lambda seen: len(seen) >= WINDOWS, timeout_s=60)
     assert len(drift) >= WINDOWS
     assert all(r["status"] == "ok" for r in drift), [r["drifted_features"] for r in drift]
 

@@ -44,8 +44,7 @@ def _iso(ts: float) -> str:
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_pending_predictions_survive_a_restart(worker_factory: object, store: str) -> None:
-    worker = worker_factory(POLICY, agents="kpi", store=store, log_level="info",  # type: ignore[operator]
-                            env={"DRIFTLINE_SESSION_TIMEOUT_S": "6"})
+    worker = worker_factory(POLICY, agents="kpi", store=store, log_level="info")  # type: ignore[operator]
     bootstrap = worker.settings.bootstrap
     traffic = simulate.FraudTraffic(seed=11)
     predictions: list[dict[str, object]] = []

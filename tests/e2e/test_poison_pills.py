@@ -32,8 +32,8 @@ from confluent_kafka.admin import (
 )
 
 from agents.dev import simulate
-from agents.operator import tail
 from tests.conftest import ROOT, ApacheKafka, Broker
+from tests.e2e.helpers import MODEL, T0, close_windows, collect, publish
 
 pytestmark = pytest.mark.e2e
 
@@ -48,8 +48,6 @@ kpi:
   label_ttl: 10m
   min_labeled: 200
 """
-T0 = 1_800_000_000 - 1_800_000_000 % 60  # a window boundary
-MODEL = "fraud-detector"
 N = 1000  # normal predictions, all in the window starting at T0
 
 
@@ -139,15 +137,14 @@ def test_poison_pills_are_dead_lettered_bounded_and_traffic_goes_on(
         N, start_s=T0, span_s=60, label_delay_s=20.0, label_share=0.9
     )
     first, second = simulate.batches(predictions, N // 2)
-    producer = simulate.make_producer(bootstrap)
     # Normal traffic first (so the agents have a redo record of this partition), then
     # the poison at offsets 1 and 2, then normal traffic again.
-    simulate.publish(producer, worker.topic("predictions"), MODEL, [first])
+    publish(worker, "predictions", [first])
     worker.wait_committed("predictions", 1, timeout_s=60)
     _allow_large(broker, worker.topic("predictions"))
     _produce_large(bootstrap, worker.topic("predictions"), [big, broken])
-    simulate.publish(producer, worker.topic("predictions"), MODEL, [second])
-    simulate.publish(producer, worker.topic("labels"), MODEL, list(simulate.batches(labels, 500)))
+    publish(worker, "predictions", [second])
+    publish(worker, "labels", simulate.batches(labels, 500))
     # Everything so far is handled and committed, poison included (4 messages on
     # predictions, 2 on labels): before the fix, the offset stayed before the poison.
     worker.wait_committed("predictions", 4, timeout_s=180)
@@ -155,37 +152,23 @@ def test_poison_pills_are_dead_lettered_bounded_and_traffic_goes_on(
 
     # Far-future events on both topics close the drift window and retire the KPI
     # window (past its label_ttl): their reports come out with full counts.
-    end = T0 + 60 + 700
-    closer = simulate.FraudTraffic(seed=43).events(1, start_s=end, span_s=1)
-    simulate.publish(
-        producer, worker.topic("predictions"), MODEL, [orjson.dumps({"events": closer})]
-    )
-    simulate.publish(
-        producer,
-        worker.topic("labels"),
-        MODEL,
-        [orjson.dumps({"request_id": "closer", "model": MODEL, "ts": end, "label": 0})],
-    )
+    close_windows(worker, T0 + 60 + 700, seed=43)
     worker.wait_committed("predictions", 5, timeout_s=60)
     worker.wait_committed("labels", 3, timeout_s=60)
 
-    drift = tail.collect(
-        bootstrap, worker.topic("drift"), lambda seen: len(seen) >= 1, timeout_s=60
-    )
+    drift = collect(worker, "drift", lambda seen: len(seen) >= 1, timeout_s=60)
     assert [r["n"] for r in drift] == [N], worker.log()[-4000:]
     labeled = {e["request_id"] for e in labels}
 
     def retired(seen: list[dict[str, Any]]) -> bool:
         return any(r["n_labeled"] == len(labeled) for r in seen)
 
-    kpi = tail.collect(bootstrap, worker.topic("kpi"), retired, timeout_s=60)
+    kpi = collect(worker, "kpi", retired, timeout_s=60)
     assert retired(kpi), [(r["revision"], r["n_predictions"], r["n_labeled"]) for r in kpi]
     final = max(kpi, key=lambda r: r["revision"])
     assert final["n_predictions"] == N and final["n_labeled"] == len(labeled)
 
-    letters = tail.collect(
-        bootstrap, worker.topic("deadletter"), lambda seen: len(seen) >= 4, timeout_s=30
-    )
+    letters = collect(worker, "deadletter", lambda seen: len(seen) >= 4, timeout_s=30)
     assert sorted((d["agent"], d["offset"]) for d in letters) == [
         ("drift", 1),
         ("drift", 2),

@@ -16,11 +16,10 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.dev import simulate
 from agents.operator import reference_build, tail
-from schemas.policy import parse_policy
-from tests.agents.poisoning.test_handler import MODEL, T0, records
+from tests.agents.poisoning.test_handler import T0, records
 from tests.conftest import WorkerProcess
+from tests.e2e.helpers import collect, iso, publish, trusted_profile
 
 pytestmark = pytest.mark.e2e
 
@@ -37,42 +36,26 @@ def test_records_read_before_the_trusted_set_are_screened_when_it_arrives(
     worker: WorkerProcess = worker_factory(POLICY, agents="poisoning", log_level="info")
     s = worker.settings
     worker.wait_ready(timeout_s=60)
-    producer = simulate.make_producer(s.bootstrap)
     early = records(3, 500, T0, "crm") + records(4, 500, T0, "shop")
-    simulate.publish(
-        producer,
-        worker.topic("training-data"),
-        MODEL,
+    publish(
+        worker,
+        "training-data",
         [orjson.dumps({"events": early[:500]}), orjson.dumps({"events": early[500:]})],
     )
     worker.wait_committed("training-data", 2, timeout_s=60)  # read, with no trusted set yet
 
-    data = tmp_path / "train.jsonl"
-    data.write_bytes(
-        b"\n".join(
-            orjson.dumps({**r["features"], "label": r["label"]})
-            for r in records(1, 5000, T0 - 3600, "history")
-        )
-    )
-    profile = reference_build.build(
-        data,
-        model=MODEL,
-        version="v1",
-        policy=parse_policy(POLICY).drift_for(MODEL),
-        trusted_rows=3000,
-    )
+    history = records(1, 5000, T0 - 3600, "history")
+    profile = trusted_profile(tmp_path, history, policy=POLICY, trusted_rows=3000)
     reference_build.publish(profile, s)
     closer = records(6, 5, T0 + 120, "crm")  # closes the window of the early records
-    simulate.publish(
-        producer, worker.topic("training-data"), MODEL, [orjson.dumps({"events": closer})]
-    )
+    publish(worker, "training-data", [orjson.dumps({"events": closer})])
 
     def reported(seen: list[dict[str, Any]]) -> bool:
-        return any(r["window_start"].startswith(_iso(T0)) for r in seen)
+        return any(r["window_start"].startswith(iso(T0)) for r in seen)
 
-    reports = tail.collect(s.bootstrap, worker.topic("poisoning"), reported, timeout_s=90)
+    reports = collect(worker, "poisoning", reported, timeout_s=90)
     assert reported(reports), f"no report of the window\n{worker.log()[-4000:]}"
-    report = next(r for r in reports if r["window_start"].startswith(_iso(T0)))
+    report = next(r for r in reports if r["window_start"].startswith(iso(T0)))
     assert report["held"] == report["released"] == 1000, report
     assert report["unscreened"] == 0, report
     assert sum(c["seen"] for c in report["sources"].values()) == 1000, report
@@ -90,9 +73,3 @@ def test_records_read_before_the_trusted_set_are_screened_when_it_arrives(
     assert screened(clean + quarantined), "every early record was screened"
     assert not [q for q in quarantined if "no_trusted_set" in q["reasons"]]
     assert len([e for e in _events(clean) if e["record_id"] in ids]) >= 950
-
-
-def _iso(epoch_s: int) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat()[:19]

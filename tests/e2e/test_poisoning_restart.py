@@ -14,20 +14,19 @@ the burst quarantined across the restart.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from agents.dev import simulate
 from agents.inputs.codec import Origin
-from agents.operator import reference_build, tail
+from agents.operator import reference_build
 from agents.poisoning.handler import PoisoningHandler
 from schemas.policy import parse_policy
 from tests.agents.poisoning.test_handler_state import MODEL, SOURCES, T0, records
 from tests.conftest import WorkerProcess
+from tests.e2e.helpers import collect, iso, publish, trusted_profile
 
 pytestmark = pytest.mark.e2e
 
@@ -54,24 +53,10 @@ def _window(w: int, part: int, seed: int) -> bytes:
 def test_an_open_window_and_source_histories_survive_a_restart(
     worker_factory: Any, tmp_path: Path, how: str
 ) -> None:
-    worker: WorkerProcess = worker_factory(
-        POLICY, agents="poisoning", log_level="info", env={"DRIFTLINE_SESSION_TIMEOUT_S": "6"}
-    )
+    worker: WorkerProcess = worker_factory(POLICY, agents="poisoning", log_level="info")
     s = worker.settings
-    data = tmp_path / "train.jsonl"
-    data.write_bytes(
-        b"\n".join(
-            orjson.dumps({**r["features"], "label": r["label"]})
-            for r in records(1, 4000, T0 - 3600, 3600, "history")
-        )
-    )
-    profile = reference_build.build(
-        data,
-        model=MODEL,
-        version="v1",
-        policy=parse_policy(POLICY).drift_for(MODEL),
-        trusted_rows=1000,
-    )
+    history = records(1, 4000, T0 - 3600, 3600, "history")
+    profile = trusted_profile(tmp_path, history, policy=POLICY, trusted_rows=1000)
     before = [_window(0, p, 100 + 20 * p) for p in range(3)] + [_window(1, 0, 200)]
     after = [_window(1, 1, 300), orjson.dumps({"events": records(7, 10, T0 + 121, 5, "crm")})]
 
@@ -99,17 +84,16 @@ def test_an_open_window_and_source_histories_survive_a_restart(
     worker.wait_ready(timeout_s=60)
     reference_build.publish(profile, s)
     worker.wait_committed("references", 1, timeout_s=60)  # read before any record
-    producer = simulate.make_producer(s.bootstrap)
-    simulate.publish(producer, worker.topic("training-data"), MODEL, before)
+    publish(worker, "training-data", before)
     worker.wait_committed("training-data", len(before), timeout_s=90)
     getattr(worker, how)()
     worker.wait_ready(timeout_s=90)
-    simulate.publish(producer, worker.topic("training-data"), MODEL, after)
+    publish(worker, "training-data", after)
 
     def both(seen: list[dict[str, Any]]) -> bool:
-        return {r["window_start"][:19] for r in seen} >= {_iso(T0), _iso(T0 + 60)}
+        return {r["window_start"][:19] for r in seen} >= {iso(T0), iso(T0 + 60)}
 
-    reports = tail.collect(s.bootstrap, worker.topic("poisoning"), both, timeout_s=120)
+    reports = collect(worker, "poisoning", both, timeout_s=120)
     assert both(reports), f"no report of both windows\n{worker.log()[-4000:]}"
     got = {r["window_start"][:19]: r for r in reports}
     for want in expected:
@@ -119,7 +103,3 @@ def test_an_open_window_and_source_histories_survive_a_restart(
             want["sources"],
             want["reason"],
         )
-
-
-def _iso(epoch_s: int) -> str:
-    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat()[:19]

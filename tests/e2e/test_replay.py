@@ -76,8 +76,18 @@ def test_replay_matches_the_live_run_and_a_changed_policy_does_not(
     env = {**os.environ, "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix, "DRIFTLINE_BROKER": s.bootstrap,
            "DRIFTLINE_DATADIR": s.datadir}
     cli = [sys.executable, "-m", "agents", "replay", "--policy", str(worker.policy_path)]
-    same = subprocess.run([*cli, "--verify", "--json"], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(POLICY.replace("min_reference_events: 1000",
+                                       "min_reference_events: 1000, psi_drift: 0.06, "
+                                       "psi_warn: 0.06"))
+    # Other decision rules over the same history: the live retrain would not be issued.
+    patient = tmp_path / "patient.yaml"
+    patient.write_text(POLICY.replace("drift_windows: 2", "drift_windows: 50"))
+    # The three replays read the same history, each on its own: side by side.
+    same, other, rules = _run_together(
+        [[*cli, "--verify", "--json"],
+         [*cli[:-2], "--policy", str(stricter), "--verify"],
+         [*cli[:-2], "--policy", str(patient), "--verify", "--json"]], env=env, timeout_s=120)
     assert same.returncode == 0, same.stdout[-3000:] + same.stderr
     assert "all identical to the live run" in same.stdout, same.stdout[-3000:]
     replayed = [orjson.loads(line) for line in same.stdout.splitlines() if line.startswith("{")]
@@ -90,21 +100,30 @@ def test_replay_matches_the_live_run_and_a_changed_policy_does_not(
     compared = int(same.stdout.split("verify: ")[1].split(" ")[0])
     assert compared >= 2 * (WINDOWS + 1) + 1, same.stdout[-500:]
 
-    stricter = tmp_path / "stricter.yaml"
-    stricter.write_text(POLICY.replace("min_reference_events: 1000",
-                                       "min_reference_events: 1000, psi_drift: 0.06, "
-                                       "psi_warn: 0.06"))
-    other = subprocess.run([*cli[:-2], "--policy", str(stricter), "--verify"], env=env,
-                           capture_output=True, text=True, timeout=120, check=False)
     assert other.returncode == 1, other.stdout + other.stderr
     assert "DIFFERENT drift/fraud-detector/v1/" in other.stdout and "different" in other.stdout
 
-    # Other decision rules over the same history: the live retrain would not be issued.
-    patient = tmp_path / "patient.yaml"
-    patient.write_text(POLICY.replace("drift_windows: 2", "drift_windows: 50"))
-    rules = subprocess.run([*cli[:-2], "--policy", str(patient), "--verify", "--json"], env=env,
-                           capture_output=True, text=True, timeout=120, check=False)
+    # Other decision rules: the live retrain would not be issued.
     assert rules.returncode == 1, rules.stdout + rules.stderr
     assert f"DIFFERENT command/{MODEL}/retrain/{retrain['command_id']}: only live" \
         in rules.stdout, rules.stdout
     assert "DIFFERENT drift/" not in rules.stdout, "the reports themselves did not change"
+
+
+def _run_together(commands: list[list[str]], *, env: dict[str, str],
+                  timeout_s: float) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``commands`` at the same time; their results, in order (as subprocess.run
+    with capture_output and text gives them)."""
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for c in commands]
+    done = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout_s)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return done

@@ -77,7 +77,7 @@ def test_two_workers_share_the_partitions_and_report_what_one_pass_does(
     ports = [_free_port(), _free_port()]
     first: WorkerProcess = worker_factory(
         POLICY, agents="drift,kpi", partitions=2, log_level="info",
-        env={"DRIFTLINE_METRICS_PORT": str(ports[0]), "DRIFTLINE_SESSION_TIMEOUT_S": "6"})
+        env={"DRIFTLINE_METRICS_PORT": str(ports[0])})
     s = first.settings
     first.wait_ready(timeout_s=60)
     producer = simulate.make_producer(s.bootstrap)
