@@ -68,6 +68,7 @@ PageHinkley a few numbers (under 500 bytes).
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import inspect
 import io
@@ -77,18 +78,26 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from river import drift
-from river.drift import binary
 
 Param = bool | int | float | str
 
-#: The river detector class per kind.
-DETECTORS: Mapping[str, Callable[..., Any]] = {
-    "adwin": drift.ADWIN,
-    "ddm": binary.DDM,
-    "page_hinkley": drift.PageHinkley,
-    "kswin": drift.KSWIN,
+#: The river detector class per kind, as (module, name): imported at the first
+#: detector's creation, not with this module. ``river.drift`` takes 2-3 s to import
+#: (its package imports river's datasets, and with them scikit-learn, scipy.stats and
+#: SQLAlchemy), which every worker start and every CLI verb paid before.
+DETECTORS: Mapping[str, tuple[str, str]] = {
+    "adwin": ("river.drift", "ADWIN"),
+    "ddm": ("river.drift.binary", "DDM"),
+    "page_hinkley": ("river.drift", "PageHinkley"),
+    "kswin": ("river.drift", "KSWIN"),
 }
+
+
+def detector_class(kind: str) -> Callable[..., Any]:
+    """The river class of a kind of ``DETECTORS``."""
+    module, name = DETECTORS[kind]
+    cls: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return cls
 #: driftline's defaults where they differ from river's (see the module docstring).
 DEFAULTS: Mapping[str, Mapping[str, Param]] = {
     "kswin": {"seed": 0, "window_size": 300, "stat_size": 100},
@@ -145,7 +154,7 @@ class ConceptDetector:
 
     def __init__(self, kind: str = "adwin", **params: Param) -> None:
         self.kind = _normalise(kind)
-        factory = DETECTORS[self.kind]
+        factory = detector_class(self.kind)
         allowed = set(inspect.signature(factory).parameters) - _NOT_PARAMS
         unknown = sorted(set(params) - allowed)
         if unknown:

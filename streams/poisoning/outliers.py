@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from river.anomaly import HalfSpaceTrees
 
 Floats = npt.NDArray[np.float64]
 
@@ -53,6 +52,10 @@ class OutlierScorer:
         self.width = z.shape[1]
         self.n_trees = n_trees
         self.height = height
+        # imported here: river.anomaly takes over a second to import, which a worker
+        # start paid whether or not a model had a trusted set to fit
+        from river.anomaly import HalfSpaceTrees
+
         self._trees = HalfSpaceTrees(
             n_trees=n_trees,
             height=height,
