@@ -56,12 +56,12 @@ from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import isotonic_regression
 
+from schemas.kpi_metrics import ESTIMATED_METRICS
 from streams.kpi.classification import ClassificationKpi
 
-#: Metrics estimated from scores.
-ESTIMATED = ("roc_auc", "accuracy", "precision", "recall", "f1", "label_positive_rate")
+#: Metrics estimated from scores (what ``kpi.estimated_targets`` may name).
+ESTIMATED = ESTIMATED_METRICS
 #: Monte Carlo draws of the band, and their seed (fixed: a replay gives the same band).
 DRAWS = 400
 SEED = 20_261_203
@@ -97,8 +97,8 @@ def initialize(kpi: ClassificationKpi) -> ScoreHistogram:
 def update(
     kpi: ClassificationKpi,
     state: ScoreHistogram,
-    y_pred: npt.NDArray[np.int64],
-    scores: npt.NDArray[np.float64],
+    y_pred: npt.ArrayLike,
+    scores: npt.ArrayLike,
 ) -> ScoreHistogram:
     """Count predictions: ``y_pred`` 0/1 or -1 (unusable), ``scores`` NaN = none.
 
@@ -144,6 +144,8 @@ def fit_calibration(
     >>> cal["probability"], cal["count"]
     ([0.0, 0.5, 1.0], [1, 2, 2])
     """
+    from scipy.optimize import isotonic_regression  # only at reference build: not on import
+
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     ok = ~np.isnan(s) & (s >= 0.0) & (s <= 1.0) & ((y == 0) | (y == 1))
