@@ -163,3 +163,59 @@ def test_a_bad_profile_is_dead_lettered_and_changes_nothing() -> None:
     [dead] = run.dead
     assert "not a valid ReferenceProfile" in dead.error
     assert not any(k.startswith(b"r|") for k in run.table)
+
+
+class _Message:
+    """What replay reads of a confluent-kafka message."""
+
+    def __init__(self, topic: str, offset: int, key: bytes, value: bytes) -> None:
+        self._t, self._o, self._k, self._v = topic, offset, key, value
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return self._k
+
+    def value(self) -> bytes:
+        return self._v
+
+
+def test_a_replay_reads_the_calibration_and_gives_the_same_estimates(
+    profile: ReferenceProfile,
+) -> None:
+    from agents.config import Settings
+    from agents.operator import replay
+
+    live = Run(parse_policy(POLICY))
+    live.send("references", profile.model_dump_json().encode(), key=b"fraud-detector@v1")
+    windows(live, 1, labels=False)
+    settings = Settings()
+    messages = [
+        _Message(settings.topic(t), i, k, v)
+        for i, (t, k, v) in enumerate(
+            [("references", b"fraud-detector@v1", profile.model_dump_json().encode())]
+            + [
+                ("predictions", MODEL.encode(), batch)
+                for batch in simulate.batches(_one_window(), 1000)
+            ]
+        )
+    ]
+    result = replay.recompute(messages, parse_policy(POLICY), settings)
+    [first] = [r for r in result.kpi if r["revision"] == 0]
+    [mine] = [r for r in live.reports if r.revision == 0]
+    assert first["estimated_metrics"] == orjson.loads(mine.model_dump_json())["estimated_metrics"]
+    assert first["estimated"] is True
+
+
+def _one_window() -> list[dict[str, Any]]:
+    preds, _ = simulate.FraudTraffic(seed=9).events_with_labels(
+        3000, start_s=T0, span_s=60, concept=False, label_delay_s=20, label_share=1.0
+    )
+    return [*preds, {**preds[-1], "request_id": "tick", "ts": T0 + 61}]
