@@ -157,11 +157,19 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
             label=args.label_column, score=args.score_column, prediction=args.prediction_column,
             ids=frozenset(_names(args.id_columns)), timestamp=args.timestamp_column,
             keep=frozenset(_names(args.keep_columns))),
-        trusted_rows=args.trusted_rows)
+        trusted_rows=args.trusted_rows, kpi=full.kpi_for(args.model))
     profile = built.profile
     print(f"reference profile for {args.model}@{args.version}: {profile.n} records, "
           f"{len(profile.features)} columns")
     print(built.describe())
+    if profile.calibration is not None:
+        cal = profile.calibration
+        print(f"score calibration (performance estimates before labels): {len(cal.probability)} "
+              f"isotonic blocks over {sum(cal.count)} scored, labeled rows")
+    else:
+        print("no score calibration: the KPI agent will not estimate performance before labels "
+              "(needs --score-column and --label-column values of both classes, and a "
+              "classification KPI policy)")
     if args.out:
         Path(args.out).write_text(profile.model_dump_json(indent=2))
         print(f"written to {args.out}")

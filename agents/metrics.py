@@ -18,6 +18,8 @@ reasons and topics — never request ids or raw category values.
 | driftline_drift_multivariate | model, version, stat: relative_change, z, beyond_limits |
 | driftline_window_status | model, version, kind, variant: 0 ok, 1 warn, 2 drift or breach |
 | driftline_kpi | model, version, variant, metric |
+| driftline_kpi_estimated | model, version, variant, metric, bound: value, lower, upper |
+| driftline_kpi_verdict_estimated | model, version, variant (1: last status rests on estimates) |
 | driftline_concept_drift | model, version, variant (1 when the last window flagged it) |
 | driftline_commands_total | model, type, status (issued, applied, rejected, pending_approval) |
 | driftline_quarantined_total | model, reason |
@@ -45,6 +47,10 @@ yet, from the partition's earliest offset. Faust commits only what every agent
 reading the partition has handled, so a stalled or crash-looping agent shows as
 growing lag. (Faust's fetch position, which this used to read, runs ahead of the
 agents and read 0 through such a stall.)
+
+``driftline_kpi_estimated`` is the last window's metric estimated from its scores
+before labels (streams.kpi.estimate) with the bounds of its 95 % band, beside
+``driftline_kpi``'s realized one; it cannot see concept drift.
 
 ``driftline_drift_multivariate`` is the last window's multivariate signal: the
 relative change of its reconstruction error from the baseline (negative: below),
@@ -98,6 +104,15 @@ STATUS = Gauge("driftline_window_status", "last window: 0 ok, 1 warn, 2 drift or
                ["model", "version", "kind", "variant"], registry=REGISTRY)
 KPI = Gauge("driftline_kpi", "KPI of the last reported window",
             ["model", "version", "variant", "metric"], registry=REGISTRY)
+KPI_ESTIMATED = Gauge(
+    "driftline_kpi_estimated",
+    "KPI of the last reported window estimated from its scores before labels (CBPE), and "
+    "the bounds of its 95 % band", ["model", "version", "variant", "metric", "bound"],
+    registry=REGISTRY)
+KPI_VERDICT_ESTIMATED = Gauge(
+    "driftline_kpi_verdict_estimated",
+    "1 when the last KPI window's status rests on estimated breaches alone",
+    ["model", "version", "variant"], registry=REGISTRY)
 CONCEPT = Gauge("driftline_concept_drift", "1 when the last KPI window flagged concept drift",
                 ["model", "version", "variant"], registry=REGISTRY)
 COMMANDS = Counter("driftline_commands", "commands issued and what the controller did",
@@ -197,6 +212,10 @@ def _report(report: BaseModel) -> None:
         STATUS.labels(m, v, "kpi", var).set(_LEVEL[report.status])
         for name, value in report.metrics.items():
             KPI.labels(m, v, var, name).set(value)
+        for name, est in report.estimated_metrics.items():
+            for bound in ("value", "lower", "upper"):
+                KPI_ESTIMATED.labels(m, v, var, name, bound).set(getattr(est, bound))
+        KPI_VERDICT_ESTIMATED.labels(m, v, var).set(1 if report.estimated else 0)
         CONCEPT.labels(m, v, var).set(1 if report.concept_drift else 0)
         if report.revision == 0:
             _latency("kpi", report.window_end)

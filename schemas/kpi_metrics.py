@@ -109,3 +109,29 @@ def _range(metric: Metric) -> str:
     if math.isinf(metric.hi):
         return f"at least {metric.lo:g}"
     return f"{metric.lo:g} to {metric.hi:g}"
+
+
+#: Metrics estimated from scores before labels come (streams.kpi.estimate, CBPE):
+#: binary classification only.
+ESTIMATED_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1", "label_positive_rate")
+
+
+def estimated_target_problem(
+    name: str, *, lo: float | None, hi: float | None, task: Task
+) -> str | None:
+    """Why an estimated target (``kpi.estimated_targets``) could never be judged, or None.
+
+    >>> estimated_target_problem("log_loss", lo=None, hi=0.5, task="classification")
+    'log_loss is not estimated from scores; estimated: roc_auc, accuracy, precision, recall, \
+f1, label_positive_rate'
+    >>> estimated_target_problem("roc_auc", lo=0.8, hi=None, task="regression")
+    'nothing is estimated for task regression (only binary classification has class probabilities)'
+    """
+    if task != "classification":
+        return (
+            f"nothing is estimated for task {task} (only binary classification has class "
+            "probabilities)"
+        )
+    if name not in ESTIMATED_METRICS:
+        return f"{name} is not estimated from scores; estimated: {', '.join(ESTIMATED_METRICS)}"
+    return target_problem(name, lo=lo, hi=hi, task=task, cost=False)

@@ -51,7 +51,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.durations import DurationMs, format_duration_ms, parse_duration_ms
 from schemas.errors import DriftlineError, explain_yaml, load_yaml_mapping
-from schemas.kpi_metrics import target_problem
+from schemas.kpi_metrics import estimated_target_problem, target_problem
 from schemas.poisoning import PoisoningPolicy
 from schemas.rules import DecisionPolicy
 
@@ -322,6 +322,16 @@ class KpiPolicy(_Section):
     targets: dict[str, Target] = Field(
         default_factory=dict, description="metric -> bound, e.g. roc_auc: {min: 0.8}"
     )
+    estimated_targets: dict[str, Target] = Field(
+        default_factory=dict,
+        description="metric -> bound judged on the metrics estimated from scores "
+        "(KpiReport.estimated_metrics: roc_auc, accuracy, precision, recall, f1, "
+        "label_positive_rate), from a window's first report, until the labels can judge "
+        "the realized metric",
+    )
+    min_estimated: int = Field(
+        default=1000, ge=1, description="scored predictions before estimated targets are judged"
+    )
     segments: list[str] = Field(
         default_factory=list, description="segment keys (PredictionEvent.segment) to slice by"
     )
@@ -351,6 +361,12 @@ class KpiPolicy(_Section):
                 problems.append(InitErrorDetails(
                     type=PydanticCustomError("kpi_target", problem),
                     loc=("targets", name), input=target.model_dump(exclude_none=True)))
+        for name, target in self.estimated_targets.items():
+            problem = estimated_target_problem(name, lo=target.min, hi=target.max, task=self.task)
+            if problem is not None:
+                problems.append(InitErrorDetails(
+                    type=PydanticCustomError("kpi_target", problem),
+                    loc=("estimated_targets", name), input=target.model_dump(exclude_none=True)))
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self

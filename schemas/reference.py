@@ -124,6 +124,42 @@ class MultivariateProfile(BaseModel):
         return self
 
 
+class ScoreCalibration(BaseModel):
+    """Isotonic calibration of the positive-class score (``streams.kpi.estimate``).
+
+    A step function: block ``k`` covers scores in ``[edges[k-1], edges[k])`` (the
+    first from 0, the last to 1), with the probability of the positive class
+    fitted there and the reference events it was fitted on (for the band).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["isotonic"] = "isotonic"
+    positive_label: bool | float | str = Field(description="the label value counted as positive")
+    edges: list[float] = Field(description="increasing scores in (0, 1) where blocks meet")
+    probability: list[float] = Field(
+        min_length=1, description="per block, non-decreasing, in [0, 1]"
+    )
+    count: list[int] = Field(min_length=1, description="reference events per block")
+
+    @model_validator(mode="after")
+    def _monotone(self) -> ScoreCalibration:
+        k = len(self.probability)
+        if len(self.count) != k or len(self.edges) != k - 1:
+            raise ValueError("one probability and count per block, one edge fewer")
+        if any(not 0.0 < e < 1.0 for e in self.edges) or any(
+            b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)
+        ):
+            raise ValueError("edges must increase strictly inside (0, 1)")
+        if any(not 0.0 <= p <= 1.0 for p in self.probability) or any(
+            b < a for a, b in zip(self.probability, self.probability[1:], strict=False)
+        ):
+            raise ValueError("probabilities must be in [0, 1] and non-decreasing")
+        if any(c < 1 for c in self.count):
+            raise ValueError("every block holds at least one reference event")
+        return self
+
+
 class ReferenceProfile(BaseModel):
     """Published by ``driftline reference build``; key ``model@version``, compacted topic."""
 
@@ -146,4 +182,11 @@ class ReferenceProfile(BaseModel):
         default=None,
         description="a bounded, stratified sample of the labeled training records: what the "
         "poisoning guard judges new training records against (reference build with labels)",
+    )
+    calibration: ScoreCalibration | None = Field(
+        default=None,
+        description="the model's score calibrated on the reference's labels (binary "
+        "classification): what the KPI agent estimates performance from before labels come; "
+        "absent in profiles built without score and label columns, or before driftline "
+        "fitted one",
     )

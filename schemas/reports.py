@@ -154,6 +154,14 @@ class DriftReport(_Report):
     notes: list[str] = Field(default_factory=list)
 
 
+class EstimatedMetric(_Report):
+    """A metric estimated from scores, and the 95 % band the realized value should fall in."""
+
+    value: float
+    lower: float
+    upper: float
+
+
 class KpiReport(_Report):
     """Model quality and serving health of one version and variant over one window."""
 
@@ -189,6 +197,18 @@ class KpiReport(_Report):
     disparity: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description="segment key -> metric -> gap between the best and the worst segment",
+    )
+    estimated_metrics: dict[str, EstimatedMetric] = Field(
+        default_factory=dict,
+        description="metric -> estimate from the window's scores and the reference's "
+        "calibration (confidence-based performance estimation), from revision 0, before any "
+        "label; empty for regression, without a calibration, or without scored predictions "
+        "(the notes say why). Blind to concept drift: see docs/kpi.md",
+    )
+    estimated: bool = Field(
+        default=False,
+        description="the status rests on estimates: a breach of an estimated target while "
+        "the labels could not judge it yet",
     )
     notes: list[str] = Field(default_factory=list)
 

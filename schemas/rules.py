@@ -52,6 +52,12 @@ class RetrainRules(_Section):
         description="champion KPI breach windows in a row that trigger a retrain (0: off)",
     )
     on_concept_drift: bool = Field(default=True, description="retrain when concept drift fires")
+    on_estimated_breach: bool = Field(
+        default=True,
+        description="champion windows whose breach rests on estimates from scores "
+        "(kpi.estimated_targets, before labels) count toward kpi_breach_windows; false: "
+        "they only alert (their KPI reports say breach)",
+    )
     new_clean_labels: int = Field(
         default=0, ge=0,
         description="clean labeled training records since the last retrain that trigger one "

@@ -16,6 +16,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         policy=policy,
         predictions_topic=settings.topic("predictions"),
         labels_topic=settings.topic("labels"),
+        references_topic=settings.topic("references"),
         max_message_bytes=settings.max_message_bytes,
         pii_key=command_key(settings) if policy.pii else b"",
         max_models=settings.max_models,
@@ -24,10 +25,13 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
     # Both topics are keyed by model, so a model's predictions, labels and all of
     # its state (the label join, KPI windows, concept detectors: keys and bounds in
     # agents.kpi.handler) live on one partition; the topics need equal partition counts.
+    # References (keyed model@version) bring each version's score calibration, for the
+    # estimates before labels: with several partitions, the drift agent's known limit
+    # (docs/operations.md, scale-out) applies here too.
     # The handler's ``tick`` runs every runner.TICK_INTERVAL_S on each partition this
     # worker owns: the revisions of quiet windows (policy kpi.revision_delay).
     agent, _ = runner.register(
-        app, settings, handler, name="kpi", sources=["predictions", "labels"],
+        app, settings, handler, name="kpi", sources=["predictions", "labels", "references"],
         output="kpi", table="kpi-state",
     )
     return agent

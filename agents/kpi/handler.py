@@ -9,6 +9,8 @@ keyed by model and must have the same number of partitions):
 * ``s|model|version|variant`` -> the series' open windows (``streams.kpi.series``);
 * ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``);
 * ``c|model|version|variant`` -> the concept-drift detector;
+* ``r|model|version`` -> the version's score calibration (``ScoreCalibration`` JSON,
+  or ``null``: its newest profile has none), from its ReferenceProfile;
 * ``k|model|`` -> the model's series (``ModelIndex``);
 * ``\\x00driftline|models|<partition>`` -> the models tracked (``agents.inputs.admission``);
 * ``\\x00driftline|kpi-models|<partition>`` -> the models with state there, the
@@ -23,14 +25,28 @@ the state back: once per key and batch. Reports follow event time (so a
 replay emits the same final reports) and, from the KPI agent's timer
 (:meth:`KpiHandler.tick`), processing time when event time stops moving.
 
+**Calibration** (estimates before labels, ``streams.kpi.estimate``). The agent
+reads ``references`` too, as the drift and poisoning agents do: a
+ReferenceProfile's ``calibration`` is stored under ``r|model|version`` (a few
+KB; only for admitted models; a newer profile of the version replaces it, one
+without a calibration removes it), and every report of that version, from
+revision 0, estimates its metrics with the one stored when it is made. The
+references topic is keyed ``model@version``, the KPI inputs by model, so with
+several partitions a profile is handled by the worker that owns its own
+partition: the same known limit as the drift agent's (docs/operations.md,
+scale-out: key profiles so they land with their model's events, or run one
+worker). Rejected alternatives: a calibration section in the policy file (it
+would fall out of step with the published profile) and a join through another
+topic (a second copy of what ``references`` already carries, compacted).
+
 Events more than ``max_future_ms`` ahead of the model's stream time (the
 largest ``ts`` accepted on either input) are dead-lettered (``agents.inputs.future``):
 one bad client clock must not expire every pending prediction of its model.
 
 Bounds: ``max_models`` models per partition (``agents.inputs.admission``); per model
-``MAX_SERIES`` versions x variants; per series ``label_ttl / window + 1``
-windows of a few KB (see ``streams.kpi.window``); the join's pending entries
-(about 150 bytes each) for predictions younger than the TTL.
+``MAX_SERIES`` versions x variants; a calibration (a few KB) per profiled version;
+per series ``label_ttl / window + 1`` windows of a few KB (see ``streams.kpi.window``);
+the join's pending entries (about 150 bytes each) for predictions younger than the TTL.
 """
 
 from __future__ import annotations
@@ -45,19 +61,22 @@ import orjson
 
 from agents.config import DEFAULT_MAX_MODELS
 from agents.inputs.admission import Admission
-from agents.inputs.codec import Codec, Origin, Row, keyed_events
+from agents.inputs.codec import Codec, Origin, Row, decode_one, keyed_events
 from agents.inputs.future import FutureBound
 from agents.inputs.pii import Pseudonymizer
 from agents.runtime.overlay import Overlay
 from agents.runtime.runner import Outcome
 from schemas.events import LabelEvent, PredictionEvent
 from schemas.policy import KpiPolicy, Policy
+from schemas.reference import ReferenceProfile, ScoreCalibration
 from schemas.reports import KpiReport
 from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock
+from streams.kpi import estimate as cbpe
 from streams.kpi import series as lifecycle
 from streams.kpi.concept import ConceptDetector
+from streams.kpi.labels import canonical
 from streams.kpi.series import SeriesState
-from streams.kpi.window import KpiWindow, WindowState
+from streams.kpi.window import NO_CALIBRATION, KpiWindow, WindowState
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +100,7 @@ MODEL_INDEX = "k"  # (k, model, ""): the model's series (ModelIndex)
 SERIES_INDEX = "s"  # (s, model, version, variant): a series' open windows (SeriesState)
 WINDOW = "w"  # (w, model, version, variant, start_ms): a window's accumulators
 DETECTOR = "c"  # (c, model, version, variant): a series' concept detector
+CALIBRATION = "r"  # (r, model, version): a version's score calibration (or null)
 
 
 def _table_key(kind: str, *parts: str) -> bytes:
@@ -110,6 +130,7 @@ class KpiHandler:
         predictions_topic: str,
         labels_topic: str,
         max_message_bytes: int,
+        references_topic: str = "references",
         pii_key: bytes = b"",
         max_models: int = DEFAULT_MAX_MODELS,
         max_future_ms: int = 3_600_000,
@@ -120,6 +141,7 @@ class KpiHandler:
         #: processing time, for when a window last changed (``revision_delay``)
         self.clock_ms = clock_ms
         self.predictions_topic = predictions_topic
+        self.references_topic = references_topic
         # Only admitted models get state, here and in the table (agents.inputs.admission).
         self.admission = Admission(agent=self.AGENT, max_models=max_models, listed=policy.models)
         self._codecs = {
@@ -174,6 +196,8 @@ class KpiHandler:
     def _message(
         self, raw: bytes | None, origin: Origin, table: Store, works: dict[str, _ModelBatch]
     ) -> Outcome:
+        if origin.topic == self.references_topic:
+            return self._profile(raw, origin, table)
         out = Outcome()
         decoded = self._codecs[origin.topic].decode(raw, origin)
         events = keyed_events(decoded, origin, agent=self.AGENT)
@@ -200,6 +224,24 @@ class KpiHandler:
             out.reports.extend(work.close())
             out.counted += len(rows)
         return out
+
+    def _profile(self, raw: bytes | None, origin: Origin, table: Store) -> Outcome:
+        """A ReferenceProfile: its calibration (or none) for the version's next reports."""
+        profile, dead = decode_one(ReferenceProfile, raw, origin, agent=self.AGENT)
+        if profile is None:
+            return Outcome(dead=[dead] if dead else [])
+        refused = self.admission.refuse_one(profile.model, raw, origin, table)
+        if refused is not None:
+            return Outcome(dead=[refused])
+        cal = profile.calibration
+        table[_table_key(CALIBRATION, profile.model, profile.model_version)] = (
+            b"null" if cal is None else cal.model_dump_json().encode()
+        )
+        if cal is not None:
+            logger.info("calibration of %s@%s: %d blocks over %d reference events",
+                        profile.model, profile.model_version, len(cal.probability),
+                        sum(cal.count))
+        return Outcome(counted=1)
 
     def tick(self, now_ms: int, partition: int, table: Store) -> Outcome:
         """The revisions processing time makes due on ``partition`` (the KPI agent's
@@ -421,6 +463,26 @@ class _ModelBatch:
                 self.windows[(series, start)] = self.kpi.add_expired(self.window(series, start), n)
                 self.touched(series, start)
 
+    def calibration(self, version: str) -> tuple[cbpe.Calibration | None, str]:
+        """The version's calibration, or None and the note that says why there is none."""
+        raw = self.store.get(_table_key(CALIBRATION, self.model, version))
+        if raw is None:
+            return None, NO_CALIBRATION
+        if raw == b"null":
+            return None, (
+                f"no performance estimate before labels: the reference profile of {version} "
+                "has no calibration (built without score and label columns, before driftline "
+                "fitted one, or for a regression model): rebuild it with driftline reference "
+                "build"
+            )
+        cal = ScoreCalibration.model_validate_json(raw)
+        if canonical(cal.positive_label) != canonical(self.policy.positive_label):
+            return None, (
+                f"no performance estimate before labels: {version}'s calibration counts "
+                f"{cal.positive_label!r} as positive, the policy {self.policy.positive_label!r}"
+            )
+        return {"edges": cal.edges, "probability": cal.probability, "count": cal.count}, ""
+
     def _detector(self, series: Series) -> ConceptDetector:
         """The series' concept detector (updated in place, written by ``write``)."""
         if series not in self.detectors:
@@ -500,7 +562,10 @@ class _ModelBatch:
             changed_ms=changed,
         ):
             self.handler._changed.pop((self.model, *series, emit.start_ms), None)
-            result = self.kpi.report(self._accumulators(series, emit.start_ms))
+            calibration, why_not = self.calibration(series[0])
+            result = self.kpi.report(
+                self._accumulators(series, emit.start_ms), calibration, no_calibration=why_not
+            )
             out.append(
                 lifecycle.report(
                     self.model,

@@ -1,7 +1,9 @@
 """`driftline audit report`: one self-contained HTML file for a reviewer.
 
 For one model and a time range: drift per feature over time and KPIs per
-variant as inline SVG charts, every command with its evidence and what the
+variant as inline SVG charts (a metric estimated from scores before labels
+charted beside the realized one, and a table of each window's estimates,
+their 95 % bands and the realized values), every command with its evidence and what the
 controller did with it, the training-data quarantine summary, and the result
 of the audit-chain check. No script, no stylesheet or font from the network:
 it opens in a browser on an air-gapped machine and can be archived as is; its
@@ -29,6 +31,9 @@ MAX_FEATURES_CHARTED = 8
 #: fetched, even if a value from a topic ever reached the page unescaped.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 KPIS_CHARTED = ("roc_auc", "accuracy", "error_rate", "latency_p99_ms", "business_value")
+#: Estimated metrics in the table of estimates against realized values, and its length.
+ESTIMATES_TABULATED = ("roc_auc", "accuracy", "f1")
+MAX_ESTIMATE_ROWS = 500
 
 
 def _when(ms: int) -> str:
@@ -120,8 +125,13 @@ def render(model: str, *, start_ms: int, end_ms: int, drift: list[dict[str, Any]
             if metric in r.get("metrics", {}):
                 series[f"{version}/{variant}"].append((event_time_ms(r["window_start"]),
                                                        r["metrics"][metric]))
+            estimate = r.get("estimated_metrics", {}).get(metric)
+            if estimate is not None:
+                series[f"{version}/{variant} estimated"].append(
+                    (event_time_ms(r["window_start"]), estimate["value"]))
         if series:
             kpi_charts.append(chart(f"{metric} per version/variant", series))
+    estimate_rows = _estimate_rows(latest)
     outcome = defaultdict(list)
     for e in deployments:
         outcome[e["command_id"]].append(e)
@@ -129,7 +139,8 @@ def render(model: str, *, start_ms: int, end_ms: int, drift: list[dict[str, Any]
     for c in sorted(commands, key=lambda c: str(c.get("issued_at"))):
         evidence = "<br>".join(
             esc(f"{e.get('kind', '')} {e.get('model_version', '')}/{e.get('variant', '')} "
-                f"window {e.get('window_start')} status {e.get('status')} "
+                f"window {e.get('window_start')} status {e.get('status')}"
+                f"{' (on estimates)' if e.get('estimated') else ''} "
                 f"{', '.join(map(str, e.get('why', [])))}")
             for e in c.get("evidence", []))
         done = "<br>".join(esc(f"{e['status']}: {e['reason']}") for e in outcome[c["command_id"]])
@@ -171,6 +182,17 @@ def render(model: str, *, start_ms: int, end_ms: int, drift: list[dict[str, Any]
                 "reason"], joint_rows) if joint_rows
         else "<p><em>no window flagged or with events beyond the limits.</em></p>",
         "<h2>KPIs per variant</h2>", *(kpi_charts or ["<p><em>no KPI reports.</em></p>"]),
+        "<h3>Estimated before labels, against realized</h3>",
+        "<p>Estimates come from each window's scores and the reference's calibration as "
+        "soon as it closes (confidence-based performance estimation), with a 95 % band for "
+        "the value the labels will give; realized values come with the labels. An estimate "
+        "cannot see concept drift (a change of P(y|x)): a realized value outside the band "
+        "is the sign of one.</p>",
+        (_table(["window start", "version/variant", "labels",
+                 *(f"{m} estimated [95 % band] / realized" for m in ESTIMATES_TABULATED),
+                 "status"], estimate_rows) if estimate_rows
+         else "<p><em>no estimates (no calibration published, or no scored predictions)."
+              "</em></p>"),
         "<h2>Commands, their evidence and what the controller did</h2>",
         _table(["issued at (event time)", "type", "versions", "by", "reason", "evidence",
                 "deployment", "command id"], command_rows) if command_rows
@@ -182,6 +204,38 @@ def render(model: str, *, start_ms: int, end_ms: int, drift: list[dict[str, Any]
                 for src, reasons in sorted(quarantine.items())]) if quarantine
         else "<p><em>nothing quarantined.</em></p>",
         "</body></html>"])
+
+
+def _estimate_rows(latest: dict[tuple[str, str, str], dict[str, Any]]) -> list[list[str]]:
+    """One row per window with estimates (the newest ``MAX_ESTIMATE_ROWS``): each estimate
+    with its band beside the realized value, the realized one marked when outside."""
+    esc = html.escape
+    rows = []
+    for (version, variant, start), r in sorted(latest.items(), key=lambda kv: kv[0][2]):
+        estimates = r.get("estimated_metrics") or {}
+        if not estimates:
+            continue
+        cells = []
+        for metric in ESTIMATES_TABULATED:
+            e = estimates.get(metric)
+            realized = r.get("metrics", {}).get(metric)
+            if e is None:
+                cells.append("-")
+                continue
+            text = f"{e['value']:.3f} [{e['lower']:.3f}, {e['upper']:.3f}] / "
+            if realized is None:
+                text += "not yet"
+            elif e["lower"] <= realized <= e["upper"]:
+                text += f"{realized:.3f}"
+            else:
+                text += f"{realized:.3f} (outside the band)"
+            cells.append(esc(text))
+        status = r.get("status", "")
+        if r.get("estimated"):
+            status += " (on estimates)"
+        rows.append([esc(start), esc(f"{version}/{variant}"), esc(str(r.get("n_labeled", 0))),
+                     *cells, esc(status)])
+    return rows[-MAX_ESTIMATE_ROWS:]
 
 
 def build(settings: Settings, model: str, *, start_ms: int, end_ms: int) -> str:

@@ -20,6 +20,13 @@ and ``false``, as the drift agent counts the booleans of events.
 With the policy's ``multivariate`` on, the profile also carries the
 multivariate signal's reference, from the same code as the stream's warm-up:
 a PCA fitted on the file's even rows, its baseline error on the odd rows.
+
+With score and label columns and a binary classification KPI policy, the
+profile carries the score's isotonic calibration on the labels
+(``streams.kpi.estimate.fit_calibration``, the label mapped to 0/1 by the
+policy's ``positive_label``): what the KPI agent estimates a window's
+performance from before its labels come. Rows without a score in [0, 1] or a
+label are left out of it; a file with one class only gets none.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from agents.config import Settings
@@ -40,15 +48,19 @@ from agents.inputs.pii import Pseudonymizer
 from agents.operator.reference_columns import ColumnRoles, SplitColumns, describe, split_columns
 from schemas.errors import DriftlineError
 from schemas.poisoning import TrustedSet
-from schemas.policy import DriftPolicy
+from schemas.policy import DriftPolicy, KpiPolicy
 from schemas.reference import (
     BOOLEAN_SPELLINGS,
     MultivariateProfile,
     ReferenceFeatureProfile,
     ReferenceProfile,
+    ScoreCalibration,
 )
 from streams.drift.reference import profile_features, profile_multivariate
 from streams.drift.state import PREDICTION, SCORE
+from streams.kpi import estimate as cbpe
+from streams.kpi.classification import ClassificationKpi
+from streams.kpi.labels import to_binary
 from streams.poisoning.trusted import sample_trusted
 
 logger = logging.getLogger(__name__)
@@ -163,6 +175,7 @@ def build(
     label_column: str = "label",
     trusted_rows: int = 5000,
     pii: Pseudonymizer | None = None,
+    kpi: KpiPolicy | None = None,
 ) -> ReferenceProfile:
     """The profile of ``path``'s records (see ``profile_file``)."""
     roles = ColumnRoles(label=label_column, score=score_column)
@@ -174,6 +187,7 @@ def build(
         roles=roles,
         trusted_rows=trusted_rows,
         pii=pii,
+        kpi=kpi,
     ).profile
 
 
@@ -186,11 +200,14 @@ def profile_file(
     roles: ColumnRoles,
     trusted_rows: int = 5000,
     pii: Pseudonymizer | None = None,
+    kpi: KpiPolicy | None = None,
 ) -> Built:
     """The profile of ``path``'s feature columns (``agents.operator.reference_columns`` says which
     columns are features); with labels in ``roles.label``, also the trusted set the
     poisoning guard screens training records against (a stratified sample of at most
-    ``trusted_rows`` labeled records; 0: none)."""
+    ``trusted_rows`` labeled records; 0: none); with scores and labels too, the score's
+    calibration for ``kpi`` (the KPI policy: its task and positive label; default
+    ``KpiPolicy()``)."""
     records = read_records(path)
     if not records:
         raise ReferenceDataError(f"{path}: no records")
@@ -232,8 +249,31 @@ def profile_file(
             label_column=roles.label,
             max_rows=trusted_rows,
         ),
+        calibration=calibration(records, roles, kpi or KpiPolicy()),
     )
     return Built(profile=profile, split=split, roles=roles)
+
+
+def calibration(
+    records: list[dict[str, Any]], roles: ColumnRoles, kpi: KpiPolicy
+) -> ScoreCalibration | None:
+    """The score's isotonic calibration on the labels (binary classification), or None:
+    no score or label column, another task, or one class only."""
+    if kpi.task != "classification":
+        return None
+    scores = [r.get(roles.score) for r in records]
+    labels = [r.get(roles.label) for r in records]
+    s = np.array(
+        [v if isinstance(v, int | float) and not isinstance(v, bool) else np.nan for v in scores],
+        dtype=np.float64,
+    )
+    y = to_binary(labels, kpi.positive_label)
+    fitted = cbpe.fit_calibration(
+        ClassificationKpi(), s, np.where(y >= 0, y, np.nan).astype(np.float64)
+    )
+    if fitted is None:
+        return None
+    return ScoreCalibration(positive_label=kpi.positive_label, **fitted)
 
 
 def trusted_set(

@@ -7,7 +7,8 @@ replay runs the very same code in this process, with dictionaries for tables:
    ``labels``) and keep the messages whose Kafka timestamp is in
    ``[from, to)``, in offset order per partition, the topics merged by
    timestamp as the worker's single stream per agent receives them;
-2. feed them to a fresh DriftHandler and KpiHandler with the policy given (and
+2. feed them to a fresh DriftHandler and KpiHandler (which reads ``references`` too:
+   the score calibration its estimates before labels come from) with the policy given (and
    ``DRIFTLINE_MAX_MODELS``: the same models are admitted in the same order;
    ``DRIFTLINE_MAX_FUTURE_S``: the same events are too far ahead), then send the
    KPI revisions still owed (the live worker's timer sends them once a window is
@@ -102,10 +103,12 @@ def recompute(messages: Iterable[Any], policy: Policy, settings: Settings,
                          max_future_ms=int(settings.max_future_s * 1000))
     kpi = KpiHandler(policy=policy, predictions_topic=settings.topic("predictions"),
                      labels_topic=settings.topic("labels"),
+                     references_topic=settings.topic("references"),
                      max_message_bytes=settings.max_message_bytes, pii_key=key,
                      max_models=settings.max_models,
                      max_future_ms=int(settings.max_future_s * 1000))
-    routes = {settings.topic("references"): [drift], settings.topic("features"): [drift],
+    # references: the drift agent's reference, the KPI agent's calibration (estimates)
+    routes = {settings.topic("references"): [drift, kpi], settings.topic("features"): [drift],
               settings.topic("predictions"): [drift, kpi], settings.topic("labels"): [kpi]}
     tables: dict[str, dict[bytes, bytes]] = {"drift": {}, "kpi": {}}
     result = ReplayResult()

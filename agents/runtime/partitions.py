@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 #: (agents.<name>_agent; tests/agents/runtime/test_partitions.py checks they agree).
 AGENT_INPUTS: dict[str, tuple[tuple[str, ...], str]] = {
     "drift": (("predictions", "features", "references"), "drift-state"),
-    "kpi": (("predictions", "labels"), "kpi-state"),
+    "kpi": (("predictions", "labels", "references"), "kpi-state"),
     "poisoning": (("training-data", "references"), "poisoning-state"),
     "policy": (("drift", "kpi", "poisoning", "deployments"), "policy-state"),
     "controller": (("commands",), "controller-progress"),

@@ -9,6 +9,9 @@ The concept-drift detector is imported from its module,
 ``from streams.kpi.concept import ConceptDetector``: it needs river, whose
 ``river.drift`` takes about 1.5 s to import, which the accumulators should not
 pay for.
+
+Estimates before labels (CBPE: a window's score histogram and the reference's
+isotonic calibration) are in ``streams.kpi.estimate``.
 """
 
 from streams.kpi.business import business_metrics

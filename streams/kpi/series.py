@@ -210,6 +210,8 @@ def report(
         segments=result.segments,
         disparity=result.disparity,
         notes=notes,
+        estimated_metrics=result.estimated_metrics,  # type: ignore[arg-type]
+        estimated=result.estimated,
     )
 
 

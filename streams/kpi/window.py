@@ -29,13 +29,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas.policy import KpiPolicy
 from schemas.reports import KpiStatus
+from streams.kpi import estimate as cbpe
 from streams.kpi.classification import ClassificationKpi, ClassificationState
 from streams.kpi.concept import classification_errors, regression_errors
 from streams.kpi.disparity import segment_disparity
@@ -80,6 +81,9 @@ class WindowState(TypedDict):
     unusable_labels: int
     expired: int
     concept_drift: int
+    #: classification: every scored prediction's score bin and predicted class, for the
+    #: estimate before labels (streams.kpi.estimate); absent in windows stored before it
+    scores: NotRequired[cbpe.ScoreHistogram]
 
 
 @dataclass
@@ -93,6 +97,20 @@ class KpiResult:
     segments: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     disparity: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    estimated_metrics: dict[str, cbpe.Estimate] = field(default_factory=dict)
+    estimated: bool = False  # the status rests on estimated breaches alone
+
+
+#: Why a regression window has no estimate (docs/kpi.md).
+NO_REGRESSION_ESTIMATE = (
+    "no performance estimate before labels for a regression model: its predictions carry no "
+    "class probability to estimate from (the metrics come with the labels)"
+)
+NO_CALIBRATION = (
+    "no performance estimate before labels: no calibration for this model version (publish "
+    "a reference profile built from a file with the score and label columns: "
+    "driftline reference build)"
+)
 
 
 class KpiWindow:
@@ -113,7 +131,7 @@ class KpiWindow:
         return (self.slice if coarse else self.quality).initialize()
 
     def initialize(self) -> WindowState:
-        return {
+        state: WindowState = {
             "serving": self.serving.initialize(),
             "quality": self._new_quality(),
             "segments": {},
@@ -121,6 +139,9 @@ class KpiWindow:
             "expired": 0,
             "concept_drift": 0,
         }
+        if self.classification:
+            state["scores"] = cbpe.initialize(self.quality)
+        return state
 
     # -- inputs ------------------------------------------------------------------
 
@@ -130,7 +151,16 @@ class KpiWindow:
         latency = np.fromiter(
             (np.nan if e.get("latency_ms") is None else e["latency_ms"] for e in events),
             dtype=np.float64, count=len(events))
-        return {**state, "serving": self.serving.update(state["serving"], error, latency)}
+        out: WindowState = {
+            **state, "serving": self.serving.update(state["serving"], error, latency)}
+        if self.classification and "scores" in state:
+            # a window stored before the estimate existed keeps none (its report says so)
+            pred = to_binary(_array([e.get("prediction") for e in events]),
+                             self.policy.positive_label)
+            scores = np.fromiter(
+                (_score(e.get("score")) for e in events), dtype=np.float64, count=len(events))
+            out["scores"] = cbpe.update(self.quality, state["scores"], pred, scores)
+        return out
 
     def _pairs(self, matched: Sequence[Matched]) -> tuple[npt.NDArray[Any], npt.NDArray[Any],
                                                          npt.NDArray[np.bool_]]:
@@ -219,7 +249,15 @@ class KpiWindow:
             return ClassificationKpi.count(quality)  # type: ignore[arg-type]
         return RegressionKpi.count(quality)  # type: ignore[arg-type]
 
-    def report(self, state: WindowState) -> KpiResult:
+    def report(
+        self,
+        state: WindowState,
+        calibration: cbpe.Calibration | None = None,
+        *,
+        no_calibration: str = NO_CALIBRATION,
+    ) -> KpiResult:
+        """The window's verdict. ``calibration``: the model version's (from its reference
+        profile), for the estimated metrics; ``no_calibration``: the note when it is None."""
         p = self.policy
         n = state["serving"]["n"]
         labeled = self._count(state["quality"])
@@ -258,6 +296,13 @@ class KpiWindow:
         if skipped:
             notes.append(f"not judged yet ({labeled} labels of {p.min_labeled} needed, or "
                          f"undefined): {', '.join(skipped)}")
+        estimated, judged = self._estimate(state, calibration, no_calibration, notes)
+        estimated_breaches = self._judge_estimates(estimated, judged, metrics, labeled, notes)
+        on_estimates = bool(estimated_breaches) and not breaches
+        breaches.extend(estimated_breaches)
+        if on_estimates:
+            notes.append("the verdict rests on estimates from scores: the labels cannot judge "
+                         "these targets yet (an estimate cannot see concept drift)")
         concept = state["concept_drift"] > 0
         if concept:
             notes.append(f"the {p.concept_detector} detector on the error stream fired "
@@ -266,8 +311,67 @@ class KpiWindow:
         return KpiResult(
             n_predictions=n, n_labeled=labeled, metrics=metrics, concept_drift=concept,
             status=status, breaches=breaches, segments=segments, disparity=disparity,
-            notes=notes,
+            notes=notes, estimated_metrics=estimated, estimated=on_estimates,
         )
+
+    def _estimate(
+        self, state: WindowState, calibration: cbpe.Calibration | None, no_calibration: str,
+        notes: list[str],
+    ) -> tuple[dict[str, cbpe.Estimate], int]:
+        """The estimated metrics and the scored predictions they rest on; a note when none."""
+        if not self.classification:
+            notes.append(NO_REGRESSION_ESTIMATE)
+            return {}, 0
+        histogram = state.get("scores")
+        if histogram is None:
+            notes.append("no performance estimate before labels: this window was opened "
+                         "before driftline counted scores for it")
+            return {}, 0
+        if calibration is None:
+            notes.append(no_calibration)
+            return {}, 0
+        scored = cbpe.scored(histogram)
+        if not scored:
+            notes.append("no performance estimate before labels: no prediction of this window "
+                         "carried a score in [0, 1] and a usable predicted class")
+            return {}, 0
+        return cbpe.estimate(self.quality, histogram, calibration), scored
+
+    def _judge_estimates(
+        self, estimated: dict[str, cbpe.Estimate], scored: int, metrics: dict[str, float],
+        labeled: int, notes: list[str],
+    ) -> list[str]:
+        """Estimated targets missed, in words. A metric the labels can judge (enough labels,
+        defined) is judged on them only: labels overrule estimates."""
+        p = self.policy
+        out: list[str] = []
+        waiting: list[str] = []
+        for name, target in sorted(p.estimated_targets.items()):
+            est = estimated.get(name)
+            if labeled >= p.min_labeled and name in metrics:
+                continue
+            if est is None or scored < p.min_estimated:
+                waiting.append(name)
+                continue
+            value = est["value"]
+            band = f"(95 % band {est['lower']:.4g} to {est['upper']:.4g}, from scores)"
+            if target.min is not None and value < target.min:
+                out.append(f"estimated {name} {value:.4g} {band} is below its estimated "
+                           f"target {target.min:g}")
+            if target.max is not None and value > target.max:
+                out.append(f"estimated {name} {value:.4g} {band} is above its estimated "
+                           f"target {target.max:g}")
+        if waiting:
+            notes.append(f"estimated targets not judged ({scored} scored predictions of "
+                         f"{p.min_estimated} needed, or no estimate): {', '.join(waiting)}")
+        return out
+
+
+def _score(value: Any) -> float:
+    """A score as a float; NaN when there is none or it is not a number."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return float("nan")
+    return float(value)
 
 
 def _array(values: list[Any]) -> list[Any] | npt.NDArray[Any]:

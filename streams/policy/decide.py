@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import takewhile
 
 from schemas.commands import Command, CommandType, DeploymentEvent
 from schemas.reports import DriftReport, KpiReport, PoisoningReport
@@ -51,6 +52,7 @@ def summarise_kpi(report: KpiReport) -> WindowSummary:
         error_rate=report.metrics.get("error_rate"),
         latency_p99_ms=report.metrics.get("latency_p99_ms"),
         concept_drift=report.concept_drift, why=report.breaches[:10],
+        estimated=report.estimated,
     )
 
 
@@ -219,9 +221,14 @@ class _Decider:
             return
         need = min(rules.kpi_breach_windows, MAX_WINDOWS)
         run = _streak(state.kpi.get("champion", []), "breach", state.last_retrain_ms)
+        if not rules.on_estimated_breach:  # estimated breaches only alert
+            run = list(takewhile(lambda w: not w.estimated, run))
         if need and len(run) >= need:
+            estimated = sum(w.estimated for w in run)
+            on = (f" ({estimated} of them on estimates from scores, before labels: an "
+                  "estimate cannot see concept drift)" if estimated else "")
             self.retrain(s.window_end, f"KPI targets of {s.model_version} missed in {len(run)} "
-                         f"windows in a row (policy: {need}): {'; '.join(s.why[:3])}",
+                         f"windows in a row (policy: {need}){on}: {'; '.join(s.why[:3])}",
                          list(reversed(run)))
             return
         self.check_schedule(s.window_end, [s])

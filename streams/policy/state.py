@@ -42,6 +42,8 @@ class WindowSummary(BaseModel):
     latency_p99_ms: float | None = None
     concept_drift: bool = False
     why: list[str] = Field(default_factory=list)  # drifted features / missed targets
+    #: KPI: the status rests on estimated breaches alone (KpiReport.estimated)
+    estimated: bool = False
 
     def evidence(self) -> dict[str, Any]:
         return self.model_dump(exclude_defaults=False)

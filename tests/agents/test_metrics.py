@@ -65,3 +65,22 @@ def test_the_multivariate_signal_becomes_metrics() -> None:
     assert value("driftline_drift_multivariate", **labels, stat="relative_change") == -0.1
     assert value("driftline_drift_multivariate", **labels, stat="z") == -4.2
     assert value("driftline_drift_multivariate", **labels, stat="beyond_limits") == 2
+
+
+def test_estimated_kpis_and_a_verdict_on_estimates_become_metrics() -> None:
+    from schemas.reports import EstimatedMetric
+
+    report = kpi(0, model="estimated-model", accuracy=None, n_labeled=0, status="breach")
+    report = report.model_copy(update={
+        "estimated": True,
+        "estimated_metrics": {"roc_auc": EstimatedMetric(value=0.8, lower=0.78, upper=0.83)},
+    })
+    metrics.observe("kpi", "m.predictions", counted=0, dead=0, reports=[report])
+    labels = {"model": "estimated-model", "version": "v1", "variant": "champion"}
+    for bound, expected in (("value", 0.8), ("lower", 0.78), ("upper", 0.83)):
+        assert value("driftline_kpi_estimated", metric="roc_auc", bound=bound,
+                     **labels) == expected
+    assert value("driftline_kpi_verdict_estimated", **labels) == 1
+    metrics.observe("kpi", "m.predictions", counted=0, dead=0,
+                    reports=[kpi(1, model="estimated-model")])
+    assert value("driftline_kpi_verdict_estimated", **labels) == 0

@@ -132,7 +132,7 @@ def test_worker_refuses_a_changelog_kept_for_another_count(
     assert code != 0, log
     assert (
         f"the kpi agent's state topic {changelog} has 1 partition but its input topics "
-        f"({prefix}predictions, {prefix}labels) have 3"
+        f"({prefix}predictions, {prefix}labels, {prefix}references) have 3"
     ) in log, log
 
 

@@ -67,3 +67,37 @@ def test_the_report_charts_the_multivariate_signal_and_lists_its_reasons() -> No
     assert "reconstruction error, change from its baseline" in page
     assert "1 event beyond the reference&#x27;s limits &lt;b&gt;" in page  # escaped
     assert "below its baseline" in page and "-30.0%" in page
+
+
+def test_the_report_shows_estimates_beside_realized_values() -> None:
+    from schemas.reports import EstimatedMetric
+
+    before = kpi(0, accuracy=None, n_labeled=0, status="breach").model_copy(update={
+        "estimated": True,
+        "estimated_metrics": {"roc_auc": EstimatedMetric(value=0.81, lower=0.79, upper=0.83)}})
+    after = kpi(1, accuracy=0.9).model_copy(update={
+        "metrics": {"roc_auc": 0.62, "accuracy": 0.9},
+        "estimated_metrics": {"roc_auc": EstimatedMetric(value=0.8, lower=0.78, upper=0.82),
+                              "accuracy": EstimatedMetric(value=0.89, lower=0.88, upper=0.9)}})
+    command = {"command_id": "c1", "type": "retrain", "issued_by": "policy",
+               "issued_at": "2026-11-01T00:10:00Z", "reason": "estimated breach",
+               "evidence": [{"kind": "kpi", "model_version": "v1", "variant": "champion",
+                             "window_start": 1, "status": "breach", "estimated": True,
+                             "why": ["estimated roc_auc 0.61"]}]}
+    page = render("fraud", start_ms=0, end_ms=2**62, drift=[],
+                  kpi=[before.model_dump(mode="json"), after.model_dump(mode="json")],
+                  commands=[command], deployments=[], poisoning=[], check=verify_chain([]))
+    assert "Estimated before labels, against realized" in page
+    assert "v1/champion estimated" in page  # charted beside the realized series
+    assert "0.810 [0.790, 0.830] / not yet" in page
+    assert "0.800 [0.780, 0.820] / 0.620 (outside the band)" in page
+    assert "0.890 [0.880, 0.900] / 0.900" in page
+    assert "breach (on estimates)" in page and "status breach (on estimates)" in page
+    assert "cannot see concept drift" in page
+
+
+def test_without_estimates_the_report_says_so() -> None:
+    page = render("fraud", start_ms=0, end_ms=2**62, drift=[],
+                  kpi=[kpi(0).model_dump(mode="json")], commands=[], deployments=[],
+                  poisoning=[], check=verify_chain([]))
+    assert "no estimates (no calibration published" in page
