@@ -23,6 +23,7 @@ from agents.controller.registry import open_registry
 from agents.dev import simulate
 from agents.operator import commands as operator
 from agents.operator import tail
+from tests.agents.controller.cards import CARD
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +57,7 @@ def test_drift_retrains_and_the_new_version_is_promoted_through_a_canary(
     artifact = tmp_path / "v1.bin"
     artifact.write_bytes(b"the first model")
     registry = open_registry(s.registry)
-    registry.register(MODEL, "v1", artifact)
+    registry.register(MODEL, "v1", artifact, model_card=CARD)
     operator.send(s, operator.operator_command(s, "promote", MODEL, to_version="v1"))
 
     follower = simulate.DeploymentFollower(s.bootstrap, worker.topic("deployments"))
