@@ -294,7 +294,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
         print(f"{model}: champion {state.champion}, canary {state.canary} "
               f"({state.canary_weight:g}), last known good {state.last_known_good}")
         for v in registry.versions(model):
-            print(f"  {v.version}  {v.created_at:%Y-%m-%d %H:%M}  sha256 {v.sha256[:16]}...")
+            print(f"  {v.version}  {v.created_at:%Y-%m-%d %H:%M}  sha256 {v.sha256[:16]}...  "
+                  f"owner {v.model_card.get('owner') or 'missing'}, risk tier "
+                  f"{v.model_card.get('risk_tier') or 'missing'}")
     return 0
 
 
