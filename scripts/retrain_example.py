@@ -71,8 +71,9 @@ def train(rows: list[dict[str, Any]], seed: int = 0) -> tuple[Any, dict[str, flo
 
 def inherited_card(previous: dict[str, Any]) -> dict[str, Any]:
     """What a retrained version keeps of the card of the version it replaces: its owner,
-    risk tier and purpose (the same system, retrained); the registry refuses the new
-    version if the old card lacks owner or risk tier."""
+    risk tier and purpose (the same system, retrained). A first version, or one whose
+    predecessor's card lacks them, needs --owner and --risk-tier: the registry refuses
+    a card without them."""
     return {k: previous[k] for k in ("owner", "risk_tier", "purpose") if k in previous}
 
 
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=os.environ.get("DRIFTLINE_MODEL"))
     ap.add_argument("--min-records", type=int, default=500)
+    ap.add_argument("--owner", help="the new version's owner (default: the previous version's)")
+    ap.add_argument("--risk-tier", choices=["minimal", "limited", "high"],
+                    help="its risk tier (default: the previous version's)")
     ap.add_argument("--max-records", type=int, default=20_000,
                     help="train on the newest this many records (the current distribution)")
     args = ap.parse_args(argv)
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     existing = registry.versions(args.model)
     version = next_version([v.version for v in existing])
     card = inherited_card(existing[-1].model_card if existing else {})
+    card.update({k: v for k, v in (("owner", args.owner), ("risk_tier", args.risk_tier)) if v})
     with tempfile.TemporaryDirectory() as tmp:
         artifact = Path(tmp) / "model.pkl"
         artifact.write_bytes(pickle.dumps(pipeline))

@@ -190,6 +190,11 @@ def test_json_csv_and_html_forms(setup: Any) -> None:
     assert "<h2 id='ghost'>ghost <span class=bad>(unregistered)</span></h2>" in page
     assert "<tr><th>owner</th><td><span class=bad>missing</span></td></tr>" in page  # old
 
+    lines = inventory_render.text(found).splitlines()
+    assert "ghost (UNREGISTERED)  owner: missing  risk: missing" in "\n".join(lines)
+    assert any(line.startswith("old  owner: missing  risk: missing") for line in lines)
+    assert lines[-1] == "audit chain: intact (2 events, 1 models)"
+
 
 def test_a_bad_card_or_evaluation_file_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "card.json"
