@@ -3,7 +3,11 @@
 * JSON: the whole :class:`~agents.operator.inventory.Inventory`, times as RFC 3339 UTC.
 * CSV: one row per model version (a model without versions: one row), every
   model-level field repeated on its versions' rows, so a spreadsheet filter on
-  any column works; the policy hash and the audit result on every row.
+  any column works; the policy hash and the audit result on every row. A text
+  cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a
+  leading ``'`` so a spreadsheet shows it instead of running it as a formula
+  (OWASP's advice on CSV injection): owners and model names come from cards
+  and topics.
 * HTML: like the audit report, no script, no stylesheet, font or image from the
   network, a Content-Security-Policy that forbids fetching anything; every value
   from the registry or the topics is escaped; times readable, in UTC.
@@ -86,6 +90,15 @@ def _audit(inventory: Inventory) -> str:
     return f"BROKEN at event {a['broken_at']}: {a['reason']}"
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _safe(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(inventory: Inventory) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
@@ -105,10 +118,9 @@ def to_csv(inventory: Inventory) -> str:
             "policy_sha256": inventory.policy_sha256 or "defaults",
             "audit_chain": _audit(inventory),
         }
-        if not m.versions:
-            writer.writerow(common)
+        rows: list[dict[str, Any]] = [] if m.versions else [common]
         for v in m.versions:
-            writer.writerow(
+            rows.append(
                 {
                     **common,
                     "version": v.version,
@@ -127,6 +139,7 @@ def to_csv(inventory: Inventory) -> str:
                     "kpi": _kpi(v),
                 }
             )
+        writer.writerows({k: _safe(val) for k, val in row.items()} for row in rows)
     return out.getvalue()
 
 

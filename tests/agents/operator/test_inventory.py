@@ -28,7 +28,8 @@ from streams.policy.chain import GENESIS, event_hash
 HIGH = {"owner": "risk-ml", "risk_tier": "high", "purpose": "fraud scores",
         "training_data": {"description": "payments 2026-01", "sha256": "ab" * 32},
         "evaluation": {"roc_auc": 0.91, "dataset": "holdout"}}
-MINIMAL = {"owner": "growth <script>alert(1)</script>", "risk_tier": "minimal"}
+MINIMAL = {"owner": "growth <script>alert(1)</script>", "risk_tier": "minimal",
+           "purpose": "=SUM(1+1)"}
 
 
 @dataclass
@@ -181,6 +182,7 @@ def test_json_csv_and_html_forms(setup: Any) -> None:
             fraud_v1["drift_status"], fraud_v1["evaluation"]) == (
         "risk-ml", "high", "champion", "0.8", "drift", "roc_auc=0.91")
     assert rows[3]["owner"] == "missing" and rows[4]["registered"] == "False"
+    assert rows[0]["purpose"] == "'=SUM(1+1)"  # shown, not run as a formula
 
     page = inventory_render.to_html(found)
     assert f'content="{CSP}"' in page
