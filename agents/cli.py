@@ -284,10 +284,16 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
     registry = open_registry(_settings(args).registry)
     if args.action == "register":
+        from agents.operator.inventory import read_card
+
         metadata = orjson.loads(args.metadata) if args.metadata else None
-        card = orjson.loads(Path(args.model_card).read_bytes()) if args.model_card else None
-        version = registry.register(args.model, args.version, Path(args.artifact),
-                                    metadata=metadata, model_card=card)
+        card = read_card(args.model_card, evaluation=args.evaluation)
+        try:
+            version = registry.register(args.model, args.version, Path(args.artifact),
+                                        metadata=metadata, model_card=card)
+        except DriftlineError as exc:
+            where = f" ({args.model_card})" if args.model_card else " (no --model-card given)"
+            raise DriftlineError(f"{exc}{where}") from None
         print(f"registered {version.model}@{version.version} sha256 {version.sha256[:16]}...")
         return 0
     models = [args.model] if args.model else registry.models()
@@ -296,7 +302,32 @@ def cmd_registry(args: argparse.Namespace) -> int:
         print(f"{model}: champion {state.champion}, canary {state.canary} "
               f"({state.canary_weight:g}), last known good {state.last_known_good}")
         for v in registry.versions(model):
-            print(f"  {v.version}  {v.created_at:%Y-%m-%d %H:%M}  sha256 {v.sha256[:16]}...")
+            print(f"  {v.version}  {v.created_at:%Y-%m-%d %H:%M}  sha256 {v.sha256[:16]}...  "
+                  f"owner {v.model_card.get('owner') or 'missing'}, risk tier "
+                  f"{v.model_card.get('risk_tier') or 'missing'}")
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from agents.controller.registry import open_registry
+    from agents.operator import inventory, inventory_render
+
+    settings = _settings(args)
+    inventory.policy_in_force(settings.policy)  # a bad policy file fails before Kafka
+    registry = open_registry(settings.registry)
+    found = inventory.collect(_reached(settings), registry, last_n=args.last,
+                              last_inputs=args.last_inputs)
+    if args.json:
+        print(inventory_render.to_json(found))
+    elif args.csv:
+        sys.stdout.write(inventory_render.to_csv(found))
+    else:
+        print(inventory_render.text(found))
+    if args.html:
+        page = inventory_render.to_html(found)
+        Path(args.html).write_text(page, encoding="utf-8")
+        print(f"inventory of {len(found.models)} models written to {args.html} "
+              f"({len(page) // 1024} KB)", file=sys.stderr)
     return 0
 
 
@@ -612,12 +643,34 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--version", required=True)
     g.add_argument("--artifact", required=True)
     g.add_argument("--metadata", help="JSON object")
-    g.add_argument("--model-card", help="JSON file of model-card fields")
+    g.add_argument("--model-card", help="JSON file of model-card fields; owner and risk_tier "
+                   "(minimal, limited or high) are required, purpose and training_data "
+                   "{description, sha256} recommended (docs/governance.md)")
+    g.add_argument("--evaluation", help="JSON file of evaluation results (metric -> value, "
+                   "plus notes), kept as the card's `evaluation`")
     g.set_defaults(func=cmd_registry)
     g = gsub.add_parser("list", help="models, their state and versions")
     g.add_argument("--registry", help="a directory or mlflow+<uri> (env DRIFTLINE_REGISTRY)")
     g.add_argument("--model")
     g.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("inventory", help="the AI register: every model, its owner, risk "
+                       "tier, versions, serving state and latest status")
+    _common(p)
+    p.add_argument("--registry", help="a directory or mlflow+<uri> (env DRIFTLINE_REGISTRY)")
+    p.add_argument("--policy", help="the policy in force, hashed in the inventory (env "
+                   "DRIFTLINE_POLICY; default: the built-in defaults)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print the inventory as JSON")
+    form.add_argument("--csv", action="store_true", help="print one CSV row per version")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    p.add_argument("--last", type=int, default=2000, metavar="N",
+                   help="messages read from the end of each partition of drift, kpi and "
+                   "poisoning for the latest reports (default 2000)")
+    p.add_argument("--last-inputs", type=int, default=200, metavar="N",
+                   help="messages read from the end of each partition of predictions to find "
+                   "unregistered models (default 200)")
+    p.set_defaults(func=cmd_inventory)
 
     p = sub.add_parser("quarantine", help="training records held back by the poisoning guard")
     qsub = p.add_subparsers(dest="action", required=True)

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from schemas.arrow import CONTENT_TYPE
 from schemas.commands import Command, DeploymentEvent
 from schemas.events import Batch, FeatureEvent, LabelEvent, PredictionEvent, TrainingRecord
+from schemas.model_card import ModelCard
 from schemas.policy import Policy
 from schemas.reference import ReferenceProfile
 from schemas.reports import (
@@ -41,6 +42,7 @@ PUBLIC: dict[str, type[BaseModel]] = {
     "DeadLetter": DeadLetter,
     "Policy": Policy,
     "ReferenceProfile": ReferenceProfile,
+    "ModelCard": ModelCard,
 }
 
 

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
                 model,
                 version,
                 artifact,
-                model_card={"owner": "simulator", "note": "simulated traffic"},
+                model_card={"owner": "simulator", "risk_tier": "minimal",
+                            "purpose": "simulated fraud scores for the compose demo",
+                            "note": "simulated traffic"},
             )
             print(f"registered {model} {version}")
         if not _has_reference(settings, model, version):

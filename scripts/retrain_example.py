@@ -11,7 +11,9 @@ _REGISTRY, _DATADIR) and DRIFTLINE_MODEL / DRIFTLINE_TRAINING_TOPIC. It
 2. fits a scikit-learn pipeline (DictVectorizer -> StandardScaler ->
    LogisticRegression) on them and scores it on a 20 % hold-out;
 3. registers it as the next version (v1 -> v2) in the controller's registry,
-   with the training facts as metadata and model-card fields;
+   with the training facts as metadata and model-card fields: owner, risk tier
+   and purpose kept from the version it replaces, training data described and
+   hashed (SHA-256 of the records as trained on), hold-out evaluation;
 4. publishes a signed ``canary`` command at the policy's first canary step,
    so the new version gets a share of traffic and must earn its promotion.
 
@@ -22,6 +24,7 @@ Needs scikit-learn (in the dev extra).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pickle
 import re
@@ -66,6 +69,14 @@ def train(rows: list[dict[str, Any]], seed: int = 0) -> tuple[Any, dict[str, flo
                       "train_records": float(len(x_train))}
 
 
+def inherited_card(previous: dict[str, Any]) -> dict[str, Any]:
+    """What a retrained version keeps of the card of the version it replaces: its owner,
+    risk tier and purpose (the same system, retrained). A first version, or one whose
+    predecessor's card lacks them, needs --owner and --risk-tier: the registry refuses
+    a card without them."""
+    return {k: previous[k] for k in ("owner", "risk_tier", "purpose") if k in previous}
+
+
 def next_version(existing: list[str]) -> str:
     numbers = [int(m.group(1)) for v in existing if (m := re.fullmatch(r"v(\d+)", v))]
     return f"v{max(numbers, default=0) + 1}"
@@ -75,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=os.environ.get("DRIFTLINE_MODEL"))
     ap.add_argument("--min-records", type=int, default=500)
+    ap.add_argument("--owner", help="the new version's owner (default: the previous version's)")
+    ap.add_argument("--risk-tier", choices=["minimal", "limited", "high"],
+                    help="its risk tier (default: the previous version's)")
     ap.add_argument("--max-records", type=int, default=20_000,
                     help="train on the newest this many records (the current distribution)")
     args = ap.parse_args(argv)
@@ -90,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     pipeline, scores = train(rows)
     registry = open_registry(settings.registry)
-    version = next_version([v.version for v in registry.versions(args.model)])
+    existing = registry.versions(args.model)
+    version = next_version([v.version for v in existing])
+    card = inherited_card(existing[-1].model_card if existing else {})
+    card.update({k: v for k, v in (("owner", args.owner), ("risk_tier", args.risk_tier)) if v})
     with tempfile.TemporaryDirectory() as tmp:
         artifact = Path(tmp) / "model.pkl"
         artifact.write_bytes(pickle.dumps(pipeline))
@@ -98,9 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             args.model, version, artifact,
             metadata={"training_topic": topic, "records": len(rows), **scores,
                       "retrained_from": os.environ.get("DRIFTLINE_FROM_VERSION", "")},
-            model_card={"trained_by": "scripts/retrain_example.py",
-                        "training_data": f"{topic} (screened by the poisoning guard)",
-                        "metrics": scores})
+            model_card={**card, "trained_by": "scripts/retrain_example.py",
+                        "training_data": {
+                            "description": f"{len(rows)} newest records of {topic} (screened "
+                                           "by the poisoning guard)",
+                            "sha256": hashlib.sha256(b"\n".join(
+                                orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows
+                            )).hexdigest()},
+                        "evaluation": scores})
     weight = policy.decisions_for(args.model).delivery.canary_steps[0]
     command = operator.operator_command(
         settings, "canary", args.model, to_version=version, weight=weight,

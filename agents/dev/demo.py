@@ -126,7 +126,9 @@ def _deploy_v1_and_a_bad_canary(settings: Settings, workdir: Path) -> None:
     for version, note in (("v1", "the champion"), ("v2", "a canary with noisy scores")):
         artifact = workdir / f"{MODEL}-{version}.bin"
         artifact.write_bytes(f"demo model {version}: {note}".encode())
-        registry.register(MODEL, version, artifact, model_card={"owner": "demo", "note": note})
+        registry.register(MODEL, version, artifact, model_card={
+            "owner": "demo", "risk_tier": "minimal", "note": note,
+            "purpose": "scores card payments for fraud (simulated traffic)"})
     operator.send(settings, operator.operator_command(settings, "promote", MODEL,
                                                       to_version="v1", issuer="demo"))
     operator.send(settings, operator.operator_command(settings, "canary", MODEL,

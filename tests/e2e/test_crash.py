@@ -36,6 +36,7 @@ from agents.dev import simulate
 from agents.operator import commands as operator
 from agents.operator import replay, tail
 from schemas.policy import parse_policy
+from tests.agents.controller.cards import CARD
 from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -134,7 +135,7 @@ def test_three_sigkills_lose_nothing_count_nothing_twice_apply_nothing_twice(
     for version in ("v1", "v2"):
         artifact = tmp_path / f"{version}.bin"
         artifact.write_bytes(f"model {version}".encode())
-        registry.register(MODEL, version, artifact)
+        registry.register(MODEL, version, artifact, model_card=CARD)
     rng = random.Random(20261123)
 
     traffic = simulate.FraudTraffic(seed=31)

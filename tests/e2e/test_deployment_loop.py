@@ -27,6 +27,7 @@ from agents.dev import simulate
 from agents.operator import commands as operator
 from agents.operator import tail
 from streams.policy.commands import sign
+from tests.agents.controller.cards import CARD
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +82,7 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
     for version in ("v1", "v2"):
         artifact = tmp_path / f"{version}.bin"
         artifact.write_bytes(f"model {version}".encode())
-        registry.register(MODEL, version, artifact)
+        registry.register(MODEL, version, artifact, model_card=CARD)
     s = worker.settings
     operator.send(s, operator.operator_command(s, "promote", MODEL, to_version="v1"))
     operator.send(s, operator.operator_command(s, "canary", MODEL, to_version="v2",

@@ -24,6 +24,7 @@ from agents.dev import simulate
 from agents.operator import commands as operator
 from agents.operator import reference_build, tail
 from schemas.policy import parse_policy
+from tests.agents.controller.cards import CARD
 from tests.agents.poisoning.test_handler import MODEL, T0, records
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +49,7 @@ def test_a_flood_is_quarantined_and_blocks_retraining_until_the_campaign_ends(
     reference_build.publish(profile, s)
     artifact = tmp_path / "v1.bin"
     artifact.write_bytes(b"v1")
-    open_registry(s.registry).register(MODEL, "v1", artifact)
+    open_registry(s.registry).register(MODEL, "v1", artifact, model_card=CARD)
     operator.send(s, operator.operator_command(s, "promote", MODEL, to_version="v1"))
     tail.collect(s.bootstrap, worker.topic("deployments"), lambda seen: len(seen) >= 1,
                  timeout_s=60)

@@ -23,6 +23,7 @@ from agents.controller.registry import open_registry
 from agents.dev import simulate
 from agents.operator import commands as operator
 from agents.operator import tail
+from tests.agents.controller.cards import CARD
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +57,7 @@ def test_drift_retrains_and_the_new_version_is_promoted_through_a_canary(
     artifact = tmp_path / "v1.bin"
     artifact.write_bytes(b"the first model")
     registry = open_registry(s.registry)
-    registry.register(MODEL, "v1", artifact)
+    registry.register(MODEL, "v1", artifact, model_card=CARD)
     operator.send(s, operator.operator_command(s, "promote", MODEL, to_version="v1"))
 
     follower = simulate.DeploymentFollower(s.bootstrap, worker.topic("deployments"))
@@ -91,6 +92,9 @@ def test_drift_retrains_and_the_new_version_is_promoted_through_a_canary(
     version = registry.get(MODEL, "v2")
     assert version is not None and version.metadata["records"] >= 500
     assert registry.verify(MODEL, "v2") is None
+    card = version.model_card  # owner and tier kept from v1, the training data hashed
+    assert (card["owner"], card["risk_tier"]) == (CARD["owner"], CARD["risk_tier"])
+    assert len(card["training_data"]["sha256"]) == 64
     model = pickle.loads(next(Path(version.uri).rglob("model.pkl")).read_bytes()
                          if Path(version.uri).is_dir() else Path(version.uri).read_bytes())
     assert hasattr(model, "predict_proba")

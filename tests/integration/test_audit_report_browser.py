@@ -25,6 +25,7 @@ from agents.operator import commands as operator
 from agents.operator import tail
 from agents.operator.audit_report import render
 from streams.policy.chain import verify_chain
+from tests.agents.controller.cards import CARD
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +79,7 @@ def _run_the_loop(worker: Any, tmp_path: Path) -> None:
     for version in ("v1", "v2"):
         artifact = tmp_path / f"{version}.bin"
         artifact.write_bytes(f"model {version}".encode())
-        registry.register(MODEL, version, artifact)
+        registry.register(MODEL, version, artifact, model_card=CARD)
     s = worker.settings
     operator.send(
         s, operator.operator_command(s, "promote", MODEL, to_version="v1", reason=HOSTILE)

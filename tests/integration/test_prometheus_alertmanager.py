@@ -33,6 +33,7 @@ from agents.dev import simulate
 from agents.operator import commands as operator
 from agents.operator import reference_build
 from schemas.policy import parse_policy
+from tests.agents.controller.cards import CARD
 from tests.agents.poisoning.test_handler import records
 from tests.conftest import ROOT
 from tests.e2e.test_deployment_loop import T0, _deployments, _free_port
@@ -240,7 +241,7 @@ def _send_scenarios(worker: Any, tmp_path: Path) -> None:
     for version in ("v1", "v2"):
         artifact = tmp_path / f"{version}.bin"
         artifact.write_bytes(f"model {version}".encode())
-        registry.register(CANARY_MODEL, version, artifact)
+        registry.register(CANARY_MODEL, version, artifact, model_card=CARD)
     operator.send(s, operator.operator_command(s, "promote", CANARY_MODEL, to_version="v1"))
     operator.send(
         s, operator.operator_command(s, "canary", CANARY_MODEL, to_version="v2", weight=0.5)

@@ -179,7 +179,16 @@ def test_the_retrain_hook_trains_registers_and_deploys_a_canary(
     }
     out = _run(
         image,
-        [str(image["venv"] / "bin/python"), "scripts/retrain_example.py", "--min-records", "300"],
+        [
+            str(image["venv"] / "bin/python"),
+            "scripts/retrain_example.py",
+            "--min-records",
+            "300",
+            "--owner",
+            "risk-ml",
+            "--risk-tier",
+            "minimal",
+        ],
         env,
         timeout_s=180,
     )

@@ -30,6 +30,7 @@ from typing import Any
 
 from schemas.commands import DeploymentState
 from schemas.errors import DriftlineError
+from schemas.model_card import card_problem
 
 #: Model and version names: one safe path component, also a valid MLflow model name.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -185,9 +186,18 @@ class Registry(ABC):
         The backend copies or logs the artifact and records its SHA-256 (see
         :func:`hash_artifact`). Versions are immutable: registering an existing
         one again raises :class:`RegistryError`.
+
+        The model card must name an ``owner`` and a ``risk_tier``
+        (:class:`schemas.model_card.ModelCard`): an AI register needs both for
+        every version, so a card without them is refused here, for every backend
+        and every caller (CLI, retrain hooks, scripts). Versions registered before
+        this rule stay readable; ``driftline inventory`` lists them as "owner: missing".
         """
         check_name("Model", model)
         check_name("Version", version)
+        problem = card_problem(model_card)
+        if problem is not None:
+            raise RegistryError(f"Model card of {model} {version} refused: {problem}.")
         source = check_artifact(artifact)
         metadata_json = dump_document("metadata", metadata)
         card_json = dump_document("model card", model_card)

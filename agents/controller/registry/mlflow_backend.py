@@ -6,7 +6,10 @@ Mapping:
 * a driftline version is an MLflow *model version* (MLflow numbers them 1, 2,
   3 ...); driftline's version name is the model-version tag ``driftline.version``,
   beside ``driftline.sha256`` and the JSON tags ``driftline.metadata`` and
-  ``driftline.model_card``. The artifact is logged to a run of the experiment
+  ``driftline.model_card`` (the whole card, what driftline reads back), and the
+  card's ``owner`` and ``risk_tier`` again as the plain tags ``driftline.owner``
+  and ``driftline.risk_tier``, so the MLflow UI and search can filter on them
+  (``tags.`driftline.risk_tier` = 'high'``). The artifact is logged to a run of the experiment
   ``driftline-registry`` under ``artifact/`` and the version's ``source`` points
   at it; the run's artifacts live under the experiment's artifact location
   (by default ``mlflow-artifacts/`` beside a SQLite database, the server's
@@ -66,6 +69,8 @@ TAG_VERSION = "driftline.version"
 TAG_SHA256 = "driftline.sha256"
 TAG_METADATA = "driftline.metadata"
 TAG_MODEL_CARD = "driftline.model_card"
+TAG_OWNER = "driftline.owner"
+TAG_RISK_TIER = "driftline.risk_tier"
 TAG_CANARY_WEIGHT = "driftline.canary_weight"
 TAG_LAST_KNOWN_GOOD = "driftline.last_known_good"
 TAG_JOURNAL = "driftline.journal"
@@ -279,6 +284,9 @@ class MlflowRegistry(Registry):
                 TAG_SHA256: sha256,
                 TAG_METADATA: json.dumps(metadata, ensure_ascii=False),
                 TAG_MODEL_CARD: json.dumps(model_card, ensure_ascii=False),
+                # Checked by Registry.register: both present and text.
+                TAG_OWNER: str(model_card["owner"]),
+                TAG_RISK_TIER: str(model_card["risk_tier"]),
             },
             description=f"driftline version {version}",
         )

@@ -20,6 +20,7 @@ from schemas.commands import Command, DeploymentEvent
 from schemas.policy import Policy, parse_policy
 from streams.policy.chain import verify_chain
 from streams.policy.commands import command_id, sign
+from tests.agents.controller.cards import CARD
 
 KEY = b"0123456789abcdef0123456789abcdef"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -51,7 +52,8 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     for version in ("v1", "v2", "v3"):
         artifact = tmp_path / f"model-{version}.bin"
         artifact.write_bytes(f"weights of {version}".encode())
-        reg.register("fraud", version, artifact, model_card={"owner": "risk-team"})
+        reg.register("fraud", version, artifact,
+                     model_card={"owner": "risk-team", "risk_tier": "minimal"})
     return reg
 
 
@@ -204,7 +206,7 @@ def test_the_journal_stays_bounded_and_fits_the_registry(tmp_path: Path) -> None
     registry = open_registry(str(tmp_path / "registry"))
     artifact = tmp_path / "m.bin"
     artifact.write_bytes(b"m")
-    registry.register("fraud", "v1", artifact)
+    registry.register("fraud", "v1", artifact, model_card=CARD)
 
     ctl = controller(registry, parse_policy("decisions: {risk_tier: high}"))
     holds = [command("hold", nonce=str(i), issued_by="operator:ana")

@@ -18,6 +18,7 @@ from schemas.issuers import IssuersError, parse_issuers
 from schemas.policy import Policy, parse_policy
 from streams.policy.chain import verify_chain
 from streams.policy.commands import verify
+from tests.agents.controller.cards import CARD
 from tests.agents.controller.test_handler import KEY, command, feed
 
 ALICE = b"alice-key-0123456789abcdef"
@@ -49,7 +50,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     for version in ("v1", "v2"):
         artifact = tmp_path / f"{version}.bin"
         artifact.write_bytes(version.encode())
-        registry.register("fraud", version, artifact)
+        registry.register("fraud", version, artifact, model_card=CARD)
     settings = Settings(issuers=str(path), command_key=KEY.decode())
     return {"registry": registry, "settings": settings, "path": path, "tmp": tmp_path,
             "issuers": issuers.load(settings, worker_key=KEY)}
@@ -128,7 +129,7 @@ def test_feature_off_is_the_shared_key_as_before(tmp_path: Path) -> None:
     assert issuers.load(Settings()) is None
     registry = open_registry(str(tmp_path / "registry"))
     (tmp_path / "v1.bin").write_bytes(b"v1")
-    registry.register("fraud", "v1", tmp_path / "v1.bin")
+    registry.register("fraud", "v1", tmp_path / "v1.bin", model_card=CARD)
     ctl = Controller(registry, KEY, Policy())
     events = feed(ctl,
                   command("promote", to_version="v1", key=ALICE, issued_by="operator:alice"),

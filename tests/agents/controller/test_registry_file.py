@@ -27,6 +27,7 @@ from agents.controller.registry import (
     open_registry,
 )
 from schemas.commands import DeploymentState
+from tests.agents.controller.cards import CARD
 from tests.agents.controller.test_registry_mlflow import MlflowFactory
 
 MODEL = "fraud-detector"
@@ -91,9 +92,9 @@ def test_register_get_versions_and_models(registry: Registry, tmp_path: Path) ->
         metadata={"training_data": "s3://data/2026-01"},
         model_card=card,
     )
-    registry.register(MODEL, "v2", _tree(tmp_path / "dir-v2", MODEL_DIR))
-    registry.register(MODEL, "v1", _file(tmp_path, "model.pkl", b"weights-1"))
-    registry.register("churn", "2026.01.1", _file(tmp_path, "churn.bin", b"churn"))
+    registry.register(MODEL, "v2", _tree(tmp_path / "dir-v2", MODEL_DIR), model_card=CARD)
+    registry.register(MODEL, "v1", _file(tmp_path, "model.pkl", b"weights-1"), model_card=CARD)
+    registry.register("churn", "2026.01.1", _file(tmp_path, "churn.bin", b"churn"), model_card=CARD)
 
     assert first == registry.get(MODEL, "v10")
     assert first.model == MODEL and first.version == "v10"
@@ -108,7 +109,7 @@ def test_register_get_versions_and_models(registry: Registry, tmp_path: Path) ->
     assert [v.version for v in listed] == ["v10", "v2", "v1"]  # registration order, not names
     assert [v.created_at for v in listed] == sorted(v.created_at for v in listed)
     assert listed[1].sha256 == hash_artifact(tmp_path / "dir-v2")
-    assert listed[1].metadata == {} and listed[1].model_card == {}
+    assert listed[1].metadata == {} and listed[1].model_card == CARD
     assert registry.models() == ["churn", MODEL]
     assert registry.get(MODEL, "v3") is None
     assert registry.get("unknown", "v1") is None
@@ -118,9 +119,11 @@ def test_register_get_versions_and_models(registry: Registry, tmp_path: Path) ->
 def test_a_registered_version_cannot_be_registered_again(
     registry: Registry, tmp_path: Path
 ) -> None:
-    original = registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"original"))
+    original = registry.register(
+        MODEL, "v1", _file(tmp_path, "a.bin", b"original"), model_card=CARD
+    )
     with pytest.raises(RegistryError, match="already registered and versions are immutable"):
-        registry.register(MODEL, "v1", _file(tmp_path, "b.bin", b"replacement"))
+        registry.register(MODEL, "v1", _file(tmp_path, "b.bin", b"replacement"), model_card=CARD)
     assert registry.get(MODEL, "v1") == original
     assert [v.version for v in registry.versions(MODEL)] == ["v1"]
 
@@ -131,9 +134,9 @@ def test_a_registered_version_cannot_be_registered_again(
 def test_bad_names_are_refused(registry: Registry, tmp_path: Path, bad: str) -> None:
     artifact = _file(tmp_path, "a.bin", b"bytes")
     with pytest.raises(RegistryError, match=r"name .* is not allowed"):
-        registry.register(bad, "v1", artifact)
+        registry.register(bad, "v1", artifact, model_card=CARD)
     with pytest.raises(RegistryError, match=r"Version name .* is not allowed"):
-        registry.register(MODEL, bad, artifact)
+        registry.register(MODEL, bad, artifact, model_card=CARD)
     with pytest.raises(RegistryError, match="is not allowed"):
         registry.get(bad, "v1")
     with pytest.raises(RegistryError, match="is not allowed"):
@@ -145,8 +148,8 @@ def test_bad_names_are_refused(registry: Registry, tmp_path: Path, bad: str) -> 
 
 
 def test_verify_accepts_an_untouched_artifact(registry: Registry, tmp_path: Path) -> None:
-    registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"bytes"))
-    registry.register(MODEL, "v2", _tree(tmp_path / "dir", MODEL_DIR))
+    registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"bytes"), model_card=CARD)
+    registry.register(MODEL, "v2", _tree(tmp_path / "dir", MODEL_DIR), model_card=CARD)
     assert registry.verify(MODEL, "v1") is None
     assert registry.verify(MODEL, "v2") is None
 
@@ -154,7 +157,7 @@ def test_verify_accepts_an_untouched_artifact(registry: Registry, tmp_path: Path
 def test_verify_reports_a_tampered_file_artifact_with_both_hashes(
     registry: Registry, tmp_path: Path
 ) -> None:
-    found = registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"bytes"))
+    found = registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"bytes"), model_card=CARD)
     _stored(found).write_bytes(b"bytez")
     problem = registry.verify(MODEL, "v1")
     assert problem is not None
@@ -166,7 +169,7 @@ def test_verify_reports_a_tampered_file_artifact_with_both_hashes(
 def test_verify_reports_a_file_added_to_a_directory_artifact(
     registry: Registry, tmp_path: Path
 ) -> None:
-    found = registry.register(MODEL, "v1", _tree(tmp_path / "dir", MODEL_DIR))
+    found = registry.register(MODEL, "v1", _tree(tmp_path / "dir", MODEL_DIR), model_card=CARD)
     (_stored(found) / "sub" / "backdoor.bin").write_bytes(b"!")
     problem = registry.verify(MODEL, "v1")
     assert problem is not None and "checksum mismatch" in problem
@@ -180,7 +183,7 @@ def test_verify_reports_a_missing_version_and_a_missing_artifact(
     assert registry.verify(MODEL, "v9") == (
         f"{MODEL} v9 is not registered: register it before promoting or restoring it."
     )
-    found = registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"bytes"))
+    found = registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"bytes"), model_card=CARD)
     _stored(found).unlink()
     problem = registry.verify(MODEL, "v1")
     assert problem is not None and problem.startswith(f"The artifact of {MODEL} v1 is missing at")
@@ -191,8 +194,8 @@ def test_load_of_an_unknown_model_gives_the_defaults(registry: Registry) -> None
 
 
 def test_commit_then_load_round_trips_state_and_journal(registry: Registry, tmp_path: Path) -> None:
-    registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"))
-    registry.register(MODEL, "v2", _file(tmp_path, "b.bin", b"two"))
+    registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"), model_card=CARD)
+    registry.register(MODEL, "v2", _file(tmp_path, "b.bin", b"two"), model_card=CARD)
     journal = {
         "head": "9f" * 32,
         "applied": ["cmd-1", "cmd-2"],
@@ -224,7 +227,7 @@ def test_commit_of_a_model_without_versions_keeps_the_journal(registry: Registry
 def test_commit_refuses_unregistered_versions_and_bad_journals(
     registry: Registry, tmp_path: Path
 ) -> None:
-    registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"))
+    registry.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"), model_card=CARD)
     registry.commit(MODEL, DeploymentState(champion="v1"), {"head": "h1"})
     with pytest.raises(RegistryError, match=r"names fraud-detector v7 as canary.*register it"):
         registry.commit(MODEL, DeploymentState(champion="v1", canary="v7"), {"head": "h2"})
@@ -234,7 +237,8 @@ def test_commit_refuses_unregistered_versions_and_bad_journals(
         registry.commit(MODEL, DeploymentState(champion="v1"), {"ids": {1, 2}})
     with pytest.raises(RegistryError, match="must be JSON-serialisable"):
         registry.register(
-            MODEL, "v2", _file(tmp_path, "b.bin", b"two"), metadata={"auc": float("nan")}
+            MODEL, "v2", _file(tmp_path, "b.bin", b"two"), metadata={"auc": float("nan")},
+            model_card=CARD,
         )
     assert registry.load(MODEL) == (DeploymentState(champion="v1"), {"head": "h1"})
     assert registry.get(MODEL, "v2") is None
@@ -244,7 +248,7 @@ def test_a_directory_artifact_hashes_deterministically(registry: Registry, tmp_p
     forward = _tree(tmp_path / "forward", MODEL_DIR)
     backward = _tree(tmp_path / "backward", dict(reversed(list(MODEL_DIR.items()))))
     os.utime(backward / "model.json", (0, 0))  # timestamps do not count
-    registered = registry.register(MODEL, "v1", forward)
+    registered = registry.register(MODEL, "v1", forward, model_card=CARD)
     assert registered.sha256 == hash_artifact(forward) == hash_artifact(backward)
     # The documented recipe, recomputed by hand.
     manifest = b"driftline-directory-sha256-v1\n" + b"".join(
@@ -268,13 +272,13 @@ def test_a_directory_artifact_with_a_symbolic_link_is_refused(
     tree = _tree(tmp_path / "dir", MODEL_DIR)
     (tree / "link.bin").symlink_to(tmp_path / "secret")
     with pytest.raises(RegistryError, match=r"'link.bin' in artifact .* is a symbolic link"):
-        registry.register(MODEL, "v1", tree)
+        registry.register(MODEL, "v1", tree, model_card=CARD)
     assert registry.get(MODEL, "v1") is None
 
 
 def test_a_missing_artifact_is_refused(registry: Registry, tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="does not exist"):
-        registry.register(MODEL, "v1", tmp_path / "nowhere.bin")
+        registry.register(MODEL, "v1", tmp_path / "nowhere.bin", model_card=CARD)
 
 
 # -- the file registry's own guarantees ------------------------------------------
@@ -291,16 +295,18 @@ def test_layout_on_disk(files: FileRegistry, tmp_path: Path) -> None:
         "v1",
         _file(tmp_path, "model.pkl", b"one"),
         metadata={"k": 1},
-        model_card={"owner": "risk-ml"},
+        model_card={"owner": "risk-ml", "risk_tier": "limited"},
     )
-    files.register(MODEL, "v2", _tree(tmp_path / "dir", MODEL_DIR))
+    files.register(MODEL, "v2", _tree(tmp_path / "dir", MODEL_DIR), model_card=CARD)
     files.commit(MODEL, DeploymentState(champion="v1"), {"head": "h"})
     version_dir = tmp_path / "registry" / MODEL / "versions" / "v1"
     assert (version_dir / "artifact" / "model.pkl").read_bytes() == b"one"
     record = json.loads((version_dir / "version.json").read_text())
     assert record["uri"] == "artifact/model.pkl"  # relative: the root can move
     assert record["sha256"] == hashlib.sha256(b"one").hexdigest()
-    assert (record["metadata"], record["model_card"]) == ({"k": 1}, {"owner": "risk-ml"})
+    assert (record["metadata"], record["model_card"]) == (
+        {"k": 1}, {"owner": "risk-ml", "risk_tier": "limited"}
+    )
     v2_artifact = tmp_path / "registry" / MODEL / "versions" / "v2" / "artifact"
     assert (v2_artifact / "sub" / "encoder.bin").read_bytes() == MODEL_DIR["sub/encoder.bin"]
     assert files.get(MODEL, "v2").uri == str(v2_artifact)
@@ -315,8 +321,8 @@ def test_layout_on_disk(files: FileRegistry, tmp_path: Path) -> None:
 def test_a_crash_during_commit_leaves_the_old_state_whole(
     files: FileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"))
-    files.register(MODEL, "v2", _file(tmp_path, "b.bin", b"two"))
+    files.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"), model_card=CARD)
+    files.register(MODEL, "v2", _file(tmp_path, "b.bin", b"two"), model_card=CARD)
     files.commit(MODEL, DeploymentState(champion="v1"), {"head": "old"})
     state_file = tmp_path / "registry" / MODEL / "state.json"
     before = state_file.read_bytes()
@@ -339,7 +345,7 @@ def test_a_crash_during_commit_leaves_the_old_state_whole(
 def test_commit_replaces_the_state_file_instead_of_rewriting_it(
     files: FileRegistry, tmp_path: Path
 ) -> None:
-    files.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"))
+    files.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"), model_card=CARD)
     files.commit(MODEL, DeploymentState(), {"head": "old"})
     state_file = tmp_path / "registry" / MODEL / "state.json"
     with state_file.open("rb") as reader:  # a reader that opened the file before the commit
@@ -356,11 +362,12 @@ def test_a_failed_registration_leaves_no_version_behind(
 
     monkeypatch.setattr(os, "rename", crash)
     with pytest.raises(OSError, match="simulated crash"):
-        files.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"))
+        files.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"), model_card=CARD)
     monkeypatch.undo()
     assert files.get(MODEL, "v1") is None
     assert list((tmp_path / "registry" / MODEL / "versions").iterdir()) == []
-    assert files.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one")).version == "v1"
+    again = files.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"), model_card=CARD)
+    assert again.version == "v1"
 
 
 def test_a_corrupt_state_file_is_reported(files: FileRegistry, tmp_path: Path) -> None:
@@ -373,7 +380,7 @@ def test_a_corrupt_state_file_is_reported(files: FileRegistry, tmp_path: Path) -
 def test_a_version_file_pointing_outside_its_directory_is_refused(
     files: FileRegistry, tmp_path: Path
 ) -> None:
-    files.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"))
+    files.register(MODEL, "v1", _file(tmp_path, "a.bin", b"one"), model_card=CARD)
     record_file = tmp_path / "registry" / MODEL / "versions" / "v1" / "version.json"
     record = json.loads(record_file.read_text())
     record_file.write_text(json.dumps({**record, "uri": "../../../../src/a.bin"}))

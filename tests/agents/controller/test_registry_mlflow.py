@@ -26,6 +26,7 @@ from agents.controller.registry.mlflow_backend import (
     TAG_VERSION,
 )
 from schemas.commands import DeploymentState
+from tests.agents.controller.cards import CARD
 
 MODEL = "fraud-detector"
 
@@ -75,8 +76,8 @@ def _artifact(tmp_path: Path, name: str, content: bytes) -> Path:
 
 
 def _two_versions(registry: MlflowRegistry, tmp_path: Path) -> None:
-    registry.register(MODEL, "v1", _artifact(tmp_path, "m1.bin", b"one"))
-    registry.register(MODEL, "v2", _artifact(tmp_path, "m2.bin", b"two"))
+    registry.register(MODEL, "v1", _artifact(tmp_path, "m1.bin", b"one"), model_card=CARD)
+    registry.register(MODEL, "v2", _artifact(tmp_path, "m2.bin", b"two"), model_card=CARD)
 
 
 def test_versions_are_mlflow_model_versions_tagged_with_driftline_names(
