@@ -8,7 +8,7 @@ from schemas.reports import KpiReport
 from schemas.rules import DecisionPolicy
 from streams.policy.decide import decide
 from streams.policy.state import ModelState
-from tests.streams.policy_cases import kpi
+from tests.streams.policy.cases import kpi
 
 
 def estimated(i: int) -> KpiReport:
