@@ -34,6 +34,7 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,36 @@ def read_range(
         return out, False
     finally:
         consumer.close()
+
+
+def poll_to_ends(
+    consumer: Any, ends: dict[tuple[str, int], int], *, quiet_s: float, timeout_s: float
+) -> Iterator[Any]:
+    """The assigned ``consumer``'s messages until each partition reached its end offset
+    in ``ends`` (as read at the start), and then ``quiet_s`` more (the embedded broker
+    can report a watermark short of the last records of a multi-record batch), or
+    until ``quiet_s`` passed without a message once every end is reached; at most
+    ``timeout_s`` in all. A partition that keeps receiving does not keep it reading.
+    A broker error is raised as ``KafkaException``."""
+    from confluent_kafka import KafkaException  # as read_range: the library loads late
+
+    pending = {where for where, end in ends.items() if end > 0}
+    deadline = time.monotonic() + timeout_s
+    reached = time.monotonic() if not pending else None
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        if reached is not None and (now - reached > quiet_s or now - last > quiet_s):
+            break
+        msg = consumer.poll(0.1)
+        if msg is None:
+            continue
+        if msg.error():
+            raise KafkaException(msg.error())
+        last = time.monotonic()
+        where = (msg.topic(), msg.partition())
+        if msg.offset() + 1 >= ends.get(where, 0):
+            pending.discard(where)
+            if not pending and reached is None:
+                reached = time.monotonic()
+        yield msg

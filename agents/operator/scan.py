@@ -10,13 +10,12 @@ it reading. Partitions are assigned directly: no consumer group, no commits.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from agents.kafka import client_config
+from agents.kafka import client_config, poll_to_ends
 
 logger = logging.getLogger(__name__)
 
@@ -69,25 +68,6 @@ def scan(
         if not assignment:
             return
         consumer.assign(assignment)
-        pending = set(ends)
-        deadline = time.monotonic() + timeout_s
-        reached: float | None = None
-        last = time.monotonic()
-        while time.monotonic() < deadline:
-            now = time.monotonic()
-            if reached is not None and (now - reached > quiet_s or now - last > quiet_s):
-                break
-            msg = consumer.poll(0.1)
-            if msg is None:
-                continue
-            if msg.error():
-                raise KafkaException(msg.error())
-            last = time.monotonic()
-            where = (msg.topic(), msg.partition())
-            if msg.offset() + 1 >= ends.get(where, 0):
-                pending.discard(where)
-                if not pending and reached is None:
-                    reached = time.monotonic()
-            yield msg
+        yield from poll_to_ends(consumer, ends, quiet_s=quiet_s, timeout_s=timeout_s)
     finally:
         consumer.close()

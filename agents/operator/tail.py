@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
-from agents.kafka import client_config
+from agents.kafka import client_config, poll_to_ends
 from schemas.errors import DriftlineError
 
 METADATA_WAIT_S = 10.0
@@ -124,26 +124,8 @@ def read_messages(bootstrap: str, topics: list[str], *, quiet_s: float = 1.0,
     try:
         ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
                 for tp in consumer.assignment()}
-        pending = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout_s
-        reached = time.monotonic() if not pending else None
-        last = time.monotonic()
-        while time.monotonic() < deadline:
-            now = time.monotonic()
-            if reached is not None and (now - reached > quiet_s or now - last > quiet_s):
-                break
-            msg = consumer.poll(0.1)
-            if msg is None:
-                continue
-            if msg.error():
-                raise KafkaException(msg.error())
-            last = time.monotonic()
-            where = (msg.topic(), msg.partition())
-            by_partition.setdefault(where, []).append(msg)
-            if msg.offset() + 1 >= ends.get(where, 0):
-                pending.discard(where)
-                if not pending and reached is None:
-                    reached = time.monotonic()
+        for msg in poll_to_ends(consumer, ends, quiet_s=quiet_s, timeout_s=timeout_s):
+            by_partition.setdefault((msg.topic(), msg.partition()), []).append(msg)
     finally:
         consumer.close()
     return [m for where in sorted(by_partition) for m in by_partition[where]]
