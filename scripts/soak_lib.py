@@ -169,10 +169,8 @@ class Publisher(threading.Thread):
         super().__init__(name="soak-publisher", daemon=True)
         self.config = {
             **client_config(bootstrap),
-            "linger.ms": 5,
+            **simulate.PRODUCER_CONFIG,  # idempotent: a retried send keeps its order
             "batch.size": 4 * 1024 * 1024,
-            "enable.idempotence": False,
-            "message.max.bytes": 16 * 1024 * 1024,
             "queue.buffering.max.kbytes": 512 * 1024,
         }
         self.topic, self.pool, self.batch = topic, pool, batch

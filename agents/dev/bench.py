@@ -516,6 +516,14 @@ def _worker_rate(
                 len(stamps) >= windows or proc.poll() is not None or time.monotonic() > deadline
             ),
         ):
+            late = orjson.loads(msg.value()).get("late", 0)
+            if late:
+                # The messages were published in event-time order: a late event means
+                # they reached the topic in another order, and the rate would be wrong.
+                raise BenchError(
+                    f"the worker counted {late:,} events late in a window: the bench's "
+                    "messages reached the topic out of order"
+                )
             if len(stamps) in (0, windows - 1):
                 cpu.append(cpu_s(proc.pid))
                 broker_cpu.append(float("nan") if broker_pid is None else cpu_s(broker_pid))

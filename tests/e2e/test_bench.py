@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.dev import bench
+from agents.dev import bench, simulate
 from agents.dev.broker import EmbeddedBroker
 from tests.conftest import ROOT
 
@@ -59,6 +59,8 @@ def _bench(
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+# Beyond the bench's own deadline (timeout_s below), so that a hang shows its output.
+@pytest.mark.timeout(540)
 def test_bench_measures_every_form_and_the_labels_and_writes_them(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
@@ -134,3 +136,25 @@ def test_bench_refuses_an_unknown_form(tmp_path: Path) -> None:
     assert "unknown form(s) avro: choose from json, arrow, arrow5k" in out.stderr, out.stderr
     with pytest.raises(ValueError, match="unknown form"):
         bench.parse_forms("")
+
+
+def test_bench_fails_when_its_messages_reach_the_topic_out_of_order(broker: EmbeddedBroker) -> None:
+    # What a producer's retry out of order did on Apache Kafka (the simulator's producer
+    # is idempotent since): the first windows' messages after the later ones. The bench
+    # says so instead of waiting ten minutes for reports that cannot come.
+    per_window, windows = 1_000, 3
+    messages = bench._messages(per_window, windows, {"json": ("json", 500)})["json"]
+    first, second, rest = messages[:2], messages[2:4], messages[4:]
+    with pytest.raises(bench.BenchError, match="reached the topic out of order"):
+        bench._worker_rate(
+            [*rest[:-1], *first, *second, rest[-1]],
+            per_window,
+            windows,
+            broker.bootstrap,
+            timeout_s=120,
+        )
+
+
+def test_the_producer_of_simulate_bench_and_commands_is_idempotent() -> None:
+    # A retried send must keep its place (see simulate.PRODUCER_CONFIG).
+    assert simulate.PRODUCER_CONFIG["enable.idempotence"] is True
