@@ -646,8 +646,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--model-card", help="JSON file of model-card fields; owner and risk_tier "
                    "(minimal, limited or high) are required, purpose and training_data "
                    "{description, sha256} recommended (docs/governance.md)")
-    g.add_argument("--evaluation", help="JSON file of evaluation results (metric -> value, "
-                   "plus notes), kept as the card's `evaluation`")
+    g.add_argument("--evaluation", help="JSON file of the offline evaluation, kept as the "
+                   "card's `evaluation`: metrics {name: value} on a held-out set, held_out "
+                   "{sha256, size}, optional segments {segment: {name: value}}; the policy's "
+                   "gates judge it (docs/governance.md)")
     g.set_defaults(func=cmd_registry)
     g = gsub.add_parser("list", help="models, their state and versions")
     g.add_argument("--registry", help="a directory or mlflow+<uri> (env DRIFTLINE_REGISTRY)")
