@@ -28,8 +28,13 @@ def test_the_retrain_example_records_held_out_metrics_digest_and_size() -> None:
     rows = []
     for i in range(500):
         amount = rnd.gauss(0, 1)
-        rows.append({"record_id": f"r{i}", "features": {"amount": amount, "note": None},
-                     "label": int(amount + rnd.gauss(0, 0.5) > 0)})
+        rows.append(
+            {
+                "record_id": f"r{i}",
+                "features": {"amount": amount, "note": None},
+                "label": int(amount + rnd.gauss(0, 0.5) > 0),
+            }
+        )
     _, evaluation = script.train(rows)
     ev = parse_evaluation(evaluation)
     assert ev.held_out is not None and ev.held_out.size == 100  # 20 % of 500
@@ -39,5 +44,4 @@ def test_the_retrain_example_records_held_out_metrics_digest_and_size() -> None:
     assert ev.held_out.sha256 == script.digest(held_out) != script.digest(rows)
     assert set(ev.metrics) == {"accuracy", "roc_auc"} and ev.metrics["roc_auc"] > 0.8
     assert evaluation["train_records"] == 400
-    assert card_problem({"owner": "risk-ml", "risk_tier": "high",
-                         "evaluation": evaluation}) is None
+    assert card_problem({"owner": "risk-ml", "risk_tier": "high", "evaluation": evaluation}) is None

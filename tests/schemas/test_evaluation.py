@@ -64,35 +64,53 @@ def test_the_model_card_refuses_a_bad_evaluation_naming_the_field_inside_it() ->
     assert card_problem({**card, "evaluation": GOOD}) is None
     assert card_problem({**card, "evaluation": {"roc_auc": 0.9}}) is None  # flat: readable
     assert card_problem({**card, "evaluation": {**GOOD, "held_out": {"size": 5}}}) == (
-        "evaluation.held_out.sha256: Field required")
+        "evaluation.held_out.sha256: Field required"
+    )
 
 
 def test_which_way_is_better() -> None:
-    assert [higher_is_better(m) for m in ("roc_auc", "f1", "log_loss", "rmse", "latency_p99_ms",
-                                         "ranking_loss")] == [True, True, False, False, False,
-                                                               False]
+    assert [
+        higher_is_better(m)
+        for m in ("roc_auc", "f1", "log_loss", "rmse", "latency_p99_ms", "ranking_loss")
+    ] == [True, True, False, False, False, False]
 
 
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("gates:\n  medium: {min_metrics: {roc_auc: 0.8}}\n",
-         "p.yaml:2: gates.medium: 'medium' is not a model-card risk tier"),
-        ("gates:\n  high:\n    min_metrics: {roc_auc: 7.5}\n",
-         "p.yaml:3: gates.high.min_metrics.roc_auc: 7.5 is outside the range of roc_auc (0 to 1)"),
-        ("gates:\n  high:\n    max_loss: {roc_auc: -0.01}\n",
-         "p.yaml:3: gates.high.max_loss.roc_auc: Input should be greater than or equal to 0"),
-        ("gates:\n  high:\n    max_disparity: {roc_auc: .nan}\n",
-         "gates.high.max_disparity.roc_auc: Input should be a finite number"),
+        (
+            "gates:\n  medium: {min_metrics: {roc_auc: 0.8}}\n",
+            "p.yaml:2: gates.medium: 'medium' is not a model-card risk tier",
+        ),
+        (
+            "gates:\n  high:\n    min_metrics: {roc_auc: 7.5}\n",
+            "p.yaml:3: gates.high.min_metrics.roc_auc: 7.5 is outside the range of roc_auc",
+        ),
+        (
+            "gates:\n  high:\n    max_loss: {roc_auc: -0.01}\n",
+            "p.yaml:3: gates.high.max_loss.roc_auc: Input should be greater than or equal to 0",
+        ),
+        (
+            "gates:\n  high:\n    max_disparity: {roc_auc: .nan}\n",
+            "gates.high.max_disparity.roc_auc: Input should be a finite number",
+        ),
         ("gates:\n  high: {}\n", "gates.high: a gate with no check"),
-        ("gates:\n  high:\n    min_metrics: {x: 0.9}\n    max_metrics: {x: 0.5}\n",
-         "gates.high.min_metrics.x: 0.9 exceeds max_metrics x 0.5"),
-        ("gates:\n  high:\n    min_held_out_size: 0\n",
-         "gates.high.min_held_out_size: Input should be greater than or equal to 1"),
-        ("gates:\n  high:\n    min_metric: {roc_auc: 0.8}\n",
-         "gates.high.min_metric: Extra inputs are not permitted"),
-        ("models:\n  fraud:\n    gates:\n      hi: {min_held_out_size: 10}\n",
-         "p.yaml:4: models.fraud.gates.hi: 'hi' is not a model-card risk tier"),
+        (
+            "gates:\n  high:\n    min_metrics: {x: 0.9}\n    max_metrics: {x: 0.5}\n",
+            "gates.high.min_metrics.x: 0.9 exceeds max_metrics x 0.5",
+        ),
+        (
+            "gates:\n  high:\n    min_held_out_size: 0\n",
+            "gates.high.min_held_out_size: Input should be greater than or equal to 1",
+        ),
+        (
+            "gates:\n  high:\n    min_metric: {roc_auc: 0.8}\n",
+            "gates.high.min_metric: Extra inputs are not permitted",
+        ),
+        (
+            "models:\n  fraud:\n    gates:\n      hi: {min_held_out_size: 10}\n",
+            "p.yaml:4: models.fraud.gates.hi: 'hi' is not a model-card risk tier",
+        ),
     ],
 )
 def test_a_bad_gate_is_refused_at_start_with_the_field_and_reason(text: str, says: str) -> None:
@@ -102,8 +120,9 @@ def test_a_bad_gate_is_refused_at_start_with_the_field_and_reason(text: str, say
 
 
 def test_gates_are_off_by_default_and_a_model_may_have_its_own() -> None:
-    policy = parse_policy("gates:\n  high: {min_metrics: {roc_auc: 0.85}}\n"
-                          "models:\n  toy: {gates: {}}\n")
+    policy = parse_policy(
+        "gates:\n  high: {min_metrics: {roc_auc: 0.85}}\nmodels:\n  toy: {gates: {}}\n"
+    )
     assert parse_policy("drift: {window: 5m}").gates.configured is False
     assert policy.gates_for("fraud").configured and policy.gates_for("fraud").high is not None
     assert policy.gates_for("toy").configured is False  # an empty override: no gates for it
