@@ -285,6 +285,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     registry = open_registry(_settings(args).registry)
     if args.action == "register":
         from agents.operator.inventory import read_card
+        from schemas.evaluation import is_flat
 
         metadata = orjson.loads(args.metadata) if args.metadata else None
         card = read_card(args.model_card, evaluation=args.evaluation)
@@ -295,6 +296,10 @@ def cmd_registry(args: argparse.Namespace) -> int:
             where = f" ({args.model_card})" if args.model_card else " (no --model-card given)"
             raise DriftlineError(f"{exc}{where}") from None
         print(f"registered {version.model}@{version.version} sha256 {version.sha256[:16]}...")
+        evaluation = (card or {}).get("evaluation")
+        if isinstance(evaluation, dict) and is_flat(evaluation):
+            print("note: its evaluation is a flat {metric: value} file: it names no held-out "
+                  "set (sha256, size), so a gate with min_held_out_size refuses it")
         return 0
     models = [args.model] if args.model else registry.models()
     for model in models:

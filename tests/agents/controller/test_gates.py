@@ -165,4 +165,8 @@ def test_cli_refuses_a_bad_evaluation_file_naming_the_field(
     assert cli.main(args) == 0
     found = FileRegistry(tmp_path / "reg").get("fraud", "v1")
     assert found is not None and found.model_card["evaluation"] == evaluation(0.9)
-    capsys.readouterr()
+    assert "flat" not in capsys.readouterr().out
+    ev.write_text(json.dumps({"roc_auc": 0.93, "dataset": "holdout 2026-02"}))  # the earlier form
+    assert cli.main([*args[:7], "v2", *args[8:]]) == 0
+    out = capsys.readouterr().out
+    assert "registered fraud@v2" in out and "note: its evaluation is a flat" in out
