@@ -285,6 +285,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     registry = open_registry(_settings(args).registry)
     if args.action == "register":
         from agents.operator.inventory import read_card
+        from schemas.evaluation import is_flat
 
         metadata = orjson.loads(args.metadata) if args.metadata else None
         card = read_card(args.model_card, evaluation=args.evaluation)
@@ -295,6 +296,10 @@ def cmd_registry(args: argparse.Namespace) -> int:
             where = f" ({args.model_card})" if args.model_card else " (no --model-card given)"
             raise DriftlineError(f"{exc}{where}") from None
         print(f"registered {version.model}@{version.version} sha256 {version.sha256[:16]}...")
+        evaluation = (card or {}).get("evaluation")
+        if isinstance(evaluation, dict) and is_flat(evaluation):
+            print("note: its evaluation is a flat {metric: value} file: it names no held-out "
+                  "set (sha256, size), so a gate with min_held_out_size refuses it")
         return 0
     models = [args.model] if args.model else registry.models()
     for model in models:
@@ -646,8 +651,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--model-card", help="JSON file of model-card fields; owner and risk_tier "
                    "(minimal, limited or high) are required, purpose and training_data "
                    "{description, sha256} recommended (docs/governance.md)")
-    g.add_argument("--evaluation", help="JSON file of evaluation results (metric -> value, "
-                   "plus notes), kept as the card's `evaluation`")
+    g.add_argument("--evaluation", help="JSON file of the offline evaluation, kept as the "
+                   "card's `evaluation`: metrics {name: value} on a held-out set, held_out "
+                   "{sha256, size}, optional segments {segment: {name: value}}; the policy's "
+                   "gates judge it (docs/governance.md)")
     g.set_defaults(func=cmd_registry)
     g = gsub.add_parser("list", help="models, their state and versions")
     g.add_argument("--registry", help="a directory or mlflow+<uri> (env DRIFTLINE_REGISTRY)")

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from schemas.arrow import CONTENT_TYPE
 from schemas.commands import Command, DeploymentEvent
+from schemas.evaluation import EvaluationFile
 from schemas.events import Batch, FeatureEvent, LabelEvent, PredictionEvent, TrainingRecord
 from schemas.model_card import ModelCard
 from schemas.policy import Policy
@@ -43,6 +44,7 @@ PUBLIC: dict[str, type[BaseModel]] = {
     "Policy": Policy,
     "ReferenceProfile": ReferenceProfile,
     "ModelCard": ModelCard,
+    "EvaluationFile": EvaluationFile,
 }
 
 

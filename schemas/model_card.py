@@ -22,9 +22,11 @@ Required (``Registry.register`` refuses a card without them, naming the field):
 Optional: ``purpose`` (the intended use, in words), ``training_data`` (a
 description, and the SHA-256 of the data as trained on, so a reviewer can tell
 whether two versions saw the same data), ``evaluation`` (results measured
-before registration: numeric members are metrics, e.g. ``{"roc_auc": 0.91,
-"dataset": "holdout 2026-01"}``). Any other member (``limitations``,
-``intended_use``, ...) is kept as given.
+on a held-out set before registration: ``metrics``, the set's ``held_out``
+``sha256`` and ``size``, optional per-``segments`` metrics; the earlier flat
+``{"roc_auc": 0.91, "dataset": "holdout 2026-01"}`` is still read, see
+``schemas.evaluation``). Any other member (``limitations``, ``intended_use``,
+...) is kept as given.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from schemas.evaluation import evaluation_problem
 
 CardRiskTier = Literal["minimal", "limited", "high"]
 RISK_TIERS: tuple[CardRiskTier, ...] = ("minimal", "limited", "high")
@@ -69,7 +74,9 @@ class ModelCard(BaseModel):
     )
     evaluation: dict[str, Any] | None = Field(
         default=None,
-        description="results measured before registration; numeric members are metrics",
+        description="results on a held-out set measured before registration: metrics, "
+        "held_out {sha256, size}, segments (schemas.evaluation); a flat {metric: value} is "
+        "read too",
     )
 
     @field_validator("owner")
@@ -77,6 +84,15 @@ class ModelCard(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("owner is blank: name the team or person answering for the model")
+        return value
+
+    @field_validator("evaluation")
+    @classmethod
+    def _readable_evaluation(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Kept as given, but only if the gates can read it (``schemas.evaluation``)."""
+        problem = None if value is None else evaluation_problem(value)
+        if problem is not None:  # "held_out.size: ...": card_problem prefixes "evaluation."
+            raise PydanticCustomError("evaluation", problem)
         return value
 
     @field_validator("training_data", mode="before")
@@ -115,6 +131,8 @@ def card_problem(card: dict[str, Any] | None) -> str | None:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "evaluation":
+            return f"evaluation.{error['msg']}"
         if where == "risk_tier":
             return (
                 f"risk_tier {card['risk_tier']!r} is not a tier: use one of {', '.join(RISK_TIERS)}"

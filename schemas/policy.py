@@ -33,6 +33,10 @@ How a feature is judged, and what the defaults mean for false alarms:
 The ``kpi`` section (see ``KpiPolicy``) sets the KPI windows, how long
 predictions wait for labels, the targets that make a window a breach, the
 segments to slice by, the cost matrix and the concept-drift detector.
+
+The ``gates`` section (see ``schemas.gates``) sets, per model-card risk tier,
+what a version's offline evaluation must show before the controller gives it
+traffic; none by default.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.durations import DurationMs, format_duration_ms, parse_duration_ms
 from schemas.errors import DriftlineError, explain_yaml, load_yaml_mapping
+from schemas.gates import GatePolicy
 from schemas.kpi_metrics import estimated_target_problem, target_problem
 from schemas.poisoning import PoisoningPolicy
 from schemas.rules import DecisionPolicy
@@ -377,6 +382,7 @@ class ModelPolicy(_Section):
     kpi: KpiPolicy | None = None
     decisions: DecisionPolicy | None = None
     poisoning: PoisoningPolicy | None = None
+    gates: GatePolicy | None = None
 
 
 class Policy(_Section):
@@ -384,6 +390,11 @@ class Policy(_Section):
     kpi: KpiPolicy = KpiPolicy()
     decisions: DecisionPolicy = DecisionPolicy()
     poisoning: PoisoningPolicy = PoisoningPolicy()
+    gates: GatePolicy = Field(
+        default_factory=GatePolicy,
+        description="evaluation gates per model-card risk tier (minimal, limited, high), "
+        "judged before a canary, shadow, switch or promote; none by default",
+    )
     pii: list[str] = Field(
         default_factory=list,
         description="features and segment keys holding personal data: their values are "
@@ -407,6 +418,10 @@ class Policy(_Section):
         override = self.models.get(model)
         return override.decisions if override and override.decisions else self.decisions
 
+    def gates_for(self, model: str) -> GatePolicy:
+        override = self.models.get(model)
+        return override.gates if override and override.gates is not None else self.gates
+
 
 def parse_policy(text: str, *, source: str = "policy") -> Policy:
     """Validate a YAML policy document; raise PolicyError naming line, field and reason.
@@ -419,8 +434,8 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
     data, root = load_yaml_mapping(text, source=source, error=PolicyError, what="sections")
     if not data:
         raise PolicyError(f"{source}: the policy is empty; name at least one section (drift, "
-                          "kpi, decisions, poisoning, pii, models), or start without a policy "
-                          "file to run on the defaults")
+                          "kpi, decisions, poisoning, gates, pii, models), or start without a "
+                          "policy file to run on the defaults")
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:

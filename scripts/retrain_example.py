@@ -9,13 +9,18 @@ _REGISTRY, _DATADIR) and DRIFTLINE_MODEL / DRIFTLINE_TRAINING_TOPIC. It
    ``training-data.clean`` (only what the poisoning guard let through:
    quarantined records never reach it);
 2. fits a scikit-learn pipeline (DictVectorizer -> StandardScaler ->
-   LogisticRegression) on them and scores it on a 20 % hold-out;
+   LogisticRegression) on them and evaluates it on a 20 % hold-out;
 3. registers it as the next version (v1 -> v2) in the controller's registry,
    with the training facts as metadata and model-card fields: owner, risk tier
    and purpose kept from the version it replaces, training data described and
-   hashed (SHA-256 of the records as trained on), hold-out evaluation;
+   hashed (SHA-256 of the records as trained on), and the evaluation in the
+   form ``--evaluation`` takes (``schemas.evaluation``): ``metrics`` on the
+   hold-out (accuracy, and roc_auc for two classes), ``held_out`` with the
+   SHA-256 of the held-out records and their number;
 4. publishes a signed ``canary`` command at the policy's first canary step,
-   so the new version gets a share of traffic and must earn its promotion.
+   so the new version gets a share of traffic and must earn its promotion
+   (the controller refuses it when the version fails the policy's evaluation
+   gate for its risk tier: the script's output says so, the deployments topic why).
 
 Run by hand: ``python scripts/retrain_example.py --model fraud-detector``.
 Needs scikit-learn (in the dev extra).
@@ -52,21 +57,44 @@ def records(settings: Settings, topic: str, model: str) -> list[dict[str, Any]]:
     return out
 
 
-def train(rows: list[dict[str, Any]], seed: int = 0) -> tuple[Any, dict[str, float]]:
+def digest(rows: list[dict[str, Any]]) -> str:
+    """SHA-256 of records as used: one sorted-key JSON line each."""
+    return hashlib.sha256(b"\n".join(
+        orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows)).hexdigest()
+
+
+def train(rows: list[dict[str, Any]], seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """The fitted pipeline and its evaluation on a 20 % hold-out (schemas.evaluation's form)."""
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x = [{k: v for k, v in r["features"].items() if v is not None} for r in rows]
-    y = [str(r["label"]) for r in rows]
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=seed)
+    def x(part: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r["features"].items() if v is not None} for r in part]
+
+    def y(part: list[dict[str, Any]]) -> list[str]:
+        return [str(r["label"]) for r in part]
+
+    train_rows, held_out = train_test_split(rows, test_size=0.2, random_state=seed)
     pipeline = make_pipeline(DictVectorizer(), StandardScaler(with_mean=False),
                              LogisticRegression(max_iter=500))
-    pipeline.fit(x_train, y_train)
-    return pipeline, {"holdout_accuracy": float(pipeline.score(x_test, y_test)),
-                      "train_records": float(len(x_train))}
+    pipeline.fit(x(train_rows), y(train_rows))
+    metrics = {"accuracy": float(pipeline.score(x(held_out), y(held_out)))}
+    classes = list(pipeline.classes_)
+    if len(classes) == 2 and len(set(y(held_out))) == 2:  # roc_auc needs both classes
+        positive = pipeline.predict_proba(x(held_out))[:, 1]
+        metrics["roc_auc"] = float(roc_auc_score(
+            [label == classes[1] for label in y(held_out)], positive))
+    return pipeline, {
+        "metrics": metrics,
+        "held_out": {"sha256": digest(held_out), "size": len(held_out),
+                     "description": f"20 % of the {len(rows)} records (random split, "
+                                    f"seed {seed}), never trained on"},
+        "train_records": len(train_rows),
+    }
 
 
 def inherited_card(previous: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"retrain of {args.model}: only {len(rows)} clean records on {topic} "
               f"(need {args.min_records}); nothing trained", file=sys.stderr)
         return 1
-    pipeline, scores = train(rows)
+    pipeline, evaluation = train(rows)
     registry = open_registry(settings.registry)
     existing = registry.versions(args.model)
     version = next_version([v.version for v in existing])
@@ -113,21 +141,22 @@ def main(argv: list[str] | None = None) -> int:
         artifact.write_bytes(pickle.dumps(pipeline))
         registry.register(
             args.model, version, artifact,
-            metadata={"training_topic": topic, "records": len(rows), **scores,
+            metadata={"training_topic": topic, "records": len(rows),
+                      "train_records": evaluation["train_records"],
                       "retrained_from": os.environ.get("DRIFTLINE_FROM_VERSION", "")},
             model_card={**card, "trained_by": "scripts/retrain_example.py",
                         "training_data": {
                             "description": f"{len(rows)} newest records of {topic} (screened "
                                            "by the poisoning guard)",
-                            "sha256": hashlib.sha256(b"\n".join(
-                                orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows
-                            )).hexdigest()},
-                        "evaluation": scores})
+                            "sha256": digest(rows)},
+                        "evaluation": evaluation})
     weight = policy.decisions_for(args.model).delivery.canary_steps[0]
     command = operator.operator_command(
         settings, "canary", args.model, to_version=version, weight=weight,
-        reason=f"retrained on {len(rows)} clean records (hold-out accuracy "
-               f"{scores['holdout_accuracy']:.3f}); deployed as canary at {weight:g}",
+        reason=f"retrained on {len(rows)} clean records (hold-out of "
+               f"{evaluation['held_out']['size']}: "
+               + ", ".join(f"{k} {v:.3f}" for k, v in evaluation["metrics"].items())
+               + f"); deployed as canary at {weight:g}",
         issued_by="retrain-hook")
     operator.send(settings, command)
     print(f"retrained {args.model} -> {version} on {len(rows)} records; canary command "

@@ -9,9 +9,16 @@ For each command on ``commands`` (key: model):
    model the registry does not know, or whose transition makes no sense
    (``streams.policy.transitions``), or whose target version's artifact no
    longer matches its SHA-256.
-3. Hold a command for a model whose risk tier needs approval (or that asks for
+3. Refuse a ``canary``, ``shadow``, ``switch`` or ``promote`` of a version that
+   fails the evaluation gate of its model card's risk tier, or has no
+   evaluation while a gate applies (``streams.policy.gates``; the policy's
+   ``gates``): the event names the gate and the numbers. A passing gate's
+   numbers go into the event's reason too.
+4. Hold a command for a model whose risk tier needs approval (or that asks for
    one) as ``pending_approval``, until an operator's signed ``approve`` names it.
-4. Apply it: commit the new state and the journal to the registry in one step,
+   The gate is judged before (a failing version never waits for a person) and
+   again at the approval (the champion it is compared with may have changed).
+5. Apply it: commit the new state and the journal to the registry in one step,
    then publish the event. A ``retrain`` starts the retrain hook.
 
 Exactly once: the journal (kept in the registry with the state, committed
@@ -50,6 +57,7 @@ from agents.runtime.runner import Outcome
 from schemas.commands import Command, DeploymentEvent, DeploymentState
 from schemas.policy import Policy
 from streams.policy.chain import GENESIS, event_hash
+from streams.policy.gates import GATED_COMMANDS, GateVerdict, judge_gate
 from streams.policy.transitions import transition
 
 logger = logging.getLogger(__name__)
@@ -129,6 +137,10 @@ class Controller:
                                  "(a command is applied at most once)", state, journal)]
         if command.type == "approve":
             return [self._approve(command, state, journal)]
+        gate = self._gate(command, state)
+        if gate is not None and not gate.passed:
+            return [self._record(command, "rejected", f"refused: {gate.reason}", state, journal)]
+        passed = f"; {gate.reason}" if gate is not None else ""
         # An operator's own command is a human decision already; the policy agent's
         # commands for a model in an approval tier wait for one.
         tiered = self.policy.decisions_for(model).needs_approval
@@ -141,8 +153,25 @@ class Controller:
             pending[command.command_id] = command.model_dump(mode="json")
             return [self._record(command, "pending_approval",
                                  f"awaits an operator's approval (driftline command approve "
-                                 f"{command.command_id}): {command.reason}", state, journal)]
-        return [self._apply(command, state, journal, approved_by=None)]
+                                 f"{command.command_id}): {command.reason}{passed}", state,
+                                 journal)]
+        return [self._apply(command, state, journal, approved_by=None, gate=gate)]
+
+    def _gate(self, command: Command, state: DeploymentState) -> GateVerdict | None:
+        """The evaluation gate's verdict on the version ``command`` gives traffic (None: no
+        gate applies, or the version is not registered, which ``transition`` refuses)."""
+        model, version = command.model, command.to_version
+        if command.type not in GATED_COMMANDS or version is None:
+            return None
+        gates = self.policy.gates_for(model)
+        if not gates.configured:
+            return None
+        cards = {v.version: v.model_card for v in self.registry.versions(model)}
+        if version not in cards:
+            return None
+        champion = state.champion
+        return judge_gate(gates, version=version, card=cards[version], champion=champion,
+                          champion_card=cards.get(champion) if champion else None)
 
     def _approve(self, approval: Command, state: DeploymentState,
                  journal: dict[str, Any]) -> DeploymentEvent:
@@ -155,11 +184,15 @@ class Controller:
                                 f"refused: no command {approval.approves!r} awaits approval",
                                 state, journal)
         journal["decided"][approval.command_id] = "approval"
-        return self._apply(Command.model_validate(target), state, journal,
-                           approved_by=approval.issued_by)
+        command = Command.model_validate(target)
+        gate = self._gate(command, state)  # again: the champion may have changed meanwhile
+        if gate is not None and not gate.passed:
+            return self._record(command, "rejected", f"refused at the approval by "
+                                f"{approval.issued_by}: {gate.reason}", state, journal)
+        return self._apply(command, state, journal, approved_by=approval.issued_by, gate=gate)
 
     def _apply(self, command: Command, state: DeploymentState, journal: dict[str, Any], *,
-               approved_by: str | None) -> DeploymentEvent:
+               approved_by: str | None, gate: GateVerdict | None = None) -> DeploymentEvent:
         versions = {v.version for v in self.registry.versions(command.model)}
         result = transition(state, command, versions)
         if not result.ok:
@@ -170,6 +203,8 @@ class Controller:
                 return self._record(command, "rejected", f"refused: {problem}", state, journal)
         reason = command.reason if approved_by is None else \
             f"approved by {approved_by}: {command.reason}"
+        if gate is not None:
+            reason += f"; {gate.reason}"
         if command.type == "retrain" and self.hook is not None:
             reason += f"; {self.hook.start(command)}"
         if command.type == "rollback":  # for the verdict endpoint (agents.controller.verdict)

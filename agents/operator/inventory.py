@@ -53,6 +53,7 @@ from agents.config import Settings
 from agents.controller.registry import ModelVersion, Registry
 from agents.operator.scan import scan
 from schemas.errors import DriftlineError
+from schemas.evaluation import evaluation_problem
 from schemas.events import event_time_ms
 from schemas.model_card import card_problem
 from schemas.policy import Policy, load_policy
@@ -124,12 +125,16 @@ class Inventory:
 
 def read_card(path: str | None, *, evaluation: str | None = None) -> dict[str, Any] | None:
     """The model card in JSON file ``path``, with the evaluation results in JSON file
-    ``evaluation`` as its ``evaluation`` member (refused if the card has another)."""
+    ``evaluation`` as its ``evaluation`` member (refused if the card has another, or if
+    the file is not an evaluation the gates can read: ``schemas.evaluation``)."""
     card: dict[str, Any] | None = None
     if path:
         card = _json_object(path, "model card")
     if evaluation:
         results = _json_object(evaluation, "evaluation")
+        problem = evaluation_problem(results)
+        if problem is not None:
+            raise DriftlineError(f"the evaluation file {evaluation} is refused: {problem}")
         card = dict(card or {})
         if card.get("evaluation") not in (None, results):
             raise DriftlineError(

@@ -6,6 +6,10 @@ the canary's predictions are noisy (accuracy ~0.74 vs ~0.94); its KPI windows
 are compared with the champion's, the policy agent issues a signed rollback and
 the controller applies it. Then a forged command is refused and a redelivered
 one is applied once, and the audit chain verifies.
+
+The policy gates the card's tier (minimal) on the held-out evaluation: v3
+(roc_auc 0.81 < 0.85) is refused a canary with the gate and the numbers in its
+DeploymentEvent, before v2 (0.90) gets its canary.
 """
 
 from __future__ import annotations
@@ -39,7 +43,13 @@ kpi:
   min_labeled: 100
 decisions:
   rollback: {min_labeled: 100}
+gates:
+  minimal:
+    min_metrics: {roc_auc: 0.85}
+    max_loss: {roc_auc: 0.05}
+    min_held_out_size: 1000
 """
+ROC_AUC = {"v1": 0.88, "v2": 0.90, "v3": 0.81}
 MODEL = "fraud-detector"
 T0 = 1_800_000_000 - 1_800_000_000 % 60
 
@@ -79,15 +89,28 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
     worker = worker_factory(POLICY, agents="kpi,policy,controller",
                             env={"DRIFTLINE_METRICS_PORT": str(port)})
     registry = open_registry(worker.settings.registry)
-    for version in ("v1", "v2"):
+    for version, roc_auc in ROC_AUC.items():
         artifact = tmp_path / f"{version}.bin"
         artifact.write_bytes(f"model {version}".encode())
-        registry.register(MODEL, version, artifact, model_card=CARD)
+        evaluation = {"metrics": {"roc_auc": roc_auc},
+                      "held_out": {"sha256": "3f" * 32, "size": 4000}}
+        registry.register(MODEL, version, artifact,
+                          model_card={**CARD, "evaluation": evaluation})
     s = worker.settings
     operator.send(s, operator.operator_command(s, "promote", MODEL, to_version="v1"))
+    gated = operator.operator_command(s, "canary", MODEL, to_version="v3", weight=0.5)
+    operator.send(s, gated)
     operator.send(s, operator.operator_command(s, "canary", MODEL, to_version="v2",
                                                weight=0.5))
-    _deployments(worker, lambda seen: sum(e["status"] == "applied" for e in seen) >= 2)
+    seen = _deployments(worker, lambda seen: sum(e["status"] == "applied" for e in seen) >= 2)
+    refused = next(e for e in seen if e["command_id"] == gated.command_id)
+    assert refused["status"] == "rejected" and refused["state"]["canary"] is None
+    assert refused["reason"] == ("refused: gate minimal.min_metrics roc_auc 0.81 < 0.85; gate "
+                                 "minimal.max_loss roc_auc 0.81 is 0.07 below the champion v1's "
+                                 "0.88 (> 0.05 allowed)")
+    accepted = next(e for e in seen if e["action"] == "canary" and e["status"] == "applied")
+    assert accepted["state"]["canary"] == "v2" and "gate minimal passed: " in accepted["reason"]
+    assert "min_metrics roc_auc 0.9 >= 0.85" in accepted["reason"]
 
     champion = simulate.FraudTraffic(seed=11, model=MODEL, version="v1")
     canary = simulate.FraudTraffic(seed=12, model=MODEL, version="v2", variant="canary",

@@ -95,6 +95,9 @@ def test_drift_retrains_and_the_new_version_is_promoted_through_a_canary(
     card = version.model_card  # owner and tier kept from v1, the training data hashed
     assert (card["owner"], card["risk_tier"]) == (CARD["owner"], CARD["risk_tier"])
     assert len(card["training_data"]["sha256"]) == 64
+    held_out = card["evaluation"]["held_out"]  # the evaluation as --evaluation takes it
+    assert len(held_out["sha256"]) == 64 and held_out["size"] >= 100
+    assert 0.5 <= card["evaluation"]["metrics"]["accuracy"] <= 1
     model = pickle.loads(next(Path(version.uri).rglob("model.pkl")).read_bytes()
                          if Path(version.uri).is_dir() else Path(version.uri).read_bytes())
     assert hasattr(model, "predict_proba")
