@@ -10,7 +10,9 @@ tmp path and copied to build/integration/ (ignored by git).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -179,6 +181,10 @@ def test_audit_report_opens_in_chromium_offline_with_every_chart_laid_out(
             MODEL,
             "--out",
             str(page_path),
+            "--registry",
+            s.registry,
+            "--policy",
+            str(worker.policy_path),
         ],
         env=env,
         capture_output=True,
@@ -190,6 +196,8 @@ def test_audit_report_opens_in_chromium_offline_with_every_chart_laid_out(
     html = page_path.read_text()
     assert "Audit chain intact" in html and "canary worse than the champion" in html
     assert "<img" not in html and "<script" not in html
+    assert hashlib.sha256(worker.policy_path.read_bytes()).hexdigest() in html
+    assert re.findall(r"\b\d{13}\b", html) == [], "every time is shown in UTC words"
 
     shot = tmp_path / "audit-report.png"
     seen = _open_in_chromium(page_path, shot)
@@ -204,6 +212,7 @@ def test_audit_report_opens_in_chromium_offline_with_every_chart_laid_out(
     for box in seen["charts"]:
         assert box is not None and box["width"] > 0 and box["height"] > 0, seen["charts"]
     assert "Drift per feature (PSI)" in seen["headings"]
+    assert "Deployment events and their hash chain" in seen["headings"]
     assert HOSTILE in seen["text"], "the hostile reason is shown as text"
     assert shot.stat().st_size > 10_000
 

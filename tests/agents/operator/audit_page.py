@@ -34,8 +34,11 @@ class Page:
     csp: str = ""
 
     def table(self, section: str, first_header: str | None = None) -> Table:
-        found = [t for t in self.tables if t.section == section
-                 and (first_header is None or t.headers[:1] == [first_header])]
+        found = [
+            t
+            for t in self.tables
+            if t.section == section and (first_header is None or t.headers[:1] == [first_header])
+        ]
         assert found, (section, first_header, [(t.section, t.headers) for t in self.tables])
         return found[0]
 

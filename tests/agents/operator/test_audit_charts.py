@@ -20,14 +20,19 @@ def _attr(element: str, name: str) -> float:
 
 
 def _elements(drawing: str, tag: str, needle: str = "") -> list[str]:
-    return [e for e in re.findall(rf"<{tag}\b[^>]*>(?:.*?</{tag}>)?", drawing, re.S)
-            if needle in e]
+    return [e for e in re.findall(rf"<{tag}\b[^>]*>(?:.*?</{tag}>)?", drawing, re.S) if needle in e]
 
 
 CHART = Chart(
-    "PSI", "PSI (population stability index, unitless)",
-    {"v1 amount": [Point(T0, 0.01), Point(T0 + 5 * MINUTE, 0.08, "warn"),
-                   Point(T0 + 10 * MINUTE, 0.31, "breach", "drift at once")]},
+    "PSI",
+    "PSI (population stability index, unitless)",
+    {
+        "v1 amount": [
+            Point(T0, 0.01),
+            Point(T0 + 5 * MINUTE, 0.08, "warn"),
+            Point(T0 + 10 * MINUTE, 0.31, "breach", "drift at once"),
+        ]
+    },
     [Line(0.05, "warn level 0.05", "warn"), Line(0.2, "drift level 0.2", "limit")],
 )
 
