@@ -167,13 +167,15 @@ def svg(chart: Chart, *, width: int = WIDTH, height: int = HEIGHT) -> str:
     for line in chart.lines:
         colour = LINE_COLOURS.get(line.kind, "#c00000")
         dash = "2 3" if line.kind == "warn" else "6 3"
+        # above its line, or below it where the line runs along the top of the plot
+        label_y = y(line.value) - 3 if y(line.value) > TOP + 12 else y(line.value) + 11
         out.append(
             f'<line x1="{LEFT}" x2="{LEFT + w}" y1="{y(line.value):.1f}" '
             f'y2="{y(line.value):.1f}" stroke="{colour}" stroke-width="1.2" '
             f'stroke-dasharray="{dash}"><title>{esc(line.label)}</title></line>'
         )
         out.append(
-            f'<text x="{LEFT + w - 4}" y="{y(line.value) - 3:.1f}" font-size="10" '
+            f'<text x="{LEFT + w - 4}" y="{label_y:.1f}" font-size="10" '
             f'text-anchor="end" fill="{colour}">{esc(line.label)}</text>'
         )
     for i, (name, series) in enumerate(sorted(chart.series.items())):
@@ -220,7 +222,7 @@ def caption(chart: Chart) -> str:
     if chart.lines:
         parts.append("Dashed lines: " + "; ".join(line.label for line in chart.lines) + ".")
     else:
-        parts.append("No threshold or target applies to this chart.")
+        parts.append("No threshold, target or limit for this chart in the policy given.")
     flagged = chart.flagged
     if flagged:
         said = {"breach": "red squares", "warn": "orange rings"}

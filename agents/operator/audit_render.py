@@ -46,7 +46,8 @@ KEY_SETTINGS = (
 CSS = (
     "body{font-family:sans-serif;margin:2em;max-width:1100px;color:#111}"
     "table{border-collapse:collapse;font-size:12px;margin:0.4em 0 1em}"
-    "td,th{border:1px solid #ccc;padding:4px;vertical-align:top;text-align:left}"
+    "td,th{border:1px solid #ccc;padding:4px;vertical-align:top;text-align:left;"
+    "overflow-wrap:anywhere}"
     "th{background:#f3f3f3}table.facts th{width:13em}"
     "code{font-size:11px;overflow-wrap:anywhere;word-break:break-all}"
     ".ok{color:#2a7d2a}.bad{color:#b00;font-weight:bold}"

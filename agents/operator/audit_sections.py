@@ -226,7 +226,9 @@ def kpis(
                 dict(series),
                 lines,
                 note="Targets and limits from the policy given; a window is marked "
-                "when its value is beyond one, or its report names it breached.",
+                "when its value is beyond one, or its report names it breached."
+                if lines
+                else "A window is marked when its report names it breached.",
             )
         )
     return out

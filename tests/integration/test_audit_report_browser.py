@@ -43,6 +43,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = ROOT / "build" / "integration"
+#: The width A4 leaves at the report's @page margins (210 - 2 x 14 mm), in CSS pixels.
+A4_CONTENT_PX = int((210 - 2 * 14) / 25.4 * 96)
 POLICY = """
 drift:
   window: 60s
@@ -143,6 +145,17 @@ def _open_in_chromium(page_path: Path, shot: Path) -> dict[str, Any]:
             headings = page.locator("h2").all_inner_texts()
             text = page.locator("body").inner_text()
             page.screenshot(path=str(shot), full_page=True)
+            # Printed on A4 (the page's @page margins, 14 mm a side): nothing wider than the
+            # paper, no chart clipped, and Chromium writes the PDF.
+            page.set_viewport_size({"width": A4_CONTENT_PX, "height": 1000})
+            page.emulate_media(media="print")
+            printed = page.evaluate("""() => ({
+                width: document.documentElement.clientWidth,
+                scroll: document.documentElement.scrollWidth,
+                charts: [...document.querySelectorAll('svg')].map(
+                    s => s.getBoundingClientRect().right),
+            })""")
+            pdf = page.pdf(format="A4")
         finally:
             browser.close()
     return {
@@ -152,6 +165,8 @@ def _open_in_chromium(page_path: Path, shot: Path) -> dict[str, Any]:
         "charts": charts,
         "headings": headings,
         "text": text,
+        "printed": printed,
+        "pdf": pdf[:5],
     }
 
 
@@ -215,6 +230,11 @@ def test_audit_report_opens_in_chromium_offline_with_every_chart_laid_out(
     assert "Deployment events and their hash chain" in seen["headings"]
     assert HOSTILE in seen["text"], "the hostile reason is shown as text"
     assert shot.stat().st_size > 10_000
+    printed = seen["printed"]
+    assert printed["scroll"] <= printed["width"] == A4_CONTENT_PX, printed
+    assert len(printed["charts"]) == len(seen["charts"]), printed
+    assert all(right <= printed["width"] for right in printed["charts"]), printed
+    assert seen["pdf"] == b"%PDF-"
 
 
 def test_the_page_itself_forbids_any_fetch_or_script(tmp_path: Path) -> None:

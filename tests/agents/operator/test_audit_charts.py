@@ -65,7 +65,9 @@ def test_the_caption_names_the_lines_and_counts_the_marks() -> None:
     assert "Dashed lines: warn level 0.05; drift level 0.2." in said
     assert "1 window breach (red squares), 1 window warn (orange rings)" in said
     bare = Chart("x", "y", {"a": [Point(T0, 1.0)]})
-    assert caption(bare).startswith("No threshold or target applies to this chart. No window")
+    assert caption(bare).startswith(
+        "No threshold, target or limit for this chart in the policy given. No window"
+    )
 
 
 def test_one_window_and_no_data() -> None:
