@@ -15,9 +15,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from agents.controller.registry import FileRegistry
+from agents.config import Settings
+from agents.controller.registry import FileRegistry, RegistryError
+from agents.operator import audit_report
 from agents.operator.audit_render import page
 from agents.operator.audit_report import (
     CSP,
@@ -353,3 +356,75 @@ def test_it_prints_on_a4_and_still_fetches_nothing(records: dict[str, Any]) -> N
         "signoff",
         "policy-settings",
     ]
+
+
+def test_a_half_open_range_says_which_end_is_open(records: dict[str, Any]) -> None:
+    start = int(T0.timestamp() * 1000) + 5 * 60_000
+    said = parse(_render(records, start_ms=start)).table("summary").as_dict()["time range"]
+    assert said.startswith(
+        "All records from Sunday 1 November 2026, 00:05 UTC to the last on the topics "
+        "(no --to given)."
+    ), said
+
+
+class _Unreadable(FileRegistry):
+    def models(self) -> list[str]:
+        raise RegistryError("the registry's disk is gone")
+
+
+def test_build_reads_the_topics_the_registry_and_the_policy_file(
+    records: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``build`` with the topics stood in for (the real reader runs in the end-to-end
+    tests): records of other models and outside the range are left out, the policy file is
+    hashed, the registry's versions shown, and a registry that cannot be read is said."""
+    other = {**records["commands"][0], "model": "churn", "command_id": "not-this-model"}
+    late = {
+        **records["commands"][0],
+        "command_id": "after-the-range",
+        "issued_at": "2026-11-02T00:00:00Z",
+    }
+    topics = {
+        "drift": records["drift"],
+        "kpi": records["kpi"],
+        "poisoning": records["poisoning"],
+        "deployments": records["deployments"],
+        "commands": [
+            {**records["commands"][0], "model": "fraud"},
+            other,
+            {**late, "model": "fraud"},
+        ],
+    }
+
+    def fake_read_to_end(bootstrap: str, topic: str) -> list[bytes]:
+        return [orjson.dumps(doc) for doc in topics[topic.removeprefix("p.")]]
+
+    monkeypatch.setattr(audit_report, "read_to_end", fake_read_to_end)
+    settings = Settings(
+        topic_prefix="p.", policy=str(records["path"]), registry=str(tmp_path / "registry")
+    )
+    start = int(T0.timestamp() * 1000)
+    html = audit_report.build(
+        settings, "fraud", start_ms=start, end_ms=start + 3_600_000, registry=records["registry"]
+    )
+    parsed = parse(html)
+    digest = hashlib.sha256(records["path"].read_bytes()).hexdigest()
+    assert parsed.table("summary").as_dict()["policy given"].endswith(digest)
+    assert parsed.table("commands").as_dict()["command id"] == "c2"  # the one command kept
+    assert "not-this-model" not in html and "after-the-range" not in html
+    versions = parsed.table("versions", "version")
+    assert versions.column("artifact SHA-256") == [records["registry"].get("fraud", "v1").sha256]
+    broken = parse(
+        audit_report.build(
+            settings,
+            "fraud",
+            start_ms=start,
+            end_ms=start + 3_600_000,
+            registry=_Unreadable(tmp_path / "registry"),
+        )
+    )
+    assert (
+        f"the registry {tmp_path / 'registry'} could not be read: the registry's disk is "
+        "gone" in broken.text
+    )
+    assert broken.table("chain", "at").rows, "the rest of the trail is still shown"
