@@ -269,11 +269,16 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_report(args: argparse.Namespace) -> int:
+    from agents.controller.registry import open_registry
     from agents.operator import audit_report
+    from agents.operator.inventory import policy_in_force
 
-    settings = _reached(_settings(args))
+    settings = _settings(args)
+    policy_in_force(settings.policy)  # a bad policy file fails before Kafka
     start, end = _time_ms(args.from_, 0), _time_ms(args.to, 2**62)
-    page = audit_report.build(settings, args.model, start_ms=start, end_ms=end)
+    _reached(settings)
+    page = audit_report.build(settings, args.model, start_ms=start, end_ms=end,
+                              registry=open_registry(settings.registry))
     Path(args.out).write_text(page, encoding="utf-8")
     print(f"audit report of {args.model} written to {args.out} ({len(page) // 1024} KB)")
     return 0
@@ -638,6 +643,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--from", dest="from_", help="RFC 3339 or epoch seconds (default: all)")
     a.add_argument("--to", help="RFC 3339 or epoch seconds (default: all)")
     a.add_argument("--out", required=True, help="the HTML file to write")
+    a.add_argument("--policy", help="the policy in force, shown and hashed in the report (env "
+                   "DRIFTLINE_POLICY; default: the built-in defaults)")
+    a.add_argument("--registry", help="the registry whose versions, checksums and model cards "
+                   "the report shows: a directory or mlflow+<uri> (env DRIFTLINE_REGISTRY)")
     a.set_defaults(func=cmd_audit_report)
 
     p = sub.add_parser("registry", help="the controller's model registry")

@@ -354,6 +354,15 @@ def collect(
     )
 
 
+def describe_model(model: str, registry: Registry, policy: Policy) -> ModelEntry | None:
+    """``model`` as the registry alone describes it (no topic read): its versions with
+    checksums, model cards and evaluations, and the registry's committed state; None
+    when the registry does not know it. The audit report uses this."""
+    if model not in registry.models():
+        return None
+    return _entry(model, registry, _Seen(), policy, registered=True)
+
+
 def _entry(
     model: str, registry: Registry, seen: _Seen, policy: Policy, *, registered: bool
 ) -> ModelEntry:

@@ -14,7 +14,9 @@ DeploymentEvent, before v2 (0.90) gets its canary.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -182,10 +184,18 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
     assert out.returncode == 0 and "audit chain intact" in out.stdout, out.stdout + out.stderr
 
     page = tmp_path / "audit.html"
-    out = subprocess.run([*cli, "audit", "report", "--model", MODEL, "--out", str(page)],
+    out = subprocess.run([*cli, "audit", "report", "--model", MODEL, "--out", str(page),
+                          "--registry", s.registry, "--policy", str(worker.policy_path)],
                          env=env, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     text = page.read_text()
     assert "Audit chain intact" in text and text.count("<svg") >= 2
     assert rollback["command_id"] in text and "canary worse than the champion" in text
     assert "paged by payments" in text and "src=" not in text and "<script" not in text
+    # What a reviewer signs: the policy's hash, each version's checksum, each event's hash,
+    # the rule the rollback applied, and no epoch milliseconds anywhere.
+    assert hashlib.sha256(worker.policy_path.read_bytes()).hexdigest() in text
+    assert all(v.sha256 in text for v in registry.versions(MODEL))
+    assert rollback["hash"] in text and rollback["prev_hash"] in text
+    assert "decisions.rollback.margin = 0.02" in text
+    assert re.findall(r"\b\d{13}\b", text) == []

@@ -10,7 +10,9 @@ tmp path and copied to build/integration/ (ignored by git).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +43,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = ROOT / "build" / "integration"
+#: The width A4 leaves at the report's @page margins (210 - 2 x 14 mm), in CSS pixels.
+A4_CONTENT_PX = int((210 - 2 * 14) / 25.4 * 96)
 POLICY = """
 drift:
   window: 60s
@@ -141,6 +145,17 @@ def _open_in_chromium(page_path: Path, shot: Path) -> dict[str, Any]:
             headings = page.locator("h2").all_inner_texts()
             text = page.locator("body").inner_text()
             page.screenshot(path=str(shot), full_page=True)
+            # Printed on A4 (the page's @page margins, 14 mm a side): nothing wider than the
+            # paper, no chart clipped, and Chromium writes the PDF.
+            page.set_viewport_size({"width": A4_CONTENT_PX, "height": 1000})
+            page.emulate_media(media="print")
+            printed = page.evaluate("""() => ({
+                width: document.documentElement.clientWidth,
+                scroll: document.documentElement.scrollWidth,
+                charts: [...document.querySelectorAll('svg')].map(
+                    s => s.getBoundingClientRect().right),
+            })""")
+            pdf = page.pdf(format="A4")
         finally:
             browser.close()
     return {
@@ -150,6 +165,8 @@ def _open_in_chromium(page_path: Path, shot: Path) -> dict[str, Any]:
         "charts": charts,
         "headings": headings,
         "text": text,
+        "printed": printed,
+        "pdf": pdf[:5],
     }
 
 
@@ -179,6 +196,10 @@ def test_audit_report_opens_in_chromium_offline_with_every_chart_laid_out(
             MODEL,
             "--out",
             str(page_path),
+            "--registry",
+            s.registry,
+            "--policy",
+            str(worker.policy_path),
         ],
         env=env,
         capture_output=True,
@@ -190,6 +211,8 @@ def test_audit_report_opens_in_chromium_offline_with_every_chart_laid_out(
     html = page_path.read_text()
     assert "Audit chain intact" in html and "canary worse than the champion" in html
     assert "<img" not in html and "<script" not in html
+    assert hashlib.sha256(worker.policy_path.read_bytes()).hexdigest() in html
+    assert re.findall(r"\b\d{13}\b", html) == [], "every time is shown in UTC words"
 
     shot = tmp_path / "audit-report.png"
     seen = _open_in_chromium(page_path, shot)
@@ -204,8 +227,14 @@ def test_audit_report_opens_in_chromium_offline_with_every_chart_laid_out(
     for box in seen["charts"]:
         assert box is not None and box["width"] > 0 and box["height"] > 0, seen["charts"]
     assert "Drift per feature (PSI)" in seen["headings"]
+    assert "Deployment events and their hash chain" in seen["headings"]
     assert HOSTILE in seen["text"], "the hostile reason is shown as text"
     assert shot.stat().st_size > 10_000
+    printed = seen["printed"]
+    assert printed["scroll"] <= printed["width"] == A4_CONTENT_PX, printed
+    assert len(printed["charts"]) == len(seen["charts"]), printed
+    assert all(right <= printed["width"] for right in printed["charts"]), printed
+    assert seen["pdf"] == b"%PDF-"
 
 
 def test_the_page_itself_forbids_any_fetch_or_script(tmp_path: Path) -> None:
