@@ -19,7 +19,7 @@ from mode.types import ServiceT
 from agents import metrics
 from agents.config import Settings
 from agents.kafka import faust_credentials
-from agents.runtime import faust_internals
+from agents.runtime import faust_internals, gc_tuning
 from agents.runtime.group_lag import GroupLag
 from agents.runtime.watchdog import DEFAULT_GRACE_S, ShutdownWatchdog
 from schemas.policy import Policy
@@ -170,11 +170,17 @@ class Worker(faust.Worker):
     """
 
     def __init__(self, *args: Any, shutdown_grace_s: float = DEFAULT_GRACE_S,
-                 **kwargs: Any) -> None:
+                 gc_gen0: int = gc_tuning.DEFAULT_GEN0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.gc_gen0 = gc_gen0
         broker = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
         self.watchdog = ShutdownWatchdog(grace_s=shutdown_grace_s, broker=broker,
                                          pending=self._not_stopped)
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        # Ready: what is alive now lives as long as the worker (agents.runtime.gc_tuning).
+        gc_tuning.tune(self.gc_gen0)
 
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
         # mode.Worker's handler of SIGTERM and SIGINT: the stop it schedules waits on

@@ -88,7 +88,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         metrics.serve(settings.metrics_port)
     worker = Worker(app, loglevel=settings.log_level, quiet=True,
-                    shutdown_grace_s=settings.shutdown_grace_s)
+                    shutdown_grace_s=settings.shutdown_grace_s, gc_gen0=settings.gc_gen0)
     worker.execute_from_commandline()
     return 0
 

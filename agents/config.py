@@ -110,6 +110,9 @@ class Settings:
     # at most this times DRIFTLINE_MAX_MESSAGE_BYTES per agent, and typically this
     # times the producers' message size.
     stream_buffer_messages: int = 1024
+    # The garbage collector's youngest-generation threshold once the worker is ready,
+    # after it froze what was alive then (agents.runtime.gc_tuning); 0: Python's own.
+    gc_gen0: int = 50_000
 
     def __post_init__(self) -> None:
         if self.connect_timeout_s <= 0:
@@ -130,6 +133,9 @@ class Settings:
         if self.stream_buffer_messages < 1:
             raise DriftlineError("DRIFTLINE_STREAM_BUFFER_MESSAGES must be 1 or more, got "
                                  f"{self.stream_buffer_messages}")
+        if self.gc_gen0 < 0:
+            raise DriftlineError(
+                f"DRIFTLINE_GC_GEN0 must be 0 (Python's own) or more, got {self.gc_gen0}")
         if self.batch_max_wait_ms <= 0:
             raise DriftlineError(
                 f"DRIFTLINE_BATCH_MAX_WAIT_MS must be above 0, got {self.batch_max_wait_ms}")
