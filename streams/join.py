@@ -74,10 +74,22 @@ class Match:
 
 @dataclass
 class JoinOutcome:
-    matches: list[Match] = field(default_factory=list)
+    """What a call joined, as columns in arrival order (``matches`` row by row): the
+    completed predictions' stored values, their labels and the labels' times."""
+
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+    label_ts_ms: list[int] = field(default_factory=list)
     #: predictions whose TTL ran out unlabeled (their stored values)
     expired: list[dict[str, Any]] = field(default_factory=list)
     orphans_expired: int = 0
+
+    @property
+    def matches(self) -> list[Match]:
+        return [
+            Match(p, y, t)
+            for p, y, t in zip(self.predictions, self.labels, self.label_ts_ms, strict=True)
+        ]
 
 
 def _compact(value: Any) -> bytes:
@@ -92,6 +104,13 @@ def _key(*parts: str) -> bytes:
 
 # kind -> request id -> (bucket, value as JSON bytes: a third of a dict's memory)
 Index = dict[str, dict[str, tuple[int, bytes]]]
+# kind -> bucket -> how many of the working set's entries are in that bucket
+Live = dict[str, dict[int, int]]
+
+
+def _loads_all(raws: list[bytes]) -> list[Any]:
+    """Many JSON values decoded in one call (as ``[orjson.loads(r) for r in raws]``)."""
+    return orjson.loads(b"[" + b",".join(raws) + b"]") if raws else []
 
 
 class LabelJoin:
@@ -117,10 +136,14 @@ class LabelJoin:
         self.ttl_ms = ttl_ms
         self.bucket_ms = bucket_ms
         self._index: dict[str, Index] = {}  # model -> working set (a cache of the store)
+        #: model -> its working set's entries per bucket: a bucket that expires with none
+        #: left (all joined, the usual case) is dropped without reading its chunks back
+        self._live: dict[str, Live] = {}
 
     def forget(self) -> None:
         """Drop the working sets; they are rebuilt from the store on next use."""
         self._index.clear()
+        self._live.clear()
 
     # -- model clock, log and working set ---------------------------------------
 
@@ -157,7 +180,12 @@ class LabelJoin:
                 bucket = int(bucket_s)
                 for request_id, value in entries.items():
                     index[kind].setdefault(request_id, (bucket, _compact(value)))
+        live: Live = {PREDICTION: {}, LABEL: {}}
+        for kind, entries in index.items():
+            for bucket, _ in entries.values():
+                live[kind][bucket] = live[kind].get(bucket, 0) + 1
         self._index[model] = index
+        self._live[model] = live
         return index
 
     def _bucket(self, ts_ms: int) -> int:
@@ -166,7 +194,9 @@ class LabelJoin:
     def _log_added(self, store: Store, model: str, clock: ModelClock, kind: str,
                    added: dict[int, list[tuple[str, bytes]]]) -> None:
         buckets = clock["buckets"][kind]
+        live = self._live[model][kind]
         for bucket, entries in added.items():
+            live[bucket] = live.get(bucket, 0) + len(entries)
             counts = buckets.setdefault(str(bucket), [0, 0])
             chunk = b"{" + b",".join(orjson.dumps(r) + b":" + v for r, v in entries) + b"}"
             store[_key("x", model, kind, str(bucket), str(counts[0]))] = chunk
@@ -175,7 +205,9 @@ class LabelJoin:
     def _log_joined(self, store: Store, model: str, clock: ModelClock, kind: str,
                     joined: dict[int, list[str]]) -> None:
         buckets = clock["buckets"][kind]
+        live = self._live[model][kind]
         for bucket, ids in joined.items():
+            live[bucket] -= len(ids)
             counts = buckets[str(bucket)]
             store[_key("d", model, kind, str(bucket), str(counts[1]))] = orjson.dumps(ids)
             counts[1] += 1
@@ -191,6 +223,7 @@ class LabelJoin:
     def _advance(self, store: Store, model: str, clock: ModelClock, index: Index,
                  field_name: str, ts: Iterable[int], out: JoinOutcome) -> None:
         high = max(ts, default=None)
+        counts = self._live[model]
         if high is None:
             return
         now = clock[field_name]  # type: ignore[literal-required]
@@ -204,9 +237,12 @@ class LabelJoin:
                 chunks, deletions = buckets.pop(bucket_s)
                 bucket = int(bucket_s)
                 live = index[kind]
+                left = counts[kind].pop(bucket, 0)
                 for seq in range(chunks):
-                    chunk = orjson.loads(store.pop(_key("x", model, kind, bucket_s, str(seq)),
-                                                   b"{}"))
+                    raw = store.pop(_key("x", model, kind, bucket_s, str(seq)), b"{}")
+                    if not left:
+                        continue  # every entry of the bucket was joined: nothing to hand back
+                    chunk = orjson.loads(raw)
                     for request_id in chunk:
                         entry = live.get(request_id)
                         if entry is None or entry[0] != bucket:
@@ -240,7 +276,9 @@ class LabelJoin:
             label = early.pop(request_id, None)
             if label is not None:
                 first = orjson.loads(label[1])
-                out.matches.append(Match(value, first["y"], first["t"]))
+                out.predictions.append(value)
+                out.labels.append(first["y"])
+                out.label_ts_ms.append(first["t"])
                 joined.setdefault(label[0], []).append(request_id)
                 continue
             bucket = self._bucket(ts_ms)
@@ -259,27 +297,47 @@ class LabelJoin:
     ) -> JoinOutcome:
         """``(request_id, ts_ms, label)`` per label. Returns the completed predictions;
         labels without a prediction yet wait for it (up to the TTL)."""
+        ids = [r for r, _, _ in labels]
+        return self.add_label_columns(
+            store, model, ids, [t for _, t, _ in labels], [y for _, _, y in labels]
+        )
+
+    def add_label_columns(
+        self, store: Store, model: str, request_ids: list[str], ts_ms: list[int],
+        labels: list[Any],
+    ) -> JoinOutcome:
+        """``add_labels`` with the labels as three columns of equal length."""
         out = JoinOutcome()
         clock = self.clock(store, model)
         index = self._working_set(store, model)
         waiting, early = index[PREDICTION], index[LABEL]
         added: dict[int, list[tuple[str, bytes]]] = {}
         joined: dict[int, list[str]] = {}
-        for request_id, ts_ms, label in labels:
-            prediction = waiting.pop(request_id, None)
+        found: list[bytes] = []
+        pop = waiting.pop
+        for i, request_id in enumerate(request_ids):
+            prediction = pop(request_id, None)
             if prediction is not None:
-                out.matches.append(Match(orjson.loads(prediction[1]), label, ts_ms))
-                joined.setdefault(prediction[0], []).append(request_id)
+                found.append(prediction[1])
+                out.labels.append(labels[i])
+                out.label_ts_ms.append(ts_ms[i])
+                bucket = prediction[0]
+                ids = joined.get(bucket)
+                if ids is None:
+                    joined[bucket] = [request_id]
+                else:
+                    ids.append(request_id)
                 continue
             if request_id in early:
                 clock["duplicates"] += 1
                 continue
-            bucket = self._bucket(ts_ms)
-            raw = _compact({"y": label, "t": ts_ms})
+            bucket = self._bucket(ts_ms[i])
+            raw = _compact({"y": labels[i], "t": ts_ms[i]})
             early[request_id] = (bucket, raw)
             added.setdefault(bucket, []).append((request_id, raw))
+        out.predictions = _loads_all(found)
         self._log_added(store, model, clock, LABEL, added)
         self._log_joined(store, model, clock, PREDICTION, joined)
-        self._advance(store, model, clock, index, "labels_ms", (t for _, t, _ in labels), out)
+        self._advance(store, model, clock, index, "labels_ms", ts_ms, out)
         store[_key("m", model, "")] = orjson.dumps(clock)
         return out
