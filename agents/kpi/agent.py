@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import faust
 
 from agents.config import Settings
@@ -9,9 +12,34 @@ from agents.controller.keys import command_key
 from agents.kpi.handler import KpiHandler
 from agents.runtime import runner
 from schemas.policy import Policy
+from streams.kpi.concept import detector_class
+
+logger = logging.getLogger(__name__)
+
+
+def _import_detectors(kinds: set[str]) -> None:
+    try:
+        for kind in sorted(kinds):
+            detector_class(kind)
+    except Exception:  # the first detector made raises it again, where it is handled
+        logger.debug("importing the concept detectors failed", exc_info=True)
+
+
+def import_detectors(app: faust.App, policy: Policy) -> None:
+    """Import the policy's concept detectors (river: 2-3 s) in a thread once the worker
+    has started: the first labels joined would otherwise wait for it, their partition
+    stalled meanwhile (``driftline bench --labels``: a quarter of its label phase). Not at
+    module import: the CLI's other verbs do not pay it (``streams.kpi.concept.DETECTORS``);
+    nor while the worker's own imports run."""
+    kinds = {policy.kpi_for(m).concept_detector for m in ("", *policy.models)}
+
+    @app.task
+    async def import_kpi_detectors() -> None:
+        await asyncio.to_thread(_import_detectors, kinds)
 
 
 def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
+    import_detectors(app, policy)
     handler = KpiHandler(
         policy=policy,
         predictions_topic=settings.topic("predictions"),
