@@ -214,7 +214,9 @@ class KpiHandler:
         for event in events:
             by_model.setdefault(event["model"], []).append(event)
         self._record_models(by_model, origin.partition, table)
-        position = {id(e): i for i, e in zip(decoded.positions, decoded.events, strict=True)}
+        def position() -> dict[int, int]:  # for dead letters: rare, so made when needed
+            return {id(e): i for i, e in zip(decoded.positions, decoded.events, strict=True)}
+
         predictions = origin.topic == self.predictions_topic
         for model, rows in by_model.items():
             work = works.get(model)
@@ -357,14 +359,14 @@ class _ModelBatch:
         kind: str,
         origin: Origin,
         raw: bytes | None,
-        position: dict[int, int],
+        position: Callable[[], dict[int, int]],
         out: Outcome,
     ) -> list[Row]:
         """The rows within ``max_future_ms`` of the model's stream time (the largest ts
         accepted on predictions or labels); dead letters for the others."""
         clock = self.join.clock(self.store, self.model)
         known = [t for t in (clock["predictions_ms"], clock["labels_ms"]) if t is not None]
-        ts = np.fromiter(map(_ts_ms, rows), dtype=np.int64, count=len(rows))
+        ts = np.fromiter(map(_TS_MS, rows), dtype=np.int64, count=len(rows))
         ahead = self.meta.setdefault("ahead", {})
         check = self.handler.future.check(
             ts, stream_ms=max(known, default=None), ahead=ahead.get(kind)
@@ -377,9 +379,10 @@ class _ModelBatch:
             self.meta_changed = True
         if check.keep.all():
             return rows
+        where = position()
         out.dead.extend(
             self.handler.future.letters(
-                check, ts, origin, raw, rows=rows, positions=[position.get(id(r)) for r in rows]
+                check, ts, origin, raw, rows=rows, positions=[where.get(id(r)) for r in rows]
             )
         )
         return [r for r, keep in zip(rows, check.keep.tolist(), strict=True) if keep]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NotRequired, TypedDict
 
 import numpy as np
@@ -165,9 +166,10 @@ class KpiWindow:
     def _pairs(self, predictions: Sequence[Waiting], labels: Sequence[Any]) -> tuple[
             npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """(y_true, y_pred, usable): 0/1 codes for classification, floats for regression."""
-        preds = [w["p"] for w in predictions]
+        preds = list(map(_PREDICTION, predictions))
         if self.classification:
-            t = to_binary(_array(list(labels)), self.policy.positive_label)
+            labels = labels if isinstance(labels, list) else list(labels)
+            t = to_binary(_array(labels), self.policy.positive_label)
             p = to_binary(_array(preds), self.policy.positive_label)
             return t, p, (t != MISSING) & (p != MISSING)
         tf = np.array([_number(v) for v in labels], dtype=np.float64)
@@ -205,11 +207,8 @@ class KpiWindow:
         """``add_labeled`` with the matches as columns: the waiting predictions, their
         labels and the labels' times (``ts_ms``: the predictions' ``t``, if at hand)."""
         t, p, ok = self._pairs(predictions, labels)
-        scores = np.fromiter(
-            (np.nan if (s := w.get("s")) is None else s for w in predictions),
-            dtype=np.float64,
-            count=len(predictions),
-        )
+        # None (no score) becomes NaN
+        scores = np.array([w.get("s") for w in predictions], dtype=np.float64)
         if ts_ms is None:
             ts_ms = np.fromiter((w["t"] for w in predictions), dtype=np.int64,
                                 count=len(predictions))
@@ -387,6 +386,9 @@ class KpiWindow:
             notes.append(f"estimated targets not judged ({scored} scored predictions of "
                          f"{p.min_estimated} needed, or no estimate): {', '.join(waiting)}")
         return out
+
+
+_PREDICTION = itemgetter("p")
 
 
 def _score(value: Any) -> float:
