@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import compress, repeat
 from operator import itemgetter
 from typing import Any, TypedDict, cast
 
@@ -324,9 +324,9 @@ class LabelJoin:
             buckets = list(map(itemgetter(0), present))
             if buckets.count(buckets[0]) == len(buckets):
                 joined[buckets[0]] = list(request_ids)
-            else:
-                for bucket, request_id in zip(buckets, request_ids, strict=True):
-                    joined.setdefault(bucket, []).append(request_id)
+            else:  # each bucket's ids in arrival order, the buckets in order of first use
+                for bucket in dict.fromkeys(buckets):
+                    joined[bucket] = list(compress(request_ids, [b == bucket for b in buckets]))
         else:
             found = []
             for i, (request_id, prediction) in enumerate(zip(request_ids, entries, strict=True)):

@@ -113,6 +113,7 @@ def _ts_ms(event: Row) -> int:
 
 
 _REQUEST_ID, _TS_MS, _LABEL = itemgetter("request_id"), itemgetter("ts_ms"), itemgetter("label")
+_MODEL = itemgetter("model")
 #: a waiting prediction's (streams.kpi.window.Waiting) time, version and variant
 _T, _V, _A = itemgetter("t"), itemgetter("v"), itemgetter("a")
 
@@ -211,8 +212,11 @@ class KpiHandler:
         out.dead.extend(decoded.dead)
         out.dead.extend(refused)
         by_model: dict[str, list[Row]] = {}
-        for event in events:
-            by_model.setdefault(event["model"], []).append(event)
+        if len(set(map(_MODEL, events))) == 1:  # the usual case, checked at C speed
+            by_model[events[0]["model"]] = events
+        else:
+            for event in events:
+                by_model.setdefault(event["model"], []).append(event)
         self._record_models(by_model, origin.partition, table)
         def position() -> dict[int, int]:  # for dead letters: rare, so made when needed
             return {id(e): i for i, e in zip(decoded.positions, decoded.events, strict=True)}
