@@ -132,6 +132,10 @@ class LabelJoin:
     2
     """
 
+    #: an expiring bucket's waiting entries are looked up in the working set (not decoded
+    #: from its chunks) while the working set holds at most this many times as many
+    scan_factor = 10
+
     def __init__(self, *, ttl_ms: int, bucket_ms: int) -> None:
         if ttl_ms <= 0 or bucket_ms <= 0:
             raise ValueError("ttl_ms and bucket_ms must be positive")
@@ -240,20 +244,25 @@ class LabelJoin:
                 bucket = int(bucket_s)
                 live = index[kind]
                 left = counts[kind].pop(bucket, 0)
+                # The bucket's entries still waiting: none (all joined, the usual case), or
+                # found in the working set when it is small beside them (reading a scan's
+                # entry costs a tenth of decoding one from a chunk), else in the chunks.
+                scan = left > 0 and len(live) <= self.scan_factor * left
+                chunk_ids: list[str] = []
                 for seq in range(chunks):
                     raw = store.pop(_key("x", model, kind, bucket_s, str(seq)), b"{}")
-                    if not left:
-                        continue  # every entry of the bucket was joined: nothing to hand back
-                    chunk = orjson.loads(raw)
-                    for request_id in chunk:
-                        entry = live.get(request_id)
-                        if entry is None or entry[0] != bucket:
-                            continue  # joined meanwhile
-                        del live[request_id]
-                        if kind == PREDICTION:
-                            out.expired.append(orjson.loads(entry[1]))
-                        else:
-                            out.orphans_expired += 1
+                    if left and not scan:
+                        chunk_ids.extend(orjson.loads(raw))
+                ids = [r for r, e in live.items() if e[0] == bucket] if scan else chunk_ids
+                for request_id in ids:
+                    entry = live.get(request_id)
+                    if entry is None or entry[0] != bucket:
+                        continue  # joined meanwhile
+                    del live[request_id]
+                    if kind == PREDICTION:
+                        out.expired.append(orjson.loads(entry[1]))
+                    else:
+                        out.orphans_expired += 1
                 for seq in range(deletions):
                     store.pop(_key("d", model, kind, bucket_s, str(seq)), None)
         clock["orphan_labels"] += out.orphans_expired

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
+from collections.abc import Callable
 
 import faust
 
@@ -25,21 +26,24 @@ def _import_detectors(kinds: set[str]) -> None:
         logger.debug("importing the concept detectors failed", exc_info=True)
 
 
-def import_detectors(app: faust.App, policy: Policy) -> None:
-    """Import the policy's concept detectors (river: 2-3 s) in a thread once the worker
-    has started: the first labels joined would otherwise wait for it, their partition
-    stalled meanwhile (``driftline bench --labels``: a quarter of its label phase). Not at
-    module import: the CLI's other verbs do not pay it (``streams.kpi.concept.DETECTORS``);
-    nor while the worker's own imports run."""
+def import_detectors(policy: Policy) -> Callable[[], None]:
+    """What imports the policy's concept detectors (river: 2-3 s) in a thread: the KPI
+    handler calls it at its first message (``prepare``), so that the first labels
+    joined do not wait for it, their partition stalled meanwhile (``driftline bench
+    --labels``: a quarter of its label phase); predictions come before their labels.
+    Not at module import (the CLI's other verbs do not pay it:
+    ``streams.kpi.concept.DETECTORS``), nor while the worker's own imports run."""
     kinds = {policy.kpi_for(m).concept_detector for m in ("", *policy.models)}
 
-    @app.task
-    async def import_kpi_detectors() -> None:
-        await asyncio.to_thread(_import_detectors, kinds)
+    def start() -> None:
+        threading.Thread(
+            target=_import_detectors, args=(kinds,), name="kpi-detectors", daemon=True
+        ).start()
+
+    return start
 
 
 def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:
-    import_detectors(app, policy)
     handler = KpiHandler(
         policy=policy,
         predictions_topic=settings.topic("predictions"),
@@ -49,6 +53,7 @@ def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.
         pii_key=command_key(settings) if policy.pii else b"",
         max_models=settings.max_models,
         max_future_ms=int(settings.max_future_s * 1000),
+        prepare=import_detectors(policy),
     )
     # Both topics are keyed by model, so a model's predictions, labels and all of
     # its state (the label join, KPI windows, concept detectors: keys and bounds in

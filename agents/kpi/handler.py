@@ -142,8 +142,11 @@ class KpiHandler:
         max_models: int = DEFAULT_MAX_MODELS,
         max_future_ms: int = 3_600_000,
         clock_ms: Callable[[], int] = _wall_ms,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.policy = policy
+        #: called once, at the first message (the worker: import the concept detectors)
+        self._prepare = prepare
         self.future = FutureBound(max_future_ms=max_future_ms, agent=self.AGENT)
         #: processing time, for when a window last changed (``revision_delay``)
         self.clock_ms = clock_ms
@@ -194,6 +197,9 @@ class KpiHandler:
         whole batch: its state (series indexes, windows, concept detectors, the model
         index) is decoded at its first use and encoded and written once, at the end.
         Reports are due after each message, as one at a time."""
+        if self._prepare is not None:
+            prepare, self._prepare = self._prepare, None
+            prepare()
         works: dict[str, _ModelBatch] = {}
         outcomes = [self._message(raw, origin, table, works) for raw, origin in messages]
         for work in works.values():

@@ -1,12 +1,14 @@
-"""A bucket whose entries were all joined expires without its chunks being read back.
+"""A bucket expires without its chunks read back when the working set says what is left.
 
 ``LabelJoin`` counts its working set's entries per bucket; a bucket that expires
 with none left (every prediction labeled: the usual case) is dropped without
-decoding its chunks. ``Decoding`` below always decodes them, as the join did
-before the counts: on random calls (predictions, labels before and after their
-predictions, repeated ids, both clocks jumping, restarts that rebuild the working
-set from the store) both must hand back the same matches, expired predictions and
-orphan labels, and leave the same store.
+decoding its chunks, and one with a few left finds them in the working set
+(``scan_factor``). ``Decoding`` below always decodes them, as the join did before
+the counts; ``Scanning`` always looks them up. On random calls (predictions, labels
+before and after their predictions, repeated ids, both clocks jumping, restarts
+that rebuild the working set from the store) all must hand back the same matches,
+expired predictions and orphan labels, keep the same entries waiting and leave the
+same store.
 """
 
 from __future__ import annotations
@@ -25,12 +27,20 @@ TTL, BUCKET = 10_000, 2_000
 class Decoding(LabelJoin):
     """The join as before the counts: every expiring bucket's chunks decoded."""
 
+    scan_factor = 0
+
     def _advance(self, store: Store, model: str, clock: ModelClock, *args: Any) -> None:
         for kind, buckets in clock["buckets"].items():
             live = self._live[model][kind]
             for bucket_s in buckets:
                 live[int(bucket_s)] = live.get(int(bucket_s), 0) + 1_000_000
         super()._advance(store, model, clock, *args)
+
+
+class Scanning(LabelJoin):
+    """An expiring bucket's waiting entries always looked up in the working set."""
+
+    scan_factor = 1_000_000
 
 
 CALL = st.tuples(
@@ -56,6 +66,7 @@ def run(join: LabelJoin, calls: list[tuple[str, list[int], int]]) -> tuple[list[
             out = join.add_labels(store, "m", [(f"r{i}", now, i % 2) for i in ids])
         seen.append(([(m.prediction, m.label, m.label_ts_ms) for m in out.matches],
                      sorted(p["id"] for p in out.expired), out.orphans_expired))
+        seen.append(join.pending(store, "m"))
     return seen, store
 
 
@@ -66,10 +77,12 @@ def test_counted_expiry_hands_back_what_decoding_did(
 ) -> None:
     counted = run(LabelJoin(ttl_ms=TTL, bucket_ms=BUCKET), calls)
     decoded = run(Decoding(ttl_ms=TTL, bucket_ms=BUCKET), calls)
+    scanned = run(Scanning(ttl_ms=TTL, bucket_ms=BUCKET), calls)
     assert counted == decoded
+    assert scanned == decoded
 
 
-def test_a_bucket_with_every_entry_joined_is_not_read_back(monkeypatch: Any) -> None:
+def test_expiring_buckets_are_not_read_back(monkeypatch: Any) -> None:
     join = LabelJoin(ttl_ms=TTL, bucket_ms=BUCKET)
     store: Store = {}
     join.add_predictions(store, "m", [(f"a{i}", 0, {"id": i}) for i in range(100)])
@@ -90,6 +103,6 @@ def test_a_bucket_with_every_entry_joined_is_not_read_back(monkeypatch: Any) -> 
     monkeypatch.setattr(join_module, "orjson", Counting)
     out = join.add_labels(store, "m", [("late", 2 * BUCKET + TTL + 1, 1)])
     assert sorted(p["id"] for p in out.expired) == list(range(50, 100))
-    assert any(raw.startswith(b'{"b') for raw in decoded)  # bucket 2000's chunk: half live
-    assert not any(raw.startswith(b'{"a') for raw in decoded)  # bucket 0's: all joined
+    # bucket 0: all joined; bucket 2000: its 50 waiting entries found in the working set
+    assert not any(raw.startswith((b'{"a', b'{"b')) for raw in decoded)
     assert not [k for k in store if k.startswith(b"x|m|p|")]  # both dropped
