@@ -16,7 +16,16 @@ Two layers:
 
 * the working set, in memory: request id -> (bucket, value) per model and
   kind, rebuilt from the log the first time a model is seen (after a restart
-  or a rebalance, call :meth:`LabelJoin.forget`).
+  or a rebalance, call :meth:`LabelJoin.forget`), and how many of its entries
+  each bucket holds. A bucket that expires with none waiting (all joined: the
+  usual case) is dropped without reading its chunks back; one with a few
+  waiting finds them in the working set (``scan_factor``); only one with many
+  waiting decodes its chunks.
+
+Labels come as columns (:meth:`LabelJoin.add_label_columns`): their
+predictions are taken out of the working set with one ``map`` over the ids
+and decoded in one call, and a call's ids are grouped by bucket without a
+Python step per label when all of them were waiting.
 
 Expiry runs on *event time*, so a replay expires the same entries, and on
 the clock of the *other* input, as a join of two streams must: a prediction
@@ -37,8 +46,9 @@ about 250 bytes in memory (about 500 bytes with the simulator's values;
 ``driftline bench --labels`` measures it), and the JSON again in the store. Keys: per
 open bucket one chunk per call that added to it and one deletion record per
 call that joined from it; ``ttl / bucket + 1`` open buckets per model and
-kind. A second label for a joined request finds no prediction and ends as an
-orphan; a repeated prediction (or early label) is counted and ignored.
+kind, and as many counts in memory. A second label for a joined request finds
+no prediction and ends as an orphan; a repeated prediction (or early label) is
+counted and ignored.
 """
 
 from __future__ import annotations

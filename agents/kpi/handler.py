@@ -224,6 +224,7 @@ class KpiHandler:
             for event in events:
                 by_model.setdefault(event["model"], []).append(event)
         self._record_models(by_model, origin.partition, table)
+
         def position() -> dict[int, int]:  # for dead letters: rare, so made when needed
             return {id(e): i for i, e in zip(decoded.positions, decoded.events, strict=True)}
 
