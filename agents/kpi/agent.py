@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
+from functools import partial
 
 import faust
 
@@ -27,20 +27,15 @@ def _import_detectors(kinds: set[str]) -> None:
 
 
 def import_detectors(policy: Policy) -> Callable[[], None]:
-    """What imports the policy's concept detectors (river: 2-3 s) in a thread: the KPI
-    handler calls it at its first message (``prepare``), so that the first labels
-    joined do not wait for it, their partition stalled meanwhile (``driftline bench
-    --labels``: a quarter of its label phase); predictions come before their labels.
-    Not at module import (the CLI's other verbs do not pay it:
-    ``streams.kpi.concept.DETECTORS``), nor while the worker's own imports run."""
+    """What imports the policy's concept detectors (river: 2-3 s): the KPI handler calls
+    it at its first message (``prepare``), in its own thread as every message, so that
+    the first labels joined do not wait for it (``driftline bench --labels``: a quarter
+    of its label phase went into it); predictions come before their labels. Not at
+    module import (the CLI's other verbs do not pay it: ``streams.kpi.concept.DETECTORS``).
+    Not in a thread of its own: with one, tests/e2e/test_crash.py found no kill between
+    a handling and its commit, twice in two runs (why was not found)."""
     kinds = {policy.kpi_for(m).concept_detector for m in ("", *policy.models)}
-
-    def start() -> None:
-        threading.Thread(
-            target=_import_detectors, args=(kinds,), name="kpi-detectors", daemon=True
-        ).start()
-
-    return start
+    return partial(_import_detectors, kinds)
 
 
 def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:

@@ -2,14 +2,13 @@
 
 River's detectors take 2-3 s to import (``streams.kpi.concept.DETECTORS``); imported
 at the first joined label, they stalled the label partition (a quarter of
-``driftline bench --labels``' label phase). The worker's handler starts the import
-in a thread at its first message (``prepare``): predictions come before labels.
+``driftline bench --labels``' label phase). The worker's handler imports them at its
+first message (``prepare``): predictions come before labels.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 
 import orjson
 
@@ -34,12 +33,6 @@ def test_prepare_runs_once_at_the_first_message() -> None:
     assert calls == [1]
 
 
-def test_the_worker_imports_the_policys_detectors_in_a_thread() -> None:
-    start = import_detectors(POLICY)
-    before = set(threading.enumerate())
-    start()
-    (thread,) = [t for t in threading.enumerate() if t not in before] or [None]
-    if thread is not None:
-        assert thread.daemon and thread.name == "kpi-detectors"
-        thread.join(timeout=60)
+def test_the_workers_prepare_imports_the_policys_detectors() -> None:
+    import_detectors(POLICY)()
     assert "river.drift" in sys.modules
