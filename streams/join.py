@@ -16,7 +16,16 @@ Two layers:
 
 * the working set, in memory: request id -> (bucket, value) per model and
   kind, rebuilt from the log the first time a model is seen (after a restart
-  or a rebalance, call :meth:`LabelJoin.forget`).
+  or a rebalance, call :meth:`LabelJoin.forget`), and how many of its entries
+  each bucket holds. A bucket that expires with none waiting (all joined: the
+  usual case) is dropped without reading its chunks back; one with a few
+  waiting finds them in the working set (``scan_factor``); only one with many
+  waiting decodes its chunks.
+
+Labels come as columns (:meth:`LabelJoin.add_label_columns`): their
+predictions are taken out of the working set with one ``map`` over the ids
+and decoded in one call, and a call's ids are grouped by bucket without a
+Python step per label when all of them were waiting.
 
 Expiry runs on *event time*, so a replay expires the same entries, and on
 the clock of the *other* input, as a join of two streams must: a prediction
@@ -37,15 +46,18 @@ about 250 bytes in memory (about 500 bytes with the simulator's values;
 ``driftline bench --labels`` measures it), and the JSON again in the store. Keys: per
 open bucket one chunk per call that added to it and one deletion record per
 call that joined from it; ``ttl / bucket + 1`` open buckets per model and
-kind. A second label for a joined request finds no prediction and ends as an
-orphan; a repeated prediction (or early label) is counted and ignored.
+kind, and as many counts in memory. A second label for a joined request finds
+no prediction and ends as an orphan; a repeated prediction (or early label) is
+counted and ignored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from itertools import compress, repeat
+from operator import itemgetter
+from typing import Any, TypedDict, cast
 
 import orjson
 
@@ -74,10 +86,22 @@ class Match:
 
 @dataclass
 class JoinOutcome:
-    matches: list[Match] = field(default_factory=list)
+    """What a call joined, as columns in arrival order (``matches`` row by row): the
+    completed predictions' stored values, their labels and the labels' times."""
+
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+    label_ts_ms: list[int] = field(default_factory=list)
     #: predictions whose TTL ran out unlabeled (their stored values)
     expired: list[dict[str, Any]] = field(default_factory=list)
     orphans_expired: int = 0
+
+    @property
+    def matches(self) -> list[Match]:
+        return [
+            Match(p, y, t)
+            for p, y, t in zip(self.predictions, self.labels, self.label_ts_ms, strict=True)
+        ]
 
 
 def _compact(value: Any) -> bytes:
@@ -92,6 +116,13 @@ def _key(*parts: str) -> bytes:
 
 # kind -> request id -> (bucket, value as JSON bytes: a third of a dict's memory)
 Index = dict[str, dict[str, tuple[int, bytes]]]
+# kind -> bucket -> how many of the working set's entries are in that bucket
+Live = dict[str, dict[int, int]]
+
+
+def _loads_all(raws: list[bytes]) -> list[Any]:
+    """Many JSON values decoded in one call (as ``[orjson.loads(r) for r in raws]``)."""
+    return orjson.loads(b"[" + b",".join(raws) + b"]") if raws else []
 
 
 class LabelJoin:
@@ -111,16 +142,24 @@ class LabelJoin:
     2
     """
 
+    #: an expiring bucket's waiting entries are looked up in the working set (not decoded
+    #: from its chunks) while the working set holds at most this many times as many
+    scan_factor = 10
+
     def __init__(self, *, ttl_ms: int, bucket_ms: int) -> None:
         if ttl_ms <= 0 or bucket_ms <= 0:
             raise ValueError("ttl_ms and bucket_ms must be positive")
         self.ttl_ms = ttl_ms
         self.bucket_ms = bucket_ms
         self._index: dict[str, Index] = {}  # model -> working set (a cache of the store)
+        #: model -> its working set's entries per bucket: a bucket that expires with none
+        #: left (all joined, the usual case) is dropped without reading its chunks back
+        self._live: dict[str, Live] = {}
 
     def forget(self) -> None:
         """Drop the working sets; they are rebuilt from the store on next use."""
         self._index.clear()
+        self._live.clear()
 
     # -- model clock, log and working set ---------------------------------------
 
@@ -157,7 +196,12 @@ class LabelJoin:
                 bucket = int(bucket_s)
                 for request_id, value in entries.items():
                     index[kind].setdefault(request_id, (bucket, _compact(value)))
+        live: Live = {PREDICTION: {}, LABEL: {}}
+        for kind, entries in index.items():
+            for bucket, _ in entries.values():
+                live[kind][bucket] = live[kind].get(bucket, 0) + 1
         self._index[model] = index
+        self._live[model] = live
         return index
 
     def _bucket(self, ts_ms: int) -> int:
@@ -166,7 +210,9 @@ class LabelJoin:
     def _log_added(self, store: Store, model: str, clock: ModelClock, kind: str,
                    added: dict[int, list[tuple[str, bytes]]]) -> None:
         buckets = clock["buckets"][kind]
+        live = self._live[model][kind]
         for bucket, entries in added.items():
+            live[bucket] = live.get(bucket, 0) + len(entries)
             counts = buckets.setdefault(str(bucket), [0, 0])
             chunk = b"{" + b",".join(orjson.dumps(r) + b":" + v for r, v in entries) + b"}"
             store[_key("x", model, kind, str(bucket), str(counts[0]))] = chunk
@@ -175,7 +221,9 @@ class LabelJoin:
     def _log_joined(self, store: Store, model: str, clock: ModelClock, kind: str,
                     joined: dict[int, list[str]]) -> None:
         buckets = clock["buckets"][kind]
+        live = self._live[model][kind]
         for bucket, ids in joined.items():
+            live[bucket] -= len(ids)
             counts = buckets[str(bucket)]
             store[_key("d", model, kind, str(bucket), str(counts[1]))] = orjson.dumps(ids)
             counts[1] += 1
@@ -191,6 +239,7 @@ class LabelJoin:
     def _advance(self, store: Store, model: str, clock: ModelClock, index: Index,
                  field_name: str, ts: Iterable[int], out: JoinOutcome) -> None:
         high = max(ts, default=None)
+        counts = self._live[model]
         if high is None:
             return
         now = clock[field_name]  # type: ignore[literal-required]
@@ -204,18 +253,26 @@ class LabelJoin:
                 chunks, deletions = buckets.pop(bucket_s)
                 bucket = int(bucket_s)
                 live = index[kind]
+                left = counts[kind].pop(bucket, 0)
+                # The bucket's entries still waiting: none (all joined, the usual case), or
+                # found in the working set when it is small beside them (reading a scan's
+                # entry costs a tenth of decoding one from a chunk), else in the chunks.
+                scan = left > 0 and len(live) <= self.scan_factor * left
+                chunk_ids: list[str] = []
                 for seq in range(chunks):
-                    chunk = orjson.loads(store.pop(_key("x", model, kind, bucket_s, str(seq)),
-                                                   b"{}"))
-                    for request_id in chunk:
-                        entry = live.get(request_id)
-                        if entry is None or entry[0] != bucket:
-                            continue  # joined meanwhile
-                        del live[request_id]
-                        if kind == PREDICTION:
-                            out.expired.append(orjson.loads(entry[1]))
-                        else:
-                            out.orphans_expired += 1
+                    raw = store.pop(_key("x", model, kind, bucket_s, str(seq)), b"{}")
+                    if left and not scan:
+                        chunk_ids.extend(orjson.loads(raw))
+                ids = [r for r, e in live.items() if e[0] == bucket] if scan else chunk_ids
+                for request_id in ids:
+                    entry = live.get(request_id)
+                    if entry is None or entry[0] != bucket:
+                        continue  # joined meanwhile
+                    del live[request_id]
+                    if kind == PREDICTION:
+                        out.expired.append(orjson.loads(entry[1]))
+                    else:
+                        out.orphans_expired += 1
                 for seq in range(deletions):
                     store.pop(_key("d", model, kind, bucket_s, str(seq)), None)
         clock["orphan_labels"] += out.orphans_expired
@@ -240,7 +297,9 @@ class LabelJoin:
             label = early.pop(request_id, None)
             if label is not None:
                 first = orjson.loads(label[1])
-                out.matches.append(Match(value, first["y"], first["t"]))
+                out.predictions.append(value)
+                out.labels.append(first["y"])
+                out.label_ts_ms.append(first["t"])
                 joined.setdefault(label[0], []).append(request_id)
                 continue
             bucket = self._bucket(ts_ms)
@@ -259,27 +318,53 @@ class LabelJoin:
     ) -> JoinOutcome:
         """``(request_id, ts_ms, label)`` per label. Returns the completed predictions;
         labels without a prediction yet wait for it (up to the TTL)."""
+        ids = [r for r, _, _ in labels]
+        return self.add_label_columns(
+            store, model, ids, [t for _, t, _ in labels], [y for _, _, y in labels]
+        )
+
+    def add_label_columns(
+        self, store: Store, model: str, request_ids: list[str], ts_ms: list[int],
+        labels: list[Any],
+    ) -> JoinOutcome:
+        """``add_labels`` with the labels as three columns of equal length."""
         out = JoinOutcome()
         clock = self.clock(store, model)
         index = self._working_set(store, model)
         waiting, early = index[PREDICTION], index[LABEL]
         added: dict[int, list[tuple[str, bytes]]] = {}
         joined: dict[int, list[str]] = {}
-        for request_id, ts_ms, label in labels:
-            prediction = waiting.pop(request_id, None)
-            if prediction is not None:
-                out.matches.append(Match(orjson.loads(prediction[1]), label, ts_ms))
-                joined.setdefault(prediction[0], []).append(request_id)
-                continue
-            if request_id in early:
-                clock["duplicates"] += 1
-                continue
-            bucket = self._bucket(ts_ms)
-            raw = _compact({"y": label, "t": ts_ms})
-            early[request_id] = (bucket, raw)
-            added.setdefault(bucket, []).append((request_id, raw))
+        # every label's prediction taken out at once (at C speed): None where there is none
+        entries = list(map(waiting.pop, request_ids, repeat(None)))
+        if entries and None not in entries:  # all of them waiting: the usual case
+            present = cast(list[tuple[int, bytes]], entries)
+            found = list(map(itemgetter(1), present))
+            out.labels, out.label_ts_ms = list(labels), list(ts_ms)
+            buckets = list(map(itemgetter(0), present))
+            if buckets.count(buckets[0]) == len(buckets):
+                joined[buckets[0]] = list(request_ids)
+            else:  # each bucket's ids in arrival order, the buckets in order of first use
+                for bucket in dict.fromkeys(buckets):
+                    joined[bucket] = list(compress(request_ids, [b == bucket for b in buckets]))
+        else:
+            found = []
+            for i, (request_id, prediction) in enumerate(zip(request_ids, entries, strict=True)):
+                if prediction is not None:
+                    found.append(prediction[1])
+                    out.labels.append(labels[i])
+                    out.label_ts_ms.append(ts_ms[i])
+                    joined.setdefault(prediction[0], []).append(request_id)
+                    continue
+                if request_id in early:
+                    clock["duplicates"] += 1
+                    continue
+                bucket = self._bucket(ts_ms[i])
+                raw = _compact({"y": labels[i], "t": ts_ms[i]})
+                early[request_id] = (bucket, raw)
+                added.setdefault(bucket, []).append((request_id, raw))
+        out.predictions = _loads_all(found)
         self._log_added(store, model, clock, LABEL, added)
         self._log_joined(store, model, clock, PREDICTION, joined)
-        self._advance(store, model, clock, index, "labels_ms", (t for _, t, _ in labels), out)
+        self._advance(store, model, clock, index, "labels_ms", ts_ms, out)
         store[_key("m", model, "")] = orjson.dumps(clock)
         return out

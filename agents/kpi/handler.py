@@ -54,6 +54,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, MutableMapping
+from operator import itemgetter
 from typing import Any, NotRequired, TypedDict
 
 import numpy as np
@@ -111,6 +112,12 @@ def _ts_ms(event: Row) -> int:
     return int(event["ts_ms"])
 
 
+_REQUEST_ID, _TS_MS, _LABEL = itemgetter("request_id"), itemgetter("ts_ms"), itemgetter("label")
+_MODEL = itemgetter("model")
+#: a waiting prediction's (streams.kpi.window.Waiting) time, version and variant
+_T, _V, _A = itemgetter("t"), itemgetter("v"), itemgetter("a")
+
+
 def _models_key(partition: int) -> bytes:
     """The models with KPI state on ``partition`` (admitted ones, and the policy's)."""
     return b"\x00driftline|kpi-models|%d" % partition
@@ -135,8 +142,11 @@ class KpiHandler:
         max_models: int = DEFAULT_MAX_MODELS,
         max_future_ms: int = 3_600_000,
         clock_ms: Callable[[], int] = _wall_ms,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.policy = policy
+        #: called once, at the first message (the worker: import the concept detectors)
+        self._prepare = prepare
         self.future = FutureBound(max_future_ms=max_future_ms, agent=self.AGENT)
         #: processing time, for when a window last changed (``revision_delay``)
         self.clock_ms = clock_ms
@@ -187,6 +197,9 @@ class KpiHandler:
         whole batch: its state (series indexes, windows, concept detectors, the model
         index) is decoded at its first use and encoded and written once, at the end.
         Reports are due after each message, as one at a time."""
+        if self._prepare is not None:
+            prepare, self._prepare = self._prepare, None
+            prepare()
         works: dict[str, _ModelBatch] = {}
         outcomes = [self._message(raw, origin, table, works) for raw, origin in messages]
         for work in works.values():
@@ -205,10 +218,16 @@ class KpiHandler:
         out.dead.extend(decoded.dead)
         out.dead.extend(refused)
         by_model: dict[str, list[Row]] = {}
-        for event in events:
-            by_model.setdefault(event["model"], []).append(event)
+        if len(set(map(_MODEL, events))) == 1:  # the usual case, checked at C speed
+            by_model[events[0]["model"]] = events
+        else:
+            for event in events:
+                by_model.setdefault(event["model"], []).append(event)
         self._record_models(by_model, origin.partition, table)
-        position = {id(e): i for i, e in zip(decoded.positions, decoded.events, strict=True)}
+
+        def position() -> dict[int, int]:  # for dead letters: rare, so made when needed
+            return {id(e): i for i, e in zip(decoded.positions, decoded.events, strict=True)}
+
         predictions = origin.topic == self.predictions_topic
         for model, rows in by_model.items():
             work = works.get(model)
@@ -351,14 +370,14 @@ class _ModelBatch:
         kind: str,
         origin: Origin,
         raw: bytes | None,
-        position: dict[int, int],
+        position: Callable[[], dict[int, int]],
         out: Outcome,
     ) -> list[Row]:
         """The rows within ``max_future_ms`` of the model's stream time (the largest ts
         accepted on predictions or labels); dead letters for the others."""
         clock = self.join.clock(self.store, self.model)
         known = [t for t in (clock["predictions_ms"], clock["labels_ms"]) if t is not None]
-        ts = np.fromiter(map(_ts_ms, rows), dtype=np.int64, count=len(rows))
+        ts = np.fromiter(map(_TS_MS, rows), dtype=np.int64, count=len(rows))
         ahead = self.meta.setdefault("ahead", {})
         check = self.handler.future.check(
             ts, stream_ms=max(known, default=None), ahead=ahead.get(kind)
@@ -371,9 +390,10 @@ class _ModelBatch:
             self.meta_changed = True
         if check.keep.all():
             return rows
+        where = position()
         out.dead.extend(
             self.handler.future.letters(
-                check, ts, origin, raw, rows=rows, positions=[position.get(id(r)) for r in rows]
+                check, ts, origin, raw, rows=rows, positions=[where.get(id(r)) for r in rows]
             )
         )
         return [r for r, keep in zip(rows, check.keep.tolist(), strict=True) if keep]
@@ -414,53 +434,87 @@ class _ModelBatch:
         self._joined(self.join.add_predictions(self.store, self.model, pending))
 
     def labels(self, rows: list[Row]) -> None:
-        labels = [(e["request_id"], _ts_ms(e), e["label"]) for e in rows]
-        self._joined(self.join.add_labels(self.store, self.model, labels))
+        self._joined(
+            self.join.add_label_columns(
+                self.store,
+                self.model,
+                list(map(_REQUEST_ID, rows)),
+                list(map(_TS_MS, rows)),
+                list(map(_LABEL, rows)),
+            )
+        )
 
     def _joined(self, joined: JoinOutcome) -> None:
         """Fold completed predictions into their windows, and their errors, in arrival
-        order, into their series' concept detector."""
-        keys: list[tuple[Series, int]] = []
-        groups: dict[tuple[Series, int], list[int]] = {}
-        for i, m in enumerate(joined.matches):
-            p = m.prediction
-            key = ((p["v"], p["a"]), self.start_of(p["t"]))
-            keys.append(key)
-            groups.setdefault(key, []).append(i)
-        errors = np.full(len(keys), np.nan)
-        for (series, start), rows in groups.items():
-            if lifecycle.retired(self.index(series), start):
-                # Not expected: a window retires only after its predictions have
-                # been labeled or expired. Counted, should it ever happen.
-                self.index(series)["lost"] += len(rows)
-                continue
-            matched = [
-                (
-                    joined.matches[i].prediction,
-                    joined.matches[i].label,
-                    joined.matches[i].label_ts_ms,
+        order, into their series' concept detector. Per label one look-up of each field
+        it needs; the rest on arrays (a window's matches are a group of indices)."""
+        predictions = joined.predictions
+        n = len(predictions)
+        if n:
+            ts = np.fromiter(map(_T, predictions), dtype=np.int64, count=n)
+            starts = ts - ts % self.policy.window
+            versions = list(map(_V, predictions))
+            variants = list(map(_A, predictions))
+            if versions.count(versions[0]) == n and variants.count(variants[0]) == n:
+                codes = np.zeros(n, dtype=np.int64)  # one series: the usual case
+                names: list[Series] = [(versions[0], variants[0])]
+            else:
+                seen: dict[Series, int] = {}
+                codes = np.fromiter(
+                    (seen.setdefault(sv, len(seen)) for sv in zip(versions, variants, strict=True)),
+                    dtype=np.int64,
+                    count=n,
                 )
-                for i in rows
-            ]
-            state, errs = self.kpi.add_labeled(self.window(series, start), matched)
-            errors[rows] = errs
-            self.windows[(series, start)] = state
-            self.touched(series, start)
-        for series in {s for s, _ in groups}:
-            order = [i for i, (s, _) in enumerate(keys) if s == series and errors[i] == errors[i]]
-            if not order:
-                continue
-            detector = self._detector(series)
-            for fired in detector.update(errors[order]):
-                window = keys[order[fired]]
-                self.windows[window] = self.kpi.mark_concept_drift(self.window(*window))
+                names = list(seen)
+            label_ts = np.asarray(joined.label_ts_ms, dtype=np.int64)
+            # one group per (series, window), each group's rows in arrival order
+            low = int(starts.min())
+            slot = (starts - low) // self.policy.window
+            group_keys, inverse = np.unique(
+                codes * (int(slot.max()) + 1) + slot, return_inverse=True
+            )
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.searchsorted(inverse[order], np.arange(len(group_keys) + 1))
+            errors = np.full(n, np.nan)
+            for g in range(len(group_keys)):
+                rows = order[bounds[g] : bounds[g + 1]]
+                first = int(rows[0])
+                series, start = names[int(codes[first])], int(starts[first])
+                if lifecycle.retired(self.index(series), start):
+                    # Not expected: a window retires only after its predictions have
+                    # been labeled or expired. Counted, should it ever happen.
+                    self.index(series)["lost"] += len(rows)
+                    continue
+                if len(rows) == n:
+                    preds, labels = predictions, joined.labels
+                else:
+                    picked = rows.tolist()
+                    preds = [predictions[i] for i in picked]
+                    labels = [joined.labels[i] for i in picked]
+                state, errs = self.kpi.add_labeled_columns(
+                    self.window(series, start), preds, labels, label_ts[rows], ts_ms=ts[rows]
+                )
+                errors[rows] = errs
+                self.windows[(series, start)] = state
+                self.touched(series, start)
+            usable = ~np.isnan(errors)
+            for code, series in enumerate(names):
+                mine = np.flatnonzero(usable & (codes == code))
+                if not mine.size:
+                    continue
+                detector = self._detector(series)
+                for fired in detector.update(errors[mine]):
+                    window = (series, int(starts[mine[fired]]))
+                    self.windows[window] = self.kpi.mark_concept_drift(self.window(*window))
         expired: dict[tuple[Series, int], int] = {}
         for p in joined.expired:
             key = ((p["v"], p["a"]), self.start_of(p["t"]))
             expired[key] = expired.get(key, 0) + 1
-        for (series, start), n in expired.items():
+        for (series, start), count in expired.items():
             if lifecycle.is_open(self.index(series), start):  # else only the join counts it
-                self.windows[(series, start)] = self.kpi.add_expired(self.window(series, start), n)
+                self.windows[(series, start)] = self.kpi.add_expired(
+                    self.window(series, start), count
+                )
                 self.touched(series, start)
 
     def calibration(self, version: str) -> tuple[cbpe.Calibration | None, str]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NotRequired, TypedDict
 
 import numpy as np
@@ -162,19 +163,18 @@ class KpiWindow:
             out["scores"] = cbpe.update(self.quality, state["scores"], pred, scores)
         return out
 
-    def _pairs(self, matched: Sequence[Matched]) -> tuple[npt.NDArray[Any], npt.NDArray[Any],
-                                                         npt.NDArray[np.bool_]]:
+    def _pairs(self, predictions: Sequence[Waiting], labels: Sequence[Any]) -> tuple[
+            npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """(y_true, y_pred, usable): 0/1 codes for classification, floats for regression."""
-        labels = [m[1] for m in matched]
-        preds = [m[0]["p"] for m in matched]
+        preds = list(map(_PREDICTION, predictions))
         if self.classification:
+            labels = labels if isinstance(labels, list) else list(labels)
             t = to_binary(_array(labels), self.policy.positive_label)
             p = to_binary(_array(preds), self.policy.positive_label)
             return t, p, (t != MISSING) & (p != MISSING)
         tf = np.array([_number(v) for v in labels], dtype=np.float64)
         pf = np.array([_number(v) for v in preds], dtype=np.float64)
         return tf, pf, np.isfinite(tf) & np.isfinite(pf)
-
 
     def _fold(self, quality: Quality, t: npt.NDArray[Any], p: npt.NDArray[Any],
               s: npt.NDArray[np.float64], *, coarse: bool = False) -> Quality:
@@ -188,27 +188,48 @@ class KpiWindow:
     ) -> tuple[WindowState, npt.NDArray[np.float64]]:
         """Fold labeled predictions in; also return their errors for the concept detector,
         one per entry of ``matched`` (NaN where the label or prediction is unusable)."""
-        t, p, ok = self._pairs(matched)
-        scores = np.array([np.nan if m[0].get("s") is None else m[0]["s"] for m in matched],
-                          dtype=np.float64)
-        delay_s = np.array([(m[2] - m[0]["t"]) / 1000.0 for m in matched], dtype=np.float64)
+        return self.add_labeled_columns(
+            state,
+            [m[0] for m in matched],
+            [m[1] for m in matched],
+            np.fromiter((m[2] for m in matched), dtype=np.int64, count=len(matched)),
+        )
+
+    def add_labeled_columns(
+        self,
+        state: WindowState,
+        predictions: Sequence[Waiting],
+        labels: Sequence[Any],
+        label_ts_ms: npt.NDArray[np.int64],
+        *,
+        ts_ms: npt.NDArray[np.int64] | None = None,
+    ) -> tuple[WindowState, npt.NDArray[np.float64]]:
+        """``add_labeled`` with the matches as columns: the waiting predictions, their
+        labels and the labels' times (``ts_ms``: the predictions' ``t``, if at hand)."""
+        t, p, ok = self._pairs(predictions, labels)
+        # None (no score) becomes NaN
+        scores = np.array([w.get("s") for w in predictions], dtype=np.float64)
+        if ts_ms is None:
+            ts_ms = np.fromiter((w["t"] for w in predictions), dtype=np.int64,
+                                count=len(predictions))
+        delay_s = (label_ts_ms - ts_ms) / 1000.0
         idx = np.flatnonzero(ok)
         out: WindowState = {
             **state,
             "serving": self.serving.update_labels(state["serving"], delay_s[idx]),
             "quality": self._fold(state["quality"], t[idx], p[idx], scores[idx]),
-            "unusable_labels": state["unusable_labels"] + int(len(matched) - idx.size),
+            "unusable_labels": state["unusable_labels"] + int(len(predictions) - idx.size),
         }
         if self.policy.segments:
-            out["segments"] = self._slices(state["segments"], matched, idx, t, p, scores)
-        errors = np.full(len(matched), np.nan)
+            out["segments"] = self._slices(state["segments"], predictions, idx, t, p, scores)
+        errors = np.full(len(predictions), np.nan)
         if self.classification:
             errors[idx] = classification_errors(t[idx], p[idx])
         else:
             errors[idx] = regression_errors(t[idx], p[idx])
         return out, errors
 
-    def _slices(self, segments: dict[str, dict[str, Quality]], matched: Sequence[Matched],
+    def _slices(self, segments: dict[str, dict[str, Quality]], predictions: Sequence[Waiting],
                 idx: npt.NDArray[np.intp], t: npt.NDArray[Any], p: npt.NDArray[Any],
                 s: npt.NDArray[np.float64]) -> dict[str, dict[str, Quality]]:
         out = {key: dict(values) for key, values in segments.items()}
@@ -216,7 +237,7 @@ class KpiWindow:
             values = out.setdefault(key, {})
             groups: dict[str, list[int]] = {}
             for i in idx.tolist():
-                raw = (matched[i][0].get("g") or {}).get(key)
+                raw = (predictions[i].get("g") or {}).get(key)
                 if raw is None:
                     continue
                 name = str(raw)
@@ -367,6 +388,9 @@ class KpiWindow:
         return out
 
 
+_PREDICTION = itemgetter("p")
+
+
 def _score(value: Any) -> float:
     """A score as a float; NaN when there is none or it is not a number."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
@@ -376,7 +400,8 @@ def _score(value: Any) -> float:
 
 def _array(values: list[Any]) -> list[Any] | npt.NDArray[Any]:
     """Numbers (or bools) as one numpy array, for the vectorised 0/1 mapping; else as is."""
-    if all(type(v) in (int, float) for v in values) or all(type(v) is bool for v in values):
+    kinds = set(map(type, values))  # at C speed
+    if kinds <= {int, float} or kinds == {bool}:
         return np.asarray(values)
     return values
 

@@ -226,3 +226,38 @@ def test_error_helpers() -> None:
     ]
     assert classification_errors(["a", "b"], ["a", "c"]).tolist() == [0.0, 1.0]
     assert regression_errors([1.0, -2.0], [0.5, 1.0]).tolist() == [0.5, 3.0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_adwin_inlined_update_equals_rivers_own(seed: int) -> None:
+    """``ConceptDetector.update`` inlines ADWIN's update (``_update_adwin``): the same
+    detections, in batches of any size, across reloads, as river's ``ADWIN.update``
+    one value at a time, and the same state bytes."""
+    from river.drift import ADWIN
+
+    rng = np.random.default_rng(seed)
+    errors = np.concatenate(
+        [rng.random(3000) < 0.05, rng.random(3000) < 0.5, rng.random(3000) < 0.05]
+    ).astype(np.float64)
+    river_own = ADWIN()
+    expected = []
+    for i, x in enumerate(errors.tolist()):
+        river_own.update(x)
+        if river_own.drift_detected:
+            expected.append(i)
+    assert len(expected) >= 2  # the jump up and the jump down
+    detector, got, at = ConceptDetector(), [], 0
+    for size in rng.integers(1, 700, size=100).tolist():
+        part = errors[at : at + size]
+        got += [at + i for i in detector.update(part)]
+        detector = ConceptDetector.loads(detector.dumps())
+        at += size
+        if at >= errors.size:
+            break
+    assert got == expected
+    twin = ConceptDetector()
+    vars(twin._detector).update(
+        {k: v for k, v in vars(river_own).items() if not callable(v)}
+    )
+    twin.n, twin.n_detections = detector.n, detector.n_detections
+    assert detector.dumps() == twin.dumps()
