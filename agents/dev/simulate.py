@@ -480,9 +480,10 @@ class _Fleet:
         if not state or not state.get("champion"):
             return [(self.of(self.default), "champion", n, None)]
         canary, weight = state.get("canary"), float(state.get("canary_weight") or 0.0)
+        champion = self.of(state["champion"])  # first: a version's seed is its order of arrival
         shadow = self.of(state["shadow"]) if state.get("shadow") else None
         n_canary = round(n * weight) if canary else 0
-        parts = [(self.of(state["champion"]), "champion", n - n_canary, shadow)]
+        parts = [(champion, "champion", n - n_canary, shadow)]
         if n_canary:
             parts.append((self.of(canary), "canary", n_canary, None))
         return [p for p in parts if p[2] > 0]
