@@ -313,7 +313,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
     for model in models:
         state, _ = registry.load(model)
         print(f"{model}: champion {state.champion}, canary {state.canary} "
-              f"({state.canary_weight:g}), last known good {state.last_known_good}")
+              f"({state.canary_weight:g}), last known good {state.last_known_good}"
+              + (f", shadow {state.shadow}" if state.shadow else "")
+              + (f", standby {state.standby}" if state.standby else ""))
         for v in registry.versions(model):
             print(f"  {v.version}  {v.created_at:%Y-%m-%d %H:%M}  sha256 {v.sha256[:16]}...  "
                   f"owner {v.model_card.get('owner') or 'missing'}, risk tier "

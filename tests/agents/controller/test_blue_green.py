@@ -36,8 +36,9 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     for version in ("v1", "v2", "v3"):
         artifact = tmp_path / f"model-{version}.bin"
         artifact.write_bytes(f"weights of {version}".encode())
-        reg.register("fraud", version, artifact,
-                     model_card={"owner": "risk-team", "risk_tier": "minimal"})
+        reg.register(
+            "fraud", version, artifact, model_card={"owner": "risk-team", "risk_tier": "minimal"}
+        )
     return reg
 
 
@@ -47,9 +48,12 @@ def chained(events: list[Any]) -> bool:
 
 def test_a_switch_moves_all_traffic_and_a_rollback_switches_straight_back(registry: Any) -> None:
     ctl = controller(registry)
-    events = feed(ctl, command("promote", to_version="v1"),
-                  command("canary", to_version="v3", canary_weight=0.1),
-                  command("switch", from_version="v1", to_version="v2"))
+    events = feed(
+        ctl,
+        command("promote", to_version="v1"),
+        command("canary", to_version="v3", canary_weight=0.1),
+        command("switch", from_version="v1", to_version="v2"),
+    )
     assert [e.status for e in events] == ["applied"] * 3
     switched = events[-1]
     assert switched.action == "switch"
@@ -83,23 +87,30 @@ def test_a_shadow_runs_beside_the_champion_and_stops(registry: Any) -> None:
     assert events[-1].status == "applied" and events[-1].state.shadow is None
     assert "shadow" not in events[-1].model_dump(mode="json")["state"]
     assert registry.load("fraud")[0].shadow is None
-    events += feed(ctl, command("shadow", to_version="v2", nonce="again"),
-                   command("switch", to_version="v2"))
+    events += feed(
+        ctl, command("shadow", to_version="v2", nonce="again"), command("switch", to_version="v2")
+    )
     assert events[-1].state == DeploymentState(champion="v2", standby="v1", last_known_good="v1")
     assert chained(events)
 
 
 def test_transitions_that_make_no_sense_are_refused_and_change_nothing(registry: Any) -> None:
     ctl = controller(registry)
-    events = feed(ctl, command("switch", to_version="v2"),  # no champion to switch from
-                  command("shadow", to_version="v2"))  # no champion to shadow
-    events += feed(ctl, command("promote", to_version="v1"),
-                   command("switch", to_version="v1"),
-                   command("switch", to_version="v9"),
-                   command("switch", from_version="v3", to_version="v2"),
-                   command("shadow", to_version="v1"),
-                   command("shadow", to_version="v9"),
-                   command("shadow", nonce="stop"))
+    events = feed(
+        ctl,
+        command("switch", to_version="v2"),  # no champion to switch from
+        command("shadow", to_version="v2"),
+    )  # no champion to shadow
+    events += feed(
+        ctl,
+        command("promote", to_version="v1"),
+        command("switch", to_version="v1"),
+        command("switch", to_version="v9"),
+        command("switch", from_version="v3", to_version="v2"),
+        command("shadow", to_version="v1"),
+        command("shadow", to_version="v9"),
+        command("shadow", nonce="stop"),
+    )
     assert [e.status for e in events] == ["rejected"] * 2 + ["applied"] + ["rejected"] * 6
     reasons = [e.reason for e in events]
     assert "nothing to switch from: promote v2 instead" in reasons[0]
@@ -115,51 +126,89 @@ def test_transitions_that_make_no_sense_are_refused_and_change_nothing(registry:
 
 
 def test_a_switch_to_a_version_failing_its_gate_is_refused_with_the_gates_reason(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     reg = open_registry(str(tmp_path / "registry"))
-    for version, ev in (("v1", evaluation(0.90)), ("v2", evaluation(0.81)),
-                        ("v3", evaluation(0.89)), ("v4", None)):
+    for version, ev in (
+        ("v1", evaluation(0.90)),
+        ("v2", evaluation(0.81)),
+        ("v3", evaluation(0.89)),
+        ("v4", None),
+    ):
         artifact = tmp_path / f"{version}.bin"
         artifact.write_bytes(version.encode())
-        reg.register("fraud", version, artifact,
-                     model_card={"owner": "risk-ml", "risk_tier": "high", "evaluation": ev})
+        reg.register(
+            "fraud",
+            version,
+            artifact,
+            model_card={"owner": "risk-ml", "risk_tier": "high", "evaluation": ev},
+        )
     ctl = controller(reg, parse_policy(GATES))
-    events = feed(ctl, *(command(kind, to_version=v, issued_by="operator:ana") for kind, v in (
-        ("promote", "v1"), ("switch", "v2"), ("switch", "v4"), ("shadow", "v2"),
-        ("shadow", "v3"), ("switch", "v3"))))
-    assert [e.status for e in events] == ["applied", "rejected", "rejected", "rejected",
-                                          "applied", "applied"]
+    events = feed(
+        ctl,
+        *(
+            command(kind, to_version=v, issued_by="operator:ana")
+            for kind, v in (
+                ("promote", "v1"),
+                ("switch", "v2"),
+                ("switch", "v4"),
+                ("shadow", "v2"),
+                ("shadow", "v3"),
+                ("switch", "v3"),
+            )
+        ),
+    )
+    assert [e.status for e in events] == [
+        "applied",
+        "rejected",
+        "rejected",
+        "rejected",
+        "applied",
+        "applied",
+    ]
     assert events[1].reason == (
         "refused: gate high.min_metrics roc_auc 0.81 < 0.85; gate high.max_loss roc_auc 0.81 is "
-        "0.09 below the champion v1's 0.9 (> 0.02 allowed)")
+        "0.09 below the champion v1's 0.9 (> 0.02 allowed)"
+    )
     assert events[2].reason.startswith("refused: gate high: v4 has no evaluation")
     assert events[3].reason.startswith("refused: gate high.min_metrics roc_auc 0.81")
     assert "gate high passed: " in events[4].reason and "gate high passed: " in events[5].reason
-    assert reg.load("fraud")[0] == DeploymentState(champion="v3", standby="v1",
-                                                   last_known_good="v1")
+    assert reg.load("fraud")[0] == DeploymentState(
+        champion="v3", standby="v1", last_known_good="v1"
+    )
     # stopping a shadow and switching back are not gated
-    stop = feed(ctl, command("shadow", to_version="v2", nonce="x", issued_by="operator:ana"),
-                command("rollback", issued_by="operator:ana"))
+    stop = feed(
+        ctl,
+        command("shadow", to_version="v2", nonce="x", issued_by="operator:ana"),
+        command("rollback", issued_by="operator:ana"),
+    )
     assert stop[0].status == "rejected" and stop[1].status == "applied"
     assert "gate" not in stop[1].reason and stop[1].state.champion == "v1"
 
 
 def test_the_verdict_and_the_inventory_show_shadow_and_standby(registry: Any) -> None:
     ctl = controller(registry)
-    feed(ctl, command("promote", to_version="v1"), command("switch", to_version="v2"),
-         command("shadow", to_version="v3"))
+    feed(
+        ctl,
+        command("promote", to_version="v1"),
+        command("switch", to_version="v2"),
+        command("shadow", to_version="v3"),
+    )
     status, body = verdict.verdict(registry, "fraud", "v1")
     assert (status, body["verdict"]) == (200, "pass")
-    assert body["reason"] == ("v1 is on standby since the switch to v2: a rollback returns all "
-                              "traffic to it")
+    assert body["reason"] == (
+        "v1 is on standby since the switch to v2: a rollback returns all traffic to it"
+    )
     status, body = verdict.verdict(registry, "fraud", "v3")
     assert body["verdict"] == "pass" and body["reason"].startswith("v3 is the shadow")
     assert body["state"]["shadow"] == "v3" and body["state"]["standby"] == "v1"
     entry = inventory.describe_model("fraud", registry, Policy())
-    assert entry is not None and (entry.champion, entry.shadow, entry.standby) == (
-        "v2", "v3", "v1")
+    assert entry is not None and (entry.champion, entry.shadow, entry.standby) == ("v2", "v3", "v1")
     assert {v.version: (v.serving, v.weight) for v in entry.versions} == {
-        "v1": ("standby", None), "v2": ("champion", 1.0), "v3": ("shadow", None)}
+        "v1": ("standby", None),
+        "v2": ("champion", 1.0),
+        "v3": ("shadow", None),
+    }
 
 
 class _Follower:
@@ -172,13 +221,16 @@ class _Follower:
 
 def test_the_simulator_serves_the_shadow_on_the_champions_requests() -> None:
     state = {"champion": "v1", "canary": "v3", "canary_weight": 0.2, "shadow": "v2"}
-    fleet = simulate._Fleet(seed=3, model="fraud", version="v1", bad_versions={"v2"},
-                            follower=_Follower(state))  # type: ignore[arg-type]
+    follower: Any = _Follower(state)
+    fleet = simulate._Fleet(
+        seed=3, model="fraud", version="v1", bad_versions={"v2"}, follower=follower
+    )
     events: list[dict[str, Any]] = []
     for traffic, variant, n, shadow in fleet.split(100):
         traffic.variant = variant
-        events += traffic.events_with_labels(n, start_s=1_800_000_000.0, span_s=60.0,
-                                             shadow=shadow)[0]
+        events += traffic.events_with_labels(
+            n, start_s=1_800_000_000.0, span_s=60.0, shadow=shadow
+        )[0]
     served = [e for e in events if e["variant"] == "champion"]
     shadows = [e for e in events if e["variant"] == "shadow"]
     canary = [e for e in events if e["variant"] == "canary"]
@@ -188,8 +240,7 @@ def test_the_simulator_serves_the_shadow_on_the_champions_requests() -> None:
     for champ, shadow in zip(served, shadows, strict=True):
         assert (shadow["ts"], shadow["features"]) == (champ["ts"], champ["features"])
     # v2 is a bad version: its answers differ from the champion's on the same requests
-    assert sum(c["prediction"] != s["prediction"] for c, s in zip(served, shadows,
-                                                                  strict=True)) > 0
+    assert sum(c["prediction"] != s["prediction"] for c, s in zip(served, shadows, strict=True)) > 0
     # the champion's own events do not depend on whether a shadow is deployed
     alone = simulate.FraudTraffic(seed=3, model="fraud", version="v1")
     again = alone.events_with_labels(80, start_s=1_800_000_000.0, span_s=60.0)[0]
