@@ -245,3 +245,19 @@ def test_the_simulator_serves_the_shadow_on_the_champions_requests() -> None:
     alone = simulate.FraudTraffic(seed=3, model="fraud", version="v1")
     again = alone.events_with_labels(80, start_s=1_800_000_000.0, span_s=60.0)[0]
     assert [e["score"] for e in again] == [e["score"] for e in served]
+
+
+@pytest.mark.parametrize("given", [[], ["--version", "v2", "--off"]])
+def test_cli_shadow_needs_a_version_or_off_and_sends_nothing_otherwise(
+    given: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agents import cli
+
+    # an unreachable broker: the arguments are refused before any connection is tried
+    assert (
+        cli.main(["command", "shadow", "--model", "fraud", "--broker", "127.0.0.1:9", *given]) == 2
+    )
+    assert capsys.readouterr().err == (
+        "driftline: driftline command shadow needs --version V (start a shadow) or --off (stop "
+        "it), not both; the command was NOT sent\n"
+    )
