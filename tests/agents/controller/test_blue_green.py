@@ -65,6 +65,7 @@ def test_a_switch_moves_all_traffic_and_a_rollback_switches_straight_back(regist
     assert back.status == "applied"
     assert back.state == DeploymentState(champion="v1", last_known_good="v1")
     assert registry.load("fraud")[0] == back.state
+    assert verdict.verdict(registry, "fraud", "v2")[1]["reason"] == "v2 was rolled back"
     # an operator's bare rollback after a switch finds the standby too
     events += [back, *feed(ctl, command("switch", to_version="v3"), command("rollback"))]
     assert events[-1].status == "applied" and events[-1].state.champion == "v1"
