@@ -262,3 +262,20 @@ def test_cli_shadow_needs_a_version_or_off_and_sends_nothing_otherwise(
         "driftline: driftline command shadow needs --version V (start a shadow) or --off (stop "
         "it), not both; the command was NOT sent\n"
     )
+
+
+def test_an_event_written_before_shadow_and_standby_existed_hashes_as_it_did() -> None:
+    """The controller re-publishes its newest event from the journal after a crash: an
+    event of an older driftline must come out byte for byte, or the chain would break."""
+    from schemas.commands import DeploymentEvent
+    from streams.policy.chain import event_hash
+
+    old = {
+        "model": "fraud", "command_id": "c1", "action": "promote", "status": "applied",
+        "reason": "r", "at": "2026-11-01T00:00:00Z", "prev_hash": "0" * 64,
+        "state": {"champion": "v1", "canary": None, "canary_weight": 0.0,
+                  "last_known_good": None},
+    }  # fmt: skip
+    old["hash"] = event_hash(old)
+    again = DeploymentEvent.model_validate(old).model_dump(mode="json")
+    assert again == old and event_hash(again) == old["hash"]
