@@ -229,6 +229,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_command(args: argparse.Namespace) -> int:
     from agents.operator import commands as operator
 
+    if args.action == "shadow" and bool(args.version) == bool(args.off):
+        raise DriftlineError("driftline command shadow needs --version V (start a shadow) or "
+                             "--off (stop it), not both; the command was NOT sent")
     settings = _settings(args)
     try:
         _reached(settings)
@@ -241,7 +244,7 @@ def cmd_command(args: argparse.Namespace) -> int:
     else:
         command = operator.operator_command(
             settings, args.action.replace("-", "_"), args.model, to_version=args.version,
-            weight=args.weight, reason=args.reason or "", **who)
+            weight=getattr(args, "weight", None), reason=args.reason or "", **who)
     try:
         operator.send(settings, command)
     except DriftlineError as exc:
@@ -310,7 +313,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
     for model in models:
         state, _ = registry.load(model)
         print(f"{model}: champion {state.champion}, canary {state.canary} "
-              f"({state.canary_weight:g}), last known good {state.last_known_good}")
+              f"({state.canary_weight:g}), last known good {state.last_known_good}"
+              + (f", shadow {state.shadow}" if state.shadow else "")
+              + (f", standby {state.standby}" if state.standby else ""))
         for v in registry.versions(model):
             print(f"  {v.version}  {v.created_at:%Y-%m-%d %H:%M}  sha256 {v.sha256[:16]}...  "
                   f"owner {v.model_card.get('owner') or 'missing'}, risk tier "
@@ -610,6 +615,23 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--reason")
         _signer(c)
         c.set_defaults(func=cmd_command)
+    c = csub.add_parser("switch", help="blue-green: move all traffic to --version at once, "
+                        "keeping the champion on standby (a rollback switches back)")
+    _common(c)
+    c.add_argument("--model", required=True)
+    c.add_argument("--version", required=True)
+    c.add_argument("--reason")
+    _signer(c)
+    c.set_defaults(func=cmd_command)
+    c = csub.add_parser("shadow", help="run --version beside the champion on the same "
+                        "requests without serving its answers; --off stops it")
+    _common(c)
+    c.add_argument("--model", required=True)
+    c.add_argument("--version")
+    c.add_argument("--off", action="store_true", help="stop the model's shadow")
+    c.add_argument("--reason")
+    _signer(c)
+    c.set_defaults(func=cmd_command)
     c = csub.add_parser("approve", help="approve a command awaiting approval")
     _common(c)
     c.add_argument("id", help="the command_id to approve")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 CommandType = Literal[
     "retrain",  # run the retrain hook on the clean training data
@@ -13,6 +13,8 @@ CommandType = Literal[
     "set_canary_weight",  # move the canary's traffic share
     "promote",  # to_version becomes the champion; the old one is last known good
     "rollback",  # drop a failing canary, or return the champion to the last known good
+    "switch",  # blue-green: to_version takes all traffic at once; the champion stays on standby
+    "shadow",  # to_version answers the champion's requests unserved; no to_version: stop it
     "hold",  # a decision held back (e.g. retrain during a poisoning campaign), for the record
     "approve",  # an operator approves the command named in ``approves``
 ]
@@ -45,13 +47,38 @@ class Command(BaseModel):
     signature: str = Field(default="", description="HMAC-SHA256 of the other fields, hex")
 
 
+#: State fields newer than the hash chain: left out of the JSON while unset, so an
+#: event written before they existed serialises (and hashes) as it did then.
+_OMITTED_WHEN_UNSET = ("shadow", "standby")
+
+
 class DeploymentState(BaseModel):
+    """What serves a model: the champion, a canary with its share, a shadow beside
+    them (sees the champion's requests, its answers are not served), and after a
+    blue-green ``switch`` the previous champion on ``standby`` for a switch back."""
+
     model_config = ConfigDict(extra="forbid")
 
     champion: str | None = None
     canary: str | None = None
     canary_weight: float = 0.0
     last_known_good: str | None = None
+    shadow: str | None = Field(
+        default=None, description="answers the champion's requests; its answers are not served"
+    )
+    standby: str | None = Field(
+        default=None,
+        description="the champion before a switch, kept ready: a rollback returns all "
+        "traffic to it",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in _OMITTED_WHEN_UNSET:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 class DeploymentEvent(BaseModel):

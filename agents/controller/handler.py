@@ -21,6 +21,14 @@ For each command on ``commands`` (key: model):
 5. Apply it: commit the new state and the journal to the registry in one step,
    then publish the event. A ``retrain`` starts the retrain hook.
 
+Blue-green and shadow (``streams.policy.transitions``): a ``switch`` gives a
+version all traffic at once and keeps the champion before it on ``standby``
+(also the last known good), so a ``rollback`` afterwards (the policy's
+champion rules, or an operator) switches all traffic straight back to it. A
+``shadow`` puts a version beside the champion on the same requests, its
+answers not served; a ``shadow`` without ``to_version`` stops it. Both are
+gated like a canary; stopping a shadow is not.
+
 Exactly once: the journal (kept in the registry with the state, committed
 atomically by the file registry) records every decided command_id with the
 hash of its event, and the offset of the last command decided on each

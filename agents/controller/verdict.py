@@ -12,9 +12,11 @@ version is fit to keep receiving traffic:
   reason in the body (Flagger retries until its threshold).
 * ``GET /healthz``: 200.
 
-A version passes while it is the champion or the canary and its artifact
+A version passes while it is the champion, the canary, the shadow or the
+standby (the champion before a blue-green switch, kept ready) and its artifact
 still matches its checksum; it fails once it was rolled back or its artifact
-changed; it is pending when registered but not deployed. With a token
+changed; it is pending when registered but not deployed. The body's ``state``
+holds the whole serving state (``shadow`` and ``standby`` when set). With a token
 configured (``DRIFTLINE_CONTROLLER_TOKEN``), every request but ``/healthz``
 needs ``Authorization: Bearer <token>``. Request bodies are limited to 64 KiB
 and requests to ``RATE`` per second (a token bucket); more get 413 / 429.
@@ -43,7 +45,8 @@ def verdict(registry: Registry, model: str, version: str) -> tuple[int, dict[str
     if model not in registry.models() or registry.get(model, version) is None:
         return 404, {"verdict": "unknown", "reason": f"the registry has no {model}@{version}"}
     state, journal = registry.load(model)
-    body: dict[str, Any] = {"model": model, "version": version, "state": state.model_dump()}
+    body: dict[str, Any] = {"model": model, "version": version,
+                            "state": state.model_dump(mode="json")}
     problem = registry.verify(model, version)
     if problem:
         return 200, {**body, "verdict": "fail", "reason": problem}
@@ -53,6 +56,12 @@ def verdict(registry: Registry, model: str, version: str) -> tuple[int, dict[str
         return 200, {**body, "verdict": "pass",
                      "reason": f"{version} is the canary at weight {state.canary_weight:g}; "
                                "not rolled back"}
+    if version == state.shadow:
+        return 200, {**body, "verdict": "pass", "reason": f"{version} is the shadow: it "
+                     f"answers {state.champion}'s requests, its answers are not served"}
+    if version == state.standby:
+        return 200, {**body, "verdict": "pass", "reason": f"{version} is on standby since "
+                     f"the switch to {state.champion}: a rollback returns all traffic to it"}
     if version in journal.get("rolled_back", []):
         return 200, {**body, "verdict": "fail", "reason": f"{version} was rolled back"}
     return 200, {**body, "verdict": "pending", "reason": f"{version} is registered but not "

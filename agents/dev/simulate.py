@@ -179,6 +179,7 @@ class FraudTraffic:
         )
         served = logit + (r.normal(1.5, 2.5, n) if self.bad else 0.0)
         cols["@score"] = 1.0 / (1.0 + np.exp(-served))
+        cols["@logit"] = logit  # what any version sees in the request, before its own noise
         # After a concept change, fraud follows another rule than the model learnt.
         true_logit = (
             logit
@@ -211,12 +212,21 @@ class FraudTraffic:
         concept: bool = False,
         label_delay_s: float = 300.0,
         label_share: float = 1.0,
+        shadow: FraudTraffic | None = None,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Predictions as :meth:`events`, and LabelEvents for ``label_share`` of them,
-        each ``ts`` an exponential delay (mean ``label_delay_s``) after its prediction."""
+        each ``ts`` an exponential delay (mean ``label_delay_s``) after its prediction.
+
+        With ``shadow`` (another version's generator), each request is answered by
+        that version too: after this version's predictions come the shadow's, one per
+        request, with the same ``request_id``, ``ts`` and features and ``variant``
+        "shadow" (its answers are not served; a KPI comparison joins them by request
+        id). The shadow draws its own noise and latency, so this version's events are
+        the same with or without it."""
         cols = self.columns(n, shifted=shifted, concept=concept)
         ts = start_s + np.arange(n) * (span_s / max(n, 1))
         scores = cols.pop("@score")
+        logits = cols.pop("@logit")
         truth = cols.pop("@label").tolist()
         delays = self.label_rng.exponential(label_delay_s, n) if label_delay_s > 0 else np.zeros(n)
         labeled = (self.label_rng.random(n) < label_share).tolist()
@@ -251,7 +261,31 @@ class FraudTraffic:
                     "segment": {"country": country[i], "channel": channel[i]},
                 }
             )
+        if shadow is not None:
+            out += shadow.shadow_events(out, logits)
         return out, labels
+
+    def shadow_events(self, served: list[dict[str, Any]], logits: Any) -> list[dict[str, Any]]:
+        """This version's answers to the requests of ``served`` (another version's
+        predictions, whose clean logits are ``logits``), as variant "shadow"."""
+        n = len(served)
+        noisy = logits + (self.rng.normal(1.5, 2.5, n) if self.bad else 0.0)
+        scores = (1.0 / (1.0 + np.exp(-noisy))).tolist()
+        latency = self.rng.gamma(3.0, 6.0, n).tolist()
+        out = []
+        for event, raw, ms in zip(served, scores, latency, strict=True):
+            score = round(float(raw), 5)
+            out.append(
+                {
+                    **event,
+                    "model_version": self.version,
+                    "variant": "shadow",
+                    "prediction": int(score >= 0.5),
+                    "score": score,
+                    "latency_ms": round(float(ms), 2),
+                }
+            )
+        return out
 
 
 def batches(events: list[dict[str, Any]], size: int) -> Iterator[bytes]:
@@ -358,7 +392,8 @@ class DeploymentFollower:
 
     The simulated serving app honours it as a real one would: canary traffic by
     the canary's weight, all traffic back on the champion after a rollback, the
-    new champion after a promotion.
+    new champion after a promotion or a switch, and the shadow answering the
+    champion's requests beside it.
     """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
@@ -438,16 +473,19 @@ class _Fleet:
             )
         return self.traffic[version]
 
-    def split(self, n: int) -> list[tuple[FraudTraffic, str, int]]:
-        """(generator, variant, events) for a batch of ``n`` events."""
+    def split(self, n: int) -> list[tuple[FraudTraffic, str, int, FraudTraffic | None]]:
+        """(generator, variant, events, shadow generator) for a batch of ``n`` events:
+        the shadow (if one is deployed) answers the champion's requests too."""
         state = self.follower.state(self.model) if self.follower else None
         if not state or not state.get("champion"):
-            return [(self.of(self.default), "champion", n)]
+            return [(self.of(self.default), "champion", n, None)]
         canary, weight = state.get("canary"), float(state.get("canary_weight") or 0.0)
+        champion = self.of(state["champion"])  # first: a version's seed is its order of arrival
+        shadow = self.of(state["shadow"]) if state.get("shadow") else None
         n_canary = round(n * weight) if canary else 0
-        parts = [(self.of(state["champion"]), "champion", n - n_canary)]
+        parts = [(champion, "champion", n - n_canary, shadow)]
         if n_canary:
-            parts.append((self.of(canary), "canary", n_canary))
+            parts.append((self.of(canary), "canary", n_canary, None))
         return [p for p in parts if p[2] > 0]
 
 
@@ -506,7 +544,7 @@ def run(
     wall0 = time.monotonic()
     event0 = math.floor(time.time() / window_s) * window_s
     tick = batch_size / rate  # wall seconds per batch
-    sent = 0
+    sent = requests = 0  # events published; requests served (a shadow's answer is no request)
     due: list[tuple[float, int, dict[str, Any]]] = []  # labels by ts (a heap)
     order = itertools.count()  # ties in ts keep publication order
     while True:
@@ -514,9 +552,9 @@ def run(
         if elapsed >= duration_s or (should_stop is not None and should_stop()):
             break
         changed = scenario != "none" and elapsed >= shift_at * duration_s
-        start_s = event0 + sent / rate * time_scale
+        start_s = event0 + requests / rate * time_scale
         events, labels = [], []
-        for traffic, variant, n in fleet.split(batch_size):
+        for traffic, variant, n, shadow in fleet.split(batch_size):
             traffic.variant = variant
             part, part_labels = traffic.events_with_labels(
                 n,
@@ -526,6 +564,7 @@ def run(
                 concept=changed and scenario == "concept",
                 label_delay_s=label_delay_s,
                 label_share=label_share,
+                shadow=shadow,
             )
             events += part
             labels += part_labels
@@ -541,6 +580,7 @@ def run(
             headers=form_headers,
         )
         sent += len(events)
+        requests += batch_size
         if labels_topic is not None:
             for label in labels:
                 heapq.heappush(due, (label["ts"], next(order), label))
@@ -567,7 +607,7 @@ def run(
                     records += flood(records[0], flood_copies)
                     flood_at = None  # once
                 publish(producer, training_topic, model, list(batches(records, batch_size)))
-        pause = wall0 + sent / rate - time.monotonic()
+        pause = wall0 + requests / rate - time.monotonic()
         if pause > 0:
             time.sleep(pause)  # pacing the simulated serving app, not synchronisation
     producer.flush(30)

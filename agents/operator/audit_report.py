@@ -234,6 +234,11 @@ def chain_rows(deployments: list[dict[str, Any]]) -> list[ChainRow]:
                 state=(
                     f"champion {state.get('champion') or 'none'}, canary "
                     f"{state.get('canary') or 'none'} at {state.get('canary_weight', 0):g}"
+                    + "".join(
+                        f", {role} {state[role]}"
+                        for role in ("shadow", "standby")
+                        if state.get(role)
+                    )
                 ),
                 command_id=str(e.get("command_id")),
                 prev_hash=prev,

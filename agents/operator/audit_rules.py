@@ -81,6 +81,15 @@ _RULES = (
         ("decisions.rollback.min_labeled", lambda d: d.rollback.min_labeled),
     ),
     _rule(
+        r"^switched champion \S+ worse than the standby ",
+        ("rollback",),
+        "switch back from a switched champion worse than the standby before the switch "
+        "(one-sided two-proportion z-test)",
+        ("decisions.rollback.margin", lambda d: d.rollback.margin),
+        ("decisions.rollback.alpha", lambda d: d.rollback.alpha),
+        ("decisions.rollback.min_labeled", lambda d: d.rollback.min_labeled),
+    ),
+    _rule(
         r"^canary \S+ healthy for ",
         ("set_canary_weight", "promote"),
         "progressive delivery of a healthy canary",

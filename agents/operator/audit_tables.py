@@ -64,6 +64,8 @@ def versions_section(data: AuditData) -> str:
                                 else ""
                             )
                             + f", last known good {entry.last_known_good or 'none'}"
+                            + (f", shadow {entry.shadow}" if entry.shadow else "")
+                            + (f", standby {entry.standby}" if entry.standby else "")
                         ),
                     ),
                 ]

@@ -7,8 +7,11 @@ One :class:`ModelEntry` per model the registry knows, each with its versions
   ``deployments`` (the controller's hash-chained trail); the registry's
   committed state where the trail has no event, and a note when the two differ
   (a commit the controller has not published yet, or a trail read in part).
-  Shadow and challenger traffic is no deployment state: a version whose latest
-  KPI reports are of variant ``shadow`` or ``challenger`` is shown so;
+  The state names the shadow (deployed by a ``shadow`` command: it answers the
+  champion's requests, unserved) and the standby (the champion before a
+  blue-green ``switch``, kept ready for a switch back). A version with no role
+  in the state whose latest KPI reports are of variant ``shadow`` or
+  ``challenger`` is shown so (traffic a serving app sends on its own);
 * **latest drift, KPI and poisoning reports**: per model version (drift), per
   version and variant (KPI, newest window then highest revision) and per model
   (poisoning), newest by event time, from the last ``last_n`` messages of each
@@ -80,7 +83,7 @@ class VersionEntry:
     training_data_sha256: str | None
     evaluation: dict[str, float]
     card_problem: str | None  # why the card would be refused today; None when valid
-    serving: str  # champion, canary, shadow, challenger, last known good, or "-"
+    serving: str  # champion, canary, shadow, standby, challenger, last known good, or "-"
     weight: float | None  # share of traffic (champion and canary)
     drift: dict[str, Any] | None
     kpi: list[dict[str, Any]]
@@ -106,6 +109,8 @@ class ModelEntry:
     approval_required: bool
     seen_on: list[str]  # topics the model was seen on (unregistered models)
     notes: list[str] = field(default_factory=list)
+    shadow: str | None = None  # answers the champion's requests, its answers not served
+    standby: str | None = None  # the champion before a switch, kept ready for a switch back
 
 
 @dataclass(frozen=True)
@@ -392,6 +397,8 @@ def _entry(
             canary=canary,
             weight=weight,
             last_known_good=state.get("last_known_good"),
+            shadow=state.get("shadow"),
+            standby=state.get("standby"),
         )
         for v in versions
     ]
@@ -439,6 +446,8 @@ def _entry(
         approval_required=decisions.needs_approval,
         seen_on=sorted(seen.topics.get(model, ())),
         notes=notes,
+        shadow=state.get("shadow"),
+        standby=state.get("standby"),
     )
 
 
@@ -451,6 +460,8 @@ def _version_entry(
     canary: str | None,
     weight: float,
     last_known_good: str | None,
+    shadow: str | None = None,
+    standby: str | None = None,
 ) -> VersionEntry:
     card = v.model_card if isinstance(v.model_card, dict) else {}
     training = card.get("training_data")
@@ -462,6 +473,8 @@ def _version_entry(
         serving, share = "champion", (1.0 - weight if canary else 1.0)
     elif v.version == canary:
         serving, share = "canary", weight
+    elif v.version in (shadow, standby):
+        serving, share = ("shadow" if v.version == shadow else "standby"), None
     else:
         variants = [str(r.get("variant")) for r in kpi if r.get("variant") in SHADOW_VARIANTS]
         serving = (

@@ -168,6 +168,8 @@ def _model_html(m: ModelEntry) -> str:
         f"<tr><th>purpose</th><td>{_cell(m.purpose, missing='not given')}</td></tr>",
         f"<tr><th>serving now</th><td>champion {_cell(m.champion, missing='none')}"
         + (f", canary {esc(m.canary)} at {m.canary_weight:g}" if m.canary else "")
+        + (f", shadow {esc(m.shadow)} (answers not served)" if m.shadow else "")
+        + (f", standby {esc(m.standby)} (the champion before the switch)" if m.standby else "")
         + f" <small>(from {esc(m.state_from)})</small></td></tr>",
     ]
     if m.last_deployment:
@@ -310,6 +312,8 @@ def text(inventory: Inventory) -> str:
             f"{m.owner or 'missing'}  risk: {m.risk_tier or 'missing'}  champion "
             f"{m.champion}"
             + (f", canary {m.canary} ({m.canary_weight:g})" if m.canary else "")
+            + (f", shadow {m.shadow}" if m.shadow else "")
+            + (f", standby {m.standby}" if m.standby else "")
             + f"  poisoning {(m.poisoning or {}).get('status', 'none seen')}  "
             f"quarantine {m.quarantine_open}"
         )

@@ -138,6 +138,8 @@ def deployment_line(event: dict[str, Any], *, colour: bool = False) -> str:
     state = event.get("state", {})
     canary = f", canary {state['canary']} at {state['canary_weight']:g}" \
         if state.get("canary") else ""
+    canary += "".join(f", {role} {state[role]}" for role in ("shadow", "standby")
+                      if state.get(role))
     status = event["status"]
     return (f"{_colour(f'DEPLOY {status.upper()}', status, colour)}  {event['model']} "
             f"{event['action']}: champion {state.get('champion')}{canary}  {event['reason']}  "

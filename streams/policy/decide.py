@@ -214,6 +214,8 @@ class _Decider:
                        f"{state.last_known_good}", [s], from_version=s.model_version,
                        to_version=state.last_known_good)
             return
+        if self.compare_switched(s):
+            return
         if s.concept_drift and rules.on_concept_drift and (
                 state.last_retrain_ms is None or s.window_end > state.last_retrain_ms):
             self.retrain(s.window_end, f"concept drift on {s.model_version}: the error stream "
@@ -232,6 +234,33 @@ class _Decider:
                          list(reversed(run)))
             return
         self.check_schedule(s.window_end, [s])
+
+    def compare_switched(self, s: WindowSummary) -> bool:
+        """After a blue-green switch, the champion is judged as a canary is, but against
+        the standby's newest labeled window from before the switch (nothing else served
+        beside it): worse by the canary's test, it is rolled back, which switches all
+        traffic back to the standby. True when it was found worse (a rollback issued,
+        or one still unanswered)."""
+        state, limits = self.state, self.rules.rollback
+        if state.standby is None or s.model_version != state.champion or s.errors is None \
+                or s.n_labeled < limits.min_labeled:
+            return False
+        base = next((w for w in reversed(state.kpi.get("champion", []))
+                     if w.model_version == state.standby and w.errors is not None
+                     and w.n_labeled >= limits.min_labeled), None)
+        if base is None:
+            return False
+        test = worse_than(s.errors, s.n_labeled, base.errors or 0, base.n_labeled,
+                          margin=limits.margin, alpha=limits.alpha)
+        if not test.worse:
+            return False
+        self.issue("rollback", s.window_end,
+                   f"switched champion {s.model_version} worse than the standby "
+                   f"{state.standby} before the switch: " +
+                   test.describe(s.model_version, base.model_version, limits.margin) +
+                   f"; switch back to {state.standby}", [s, base],
+                   from_version=s.model_version, to_version=state.standby)
+        return True  # a rollback issued, or one awaiting its answer: nothing else to decide
 
     def canary_serving(self, s: WindowSummary) -> bool:
         problem = self.serving_problem(s)
@@ -344,6 +373,7 @@ class _Decider:
             state.challenger_wins = 0
         state.champion, state.canary = new.champion, new.canary
         state.canary_weight, state.last_known_good = new.canary_weight, new.last_known_good
+        state.standby = new.standby
 
 
 def decide(state: ModelState, event: Event, rules: DecisionPolicy) -> Decisions:

@@ -59,6 +59,9 @@ class ModelState(BaseModel):
     canary: str | None = None
     canary_weight: float = 0.0
     last_known_good: str | None = None
+    # the champion before a blue-green switch, kept ready: the switched champion is
+    # judged against its windows from before the switch, as a canary against the champion
+    standby: str | None = None
     # recent windows, newest last, at most MAX_WINDOWS each
     drift: list[WindowSummary] = Field(default_factory=list)
     kpi: dict[str, list[WindowSummary]] = Field(default_factory=dict)

@@ -5,7 +5,10 @@ a real file registry: an operator deploys v1 as champion and v2 as a canary;
 the canary's predictions are noisy (accuracy ~0.74 vs ~0.94); its KPI windows
 are compared with the champion's, the policy agent issues a signed rollback and
 the controller applies it. Then a forged command is refused and a redelivered
-one is applied once, and the audit chain verifies.
+one is applied once. From the command line, v2 shadows v1 and stops, v3 is
+refused a switch by its gate, and v2 gets all traffic at once (v1 on standby);
+serving worse than v1 did, it is switched straight back by the policy agent.
+The audit chain verifies.
 
 The policy gates the card's tier (minimal) on the held-out evaluation: v3
 (roc_auc 0.81 < 0.85) is refused a canary with the gate and the numbers in its
@@ -179,6 +182,48 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
                                                  for e in seen))
     manual = next(e for e in seen if "paged by payments" in e["reason"])
     assert manual["status"] == "applied" and manual["state"]["canary"] is None
+
+    # Shadow and blue-green from the command line: v2 shadows v1 and stops; v3, failing
+    # its gate, gets no switch; v2 gets all traffic at once with v1 on standby.
+    def command(*args: str) -> None:
+        done = subprocess.run([*cli, "command", *args, "--model", MODEL], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0 and f"sent {args[0]}" in done.stdout, done.stderr
+
+    command("shadow", "--version", "v2")
+    command("shadow", "--off")
+    gated = operator.operator_command(s, "switch", MODEL, to_version="v3")
+    operator.send(s, gated)
+    command("switch", "--version", "v2")
+    seen = _deployments(worker, lambda seen: any(e["action"] == "switch" and e["status"] ==
+                                                 "applied" for e in seen))
+    on, off = (e for e in seen if e["action"] == "shadow")
+    assert on["status"] == off["status"] == "applied"
+    assert (on["state"]["champion"], on["state"]["shadow"]) == ("v1", "v2")
+    assert "shadow" not in off["state"]
+    refused = next(e for e in seen if e["command_id"] == gated.command_id)
+    assert refused["status"] == "rejected" and refused["reason"].startswith(
+        "refused: gate minimal.min_metrics roc_auc 0.81 < 0.85")
+    switch = next(e for e in seen if e["action"] == "switch" and e["status"] == "applied")
+    assert "gate minimal passed: " in switch["reason"]
+    assert {k: switch["state"][k] for k in ("champion", "canary", "standby")} == {
+        "champion": "v2", "canary": None, "standby": "v1"}
+    # v2 serves every request now, and worse than v1 did: the policy switches straight back
+    blue = simulate.FraudTraffic(seed=13, model=MODEL, version="v2", bad=True)
+    for w in range(5, 9):
+        preds, labels = blue.events_with_labels(800, start_s=T0 + 60 * w, span_s=60,
+                                                label_delay_s=0.0)
+        simulate.publish(producer, worker.topic("predictions"), MODEL,
+                         list(simulate.batches(preds, 400)))
+        simulate.publish(producer, worker.topic("labels"), MODEL,
+                         list(simulate.batches(labels, 400)))
+    seen = _deployments(worker, lambda seen: any(
+        e["action"] == "rollback" and e["status"] == "applied" and e["state"]["champion"] ==
+        "v1" and e["at"] > switch["at"] for e in seen))
+    back = next(e for e in seen if e["action"] == "rollback" and e["at"] > switch["at"])
+    assert back["reason"].startswith("switched champion v2 worse than the standby v1 before "
+                                     "the switch: "), back["reason"]
+    assert "standby" not in back["state"] and registry.load(MODEL)[0].champion == "v1"
     out = subprocess.run([*cli, "audit", "verify"], env=env, capture_output=True, text=True,
                          timeout=60, check=False)
     assert out.returncode == 0 and "audit chain intact" in out.stdout, out.stdout + out.stderr
@@ -192,6 +237,7 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
     assert "Audit chain intact" in text and text.count("<svg") >= 2
     assert rollback["command_id"] in text and "canary worse than the champion" in text
     assert "paged by payments" in text and "src=" not in text and "<script" not in text
+    assert back["command_id"] in text and "switch back from a switched champion" in text
     # What a reviewer signs: the policy's hash, each version's checksum, each event's hash,
     # the rule the rollback applied, and no epoch milliseconds anywhere.
     assert hashlib.sha256(worker.policy_path.read_bytes()).hexdigest() in text

@@ -4,10 +4,10 @@ A registry keeps two kinds of things for each model:
 
 * immutable **versions**: an artifact (a file or a directory), its SHA-256 as
   registered, free metadata and a model card;
-* the **deployment state** (champion, canary, canary weight, last known good)
-  together with the controller's **journal** (chain head, recently applied
-  command ids, ...), which the controller loads at start and commits after
-  each command it applies.
+* the **deployment state** (champion, canary, canary weight, last known good,
+  shadow, and the standby a blue-green switch keeps ready) together with the
+  controller's **journal** (chain head, recently applied command ids, ...),
+  which the controller loads at start and commits after each command it applies.
 
 :class:`Registry` does the checks every backend needs (names, JSON-ness and
 size of documents, that a committed state only names registered versions) in
@@ -277,7 +277,7 @@ class Registry(ABC):
         if not isinstance(state, DeploymentState):
             raise RegistryError(f"The state must be a DeploymentState, not {type(state).__name__}.")
         journal_json = dump_document("journal", journal)
-        for role in ("champion", "canary", "last_known_good"):
+        for role in ("champion", "canary", "last_known_good", "shadow", "standby"):
             version = getattr(state, role)
             if version is not None and self.get(model, check_name("Version", version)) is None:
                 raise RegistryError(

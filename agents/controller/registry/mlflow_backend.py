@@ -14,8 +14,9 @@ Mapping:
   at it; the run's artifacts live under the experiment's artifact location
   (by default ``mlflow-artifacts/`` beside a SQLite database, the server's
   default root otherwise; ``artifact_location`` chooses another);
-* the deployment state is two *aliases*, ``champion`` and ``canary`` (removed
-  when the state has none), and the registered-model tags
+* the deployment state is four *aliases*, ``champion``, ``canary``, ``shadow``
+  and ``standby`` (each removed when the state has none; serving code loads
+  ``models:/<model>@shadow`` beside the champion), and the registered-model tags
   ``driftline.canary_weight`` and ``driftline.last_known_good``;
 * the controller's journal is stored in registered-model tags too, see below.
 
@@ -63,7 +64,7 @@ from agents.controller.registry.base import ModelVersion, Registry, RegistryErro
 from schemas.commands import DeploymentState
 
 EXPERIMENT = "driftline-registry"
-ALIASES = ("champion", "canary")
+ALIASES = ("champion", "canary", "shadow", "standby")
 TAG_MANAGED = "driftline.managed"
 TAG_VERSION = "driftline.version"
 TAG_SHA256 = "driftline.sha256"
@@ -347,6 +348,8 @@ class MlflowRegistry(Registry):
             canary=self._version_name(model, found.aliases.get("canary")),
             canary_weight=weight,
             last_known_good=tags.get(TAG_LAST_KNOWN_GOOD),
+            shadow=self._version_name(model, found.aliases.get("shadow")),
+            standby=self._version_name(model, found.aliases.get("standby")),
         )
         return state, self._read_journal(model, tags)
 
