@@ -130,7 +130,7 @@ def block_length(errors: npt.NDArray[np.float64]) -> int:
     x = errors - errors.mean()
     var = float(x @ x)
     if var == 0:
-        return min(lo, hi)
+        return int(min(lo, hi))
     spectrum = np.fft.rfft(x, 2 * n)
     acf = np.fft.irfft(spectrum * np.conj(spectrum))[:hi] / var
     below = np.flatnonzero(acf < ACF_LIMIT)
