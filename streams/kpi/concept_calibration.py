@@ -21,25 +21,36 @@ the policy's ``concept_false_alarm_rate`` of the windows raise an alarm:
    detections), and no single extreme error can dominate a sub-window's mean.
    A doubling of the error scale still moves the clipped mean by about half.
    0/1 misclassification errors are left as they are (``scale`` None).
-2. **Windows.** ``windows`` (200) streams of ``min(reference errors,
-   max_window_events)`` errors each, drawn from the reference's error stream by
-   a circular block bootstrap (blocks of ``block_events`` consecutive errors,
-   random starts), so that the autocorrelation within a block survives. The
-   block length is the first lag at which the stream's autocorrelation falls
-   below 0.05 (at least the cube root of the stream's length, at most a quarter
-   of it): shorter blocks would break the dependence that causes the false
-   alarms. The draws come from ``numpy.random.default_rng(seed)``: the same
-   reference gives the same parameters.
+2. **Windows.** One stream of ``windows`` (200) x ``window_events`` errors
+   (``window_events``: the reference's error count, at most ``max_window_events``,
+   5,000), drawn from the reference's error stream by a circular block bootstrap
+   (blocks of ``block_events`` consecutive errors from random starts), so that the
+   autocorrelation within a block survives. The block length is the first lag at
+   which the stream's autocorrelation falls below 0.05 (at least the cube root of
+   the stream's length, at most a quarter of it): shorter blocks would break the
+   dependence that causes the false alarms. One detector runs through the whole
+   stream, as the KPI agent runs it on a version's errors (river starts a detector
+   over after each detection), and the false-alarm rate is the share of windows in
+   which it fired at least once. (Fresh detectors on separate windows understate
+   it: a detector that has run for a while holds a longer window and tests more cut
+   points; on the scenario of the tests, 0.015 fresh against 0.045 running.) The
+   draws come from ``numpy.random.default_rng(seed)``: the same reference gives the
+   same parameters.
 3. **Search.** One parameter is searched on a fixed grid: ADWIN's ``delta``
-   (``10**-x``, ``x`` from 1 to 300, steps of 12 %) or PageHinkley's
-   ``threshold`` (0.5 to 20,000, steps of 12 %, in scaled units), by bisection:
-   the most sensitive grid value whose share of windows with an alarm is at most
-   the target. Bisection is exact here, not a heuristic: before its first alarm
-   a detector's state does not depend on ``delta`` or ``threshold`` (they only
-   decide when the test fires), so on a given stream the first alarm comes no
-   later with a more sensitive value, and the share of alarmed windows is
-   monotone in the parameter. The same argument lets the search skip a window
-   whose outcome an earlier step implies.
+   (``10**-x``, ``x`` from 1 to about 290 in steps of 12 %: autocorrelation
+   inflates the variance of a window's mean several times, which ``delta`` only
+   offsets through ``ln(1/delta)``, so it must reach very small values) or
+   PageHinkley's ``threshold`` (0.5 to about 20,000 in steps of 12 %, in scaled
+   units), by bisection: the most sensitive grid value whose share of alarmed
+   windows is at most the target. Before its first alarm a detector's state does
+   not depend on ``delta`` or ``threshold`` (they only decide when its test fires),
+   so the first alarm comes no later with a more sensitive value; later alarms
+   depend on where the first one restarted the detector, so the share is monotone
+   in the parameter only nearly, and the bisection may stop a grid step or two from
+   the most sensitive value within the target: it stays within the target. A step
+   stops counting once it is over the target. Calibration can also make a detector
+   more sensitive than river's default, where the reference allows it (on a short,
+   uncorrelated error stream ``delta`` goes up to 0.1, the grid's top).
 
 The other parameters (ADWIN's ``clock``, PageHinkley's ``delta`` ...) are the
 policy's. DDM and KSWIN are not calibrated: DDM's alarm rate grows with the
@@ -47,10 +58,11 @@ history it compares against (a per-window rate is not a property of it), and
 KSWIN runs a scipy test per update (200 windows of thousands of errors take
 minutes); they run uncalibrated and the report says so.
 
-Cost: the search runs about 7 bisection steps of up to ``windows x
-window_events`` detector updates (0.5 µs each for ADWIN), most steps far fewer
-(windows stop at their first alarm, implied outcomes are skipped): measured in
-docs/kpi.md, about a second for 200 windows of 5,000 errors.
+Cost: up to about 7 bisection steps of up to ``windows x window_events`` detector
+updates, fewer where a step goes over the target early. ADWIN is run through its
+Rust window directly (0.27 µs an update against 0.76 µs through river's Python
+shell, same detections; tested): about 0.7 s for a reference of 20,000 errors
+(200 windows of 5,000). PageHinkley is pure Python, 1.6 µs an update: about 6 s.
 
 What it cannot do: the reference must itself be stable. A reference whose error
 stream holds a real change teaches the detector to ignore such changes; if no
