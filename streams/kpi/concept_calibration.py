@@ -33,7 +33,7 @@ the policy's ``concept_false_alarm_rate`` of the windows raise an alarm:
    over after each detection), and the false-alarm rate is the share of windows in
    which it fired at least once. (Fresh detectors on separate windows understate
    it: a detector that has run for a while holds a longer window and tests more cut
-   points; on the scenario of the tests, 0.015 fresh against 0.045 running.) The
+   points; on the scenario of the tests, 0.005 fresh against 0.045 running.) The
    draws come from ``numpy.random.default_rng(seed)``: the same reference gives the
    same parameters.
 3. **Search.** One parameter is searched on a fixed grid: ADWIN's ``delta``
