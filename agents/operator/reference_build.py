@@ -309,8 +309,13 @@ def concept_calibration(
         logger.info(
             "concept detector %s calibrated on %d reference errors in %.0f ms: %s, scale %s, "
             "false alarms in %.3g of windows (uncalibrated: %.3g)",
-            found.detector, found.errors, (time.perf_counter() - started) * 1000, found.params,
-            found.scale, found.false_alarm_rate, found.uncalibrated_false_alarm_rate,
+            found.detector,
+            found.errors,
+            (time.perf_counter() - started) * 1000,
+            found.params,
+            found.scale,
+            found.false_alarm_rate,
+            found.uncalibrated_false_alarm_rate,
         )
     return concept_cal.stored_form(found)
 
