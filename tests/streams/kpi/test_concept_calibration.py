@@ -113,17 +113,21 @@ def test_calibration_is_deterministic(reference: npt.NDArray[np.float64]) -> Non
     assert first.params["clock"] == 32  # the policy's other parameters are kept
 
 
-def test_zero_one_errors_are_not_scaled() -> None:
+def test_zero_one_errors_are_not_scaled_and_never_made_more_sensitive() -> None:
     rng = np.random.default_rng(3)
-    cal = cc.calibrate(
-        (rng.random(3_000) < 0.1).astype(float),
-        kind="adwin",
-        params={},
-        false_alarm_rate=0.1,
-        windows=40,
-        max_window_events=1_000,
-    )
-    assert cal is not None and cal.scale is None and cal.false_alarm_rate <= 0.1
+    stable = (rng.random(3_000) < 0.1).astype(float)  # independent: the default is quiet
+    for policy in ({}, {"delta": 0.001}):
+        cal = cc.calibrate(
+            stable,
+            kind="adwin",
+            params=policy,
+            false_alarm_rate=0.1,
+            windows=40,
+            max_window_events=1_000,
+        )
+        assert cal is not None and cal.scale is None and cal.false_alarm_rate <= 0.1
+        # the policy's delta (river's 0.002 by default) was within the rate: kept, not raised
+        assert cal.params["delta"] == policy.get("delta", 0.002)
 
 
 @pytest.mark.parametrize(
