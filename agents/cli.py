@@ -170,6 +170,17 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
         print("no score calibration: the KPI agent will not estimate performance before labels "
               "(needs --score-column and --label-column values of both classes, and a "
               "classification KPI policy)")
+    if profile.concept is not None:
+        c = profile.concept
+        scaled = f", errors scaled by {c.scale:.4g}" if c.scale else ""
+        print(f"concept detector {c.detector} calibrated on {c.errors} reference errors: "
+              f"{c.params}{scaled}; false alarms in {c.false_alarm_rate:.3g} of {c.windows} "
+              f"windows of {c.window_events} errors (target {c.target_false_alarm_rate:g}; "
+              f"uncalibrated {c.uncalibrated_false_alarm_rate:.3g})"
+              + ("" if c.met else ": target not met, the reference's errors are not stable"))
+    else:
+        print("concept detector uncalibrated: needs --label-column and --prediction-column "
+              "values (200 rows or more), adwin or page_hinkley, and concept_false_alarm_rate")
     if args.out:
         Path(args.out).write_text(profile.model_dump_json(indent=2))
         print(f"written to {args.out}")

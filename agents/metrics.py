@@ -21,6 +21,8 @@ reasons and topics — never request ids or raw category values.
 | driftline_kpi_estimated | model, version, variant, metric, bound: value, lower, upper |
 | driftline_kpi_verdict_estimated | model, version, variant (1: last status rests on estimates) |
 | driftline_concept_drift | model, version, variant (1 when the last window flagged it) |
+| driftline_concept_calibrated | model, version, variant (1: detector calibrated on the reference) |
+| driftline_concept_false_alarm_rate | model, version, variant (calibrated: its rate per window) |
 | driftline_commands_total | model, type, status (issued, applied, rejected, pending_approval) |
 | driftline_quarantined_total | model, reason |
 | driftline_poisoning_status | model: 0 ok, 1 suspect, 2 campaign |
@@ -115,6 +117,14 @@ KPI_VERDICT_ESTIMATED = Gauge(
     ["model", "version", "variant"], registry=REGISTRY)
 CONCEPT = Gauge("driftline_concept_drift", "1 when the last KPI window flagged concept drift",
                 ["model", "version", "variant"], registry=REGISTRY)
+CONCEPT_CALIBRATED = Gauge(
+    "driftline_concept_calibrated",
+    "1 when the last KPI window's concept detector was calibrated on the reference",
+    ["model", "version", "variant"], registry=REGISTRY)
+CONCEPT_FALSE_ALARMS = Gauge(
+    "driftline_concept_false_alarm_rate",
+    "the calibrated concept detector's share of reference windows with a false alarm",
+    ["model", "version", "variant"], registry=REGISTRY)
 COMMANDS = Counter("driftline_commands", "commands issued and what the controller did",
                    ["model", "type", "status"], registry=REGISTRY)
 QUARANTINED = Counter("driftline_quarantined", "training records quarantined, by reason",
@@ -217,6 +227,13 @@ def _report(report: BaseModel) -> None:
                 KPI_ESTIMATED.labels(m, v, var, name, bound).set(getattr(est, bound))
         KPI_VERDICT_ESTIMATED.labels(m, v, var).set(1 if report.estimated else 0)
         CONCEPT.labels(m, v, var).set(1 if report.concept_drift else 0)
+        if report.concept is not None:
+            CONCEPT_CALIBRATED.labels(m, v, var).set(1 if report.concept.calibrated else 0)
+            if report.concept.false_alarm_rate is not None:
+                CONCEPT_FALSE_ALARMS.labels(m, v, var).set(report.concept.false_alarm_rate)
+            else:
+                with contextlib.suppress(KeyError):
+                    CONCEPT_FALSE_ALARMS.remove(m, v, var)
         if report.revision == 0:
             _latency("kpi", report.window_end)
     elif isinstance(report, Command):

@@ -353,6 +353,13 @@ class KpiPolicy(_Section):
     concept_params: dict[str, float] = Field(
         default_factory=dict, description="parameters of the river detector, e.g. delta: 0.002"
     )
+    concept_false_alarm_rate: float | None = Field(
+        default=0.05, gt=0, lt=1,
+        description="share of windows (of the reference's size, at most 5,000 errors) in which "
+        "the concept detector may fire on a stable model: reference build calibrates adwin's "
+        "delta or page_hinkley's threshold on the reference's own error stream to it "
+        "(docs/kpi.md); null: no calibration, concept_params as given",
+    )
 
     @model_validator(mode="after")
     def _judgeable_targets(self) -> KpiPolicy:

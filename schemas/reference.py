@@ -160,6 +160,39 @@ class ScoreCalibration(BaseModel):
         return self
 
 
+class ConceptCalibration(BaseModel):
+    """The concept-drift detector calibrated on the reference's own error stream
+    (``streams.kpi.concept_calibration``): the setting whose share of windows with a
+    false alarm, measured on a block bootstrap of that stream, is at most the target.
+    A dozen numbers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detector: Literal["adwin", "page_hinkley"]
+    params: dict[str, float] = Field(
+        description="the river detector's parameters, the calibrated one (adwin: delta; "
+        "page_hinkley: threshold) included"
+    )
+    scale: float | None = Field(
+        gt=0,
+        description="absolute errors are divided by it (the reference's 99th percentile) and "
+        "clipped to [0, 1] before the detector; null for 0/1 errors",
+    )
+    target_false_alarm_rate: float = Field(gt=0, lt=1, description="the policy's, at build")
+    false_alarm_rate: float = Field(
+        ge=0, le=1, description="share of bootstrap windows with an alarm, with these params"
+    )
+    uncalibrated_false_alarm_rate: float = Field(
+        ge=0, le=1, description="the same share with the policy's parameters, errors unscaled"
+    )
+    met: bool = Field(description="false_alarm_rate is within the target")
+    windows: int = Field(ge=1, description="bootstrap windows measured")
+    window_events: int = Field(ge=1, description="errors per window")
+    block_events: int = Field(ge=1, description="consecutive errors per bootstrap block")
+    errors: int = Field(ge=1, description="reference errors (labeled, predicted rows)")
+    seed: int = 0
+
+
 class ReferenceProfile(BaseModel):
     """Published by ``driftline reference build``; key ``model@version``, compacted topic."""
 
@@ -189,4 +222,10 @@ class ReferenceProfile(BaseModel):
         "classification): what the KPI agent estimates performance from before labels come; "
         "absent in profiles built without score and label columns, or before driftline "
         "fitted one",
+    )
+    concept: ConceptCalibration | None = Field(
+        default=None,
+        description="the concept-drift detector calibrated on the reference's error stream "
+        "(labels and predictions): absent without them, for a detector driftline does not "
+        "calibrate (ddm, kswin), or in profiles built before driftline calibrated it",
     )

@@ -162,6 +162,28 @@ class EstimatedMetric(_Report):
     upper: float
 
 
+class ConceptDetectorInfo(_Report):
+    """Which concept-drift detector ran on the window's errors, and whether its false-alarm
+    rate was calibrated on the reference (docs/kpi.md)."""
+
+    detector: str
+    calibrated: bool
+    params: dict[str, float] = Field(
+        default_factory=dict, description="the river detector's parameters in use"
+    )
+    scale: float | None = Field(
+        default=None, description="errors divided by it and clipped to [0, 1] (calibrated)"
+    )
+    false_alarm_rate: float | None = Field(
+        default=None,
+        description="calibrated: share of windows of window_events reference errors in which "
+        "it fired, measured on the reference at build",
+    )
+    target_false_alarm_rate: float | None = None
+    window_events: int | None = None
+    reason: str = Field(default="", description="uncalibrated: why, in words")
+
+
 class KpiReport(_Report):
     """Model quality and serving health of one version and variant over one window."""
 
@@ -209,6 +231,12 @@ class KpiReport(_Report):
         default=False,
         description="the status rests on estimates: a breach of an estimated target while "
         "the labels could not judge it yet",
+    )
+    concept: ConceptDetectorInfo | None = Field(
+        default=None,
+        description="the concept detector behind concept_drift: calibrated on the reference "
+        "(with its measured false-alarm rate) or not, and why; absent in reports before "
+        "driftline said so",
     )
     notes: list[str] = Field(default_factory=list)
 

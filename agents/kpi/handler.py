@@ -11,6 +11,8 @@ keyed by model and must have the same number of partitions):
 * ``c|model|version|variant`` -> the concept-drift detector;
 * ``r|model|version`` -> the version's score calibration (``ScoreCalibration`` JSON,
   or ``null``: its newest profile has none), from its ReferenceProfile;
+* ``q|model|version`` -> the version's concept-detector calibration (``ConceptCalibration``
+  JSON, or ``null``), from its ReferenceProfile (``streams.kpi.concept_calibration``);
 * ``k|model|`` -> the model's series (``ModelIndex``);
 * ``\\x00driftline|models|<partition>`` -> the models tracked (``agents.inputs.admission``);
 * ``\\x00driftline|kpi-models|<partition>`` -> the models with state there, the
@@ -70,8 +72,9 @@ from agents.runtime.runner import Outcome
 from schemas.events import LabelEvent, PredictionEvent
 from schemas.policy import KpiPolicy, Policy
 from schemas.reference import ReferenceProfile, ScoreCalibration
-from schemas.reports import KpiReport
+from schemas.reports import ConceptDetectorInfo, KpiReport
 from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock
+from streams.kpi import concept_calibration as concept_cal
 from streams.kpi import estimate as cbpe
 from streams.kpi import series as lifecycle
 from streams.kpi.concept import ConceptDetector
@@ -102,6 +105,7 @@ SERIES_INDEX = "s"  # (s, model, version, variant): a series' open windows (Seri
 WINDOW = "w"  # (w, model, version, variant, start_ms): a window's accumulators
 DETECTOR = "c"  # (c, model, version, variant): a series' concept detector
 CALIBRATION = "r"  # (r, model, version): a version's score calibration (or null)
+CONCEPT = "q"  # (q, model, version): a version's concept-detector calibration (or null)
 
 
 def _table_key(kind: str, *parts: str) -> bytes:
@@ -252,6 +256,10 @@ class KpiHandler:
         refused = self.admission.refuse_one(profile.model, raw, origin, table)
         if refused is not None:
             return Outcome(dead=[refused])
+        concept = profile.concept
+        table[_table_key(CONCEPT, profile.model, profile.model_version)] = (
+            b"null" if concept is None else concept.model_dump_json().encode()
+        )
         cal = profile.calibration
         table[_table_key(CALIBRATION, profile.model, profile.model_version)] = (
             b"null" if cal is None else cal.model_dump_json().encode()
@@ -541,12 +549,13 @@ class _ModelBatch:
         """The series' concept detector (updated in place, written by ``write``)."""
         if series not in self.detectors:
             raw = self.store.get(_table_key(DETECTOR, self.model, *series))
-            self.detectors[series] = (
-                ConceptDetector.loads(raw)
-                if raw is not None
-                else ConceptDetector(self.policy.concept_detector, **self.policy.concept_params)
-            )
+            self.detectors[series] = concept_cal.detector(self.concept(series[0]), raw)
         return self.detectors[series]
+
+    def concept(self, version: str) -> ConceptDetectorInfo:
+        """The concept detector the version's series run: calibrated on its reference or not."""
+        raw = self.store.get(_table_key(CONCEPT, self.model, version))
+        return concept_cal.setting(self.policy, raw, version=version)
 
     # -- reports ---------------------------------------------------------------------
 
@@ -628,6 +637,7 @@ class _ModelBatch:
                     emit,
                     window_ms=self.policy.window,
                     orphans=clock["orphan_labels"],
+                    concept=self.concept(series[0]),
                 )
             )
             if emit.final:

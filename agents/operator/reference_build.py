@@ -27,12 +27,18 @@ profile carries the score's isotonic calibration on the labels
 policy's ``positive_label``): what the KPI agent estimates a window's
 performance from before its labels come. Rows without a score in [0, 1] or a
 label are left out of it; a file with one class only gets none.
+
+With label and prediction columns (at least 200 rows with both), the profile
+carries the concept-drift detector calibrated on the rows' error stream to the
+policy's ``concept_false_alarm_rate`` (``streams.kpi.concept_calibration``):
+about a second for ADWIN.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +57,7 @@ from schemas.poisoning import TrustedSet
 from schemas.policy import DriftPolicy, KpiPolicy
 from schemas.reference import (
     BOOLEAN_SPELLINGS,
+    ConceptCalibration,
     MultivariateProfile,
     ReferenceFeatureProfile,
     ReferenceProfile,
@@ -58,6 +65,7 @@ from schemas.reference import (
 )
 from streams.drift.reference import profile_features, profile_multivariate
 from streams.drift.state import PREDICTION, SCORE
+from streams.kpi import concept_calibration as concept_cal
 from streams.kpi import estimate as cbpe
 from streams.kpi.classification import ClassificationKpi
 from streams.kpi.labels import to_binary
@@ -250,6 +258,7 @@ def profile_file(
             max_rows=trusted_rows,
         ),
         calibration=calibration(records, roles, kpi or KpiPolicy()),
+        concept=concept_calibration(records, roles, kpi or KpiPolicy()),
     )
     return Built(profile=profile, split=split, roles=roles)
 
@@ -274,6 +283,41 @@ def calibration(
     if fitted is None:
         return None
     return ScoreCalibration(positive_label=kpi.positive_label, **fitted)
+
+
+def concept_calibration(
+    records: list[dict[str, Any]], roles: ColumnRoles, kpi: KpiPolicy
+) -> ConceptCalibration | None:
+    """The concept detector calibrated on the error stream of the records with a label and
+    a prediction, in file order (``streams.kpi.concept_calibration``), or None: the policy
+    asks for none, too few such records (``MIN_ERRORS``), or a detector driftline does
+    not calibrate."""
+    rate = kpi.concept_false_alarm_rate
+    pairs = [
+        (r.get(roles.prediction), r.get(roles.label))
+        for r in records
+        if r.get(roles.label) is not None and r.get(roles.prediction) is not None
+    ]
+    if rate is None or len(pairs) < concept_cal.MIN_ERRORS:
+        return None
+    started = time.perf_counter()
+    errors = concept_cal.reference_errors(kpi, [p for p, _ in pairs], [y for _, y in pairs])
+    found = concept_cal.calibrate(
+        errors, kind=kpi.concept_detector, params=kpi.concept_params, false_alarm_rate=rate
+    )
+    if found is not None:
+        logger.info(
+            "concept detector %s calibrated on %d reference errors in %.0f ms: %s, scale %s, "
+            "false alarms in %.3g of windows (uncalibrated: %.3g)",
+            found.detector,
+            found.errors,
+            (time.perf_counter() - started) * 1000,
+            found.params,
+            found.scale,
+            found.false_alarm_rate,
+            found.uncalibrated_false_alarm_rate,
+        )
+    return concept_cal.stored_form(found)
 
 
 def trusted_set(

@@ -15,6 +15,9 @@ kind             river class                    input
 ``kswin``        ``river.drift.KSWIN``          any stream
 ================ ============================== ==================================
 
+With ``scale``, each error is divided by it and clipped to [0, 1] before the
+detector sees it (the reference's calibration, ``streams.kpi.concept_calibration``).
+
 Parameters are river's (``ConceptDetector("adwin", delta=0.001)``); driftline
 changes two defaults. KSWIN gets ``seed=0``, so that a replay of the same topic
 range gives the same detections (river's default draws its sample from an
@@ -72,6 +75,7 @@ import importlib
 import importlib.metadata
 import inspect
 import io
+import math
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -98,6 +102,8 @@ def detector_class(kind: str) -> Callable[..., Any]:
     module, name = DETECTORS[kind]
     cls: Callable[..., Any] = getattr(importlib.import_module(module), name)
     return cls
+
+
 #: driftline's defaults where they differ from river's (see the module docstring).
 DEFAULTS: Mapping[str, Mapping[str, Param]] = {
     "kswin": {"seed": 0, "window_size": 300, "stat_size": 100},
@@ -152,8 +158,13 @@ class ConceptDetector:
     True
     """
 
-    def __init__(self, kind: str = "adwin", **params: Param) -> None:
+    def __init__(self, kind: str = "adwin", *, scale: float | None = None, **params: Param) -> None:
         self.kind = _normalise(kind)
+        if scale is not None and not (isinstance(scale, int | float) and 0 < scale < math.inf):
+            raise ValueError(f"scale must be a positive number, not {scale!r}")
+        #: errors are divided by it and clipped to [0, 1] before the detector sees them
+        #: (``streams.kpi.concept_calibration``); None: fed as they are
+        self.scale = None if scale is None else float(scale)
         factory = detector_class(self.kind)
         allowed = set(inspect.signature(factory).parameters) - _NOT_PARAMS
         unknown = sorted(set(params) - allowed)
@@ -181,6 +192,8 @@ class ConceptDetector:
             raise ValueError("errors must be finite (drop events without a label or prediction)")
         if self.kind in _BINARY_ONLY and not np.all((xs == 0) | (xs == 1)):
             raise ValueError(f"{self.kind} takes 0/1 errors only; use adwin for absolute errors")
+        if self.scale is not None:
+            xs = np.minimum(np.abs(xs) / self.scale, 1.0)
         det = self._detector
         hits: list[int] = []
         if self.kind == "adwin" and hasattr(det, "_helper"):
@@ -222,6 +235,7 @@ class ConceptDetector:
             "river": _RIVER,
             "kind": self.kind,
             "params": self.params,
+            "scale": self.scale,
             "n": self.n,
             "n_detections": self.n_detections,
             "attributes": attrs,
@@ -248,7 +262,10 @@ class ConceptDetector:
             and isinstance(n_detections, int)
         ):
             raise ValueError("malformed concept-detector state")
-        out = cls(kind, **params)
+        scale = payload.get("scale")  # absent in states saved before driftline scaled errors
+        if scale is not None and not isinstance(scale, float):
+            raise ValueError("malformed concept-detector state (scale)")
+        out = cls(kind, scale=scale, **params)
         fresh = {
             k: v
             for k, v in vars(out._detector).items()

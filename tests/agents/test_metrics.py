@@ -84,3 +84,22 @@ def test_estimated_kpis_and_a_verdict_on_estimates_become_metrics() -> None:
     metrics.observe("kpi", "m.predictions", counted=0, dead=0,
                     reports=[kpi(1, model="estimated-model")])
     assert value("driftline_kpi_verdict_estimated", **labels) == 0
+
+
+def test_the_concept_detector_s_calibration_becomes_metrics() -> None:
+    from schemas.reports import ConceptDetectorInfo
+
+    calibrated = ConceptDetectorInfo(detector="adwin", calibrated=True, params={"delta": 1e-9},
+                                     scale=10.0, false_alarm_rate=0.035,
+                                     target_false_alarm_rate=0.05, window_events=5000)
+    report = kpi(0, model="concept-metrics", accuracy=0.9).model_copy(
+        update={"concept": calibrated})
+    metrics.observe("kpi", "m.labels", counted=0, dead=0, reports=[report])
+    labels = {"model": "concept-metrics", "version": "v1", "variant": "champion"}
+    assert value("driftline_concept_calibrated", **labels) == 1
+    assert value("driftline_concept_false_alarm_rate", **labels) == 0.035
+    plain = ConceptDetectorInfo(detector="adwin", calibrated=False, reason="no profile")
+    metrics.observe("kpi", "m.labels", counted=0, dead=0,
+                    reports=[report.model_copy(update={"concept": plain})])
+    assert value("driftline_concept_calibrated", **labels) == 0
+    assert value("driftline_concept_false_alarm_rate", **labels) is None

@@ -54,14 +54,21 @@ def _profile(tmp_path: Path) -> bytes:
     path = tmp_path / "train.jsonl"
     path.write_bytes(
         b"".join(
-            orjson.dumps({**p["features"], "score": p["score"], "label": truth[p["request_id"]]})
+            orjson.dumps(
+                {
+                    **p["features"],
+                    "score": p["score"],
+                    "prediction": p["prediction"],
+                    "label": truth[p["request_id"]],
+                }
+            )
             + b"\n"
             for p in preds
             if p["request_id"] in truth
         )
     )
     profile = reference_build.build(path, model=MODEL, version="v1", policy=DriftPolicy())
-    assert profile.calibration is not None
+    assert profile.calibration is not None and profile.concept is not None
     return profile.model_dump_json().encode()
 
 
@@ -161,6 +168,7 @@ def test_estimates_before_labels_then_realized_beside_them(
         r = final[start]
         est, realized = r["estimated_metrics"]["roc_auc"], r["metrics"]["roc_auc"]
         assert r["n_labeled"] == PER_WINDOW and not r["estimated"]
+        assert r["concept"]["calibrated"], r["concept"]  # from the published profile
         if w < CHANGE:  # P(y|x) as in the reference: the estimate holds
             assert abs(est["value"] - realized) < 0.03, (w, est, realized)
         else:  # concept drift: the scores do not move, the realized AUC does
