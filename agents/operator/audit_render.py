@@ -268,6 +268,10 @@ def page(data: AuditData) -> str:
             "cannot see concept drift (a change of P(y|x)): a realized value outside the band "
             "is the sign of one.</p>",
             estimates,
+            "<h3>Concept-drift detector</h3>",
+            table(["version/variant", "detector", "parameters", "false alarms"], data.concept)
+            if data.concept
+            else "<p><em>no KPI report names its concept-drift detector.</em></p>",
             "</section>",
             decisions_section(data),
             chain_section(data),

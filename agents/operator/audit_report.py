@@ -35,7 +35,7 @@ import getpass
 import logging
 import socket
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -137,6 +137,8 @@ class AuditData:
     decisions: list[Decision]
     chain: list[ChainRow]
     quarantine: Quarantine
+    #: the concept-drift detector per version and variant (sections.concept_rows)
+    concept: list[list[str]] = field(default_factory=list)
 
 
 def _covered(*groups: tuple[list[dict[str, Any]], tuple[str, ...]]) -> tuple[int, int] | None:
@@ -203,6 +205,7 @@ def gather(
         multivariate_rows=joint_rows,
         kpis=sections.kpis(latest, policy.policy, model),
         estimates=sections.estimate_rows(latest),
+        concept=sections.concept_rows(latest),
         decisions=sections.decisions(commands, deployments, policy.policy.decisions_for(model)),
         chain=chain_rows(deployments),
         quarantine=quarantine(poisoning),

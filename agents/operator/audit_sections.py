@@ -272,6 +272,34 @@ def estimate_rows(latest: dict[tuple[str, str, str], dict[str, Any]]) -> list[li
     return rows[-MAX_ESTIMATE_ROWS:]
 
 
+def concept_rows(latest: dict[tuple[str, str, str], dict[str, Any]]) -> list[list[str]]:
+    """One row per version and variant: the concept-drift detector of its newest report,
+    calibrated on the reference (its parameters and measured false-alarm rate) or why not."""
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for (version, variant, _), r in sorted(
+        latest.items(), key=lambda kv: time_ms(kv[1].get("window_start")) or 0
+    ):
+        if r.get("concept"):
+            newest[(version, variant)] = r
+    rows = []
+    for (version, variant), r in sorted(newest.items()):
+        c = r["concept"]
+        params = ", ".join(f"{k}={v:.4g}" for k, v in sorted((c.get("params") or {}).items()))
+        if c.get("calibrated"):
+            rate = c.get("false_alarm_rate")
+            target = c.get("target_false_alarm_rate")
+            how = (
+                f"calibrated on the reference: alarms in {rate:.1%} of windows of "
+                f"{c.get('window_events')} errors (at most {target:.1%} stated)"
+                if rate is not None and target is not None
+                else "calibrated on the reference"
+            )
+        else:
+            how = "not calibrated: " + (c.get("reason") or "no reason given")
+        rows.append([f"{version}/{variant}", str(c.get("detector", "")), params or "-", how])
+    return rows
+
+
 @dataclass(frozen=True)
 class Decision:
     issued_at: str  # UTC

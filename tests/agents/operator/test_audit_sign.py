@@ -428,3 +428,39 @@ def test_build_reads_the_topics_the_registry_and_the_policy_file(
         "gone" in broken.text
     )
     assert broken.table("chain", "at").rows, "the rest of the trail is still shown"
+
+
+def test_the_concept_detector_of_each_version_calibrated_or_why_not(
+    records: dict[str, Any],
+) -> None:
+    kpis = [dict(r) for r in records["kpi"]]
+    calibrated = {
+        "detector": "adwin",
+        "calibrated": True,
+        "params": {"delta": 0.0004},
+        "scale": 3.2,
+        "false_alarm_rate": 0.045,
+        "target_false_alarm_rate": 0.05,
+        "window_events": 5000,
+    }
+    for r in kpis[:-1]:
+        r["concept"] = {"detector": "adwin", "calibrated": False, "reason": "older"}
+    kpis[-1]["concept"] = calibrated  # the newest report of the series is the one shown
+    table = parse(_render({**records, "kpi": kpis})).table("kpi", "version/variant")
+    assert table.headers == ["version/variant", "detector", "parameters", "false alarms"]
+    (row,) = table.rows
+    assert row[1:] == [
+        "adwin",
+        "delta=0.0004",
+        "calibrated on the reference: alarms in 4.5% of windows of 5000 errors "
+        "(at most 5.0% stated)",
+    ]
+    kpis[-1]["concept"] = {
+        "detector": "adwin",
+        "calibrated": False,
+        "reason": "the reference has no labels",
+    }
+    (row,) = parse(_render({**records, "kpi": kpis})).table("kpi", "version/variant").rows
+    assert row[3] == "not calibrated: the reference has no labels"
+    text = parse(_render(records)).text
+    assert "no KPI report names its concept-drift detector" in text
