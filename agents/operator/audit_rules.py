@@ -28,6 +28,14 @@ def _rule(
     return re.compile(pattern), types, name, settings
 
 
+#: The settings of the two-proportion test that compares a new version with the old one
+#: (a canary with the champion; a switched champion with the standby before the switch).
+_COMPARISON: tuple[tuple[str, Setting], ...] = (
+    ("decisions.rollback.margin", lambda d: d.rollback.margin),
+    ("decisions.rollback.alpha", lambda d: d.rollback.alpha),
+    ("decisions.rollback.min_labeled", lambda d: d.rollback.min_labeled),
+)
+
 _RULES = (
     _rule(
         r"^scheduled: ",
@@ -76,18 +84,14 @@ _RULES = (
         r"^canary worse than the champion",
         ("rollback",),
         "roll back a canary worse than the champion (one-sided two-proportion z-test)",
-        ("decisions.rollback.margin", lambda d: d.rollback.margin),
-        ("decisions.rollback.alpha", lambda d: d.rollback.alpha),
-        ("decisions.rollback.min_labeled", lambda d: d.rollback.min_labeled),
+        *_COMPARISON,
     ),
     _rule(
         r"^switched champion \S+ worse than the standby ",
         ("rollback",),
         "switch back from a switched champion worse than the standby before the switch "
         "(one-sided two-proportion z-test)",
-        ("decisions.rollback.margin", lambda d: d.rollback.margin),
-        ("decisions.rollback.alpha", lambda d: d.rollback.alpha),
-        ("decisions.rollback.min_labeled", lambda d: d.rollback.min_labeled),
+        *_COMPARISON,
     ),
     _rule(
         r"^canary \S+ healthy for ",
