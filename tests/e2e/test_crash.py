@@ -92,11 +92,8 @@ def _kill_during(worker: WorkerProcess, publisher: Publisher, topic: str, total:
     worker.wait_committed(topic, int(total * rng.uniform(*at)), timeout_s=120)
     committed = worker.committed(topic)
     # Fault injection, not synchronisation: the kill lands between two offset
-    # commits, with messages handled since the last one. Within 0.6 s of the commit
-    # seen: on a loaded machine (make test, two processes) a worker that lagged behind
-    # the publisher can handle and commit all the rest within a second, and a later
-    # kill then found nothing uncommitted in all three phases (seen once in CI).
-    publisher.stop.wait(rng.uniform(0.1, 0.6))
+    # commits, with messages handled since the last one.
+    publisher.stop.wait(rng.uniform(0.2, 1.2))
     code = worker.crash_restart()
     kills.append({"topic": topic, "committed": committed, "code": code})
     publisher.join(timeout=300)
