@@ -274,36 +274,11 @@ def quarantine(poisoning: list[dict[str, Any]]) -> Quarantine:
     )
 
 
-def render(
-    model: str,
-    *,
-    start_ms: int,
-    end_ms: int,
-    drift: list[dict[str, Any]],
-    kpi: list[dict[str, Any]],
-    commands: list[dict[str, Any]],
-    deployments: list[dict[str, Any]],
-    poisoning: list[dict[str, Any]],
-    check: ChainCheck,
-    **more: Any,
-) -> str:
-    """The HTML page of :func:`gather`'s data (``more``: its optional arguments)."""
+def render(model: str, **arguments: Any) -> str:
+    """The HTML page of :func:`gather`'s data (``arguments``: gather's, by name)."""
     from agents.operator.audit_render import page
 
-    return page(
-        gather(
-            model,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            drift=drift,
-            kpi=kpi,
-            commands=commands,
-            deployments=deployments,
-            poisoning=poisoning,
-            check=check,
-            **more,
-        )
-    )
+    return page(gather(model, **arguments))
 
 
 def build(
