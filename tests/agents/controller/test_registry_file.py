@@ -33,11 +33,6 @@ from tests.agents.controller.test_registry_mlflow import MlflowFactory
 MODEL = "fraud-detector"
 
 
-@pytest.fixture(scope="session")
-def mlflow_factory(tmp_path_factory: pytest.TempPathFactory) -> MlflowFactory:
-    return MlflowFactory(tmp_path_factory.mktemp("mlflow-template"))
-
-
 @pytest.fixture(params=["file", "mlflow"])
 def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Registry:
     if request.param == "file":
