@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agents.controller.handler import Controller
-from agents.controller.registry import FileRegistry, open_registry
+from agents.controller.registry import FileRegistry, Registry, open_registry
 from agents.inputs.codec import Origin
 from schemas.commands import Command, DeploymentEvent
 from schemas.policy import Policy
@@ -91,15 +91,20 @@ def mlflow_factory(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(params=["file", "mlflow"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """v1, v2, v3 of ``fraud`` (minimal tier), on files and on a real MLflow on SQLite."""
+def empty_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Registry:
+    """No model yet, on files and on a real MLflow on SQLite."""
     if request.param == "file":
-        reg: Any = open_registry(str(tmp_path / "registry"))
-    else:
-        reg = request.getfixturevalue("mlflow_factory")(tmp_path / "mlflow")
+        return FileRegistry(tmp_path / "registry")
+    factory = request.getfixturevalue("mlflow_factory")
+    return factory(tmp_path / "mlflow")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def registry(empty_registry: Registry, tmp_path: Path) -> Registry:
+    """v1, v2, v3 of ``fraud`` (minimal tier), on both registries."""
     for version in ("v1", "v2", "v3"):
         artifact = tmp_path / f"model-{version}.bin"
         artifact.write_bytes(f"weights of {version}".encode())
-        reg.register("fraud", version, artifact,
-                     model_card={"owner": "risk-team", "risk_tier": "minimal"})
-    return reg
+        empty_registry.register("fraud", version, artifact,
+                                model_card={"owner": "risk-team", "risk_tier": "minimal"})
+    return empty_registry
