@@ -59,7 +59,8 @@ class Command(BaseModel):
         "replay issues the same command; wall-clock time for operators' commands"
     )
     policy_sha256: str | None = Field(
-        default=None, pattern=SHA256_HEX,
+        default=None,
+        pattern=SHA256_HEX,
         description="SHA-256 of the policy file the policy agent decided under (signed with "
         "the rest); absent for operators' commands and under the built-in defaults",
     )
@@ -112,7 +113,8 @@ class DeploymentEvent(BaseModel):
     state: DeploymentState
     at: datetime
     policy_sha256: str | None = Field(
-        default=None, pattern=SHA256_HEX,
+        default=None,
+        pattern=SHA256_HEX,
         description="the command's policy_sha256: the policy file it was decided under "
         "(absent when the command has none)",
     )

@@ -31,11 +31,23 @@ gates:
 
 
 def command(type_: str, *, key: bytes | None = KEY, model: str = "fraud", **kw: Any) -> Command:
-    cid = command_id(type_, model, from_version=kw.get("from_version"),
-                     to_version=kw.get("to_version"), canary_weight=kw.get("canary_weight"),
-                     approves=kw.get("approves"), nonce=kw.pop("nonce", ""))
-    c = Command(command_id=cid, type=type_, model=model, reason=f"test {type_}",  # type: ignore[arg-type]
-                issued_at=T0, **kw)
+    cid = command_id(
+        type_,
+        model,
+        from_version=kw.get("from_version"),
+        to_version=kw.get("to_version"),
+        canary_weight=kw.get("canary_weight"),
+        approves=kw.get("approves"),
+        nonce=kw.pop("nonce", ""),
+    )
+    c = Command(
+        command_id=cid,
+        type=type_,
+        model=model,
+        reason=f"test {type_}",  # type: ignore[arg-type]
+        issued_at=T0,
+        **kw,
+    )
     return sign(c, key) if key else c
 
 
@@ -105,6 +117,7 @@ def registry(empty_registry: Registry, tmp_path: Path) -> Registry:
     for version in ("v1", "v2", "v3"):
         artifact = tmp_path / f"model-{version}.bin"
         artifact.write_bytes(f"weights of {version}".encode())
-        empty_registry.register("fraud", version, artifact,
-                                model_card={"owner": "risk-team", "risk_tier": "minimal"})
+        empty_registry.register(
+            "fraud", version, artifact, model_card={"owner": "risk-team", "risk_tier": "minimal"}
+        )
     return empty_registry
