@@ -41,7 +41,9 @@ traffic; none by default.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -456,3 +458,15 @@ def load_policy(path: str) -> Policy:
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from exc
     return parse_policy(text, source=path)
+
+
+def policy_sha256(path: str) -> str | None:
+    """SHA-256 (hex) of the policy file's bytes; None without a file (the built-in
+    defaults). What a command records it was decided under, and what the inventory
+    and the audit report show and compare it with."""
+    if not path:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from exc

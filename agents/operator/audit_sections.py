@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.operator.audit_charts import Chart, Line, Point, utc
-from agents.operator.audit_rules import rule_applied
+from agents.operator.audit_rules import policy_decided_under, rule_applied
 from schemas.events import event_time_ms
 from schemas.policy import DriftPolicy, Policy, Target
 from schemas.rules import DecisionPolicy
@@ -311,6 +311,8 @@ class Decision:
     evidence: list[str]
     outcomes: list[str]
     command_id: str
+    policy: str  # the policy file's SHA-256 it was decided under (audit_rules)
+    policy_differs: bool  # from the policy the report was given
 
 
 def evidence_text(e: dict[str, Any]) -> str:
@@ -327,9 +329,13 @@ def evidence_text(e: dict[str, Any]) -> str:
 
 
 def decisions(
-    commands: list[dict[str, Any]], deployments: list[dict[str, Any]], rules: DecisionPolicy
+    commands: list[dict[str, Any]],
+    deployments: list[dict[str, Any]],
+    rules: DecisionPolicy,
+    policy_sha256: str | None = None,
 ) -> list[Decision]:
-    """Every command, oldest first, with its rule, evidence and the controller's answers."""
+    """Every command, oldest first, with its rule, evidence and the controller's answers;
+    ``policy_sha256``: the policy given's (None: the built-in defaults)."""
     outcome: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in deployments:
         outcome[str(e.get("command_id"))].append(e)
@@ -338,6 +344,7 @@ def decisions(
         versions = " -> ".join(str(v) for v in (c.get("from_version"), c.get("to_version")) if v)
         if c.get("canary_weight") is not None:
             versions += f" (weight {c['canary_weight']:g})"
+        under, differs = policy_decided_under(c, policy_sha256)
         out.append(
             Decision(
                 issued_at=when(c.get("issued_at"), seconds=True),
@@ -353,6 +360,8 @@ def decisions(
                     for e in outcome[str(c.get("command_id"))]
                 ],
                 command_id=str(c.get("command_id")),
+                policy=under,
+                policy_differs=differs,
             )
         )
     return out

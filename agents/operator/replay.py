@@ -28,7 +28,9 @@ replay runs the very same code in this process, with dictionaries for tables:
      ``status`` (``warn`` means concept drift) do (the concept detector is fed
      in arrival order), and are not compared;
    * every command the policy agent issued, by command id (the signature is
-     not compared: it depends on the key, not the decision).
+     not compared: it depends on the key, not the decision; nor is
+     ``policy_sha256``: it names the file, and a replay under another file
+     that decides the same is the same decision).
 
 State starts empty at ``from``: a replay from the start of the topics
 reproduces the live run exactly (drift reports are a function of the
@@ -183,7 +185,7 @@ def compare(result: ReplayResult, live: dict[str, list[dict[str, Any]]]) -> None
     kpi = (_latest(result.kpi), _latest(live.get("kpi", [])), KPI_ORDER_DEPENDENT)
     commands = ({identity("command", c): c for c in result.commands},
                 {identity("command", c): c for c in live.get("commands", [])
-                 if c.get("issued_by") == "policy"}, ("signature",))
+                 if c.get("issued_by") == "policy"}, ("signature", "policy_sha256"))
     replayed_windows = {(r["model"], r["model_version"], str(r["window_start"]))
                         for r in result.drift + result.kpi}
     for mine, theirs, ignore in (drift, kpi, commands):
