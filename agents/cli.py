@@ -182,6 +182,12 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     else:
         print("concept detector uncalibrated: needs --label-column and --prediction-column "
               "values (200 rows or more), adwin or page_hinkley, and concept_false_alarm_rate")
+    if profile.bands is not None:
+        b = profile.bands
+        print(f"KPI bands from {b.windows} reference windows of {b.window_events} labels: "
+              + ", ".join(f"{k} {m.mean:.4g} (sd {m.std:.3g})" for k, m in b.metrics.items()))
+    elif built.bands_reason:
+        print(f"no KPI bands (kpi.reference_bands): {built.bands_reason}")
     if args.out:
         Path(args.out).write_text(profile.model_dump_json(indent=2))
         print(f"written to {args.out}")

@@ -19,6 +19,7 @@ reasons and topics — never request ids or raw category values.
 | driftline_window_status | model, version, kind, variant: 0 ok, 1 warn, 2 drift or breach |
 | driftline_kpi | model, version, variant, metric |
 | driftline_kpi_estimated | model, version, variant, metric, bound: value, lower, upper |
+| driftline_kpi_band_lower, _upper | model, version, variant, metric (reference band) |
 | driftline_kpi_verdict_estimated | model, version, variant (1: last status rests on estimates) |
 | driftline_concept_drift | model, version, variant (1 when the last window flagged it) |
 | driftline_concept_calibrated | model, version, variant (1: detector calibrated on the reference) |
@@ -53,6 +54,11 @@ agents and read 0 through such a stall.)
 ``driftline_kpi_estimated`` is the last window's metric estimated from its scores
 before labels (streams.kpi.estimate) with the bounds of its 95 % band, beside
 ``driftline_kpi``'s realized one; it cannot see concept drift.
+
+``driftline_kpi_band_lower`` / ``_upper`` are the bounds of the reference band
+(``kpi.reference_bands``, streams.kpi.bands) the last window's metric was held to,
+widened for its labels; a side not judged (the better one, by default) is absent,
+as is a metric whose band did not apply.
 
 ``driftline_drift_multivariate`` is the last window's multivariate signal: the
 relative change of its reconstruction error from the baseline (negative: below),
@@ -115,6 +121,14 @@ KPI_VERDICT_ESTIMATED = Gauge(
     "driftline_kpi_verdict_estimated",
     "1 when the last KPI window's status rests on estimated breaches alone",
     ["model", "version", "variant"], registry=REGISTRY)
+KPI_BAND_LOWER = Gauge(
+    "driftline_kpi_band_lower",
+    "lower bound of the reference band the last KPI window's metric was held to",
+    ["model", "version", "variant", "metric"], registry=REGISTRY)
+KPI_BAND_UPPER = Gauge(
+    "driftline_kpi_band_upper",
+    "upper bound of the reference band the last KPI window's metric was held to",
+    ["model", "version", "variant", "metric"], registry=REGISTRY)
 CONCEPT = Gauge("driftline_concept_drift", "1 when the last KPI window flagged concept drift",
                 ["model", "version", "variant"], registry=REGISTRY)
 CONCEPT_CALIBRATED = Gauge(
@@ -201,6 +215,23 @@ def _latency(kind: str, window_end: Any) -> None:
     LATENCY.labels(kind).observe(max(0.0, time.time() - window_end.timestamp()))
 
 
+def _bands(report: KpiReport) -> None:
+    """The reference bands of the report's metrics; stale ones removed."""
+    m, v, var = report.model, report.model_version, report.variant
+    banded = {
+        name: next((t for t in bounds if t.source == "reference"), None)
+        for name, bounds in report.thresholds.items()
+    }
+    for name, band in banded.items():
+        for gauge, value in ((KPI_BAND_LOWER, band and band.lower),
+                             (KPI_BAND_UPPER, band and band.upper)):
+            if value is not None:
+                gauge.labels(m, v, var, name).set(value)
+            else:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(m, v, var, name)
+
+
 def _report(report: BaseModel) -> None:
     if isinstance(report, DriftReport):
         m, v = report.model, report.model_version
@@ -226,6 +257,7 @@ def _report(report: BaseModel) -> None:
             for bound in ("value", "lower", "upper"):
                 KPI_ESTIMATED.labels(m, v, var, name, bound).set(getattr(est, bound))
         KPI_VERDICT_ESTIMATED.labels(m, v, var).set(1 if report.estimated else 0)
+        _bands(report)
         CONCEPT.labels(m, v, var).set(1 if report.concept_drift else 0)
         if report.concept is not None:
             CONCEPT_CALIBRATED.labels(m, v, var).set(1 if report.concept.calibrated else 0)

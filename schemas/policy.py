@@ -58,7 +58,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from schemas.durations import DurationMs, format_duration_ms, parse_duration_ms
 from schemas.errors import DriftlineError, explain_yaml, load_yaml_mapping
 from schemas.gates import GatePolicy
-from schemas.kpi_metrics import estimated_target_problem, target_problem
+from schemas.kpi_metrics import band_problem, estimated_target_problem, target_problem
 from schemas.poisoning import PoisoningPolicy
 from schemas.rules import DecisionPolicy
 
@@ -299,6 +299,46 @@ class CostMatrix(_Section):
 ConceptDetectorName = Literal["adwin", "ddm", "page_hinkley", "kswin"]
 
 
+class ReferenceBands(_Section):
+    """KPI bands drawn from the reference's own windows, as NannyML does: ``driftline
+    reference build`` cuts the labeled reference rows (in file order) into consecutive
+    windows of ``window_events`` rows, computes each metric per window, and stores the
+    metric's mean and standard deviation over them; a live window is judged against
+    ``mean -/+ std x sd`` (clipped to the metric's range), widened by
+    ``sqrt(window_events / labels)`` when the window has fewer labels than a reference
+    window (docs/kpi.md). Fixed ``targets`` are judged beside the bands; the report's
+    ``thresholds`` says which bound applied to each metric and where it came from."""
+
+    metrics: list[str] = Field(
+        min_length=1, description="label-based metrics judged against their reference band"
+    )
+    std: float = Field(
+        default=3.0, gt=0, le=10,
+        description="the band is the reference windows' mean -/+ std standard deviations",
+    )
+    window_events: int | None = Field(
+        default=None, ge=50,
+        description="labeled rows per reference window: about the labels of a live KPI "
+        "window (the spread of a metric shrinks as windows grow); null: the reference is "
+        "cut into `windows` windows",
+    )
+    windows: int = Field(
+        default=10, ge=5, le=1000,
+        description="reference windows when window_events is null (NannyML's default: 10)",
+    )
+    sides: Literal["worse", "both"] = Field(
+        default="worse",
+        description="worse: a score is judged below its band only, an error above it only "
+        "(positive rates both ways); both: either side, as NannyML does",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ReferenceBands:
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError("each metric once")
+        return self
+
+
 class KpiPolicy(_Section):
     """Label join, KPI windows and targets, concept drift.
 
@@ -362,6 +402,17 @@ class KpiPolicy(_Section):
         "delta or page_hinkley's threshold on the reference's own error stream to it "
         "(docs/kpi.md); null: no calibration, concept_params as given",
     )
+    reference_bands: ReferenceBands | None = Field(
+        default=None,
+        description="judge metrics against bands from the spread of the reference's own "
+        "windows (reference build with label and prediction columns), beside fixed targets",
+    )
+    min_positives: int = Field(
+        default=30, ge=0,
+        description="predicted positives before precision, actual positives before recall, "
+        "both before f1 are judged against targets and bands (a few positives make them "
+        "swing by chance); 0: no minimum",
+    )
 
     @model_validator(mode="after")
     def _judgeable_targets(self) -> KpiPolicy:
@@ -381,6 +432,13 @@ class KpiPolicy(_Section):
                 problems.append(InitErrorDetails(
                     type=PydanticCustomError("kpi_target", problem),
                     loc=("estimated_targets", name), input=target.model_dump(exclude_none=True)))
+        if self.reference_bands is not None:
+            for i, name in enumerate(self.reference_bands.metrics):
+                problem = band_problem(name, task=self.task, cost=self.cost is not None)
+                if problem is not None:
+                    problems.append(InitErrorDetails(
+                        type=PydanticCustomError("kpi_band", problem),
+                        loc=("reference_bands", "metrics", i), input=name))
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self

@@ -13,6 +13,8 @@ keyed by model and must have the same number of partitions):
   or ``null``: its newest profile has none), from its ReferenceProfile;
 * ``q|model|version`` -> the version's concept-detector calibration (``ConceptCalibration``
   JSON, or ``null``), from its ReferenceProfile (``streams.kpi.concept_calibration``);
+* ``b|model|version`` -> the version's KPI bands (``PerformanceBands`` JSON, or ``null``),
+  from its ReferenceProfile (``streams.kpi.bands``);
 * ``k|model|`` -> the model's series (``ModelIndex``);
 * ``\\x00driftline|models|<partition>`` -> the models tracked (``agents.inputs.admission``);
 * ``\\x00driftline|kpi-models|<partition>`` -> the models with state there, the
@@ -74,6 +76,7 @@ from schemas.policy import KpiPolicy, Policy
 from schemas.reference import ReferenceProfile, ScoreCalibration
 from schemas.reports import ConceptDetectorInfo, KpiReport
 from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock
+from streams.kpi import bands as kpi_bands
 from streams.kpi import concept_calibration as concept_cal
 from streams.kpi import estimate as cbpe
 from streams.kpi import series as lifecycle
@@ -106,6 +109,7 @@ WINDOW = "w"  # (w, model, version, variant, start_ms): a window's accumulators
 DETECTOR = "c"  # (c, model, version, variant): a series' concept detector
 CALIBRATION = "r"  # (r, model, version): a version's score calibration (or null)
 CONCEPT = "q"  # (q, model, version): a version's concept-detector calibration (or null)
+BANDS = "b"  # (b, model, version): a version's KPI bands from its reference (or null)
 
 
 def _table_key(kind: str, *parts: str) -> bytes:
@@ -259,6 +263,10 @@ class KpiHandler:
         concept = profile.concept
         table[_table_key(CONCEPT, profile.model, profile.model_version)] = (
             b"null" if concept is None else concept.model_dump_json().encode()
+        )
+        bands = profile.bands
+        table[_table_key(BANDS, profile.model, profile.model_version)] = (
+            b"null" if bands is None else bands.model_dump_json().encode()
         )
         cal = profile.calibration
         table[_table_key(CALIBRATION, profile.model, profile.model_version)] = (
@@ -627,7 +635,11 @@ class _ModelBatch:
             self.handler._changed.pop((self.model, *series, emit.start_ms), None)
             calibration, why_not = self.calibration(series[0])
             result = self.kpi.report(
-                self._accumulators(series, emit.start_ms), calibration, no_calibration=why_not
+                self._accumulators(series, emit.start_ms), calibration, no_calibration=why_not,
+                bands=kpi_bands.setting(
+                    self.policy, self.store.get(_table_key(BANDS, self.model, series[0])),
+                    version=series[0],
+                ),
             )
             out.append(
                 lifecycle.report(

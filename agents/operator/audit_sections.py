@@ -178,6 +178,25 @@ def _target_lines(target: Target | None, what: str) -> list[Line]:
     ]
 
 
+def _band_lines(latest: dict[tuple[str, str, str], dict[str, Any]], metric: str) -> list[Line]:
+    """Per version and variant, the reference band its windows were held to on ``metric``
+    (from the window with the most labels: the band is widened for fewer labels)."""
+    best: dict[str, tuple[int, dict[str, Any]]] = {}
+    for (version, variant, _), r in latest.items():
+        for bound in (r.get("thresholds") or {}).get(metric) or []:
+            if bound.get("source") != "reference":
+                continue
+            key, labeled = f"{version}/{variant}", int(r.get("n_labeled") or 0)
+            if key not in best or labeled > best[key][0]:
+                best[key] = (labeled, bound)
+    return [
+        Line(float(v), f"{key} reference band {side} {v:.4g}", "band")
+        for key, (_, bound) in sorted(best.items())
+        for side, v in (("lower", bound.get("lower")), ("upper", bound.get("upper")))
+        if v is not None
+    ]
+
+
 def kpis(
     latest: dict[tuple[str, str, str], dict[str, Any]], policy: Policy, model: str
 ) -> list[Chart]:
@@ -217,6 +236,7 @@ def kpis(
         if not series:
             continue
         lines = _target_lines(target, "target") + _target_lines(estimated, "estimated target")
+        lines += _band_lines(latest, metric)
         if limit is not None:
             lines.append(Line(limit, f"rollback limit {limit:g}", "limit"))
         out.append(
@@ -225,8 +245,10 @@ def kpis(
                 y_label,
                 dict(series),
                 lines,
-                note="Targets and limits from the policy given; a window is marked "
-                "when its value is beyond one, or its report names it breached."
+                note="Targets and limits from the policy given, reference bands from the "
+                "reports (the band of each version's window with the most labels); a window "
+                "is marked when its value is beyond a target or limit, or its report names it "
+                "breached."
                 if lines
                 else "A window is marked when its report names it breached.",
             )

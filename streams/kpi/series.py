@@ -212,6 +212,8 @@ def report(
         disparity=result.disparity,
         notes=notes,
         estimated_metrics=result.estimated_metrics,  # type: ignore[arg-type]
+        thresholds=result.thresholds,
+        bands=result.bands,
         estimated=result.estimated,
         concept=concept,
     )
