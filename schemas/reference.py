@@ -168,10 +168,10 @@ class ConceptCalibration(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    detector: Literal["adwin", "page_hinkley"]
+    detector: Literal["adwin", "page_hinkley", "ddm"]
     params: dict[str, float] = Field(
         description="the river detector's parameters, the calibrated one (adwin: delta; "
-        "page_hinkley: threshold) included"
+        "page_hinkley: threshold; ddm: drift_threshold) included"
     )
     scale: float | None = Field(
         gt=0,
@@ -257,7 +257,8 @@ class ReferenceProfile(BaseModel):
         default=None,
         description="the concept-drift detector calibrated on the reference's error stream "
         "(labels and predictions): absent without them, for a detector driftline does not "
-        "calibrate (ddm, kswin), or in profiles built before driftline calibrated it",
+        "calibrate (kswin; ddm on a regressor's errors), or in profiles built before "
+        "driftline calibrated it",
     )
     bands: PerformanceBands | None = Field(
         default=None,
