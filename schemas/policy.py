@@ -399,7 +399,8 @@ class KpiPolicy(_Section):
         default=0.05, gt=0, lt=1,
         description="share of windows (of the reference's size, at most 5,000 errors) in which "
         "the concept detector may fire on a stable model: reference build calibrates adwin's "
-        "delta or page_hinkley's threshold on the reference's own error stream to it "
+        "delta, page_hinkley's threshold or ddm's drift_threshold (0/1 errors) on the "
+        "reference's own error stream to it (kswin: not calibrated) "
         "(docs/kpi.md); null: no calibration, concept_params as given",
     )
     reference_bands: ReferenceBands | None = Field(
