@@ -42,9 +42,10 @@ the policy's ``concept_false_alarm_rate`` of the windows raise an alarm:
    offsets through ``ln(1/delta)``, so it must reach very small values) or
    PageHinkley's ``threshold`` (0.5 to about 20,000 in steps of 12 %, in scaled
    units) or DDM's ``drift_threshold`` (3 to about 30 standard deviations in steps
-   of 5 %; 0/1 errors only, DDM reads nothing else), by bisection: the most sensitive grid value whose share of alarmed
-   windows is at most the target. Before its first alarm a detector's state does
-   not depend on ``delta`` or ``threshold`` (they only decide when its test fires),
+   of 5 %; 0/1 errors only, DDM reads nothing else), by bisection: the most
+   sensitive grid value whose share of alarmed windows is at most the target.
+   Before its first alarm a detector's state does not depend on ``delta``,
+   ``threshold`` or ``drift_threshold`` (they only decide when its test fires),
    so the first alarm comes no later with a more sensitive value; later alarms
    depend on where the first one restarted the detector, so the share is monotone
    in the parameter only nearly, and the bisection may stop a grid step or two from
