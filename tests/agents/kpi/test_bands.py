@@ -109,3 +109,25 @@ def test_without_a_profile_bands_do_not_apply_and_the_report_says_why() -> None:
     assert "no reference profile of v1" in r.bands.reason
     assert [t.source for t in r.thresholds["roc_auc"]] == ["target"]
     assert any(n.startswith("reference bands not applied") for n in r.notes)
+
+
+def test_reference_build_prints_the_bands_or_why_there_are_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agents import cli
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("kpi:\n  reference_bands: {metrics: [roc_auc], window_events: 1000}\n")
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records(6_000, 2)))
+    args = ["reference", "build", "--model", MODEL, "--version", "v1", "--data", str(data),
+            "--policy", str(policy), "--no-publish", "--out", str(tmp_path / "p.json")]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "KPI bands from 6 reference windows of 1000 labels: " in out and "roc_auc 0." in out
+    stored = ReferenceProfile.model_validate_json((tmp_path / "p.json").read_text())
+    assert stored.bands is not None and stored.bands.windows == 6
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records(3_000, 2)))
+    assert cli.main(args) == 0
+    assert ("no KPI bands (kpi.reference_bands): 3000 rows with a usable label and prediction "
+            "make 3 windows of 1000; a band needs at least 5") in capsys.readouterr().out
