@@ -48,7 +48,8 @@ largest ``ts`` accepted on either input) are dead-lettered (``agents.inputs.futu
 one bad client clock must not expire every pending prediction of its model.
 
 Bounds: ``max_models`` models per partition (``agents.inputs.admission``); per model
-``MAX_SERIES`` versions x variants; a calibration (a few KB) per profiled version;
+``MAX_SERIES`` versions x variants; a calibration (a few KB) and bands (under 1.5 KB)
+per profiled version;
 per series ``label_ttl / window + 1`` windows of a few KB (see ``streams.kpi.window``);
 the join's pending entries (about 150 bytes each) for predictions younger than the TTL.
 """
