@@ -6,8 +6,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from schemas.kpi_metrics import METRICS
 from schemas.policy import KpiPolicy, ReferenceBands, Target
 from schemas.reference import MetricSpread, PerformanceBands
 from streams.kpi import bands as kpi_bands
@@ -235,3 +238,39 @@ def test_the_policy_refuses_bands_it_could_never_judge() -> None:
                                       "cost": {"tp": 1, "fn": -1}})
     with pytest.raises(ValidationError, match="greater than 0"):
         KpiPolicy.model_validate({"reference_bands": {"metrics": ["f1"], "std": 0}})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(["accuracy", "roc_auc", "log_loss", "positive_rate", "mae"]),
+    mean=st.floats(0.0, 1.0),
+    sd=st.floats(0.0, 0.5),
+    windows=st.integers(5, 1000),
+    std=st.floats(0.5, 10.0),
+    labeled=st.integers(1, 20_000),
+    sides=st.sampled_from(["worse", "both"]),
+)
+def test_a_band_holds_its_mean_stays_in_range_and_widens_with_fewer_labels(
+    name: str, mean: float, sd: float, windows: int, std: float, labeled: int, sides: str
+) -> None:
+    task = "regression" if name == "mae" else "classification"
+    p = KpiPolicy(task=task, reference_bands=ReferenceBands(
+        metrics=[name], std=std, sides=sides))  # type: ignore[arg-type]
+    stored = PerformanceBands(
+        task=task, positive_label=1 if task == "classification" else None, window_events=2000,
+        windows=windows, min_positives=30,
+        metrics={name: MetricSpread(mean=mean, std=sd, windows=windows)},
+    )
+    held = kpi_bands.band(p, stored, name, labeled)
+    assert held is not None and (held.lower is not None or held.upper is not None)
+    lo, hi = METRICS[name].lo, METRICS[name].hi
+    if held.lower is not None:
+        assert lo <= held.lower <= mean
+    if held.upper is not None:
+        assert mean <= held.upper <= hi
+    fewer = kpi_bands.band(p, stored, name, max(1, labeled // 2))
+    assert fewer is not None
+    if held.lower is not None:
+        assert fewer.lower is not None and fewer.lower <= held.lower
+    if held.upper is not None:
+        assert fewer.upper is not None and fewer.upper >= held.upper
