@@ -28,7 +28,7 @@ from typing import Any
 from schemas.policy import KpiPolicy
 from schemas.reference import PerformanceBands
 from schemas.reports import KpiThreshold, ReferenceBandsInfo
-from streams.kpi.bands import band, few_positives
+from streams.kpi.bands import MIN_WINDOWS, band, few_positives
 
 #: Metrics read from predictions alone: judged without waiting for labels.
 SERVING_METRICS = frozenset(
@@ -94,9 +94,8 @@ def judge(
             if not judged or value is None:
                 continue
             missed = []
-            for side, limit, beyond in (("below", bound.lower, value < (bound.lower or 0.0)),
-                                        ("above", bound.upper, value > (bound.upper or 0.0))):
-                if limit is None or not beyond:
+            for side, limit in (("below", bound.lower), ("above", bound.upper)):
+                if limit is None or (value >= limit if side == "below" else value <= limit):
                     continue
                 if bound.source == "target":
                     missed.append(f"{name} {value:.4g} is {side} its target {limit:g}")
@@ -115,8 +114,8 @@ def judge(
         out.notes.append(f"not judged: {', '.join(scarce)}, fewer than {policy.min_positives} "
                          "(kpi.min_positives)")
     if no_band:
-        out.notes.append(f"no reference band for {', '.join(no_band)}: undefined on most "
-                         "reference windows (or too few positives there)")
+        out.notes.append(f"no reference band for {', '.join(no_band)}: defined on fewer than "
+                         f"{MIN_WINDOWS} reference windows (or too few positives there)")
     if bands_info is not None and not bands_info.applied:
         out.notes.append(f"reference bands not applied: {bands_info.reason}")
     return out

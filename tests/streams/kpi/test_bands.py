@@ -143,6 +143,11 @@ def test_targets_and_bands_are_judged_side_by_side_each_named_by_source() -> Non
     ]
     j = judge(p, {"roc_auc": 0.65}, 1000, quality, info, bands)
     assert len(j.breaches) == 2 and j.breaches[0] == "roc_auc 0.65 is below its target 0.7"
+    # a banded metric the reference has no spread for: said, not judged
+    more = p.model_copy(update={"reference_bands": ReferenceBands(metrics=["roc_auc", "f1"])})
+    j = judge(more, {"roc_auc": 0.85, "f1": 0.1}, 1000, quality, info, bands)
+    assert j.breaches == [] and "f1" not in j.thresholds
+    assert "no reference band for f1: defined on fewer than 5 reference windows" in j.notes[0]
 
 
 @pytest.mark.parametrize(
