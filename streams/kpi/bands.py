@@ -70,6 +70,8 @@ from streams.kpi.labels import canonical
 MIN_WINDOWS = 5
 #: Reference windows measured at most (the first ones of the file).
 MAX_WINDOWS = 1000
+#: Rows a reference window needs at least (as ``ReferenceBands.window_events``).
+MIN_WINDOW_EVENTS = 50
 
 
 def fit(
@@ -108,10 +110,10 @@ def fit(
         size = usable.size // windows
     else:
         windows = min(usable.size // size, MAX_WINDOWS)
-    if windows < MIN_WINDOWS or size < 1:
+    if windows < MIN_WINDOWS or size < MIN_WINDOW_EVENTS:
         return None, (
             f"{usable.size} rows with a usable label and prediction make {windows} windows of "
-            f"{size}; a band needs at least {MIN_WINDOWS}"
+            f"{size}; a band needs at least {MIN_WINDOWS} of at least {MIN_WINDOW_EVENTS}"
         )
     values: dict[str, list[float]] = {}
     for k in range(windows):

@@ -129,5 +129,7 @@ def test_reference_build_prints_the_bands_or_why_there_are_none(
     assert stored.bands is not None and stored.bands.windows == 6
     data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records(3_000, 2)))
     assert cli.main(args) == 0
-    assert ("no KPI bands (kpi.reference_bands): 3000 rows with a usable label and prediction "
-            "make 3 windows of 1000; a band needs at least 5") in capsys.readouterr().out
+    assert (
+        "no KPI bands (kpi.reference_bands): 3000 rows with a usable label and prediction "
+        "make 3 windows of 1000; a band needs at least 5 of at least 50"
+    ) in capsys.readouterr().out

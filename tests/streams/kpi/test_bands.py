@@ -181,7 +181,9 @@ def test_bands_that_do_not_fit_the_policy_are_not_applied_and_say_why(
 
 def test_too_few_reference_rows_give_no_bands() -> None:
     bands, why = kpi_bands.fit(policy(window_events=1000), *traffic(4_500, 3))
-    assert bands is None and "make 4 windows of 1000; a band needs at least 5" in why
+    assert bands is None and "make 4 windows of 1000; a band needs at least 5 of at least 50" in why
+    bands, why = kpi_bands.fit(policy(), *traffic(300, 3))
+    assert bands is None and "make 10 windows of 30; a band needs" in why
 
 
 def test_a_regressor_s_errors_get_bands_on_the_high_side() -> None:
