@@ -47,8 +47,9 @@ Decisions:
 * **Bounded.** At most ``MAX_WINDOWS`` windows are measured (the first ones);
   a metric defined on fewer than ``MIN_WINDOWS`` of them gets no band.
 
-Cost at build: one fold of the KPI accumulators over the labeled rows, plus one
-``metrics()`` per window: about 0.2 ms a window.
+Cost at build: the KPI accumulators folded over the labeled rows twice (once to
+find the usable rows, once window by window), about 7 µs a row: 0.25 s for 40,000
+rows, 1.4 s for 200,000 (2 shared cores).
 """
 
 from __future__ import annotations
