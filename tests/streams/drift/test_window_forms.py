@@ -48,8 +48,8 @@ def _traffic(ts: np.ndarray, seed: int = 3, shift_from: int | None = None) -> Fe
 def _feed(monitor: DriftMonitor, batch: FeatureBatch, sizes: Sequence[int],
           state: VersionState | None = None, *, stored: bool = False,
           ) -> tuple[VersionState, list[DriftReport]]:
-    """``batch`` in consecutive parts of ``sizes`` (the last one repeated); ``stored``: the state goes
-    through the table's codec between parts, as across a restart."""
+    """``batch`` in consecutive parts of ``sizes`` (the last one repeated); ``stored``:
+    the state goes through the table's codec between parts, as across a restart."""
     state = state or monitor.initialize("m", "v1")
     reports: list[DriftReport] = []
     lo, i = 0, 0
