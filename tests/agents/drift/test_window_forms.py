@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.drift.handler import DriftHandler
+from agents.operator.replay import identity
 from agents.runtime import state_codec
 from schemas.policy import Policy, parse_policy
 from tests.agents.drift.test_runs import MODEL, traffic
@@ -65,3 +66,11 @@ def test_calendar_window_runs_give_what_one_message_at_a_time_gives() -> None:
     assert [(int(k), w["n"]) for k, w in state["windows"].items()] == [
         (int(midnight.timestamp() * 1000), 1200)
     ]
+
+
+def test_replay_tells_count_windows_apart_by_their_number() -> None:
+    """Two count windows may start at the same event time (events out of order)."""
+    report = {"model": MODEL, "model_version": "v1", "window_start": "2027-01-15T08:00:00Z"}
+    first, second = ({**report, "window_index": k} for k in (0, 1))
+    assert identity("drift", first) != identity("drift", second)
+    assert identity("drift", {**report, "window_index": None}) == identity("drift", report)
