@@ -81,6 +81,9 @@ class CalendarPeriods:
         ts = np.asarray(ts_ms, dtype=np.int64)
         if ts.size == 0:
             return ts.copy()
+        first = self.start(int(ts.min()))
+        if int(ts.max()) < self.end(first):  # the usual batch: all in one period
+            return np.full_like(ts, first)
         values, inverse = np.unique(ts, return_inverse=True)
         out = np.empty_like(values)
         i = 0
