@@ -47,6 +47,9 @@ class CalendarPeriods:
             raise ValueError(f"{period!r} is not a calendar period ({', '.join(PERIODS)})")
         self.period = period
         self.zone = zone(time_zone)
+        # A cache, not state: the last period found, as (start, end); events come
+        # mostly in time order, so most look-ups are in it.
+        self._last = (0, 0)
 
     def __repr__(self) -> str:
         return f"CalendarPeriods({self.period!r}, {self.zone.key!r})"
@@ -55,6 +58,8 @@ class CalendarPeriods:
 
     def start(self, ms: int) -> int:
         """The start of the period holding ``ms``."""
+        if self._last[0] <= ms < self._last[1]:
+            return self._last[0]
         d = self._first_date(self._local_date(ms))
         s = self._first_instant(d)
         while s > ms:  # (a clock set back across midnight: never in today's zones)
@@ -62,10 +67,13 @@ class CalendarPeriods:
             s = self._first_instant(d)
         while (e := self._first_instant(self._next_date(d))) <= ms:
             d, s = self._next_date(d), e
+        self._last = (s, e)
         return s
 
     def end(self, start_ms: int) -> int:
         """The end of the period starting at ``start_ms`` (the next one's start)."""
+        if start_ms == self._last[0] and self._last[1]:
+            return self._last[1]
         return self._first_instant(self._next_date(self._first_date(self._local_date(start_ms))))
 
     # -- many instants -----------------------------------------------------------

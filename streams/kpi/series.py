@@ -36,14 +36,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
-import numpy as np
-
 from schemas.policy import KpiPolicy
 from schemas.reports import ConceptDetectorInfo, KpiReport
 from schemas.windows import CalendarWindow
 from streams.kpi.revisions import WindowMark, due
 from streams.kpi.window import KpiResult
-from streams.windows import tumbling
+from streams.windows import CalendarWindows, tumbling
 
 Arrival = Literal["open", "late", "lost"]
 
@@ -85,7 +83,9 @@ def start_of(ts_ms: int, window: int | CalendarWindow) -> int:
     the calendar period (``streams.calendar``)."""
     if isinstance(window, int):
         return ts_ms - ts_ms % window
-    return int(tumbling(window).pane_starts(np.array([ts_ms], dtype=np.int64))[0])
+    windows = tumbling(window)
+    assert isinstance(windows, CalendarWindows)
+    return windows.periods.start(ts_ms)
 
 
 def end_of(start_ms: int, window: int | CalendarWindow) -> int:

@@ -32,14 +32,20 @@ def _local(ms: int, tz: str) -> datetime:
 @given(ms=st.integers(LOW, HIGH), tz=st.sampled_from(ZONES),
        period=st.sampled_from(["day", "week", "month"]))
 def test_every_instant_is_in_exactly_one_period(ms: int, tz: str, period: str) -> None:
-    periods = CalendarPeriods(period, tz)  # type: ignore[arg-type]
-    start = periods.start(ms)
-    end = periods.end(start)
+    def fresh() -> CalendarPeriods:  # (no cached period: each answer computed anew)
+        return CalendarPeriods(period, tz)  # type: ignore[arg-type]
+
+    start = fresh().start(ms)
+    end = fresh().end(start)
     assert start <= ms < end
     # contiguous: the period before ends where this one starts, the next starts at its end
-    assert periods.start(start - 1) < start and periods.end(periods.start(start - 1)) == start
-    assert periods.start(end) == end
-    assert periods.start(end - 1) == start
+    before = fresh().start(start - 1)
+    assert before < start and fresh().end(before) == start
+    assert fresh().start(end) == end
+    assert fresh().start(end - 1) == start
+    cached = fresh()  # and the cache gives the same answers
+    assert [cached.start(t) for t in (ms, start, end - 1, end, start - 1)] == [
+        start, start, start, end, before]
     # its start is a local midnight of the period's first day, unless DST skipped it
     local = _local(start, tz)
     before = _local(start - 1, tz)
