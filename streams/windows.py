@@ -1,4 +1,4 @@
-"""Event-time windows: tumbling, and hopping ones built from panes.
+"""Event-time windows: tumbling, and hopping ones built from panes; calendar periods.
 
 A window ``[start, start + window_ms)`` is *closed* once the watermark (the
 largest event time seen) passes ``end + allowed_lateness_ms``. An event whose
@@ -13,6 +13,12 @@ grow with the overlap (the "panes" technique of Li et al., "No pane, no gain",
 SIGMOD Record 2005). An event is late once the first window it belongs to has
 closed; then it is counted in none of its windows, so that every window of an
 event agrees on whether it was counted.
+
+A policy's ``window`` (``schemas.windows``) picks the scheme (``scheme``):
+``FixedWindows`` for durations (with ``hop``), ``CalendarWindows`` for the
+periods of a time zone (tumbling windows of varying length, ``streams.calendar``),
+and, for counts of events, ``FixedWindows(1, 1)`` over chunk indices (the drift
+monitor gives each event ``position // events`` as its time).
 """
 
 from __future__ import annotations

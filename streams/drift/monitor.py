@@ -91,7 +91,8 @@ def _take_measured(m: mv.Measured, idx: npt.NDArray[np.intp]) -> mv.Measured:
 
 
 class DriftMonitor:
-    """Per-feature PSI of event-time windows (tumbling, or hopping with ``hop``) against
+    """Per-feature PSI of windows (event-time durations, tumbling or hopping with
+    ``hop``; calendar periods; or every N events: ``schemas.windows``) against
     the version's reference, and the PCA reconstruction error of the numeric features
     together (``multivariate``).
 

@@ -9,7 +9,9 @@ Bounds on that state, all from the policy:
   Windows are counted in panes (``streams.windows``): tumbling windows are
   their own panes; hopping windows (``hop``) keep panes of ``hop``, at most
   ``max_open_windows + window / hop - 1`` of them, and each window is the
-  merge of its ``window / hop`` panes when it closes. The bounds below are
+  merge of its ``window / hop`` panes when it closes. Calendar windows are
+  tumbling (one pane each, however long the period); count windows keep one
+  open window, the partial chunk, plus ``counted``. The bounds below are
   per pane;
 * per numeric feature and window: ``bins + 1`` counts, or a log-bucket sketch
   (at most 2,048 buckets) while the reference is still being built;
