@@ -142,6 +142,10 @@ class FixedWindows:
     def pane_end(self, start_ms: int) -> int:
         return start_ms + self.hop_ms
 
+    def start(self, ts_ms: int) -> int:
+        """The start of the (first) pane holding ``ts_ms`` (one event)."""
+        return ts_ms - ts_ms % self.hop_ms
+
     def window_end(self, start_ms: int) -> int:
         return start_ms + self.window_ms
 
@@ -178,6 +182,10 @@ class CalendarWindows:
     def pane_end(self, start_ms: int) -> int:
         return self.periods.end(start_ms)
 
+    def start(self, ts_ms: int) -> int:
+        """The start of the window holding ``ts_ms`` (one event)."""
+        return self.periods.start(ts_ms)
+
     window_end = pane_end
 
     def panes(self, start_ms: int, first_ms: int | None = None) -> list[int]:
@@ -209,6 +217,9 @@ def scheme(window: int | CalendarWindow | CountWindow,
         return FixedWindows(1, 1)
     return FixedWindows(window, hop_ms or window)
 
+
+#: a window of event time: a duration (ms) or a calendar period
+TimeWindow = int | CalendarWindow
 
 #: the longest window of each calendar period (31 days; a 25 h day; a week with one)
 _LONGEST_MS = {"day": 25 * 3_600_000, "week": 7 * 86_400_000 + 3_600_000,

@@ -38,10 +38,9 @@ from typing import Literal, TypedDict
 
 from schemas.policy import KpiPolicy
 from schemas.reports import ConceptDetectorInfo, KpiReport
-from schemas.windows import CalendarWindow
 from streams.kpi.revisions import WindowMark, due
 from streams.kpi.window import KpiResult
-from streams.windows import CalendarWindows, tumbling
+from streams.windows import TimeWindow, tumbling
 
 Arrival = Literal["open", "late", "lost"]
 
@@ -78,17 +77,15 @@ def initialize() -> SeriesState:
     }
 
 
-def start_of(ts_ms: int, window: int | CalendarWindow) -> int:
+def start_of(ts_ms: int, window: TimeWindow) -> int:
     """The start of the window holding ``ts_ms``: of ``window`` ms (epoch-aligned), or
     the calendar period (``streams.calendar``)."""
     if isinstance(window, int):
         return ts_ms - ts_ms % window
-    windows = tumbling(window)
-    assert isinstance(windows, CalendarWindows)
-    return windows.periods.start(ts_ms)
+    return tumbling(window).start(ts_ms)
 
 
-def end_of(start_ms: int, window: int | CalendarWindow) -> int:
+def end_of(start_ms: int, window: TimeWindow) -> int:
     """The end of the window starting at ``start_ms``."""
     return start_ms + window if isinstance(window, int) else tumbling(window).window_end(start_ms)
 
