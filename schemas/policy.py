@@ -61,6 +61,7 @@ from schemas.gates import GatePolicy
 from schemas.kpi_metrics import band_problem, estimated_target_problem, target_problem
 from schemas.poisoning import PoisoningPolicy
 from schemas.rules import DecisionPolicy
+from schemas.windows import CalendarWindow, CountWindow, DriftWindowForm, KpiWindowForm
 
 # Durations moved to schemas.durations; still importable from here.
 __all__ = ["format_duration_ms", "parse_duration_ms"]
@@ -124,11 +125,16 @@ class FeatureThresholds:
 
 
 class DriftPolicy(_Section):
-    window: DurationMs = Field(default=300_000, gt=0, description="window size")
+    window: DriftWindowForm = Field(
+        default=300_000,
+        description="window size: a duration, a calendar period or a count of events "
+        "(schemas.windows)",
+    )
     hop: DurationMs | None = Field(
         default=None, gt=0,
-        description="hopping windows: a window of `window` starts every `hop` (which divides "
-        f"it, at most {MAX_WINDOWS_PER_EVENT} windows per event); unset: tumbling windows",
+        description="hopping windows: a window of `window` (a duration) starts every `hop` "
+        f"(which divides it, at most {MAX_WINDOWS_PER_EVENT} windows per event); unset: "
+        "tumbling windows",
     )
     allowed_lateness: DurationMs = Field(
         default=60_000, ge=0, description="how long a window stays open after its end"
@@ -209,8 +215,22 @@ class DriftPolicy(_Section):
 
     def _check_hop(self) -> None:
         hop = self.hop
+        if isinstance(self.window, CountWindow) and self.window.events < self.min_window_events:
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("window", (
+                    f"a window of {self.window.events} events is never judged: "
+                    f"min_window_events is {self.min_window_events}; raise events or lower "
+                    "min_window_events")),
+                loc=("window", "events"), input=self.window.events)])
         if hop is None:
             return
+        if not isinstance(self.window, int):
+            form = "calendar" if isinstance(self.window, CalendarWindow) else "count"
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("hop", (
+                    f"hopping windows need a duration window; {form} windows are tumbling "
+                    "only: remove hop")),
+                loc=("hop",), input=hop)])
         said, window = format_duration_ms(hop), format_duration_ms(self.window)
         if hop > self.window:
             problem = f"{said} is longer than the window ({window})"
@@ -226,7 +246,10 @@ class DriftPolicy(_Section):
 
     @property
     def pane(self) -> int:
-        """What windows are counted in: ``hop`` (hopping windows), else ``window``."""
+        """What duration windows are counted in: ``hop`` (hopping windows), else
+        ``window`` (see ``streams.windows.scheme`` for every form)."""
+        if not isinstance(self.window, int):
+            raise TypeError(f"drift.window is not a duration: {self.window!r}")
         return self.hop or self.window
 
     def _feature_order(self, name: str, override: FeatureDriftPolicy) -> InitErrorDetails | None:
@@ -352,7 +375,10 @@ class KpiPolicy(_Section):
     positive_label: bool | float | str = Field(
         default=1, description="the label value of the positive class (binary classification)"
     )
-    window: DurationMs = Field(default=3_600_000, gt=0, description="KPI window (event time)")
+    window: KpiWindowForm = Field(
+        default=3_600_000,
+        description="KPI window (event time): a duration or a calendar period (schemas.windows)",
+    )
     allowed_lateness: DurationMs = Field(
         default=60_000, ge=0, description="predictions counted in a window after its end"
     )

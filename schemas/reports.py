@@ -132,6 +132,12 @@ class DriftReport(_Report):
     model_version: str
     window_start: datetime
     window_end: datetime
+    window_index: int | None = Field(
+        default=None,
+        description="count windows (drift.window: {events: N}) only: the window's number "
+        "among the version's (0: its first N events); window_start and window_end are then "
+        "its earliest event's time and 1 ms past its latest's",
+    )
     n: int = Field(description="events counted in the window")
     late: int = Field(
         default=0, description="events that arrived after their window closed (not in n)"

@@ -85,6 +85,7 @@ from streams.kpi.concept import ConceptDetector
 from streams.kpi.labels import canonical
 from streams.kpi.series import SeriesState
 from streams.kpi.window import NO_CALIBRATION, KpiWindow, WindowState
+from streams.windows import longest_ms, tumbling
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class KpiHandler:
     def _for(self, model: str) -> tuple[KpiPolicy, LabelJoin, KpiWindow]:
         if model not in self._models:
             p = self.policy.kpi_for(model)
-            join = LabelJoin(ttl_ms=p.label_ttl, bucket_ms=min(p.window, p.label_ttl))
+            join = LabelJoin(ttl_ms=p.label_ttl, bucket_ms=min(longest_ms(p.window), p.label_ttl))
             self._models[model] = (p, join, KpiWindow(p))
         return self._models[model]
 
@@ -469,7 +470,7 @@ class _ModelBatch:
         n = len(predictions)
         if n:
             ts = np.fromiter(map(_T, predictions), dtype=np.int64, count=n)
-            starts = ts - ts % self.policy.window
+            starts = tumbling(self.policy.window).pane_starts(ts)
             versions = list(map(_V, predictions))
             variants = list(map(_A, predictions))
             if versions.count(versions[0]) == n and variants.count(variants[0]) == n:
@@ -485,8 +486,7 @@ class _ModelBatch:
                 names = list(seen)
             label_ts = np.asarray(joined.label_ts_ms, dtype=np.int64)
             # one group per (series, window), each group's rows in arrival order
-            low = int(starts.min())
-            slot = (starts - low) // self.policy.window
+            slot = np.unique(starts, return_inverse=True)[1].reshape(-1)  # window's rank
             group_keys, inverse = np.unique(
                 codes * (int(slot.max()) + 1) + slot, return_inverse=True
             )
@@ -648,7 +648,8 @@ class _ModelBatch:
                     *series,
                     result,
                     emit,
-                    window_ms=self.policy.window,
+                    window_ms=lifecycle.end_of(emit.start_ms, self.policy.window)
+                    - emit.start_ms,
                     orphans=clock["orphan_labels"],
                     concept=self.concept(series[0]),
                 )

@@ -36,7 +36,9 @@ State starts empty at ``from``: a replay from the start of the topics
 reproduces the live run exactly (drift reports are a function of the
 predictions and references in order); one that starts mid-stream rebuilds a
 warm-up reference from its first events and cannot match windows whose
-judgement needed earlier state. A KPI window the live run has not retired yet
+judgement needed earlier state (count windows, ``drift.window: {events: N}``,
+are numbered from the version's first event replayed: only a replay from the
+start of the topics gives the live windows). A KPI window the live run has not retired yet
 may show a difference that only means its last revision was not sent yet.
 Decisions are replayed from the live reports (what the policy agent saw), not
 from the recomputed ones, so a changed ``decisions`` section shows its effect
@@ -90,7 +92,10 @@ def identity(kind: str, report: dict[str, Any]) -> str:
     parts = [kind, report["model"], report["model_version"]]
     if kind == "kpi":
         parts += [report["variant"], f"r{report.get('revision', 0)}"]
-    return "/".join([*parts, str(report["window_start"])])
+    window = str(report["window_start"])
+    if report.get("window_index") is not None:  # count windows: their number names them
+        window += f"#{report['window_index']}"
+    return "/".join([*parts, window])
 
 
 def recompute(messages: Iterable[Any], policy: Policy, settings: Settings,
