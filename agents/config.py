@@ -46,6 +46,10 @@ class Settings:
     # Kafka group session timeout. Kafka's default (45 s) makes a restarted
     # worker wait that long to rejoin; 10 s is a sane default for a monitor.
     session_timeout_s: float = 10.0
+    # Seconds between two offset commits of the worker's group: what a crash may leave
+    # handled past the commit, which the restart recognises by the redo records and
+    # skips (docs/guarantees.md). Longer: fewer commit requests, more to skip.
+    commit_interval_s: float = 1.0
     # Seconds a command waits for the broker to answer before it fails with one
     # line naming the address (agents.kafka.probe); the worker too, at start.
     connect_timeout_s: float = 15.0
@@ -118,6 +122,9 @@ class Settings:
         if self.connect_timeout_s <= 0:
             raise DriftlineError(
                 f"DRIFTLINE_CONNECT_TIMEOUT_S must be above 0, got {self.connect_timeout_s}")
+        if self.commit_interval_s <= 0:
+            raise DriftlineError(
+                f"DRIFTLINE_COMMIT_INTERVAL_S must be above 0, got {self.commit_interval_s}")
         if self.max_future_s <= 0:
             raise DriftlineError(
                 f"DRIFTLINE_MAX_FUTURE_S must be above 0, got {self.max_future_s}")

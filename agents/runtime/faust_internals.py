@@ -1,6 +1,6 @@
 """The Faust internals driftline relies on, behind one module, checked at start.
 
-faust-streaming has no public way to do four things the runner needs
+faust-streaming has no public way to do three things the runner needs
 (agents.runtime.runner):
 
 * ``in_partition(tp)``: make table reads and writes outside the agent's stream go to
@@ -8,21 +8,22 @@ faust-streaming has no public way to do four things the runner needs
   a context variable of its stream (``faust.streams._current_event``), and refuses
   writes with none ("Cannot modify table key from outside of stream iteration"). The
   runner's timers (catching up, KPI revisions) write outside the stream.
-* ``settle_gap(consumer, tp, start, end)``: tell the consumer that offsets ``start``
-  to ``end`` (inclusive) are done, so its offset commit passes over them. Faust's own
-  way of passing over missing offsets (``Consumer._add_gap``); the runner reads such
-  holes itself (agents.runtime.backfill).
+* ``acknowledge(consumer, tp, end, start)``: count every offset of ``tp`` from
+  ``start`` (or where the group's commit stands, if later) up to ``end`` (inclusive)
+  as acknowledged, as Faust's ``Consumer.ack`` does a message at a time (``_acked``,
+  ``_acked_index``; ``_committed_offset`` is where the commit stands), so that the
+  offset commit passes over messages the runner skipped or read itself
+  (agents.runtime.backfill). Not Faust's own way of passing over missing offsets
+  (``Consumer._add_gap``), for two reasons: its commit (``Consumer._new_offset``)
+  merges a gap's offsets with the acknowledged ones as they are, and an offset in
+  both (a redelivered message skipped, then acknowledged by its stream) ends the run
+  of consecutive offsets, so after a restart the commit advanced by one offset per
+  commit interval (23 redelivered messages: 23 s with the 1-s interval); and gaps are
+  merged only up to the largest acknowledged offset, so offsets the watch read
+  directly at the end of a partition stayed uncommitted until a later message came.
 * ``read_offset(consumer, tp)``: how far the consumer has read a partition
   (``Consumer._read_offset``), so that the runner's watch moves it past messages it
   read directly.
-* ``acknowledge(consumer, tp, end)``: count every offset of ``tp`` up to ``end``
-  (inclusive) as acknowledged, as Faust's ``Consumer.ack`` does a message at a time
-  (``_acked``, ``_acked_index``; ``_committed_offset`` is where the group's commit
-  stands). ``settle_gap`` is not enough at the end of a partition: Faust's commit
-  (``Consumer._new_offset``) merges gaps only up to the largest acknowledged offset,
-  and only when something was acknowledged, so offsets the runner's watch read
-  directly at the end of a partition would stay uncommitted until a later message
-  came (the lag metric reading them as outstanding all that time).
 
 A Faust release may rename or change them. ``check()`` runs when the worker's app is
 created (agents.app) and raises ``FaustChanged`` naming what changed and the Faust
@@ -78,11 +79,6 @@ def in_partition(tp: TP) -> Iterator[None]:
         faust.streams._current_event.reset(token)
 
 
-async def settle_gap(consumer: Any, tp: TP, start: int, end: int) -> None:
-    """Offsets ``start``..``end`` (inclusive) of ``tp`` count as acknowledged."""
-    await consumer._add_gap(tp, start, end)
-
-
 def read_offset(consumer: Any, tp: TP) -> int | None:
     """The last offset of ``tp`` the consumer has read, or None if it has read none."""
     offset: int | None = consumer._read_offset.get(tp)
@@ -96,16 +92,18 @@ def committed_offset(consumer: Any, tp: TP) -> int | None:
     return offset
 
 
-def acknowledge(consumer: Any, tp: TP, end: int) -> int:
-    """Offsets of ``tp`` from where the commit stands up to ``end`` (inclusive) count
-    as acknowledged, each as ``Consumer.ack`` counts a message; Faust's next commit
-    (every ``broker_commit_interval``) passes over them. Returns how many were added.
-    Only for offsets every agent reading ``tp`` in this app has applied."""
-    start = committed_offset(consumer, tp) or 0
+def acknowledge(consumer: Any, tp: TP, end: int, start: int = 0) -> int:
+    """Offsets of ``tp`` from ``start``, or from where the commit stands if later, up to
+    ``end`` (inclusive) count as acknowledged, each as ``Consumer.ack`` counts a
+    message, and never twice; Faust's next commit (every ``broker_commit_interval``)
+    passes over them. Returns how many were added."""
+    committed = committed_offset(consumer, tp)
+    if committed is not None:
+        start = max(start, committed)
     with _ACK_LOCK:
-        # Out of the gaps first: ``_new_offset`` adds a gap's offsets to the acknowledged
-        # ones as they are, and a duplicate ends its run of consecutive offsets (the
-        # commit would advance by one or two offsets a time).
+        # Out of Faust's own gaps first: ``_new_offset`` adds a gap's offsets to the
+        # acknowledged ones as they are, and a duplicate ends its run of consecutive
+        # offsets (the commit would advance by one offset a time).
         consumer._gap[tp].chop(start, end + 1)
         index: set[int] = consumer._acked_index[tp]
         new = [offset for offset in range(start, end + 1) if offset not in index]
@@ -121,13 +119,6 @@ def problems(consumer: Any = None) -> list[str]:
     var = getattr(faust.streams, "_current_event", None)
     if not isinstance(var, contextvars.ContextVar):
         found.append("faust.streams._current_event is not a context variable")
-    add_gap = getattr(Consumer, "_add_gap", None)
-    if add_gap is None or not inspect.iscoroutinefunction(add_gap):
-        found.append("faust.transport.consumer.Consumer._add_gap is not a coroutine function")
-    elif list(inspect.signature(add_gap).parameters) != ["self", "tp", "offset_from",
-                                                          "offset_to"]:
-        found.append("Consumer._add_gap does not take (tp, offset_from, offset_to): "
-                     f"{inspect.signature(add_gap)}")
     declared = inspect.get_annotations(Consumer)
     for name in ("_read_offset", "_gap", "_acked", "_acked_index", "_committed_offset"):
         if name not in declared:
@@ -137,7 +128,7 @@ def problems(consumer: Any = None) -> list[str]:
         if offsets is None or not callable(getattr(offsets, "get", None)):
             found.append("the consumer has no _read_offset mapping")
         if not isinstance(getattr(consumer, "_gap", None), dict):
-            found.append("the consumer keeps no _gap per partition (Consumer._add_gap's state)")
+            found.append("the consumer keeps no _gap per partition (Faust's skipped offsets)")
         for name in ("_acked", "_acked_index", "_committed_offset"):
             if not isinstance(getattr(consumer, name, None), dict):
                 found.append(f"the consumer keeps no {name} per partition (Consumer.ack's state)")

@@ -503,22 +503,36 @@ def handler_agent(
     return HandlerAgent(agent, catch_up, tick)
 
 
+def acknowledge_applied(consumer: Any, logs: list[RedoLog], tp: TP, end: int,
+                        start: int = 0) -> int:
+    """Count the offsets of ``tp`` from ``start`` (or where the group's commit stands)
+    up to ``end`` (exclusive) that every agent of the app reading it (``logs``: their
+    redo logs) has applied as acknowledged for Faust's next offset commit; returns how
+    many were added. What the runner skipped (applied before a restart) or read itself
+    (holes Faust's stream dropped) is never acknowledged by the stream, and Faust's
+    commit stops at the first offset nobody acknowledged. Up to the agent furthest
+    behind, as the stream acknowledges a message only once every agent handled it: an
+    agent's redo record then always covers what the commit passed, even when another
+    agent read a hole first."""
+    marks = [log.applied(tp.partition, tp.topic) for log in logs]
+    if not marks or any(mark is None for mark in marks):
+        return 0
+    last = min(end - 1, *(mark for mark in marks if mark is not None))
+    return faust_internals.acknowledge(consumer, tp, last, start) if last >= start else 0
+
+
 def commit_end(consumer: Any, logs: list[RedoLog], tp: TP, end: int) -> int:
-    """Take the group's commit of ``tp`` to ``end`` (one past its last message) once
-    every agent of the app that reads it (``logs``: their redo logs) has applied that
-    far; returns how many offsets were acknowledged for it. Messages the watch read
-    directly at the end of a partition are never acknowledged by Faust's stream, and
-    Faust's commit passes over such holes only up to a later acknowledged message
-    (agents.runtime.faust_internals.acknowledge): without this the group's offset,
-    and the lag metric with it, stay behind until the next message comes (seen in
-    tests/e2e/test_crash.py under load: 106 of 120 committed, all 120 applied)."""
+    """Take the group's commit of ``tp`` to ``end`` (one past its last message) as far
+    as every agent of the app that reads it (``logs``: their redo logs) has applied;
+    returns how many offsets were acknowledged for it. Messages the watch read
+    directly at the end of a partition are never acknowledged by Faust's stream: without
+    this the group's offset, and the lag metric with it, stay behind until the next
+    message comes (seen in tests/e2e/test_crash.py under load: 106 of 120 committed,
+    all 120 applied)."""
     committed = faust_internals.committed_offset(consumer, tp)
     if committed is None or committed >= end:  # None: Faust has not read the group's yet
         return 0
-    if any(mark is None or mark < end - 1
-           for mark in (log.applied(tp.partition, tp.topic) for log in logs)):
-        return 0
-    return faust_internals.acknowledge(consumer, tp, end - 1)
+    return acknowledge_applied(consumer, logs, tp, end)
 
 
 def register(
@@ -553,9 +567,7 @@ def register(
             forget()
 
     async def settle(topic: str, partition: int, start: int, end: int) -> None:
-        # Faust's consumer commits up to the first offset nobody acknowledged: mark
-        # the hole done.
-        await faust_internals.settle_gap(app.consumer, TP(topic, partition), start, end - 1)
+        acknowledge_applied(app.consumer, readers[topic], TP(topic, partition), end, start)
 
     runner = handler_agent(
         handler,

@@ -3,11 +3,12 @@ and every report, window count and deployment equals an uninterrupted run's.
 
 One worker runs the drift, KPI and controller agents on the session's broker.
 Predictions (then labels) and signed commands are published at a steady pace
-by a thread; the test kills the worker when its committed offset passes a
-random point, then starts a new process on the same app id and datadir while
-the traffic goes on. The uninterrupted run is the same handlers' code over the
-same input messages in one pass (agents.operator.replay.recompute; tests/e2e/test_replay
-shows it equals a live run).
+by a thread; once it has sent a random share of them, the test kills the worker
+as soon as it has applied messages past its group's commit, then starts a new
+process on the same app id and datadir while the traffic goes on. The
+uninterrupted run is the same handlers' code over the same input messages in one
+pass (agents.operator.replay.recompute; tests/e2e/test_replay shows it equals a
+live run).
 
 What must hold (and what each kill exercises, see agents.runtime.redo):
 * no event lost, none counted twice: each drift window's ``n`` and each KPI
@@ -52,16 +53,24 @@ WINDOWS = 10
 PER_WINDOW = 600
 BATCH = 50
 PACE_S = 0.05  # between two messages of the publisher
+SLOW_PACE_S = 0.3  # ... once it reached its kill point, until the kill
+RESERVE = 30  # messages sent at the slow pace at most: 9 s of traffic to kill in
+COMMIT_INTERVAL_S = 3.0  # the worker's; see _kill_during
 
 
 class Publisher(threading.Thread):
-    """Sends ``payloads`` to ``topic`` one by one, a command every few messages."""
+    """Sends ``payloads`` to ``topic`` one by one, a command every few messages.
+
+    From message ``kill_at`` on, until ``killed`` is set, it slows to SLOW_PACE_S:
+    traffic still flows while the test waits to kill, but cannot run out first."""
 
     def __init__(self, worker: WorkerProcess, topic: str, payloads: list[bytes],
-                 commands: list[bytes], stop: threading.Event) -> None:
+                 commands: list[bytes], stop: threading.Event, kill_at: int) -> None:
         super().__init__(daemon=True)
         self.worker, self.topic, self.payloads = worker, topic, payloads
         self.commands, self.stop = commands, stop
+        self.kill_at = min(kill_at, len(payloads) - RESERVE)
+        self.reached, self.killed = threading.Event(), threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -74,9 +83,12 @@ class Publisher(threading.Thread):
                 if i % every == 0 and commands:
                     simulate.publish(producer, self.worker.topic("commands"), MODEL,
                                      [commands.pop(0)])
+                if i + 1 >= self.kill_at:
+                    self.reached.set()
                 # The pace of the traffic, not synchronisation: the test waits on
-                # committed offsets and on the output topics.
-                self.stop.wait(PACE_S)
+                # committed offsets, the changelog and the output topics.
+                slow = self.reached.is_set() and not self.killed.is_set()
+                self.stop.wait(SLOW_PACE_S if slow else PACE_S)
             if commands:
                 simulate.publish(producer, self.worker.topic("commands"), MODEL, commands)
         except BaseException as exc:  # reported by the test
@@ -84,18 +96,22 @@ class Publisher(threading.Thread):
 
 
 def _kill_during(worker: WorkerProcess, publisher: Publisher, topic: str, total: int,
-                 rng: random.Random, kills: list[dict[str, Any]], *, at: tuple[float, float]
-                 ) -> None:
-    """Start ``publisher``; once the worker has committed a random share (in ``at``) of
-    the ``total`` messages of ``topic``, SIGKILL it as soon as it has applied messages
-    past its group's commit (its table's changelog says so); start a new one; wait
-    until everything is consumed."""
+                 kills: list[dict[str, Any]]) -> None:
+    """Start ``publisher``; once it has sent its kill point, SIGKILL the worker as soon
+    as it has applied messages past its group's commit (its table's changelog says
+    so); start a new one; wait until the ``total`` messages of ``topic`` are consumed.
+
+    The kill lands between two offset commits with messages handled since the last
+    one: what the restart must recognise and skip. The worker commits every
+    COMMIT_INTERVAL_S and the publisher keeps sending until the kill, so that state
+    holds most of the time. (A random delay, then a kill point by committed offset
+    with a publisher that went on at full pace, both missed it in loaded runs: the
+    worker had caught up and committed everything.)"""
     publisher.start()
-    worker.wait_committed(topic, int(total * rng.uniform(*at)), timeout_s=120)
-    # The kill lands between two offset commits (every second), with messages
-    # handled since the last one: what the restart must recognise and skip. (A
-    # random delay instead missed that window in loaded runs: the worker had
-    # committed all it had handled.)
+    deadline = time.monotonic() + 120
+    while not publisher.reached.wait(0.2):
+        assert publisher.is_alive() and time.monotonic() < deadline, (
+            publisher.error or f"the publisher never reached message {publisher.kill_at}")
     table = {"predictions": "drift-state", "labels": "kpi-state"}[topic]
     deadline = time.monotonic() + 60
     while True:
@@ -107,6 +123,7 @@ def _kill_during(worker: WorkerProcess, publisher: Publisher, topic: str, total:
             f"(committed {committed}, applied {applied})")
         time.sleep(0.05)  # polling interval of the condition, not synchronisation
     code = worker.crash_restart()
+    publisher.killed.set()
     kills.append({"topic": topic, "committed": committed, "applied": applied, "code": code})
     publisher.join(timeout=300)
     assert not publisher.is_alive() and publisher.error is None, publisher.error
@@ -141,7 +158,8 @@ def test_three_sigkills_lose_nothing_count_nothing_twice_apply_nothing_twice(
         POLICY, agents="drift,kpi,controller", log_level="info",
         # Not the suite's 3 s (tests/conftest.py): with it, one loaded run found no kill
         # between a handling and its commit (a missed session and rebalance, likely).
-        env={"DRIFTLINE_SESSION_TIMEOUT_S": "6"})
+        env={"DRIFTLINE_SESSION_TIMEOUT_S": "6",
+             "DRIFTLINE_COMMIT_INTERVAL_S": str(COMMIT_INTERVAL_S)})
     s = worker.settings
     registry = open_registry(s.registry)
     for version in ("v1", "v2"):
@@ -175,16 +193,19 @@ def test_three_sigkills_lose_nothing_count_nothing_twice_apply_nothing_twice(
     kills: list[dict[str, Any]] = []
     stop = threading.Event()
     half = len(commands) // 2
-    first = Publisher(worker, "predictions", prediction_msgs[:len(prediction_msgs) // 2],
-                      commands[:half], stop)
-    _kill_during(worker, first, "predictions", len(prediction_msgs) // 2, rng, kills,
-                 at=(0.2, 0.7))
-    second = Publisher(worker, "predictions", prediction_msgs[len(prediction_msgs) // 2:],
-                       [], stop)
-    _kill_during(worker, second, "predictions", len(prediction_msgs), rng, kills,
-                 at=(0.6, 0.85))
-    third = Publisher(worker, "labels", label_msgs, commands[half:], stop)
-    _kill_during(worker, third, "labels", len(label_msgs), rng, kills, at=(0.2, 0.7))
+    def kill_at(n: int) -> int:
+        return int(n * rng.uniform(0.2, 0.7))
+
+    half_msgs = len(prediction_msgs) // 2
+    first = Publisher(worker, "predictions", prediction_msgs[:half_msgs],
+                      commands[:half], stop, kill_at(half_msgs))
+    _kill_during(worker, first, "predictions", half_msgs, kills)
+    second = Publisher(worker, "predictions", prediction_msgs[half_msgs:], [], stop,
+                       kill_at(len(prediction_msgs) - half_msgs))
+    _kill_during(worker, second, "predictions", len(prediction_msgs), kills)
+    third = Publisher(worker, "labels", label_msgs, commands[half:], stop,
+                      kill_at(len(label_msgs)))
+    _kill_during(worker, third, "labels", len(label_msgs), kills)
     assert [k["code"] for k in kills] == [-9, -9, -9], kills
     # Then a far-future prediction and label move both clocks past every window's
     # label TTL: each KPI window gets its final revision. (Sent before the labels,
