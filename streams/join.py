@@ -49,6 +49,25 @@ call that joined from it; ``ttl / bucket + 1`` open buckets per model and
 kind, and as many counts in memory. A second label for a joined request finds
 no prediction and ends as an orphan; a repeated prediction (or early label) is
 counted and ignored.
+
+**Lanes** (shadow deployments). A shadow version answers the champion's requests
+unserved, so one request id has two predictions, and its one label completes
+both. The caller gives such a prediction a *lane*: its key is
+``request_id + LANE + lane`` (:func:`lane_key`), so it waits beside the served
+prediction instead of counting as its duplicate. A label looks up the plain key
+and then each lane seen (a second ``map`` over the ids per lane, paid only by
+models that ever had a lane prediction), and completes every prediction it
+finds; when it finds the plain one and a lane one of the same request,
+``JoinOutcome.pairs`` says so (indices into ``predictions``). A lane prediction
+arriving while the plain one of its request waits (or the other way round) is
+an *arrival pair* (``JoinOutcome.arrivals``): the two values side by side,
+before any label, from the working set alone, so pairs cost no state of their
+own and are bounded as the pending predictions are. Arrival order does not
+matter; a request whose first prediction was already labeled when the second
+came is not paired (labels normally come long after both). An early label
+(label first) completes the first prediction of its request that arrives, in
+whichever lane: the other then waits and expires unlabeled (counted).
+Non-lane traffic stores, returns and costs exactly what it did.
 """
 
 from __future__ import annotations
@@ -64,6 +83,17 @@ import orjson
 Store = MutableMapping[bytes, bytes]
 SEP = b"|"
 PREDICTION, LABEL = "p", "l"
+#: between a request id and its lane in a lane prediction's key (``lane_key``)
+LANE = "\x1f"
+
+
+def lane_key(request_id: str, lane: str) -> str:
+    """The join key of a prediction in ``lane`` (e.g. a shadow's answer).
+
+    >>> lane_key("r1", "shadow")
+    'r1\\x1fshadow'
+    """
+    return f"{request_id}{LANE}{lane}"
 
 
 class ModelClock(TypedDict):
@@ -95,6 +125,11 @@ class JoinOutcome:
     #: predictions whose TTL ran out unlabeled (their stored values)
     expired: list[dict[str, Any]] = field(default_factory=list)
     orphans_expired: int = 0
+    #: (plain, lane) indices into ``predictions``: one request's served prediction and
+    #: a lane's answer, completed by the same label
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    #: (plain value, lane value): one request's two predictions, met on arrival
+    arrivals: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
 
     @property
     def matches(self) -> list[Match]:
@@ -155,11 +190,15 @@ class LabelJoin:
         #: model -> its working set's entries per bucket: a bucket that expires with none
         #: left (all joined, the usual case) is dropped without reading its chunks back
         self._live: dict[str, Live] = {}
+        #: model -> the lanes its predictions used since the working set was built (a
+        #: superset of those waiting: a lane looked up in vain finds nothing); few
+        self._lanes: dict[str, list[str]] = {}
 
     def forget(self) -> None:
         """Drop the working sets; they are rebuilt from the store on next use."""
         self._index.clear()
         self._live.clear()
+        self._lanes.clear()
 
     # -- model clock, log and working set ---------------------------------------
 
@@ -202,6 +241,9 @@ class LabelJoin:
                 live[kind][bucket] = live[kind].get(bucket, 0) + 1
         self._index[model] = index
         self._live[model] = live
+        self._lanes[model] = sorted(
+            {r.split(LANE, 1)[1] for r in index[PREDICTION] if LANE in r}
+        )
         return index
 
     def _bucket(self, ts_ms: int) -> int:
@@ -277,6 +319,32 @@ class LabelJoin:
                     store.pop(_key("d", model, kind, bucket_s, str(seq)), None)
         clock["orphan_labels"] += out.orphans_expired
 
+    @staticmethod
+    def _lane_matches(
+        request_ids: list[str], ts_ms: list[int], labels: list[Any],
+        entries: list[tuple[int, bytes] | None],
+        in_lanes: list[tuple[str, list[tuple[int, bytes] | None]]],
+        found: list[bytes], joined: dict[int, list[str]], out: JoinOutcome,
+    ) -> None:
+        """The lanes' predictions the labels completed, after the plain ones (whose
+        order stays as without lanes), and the pairs among them."""
+        plain_at: dict[int, int] = {}
+        at = 0
+        for i, entry in enumerate(entries):
+            if entry is not None:
+                plain_at[i] = at
+                at += 1
+        for lane, got in in_lanes:
+            for i, entry in enumerate(got):
+                if entry is None:
+                    continue
+                if i in plain_at:
+                    out.pairs.append((plain_at[i], len(found)))
+                found.append(entry[1])
+                out.labels.append(labels[i])
+                out.label_ts_ms.append(ts_ms[i])
+                joined.setdefault(entry[0], []).append(lane_key(request_ids[i], lane))
+
     # -- the two inputs ------------------------------------------------------------
 
     def add_predictions(
@@ -290,10 +358,32 @@ class LabelJoin:
         waiting, early = index[PREDICTION], index[LABEL]
         added: dict[int, list[tuple[str, bytes]]] = {}
         joined: dict[int, list[str]] = {}
+        lanes = self._lanes[model]
         for request_id, ts_ms, value in predictions:
             if request_id in waiting:
                 clock["duplicates"] += 1
                 continue
+            if LANE in request_id:
+                plain, lane = request_id.split(LANE, 1)
+                if lane not in lanes:
+                    lanes.append(lane)
+                    lanes.sort()
+                other = waiting.get(plain)
+                if other is not None:
+                    out.arrivals.append((orjson.loads(other[1]), value))
+                label = early.pop(plain, None)
+                if label is not None:  # joined under the plain id, where the label waited
+                    first = orjson.loads(label[1])
+                    out.predictions.append(value)
+                    out.labels.append(first["y"])
+                    out.label_ts_ms.append(first["t"])
+                    joined.setdefault(label[0], []).append(plain)
+                    continue
+            else:
+                for lane in lanes:
+                    other = waiting.get(lane_key(request_id, lane))
+                    if other is not None:
+                        out.arrivals.append((value, orjson.loads(other[1])))
             label = early.pop(request_id, None)
             if label is not None:
                 first = orjson.loads(label[1])
@@ -336,6 +426,14 @@ class LabelJoin:
         joined: dict[int, list[str]] = {}
         # every label's prediction taken out at once (at C speed): None where there is none
         entries = list(map(waiting.pop, request_ids, repeat(None)))
+        # and each lane's (shadows): only for models that had lane predictions
+        in_lanes = [
+            (lane, list(map(waiting.pop, [lane_key(r, lane) for r in request_ids],
+                            repeat(None))))
+            for lane in self._lanes[model]
+        ]
+        in_lanes = [(lane, got) for lane, got in in_lanes if any(e is not None for e in got)]
+        laned = {i for _, got in in_lanes for i, e in enumerate(got) if e is not None}
         if entries and None not in entries:  # all of them waiting: the usual case
             present = cast(list[tuple[int, bytes]], entries)
             found = list(map(itemgetter(1), present))
@@ -355,6 +453,8 @@ class LabelJoin:
                     out.label_ts_ms.append(ts_ms[i])
                     joined.setdefault(prediction[0], []).append(request_id)
                     continue
+                if i in laned:  # only a lane's prediction waited: not an early label
+                    continue
                 if request_id in early:
                     clock["duplicates"] += 1
                     continue
@@ -362,6 +462,8 @@ class LabelJoin:
                 raw = _compact({"y": labels[i], "t": ts_ms[i]})
                 early[request_id] = (bucket, raw)
                 added.setdefault(bucket, []).append((request_id, raw))
+        if in_lanes:
+            self._lane_matches(request_ids, ts_ms, labels, entries, in_lanes, found, joined, out)
         out.predictions = _loads_all(found)
         self._log_added(store, model, clock, LABEL, added)
         self._log_joined(store, model, clock, PREDICTION, joined)
