@@ -76,7 +76,7 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import itemgetter
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 import orjson
 
@@ -103,6 +103,9 @@ class ModelClock(TypedDict):
     buckets: dict[str, dict[str, list[int]]]
     orphan_labels: int
     duplicates: int
+    #: lane -> its latest prediction's ts (ms); absent until a lane prediction comes, and
+    #: a lane is dropped once the predictions' clock is ``2 x ttl + bucket`` past it
+    lanes: NotRequired[dict[str, int]]
 
 
 @dataclass
@@ -130,6 +133,9 @@ class JoinOutcome:
     pairs: list[tuple[int, int]] = field(default_factory=list)
     #: (plain value, lane value): one request's two predictions, met on arrival
     arrivals: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    #: (index into ``predictions``, the value of its request's other prediction, which
+    #: the same label completed earlier): pairs completed one after the other
+    late_pairs: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def matches(self) -> list[Match]:
@@ -153,6 +159,11 @@ def _key(*parts: str) -> bytes:
 Index = dict[str, dict[str, tuple[int, bytes]]]
 # kind -> bucket -> how many of the working set's entries are in that bucket
 Live = dict[str, dict[int, int]]
+
+
+def _with_other(label: bytes, value: bytes) -> bytes:
+    """A stored label (``{"y": .., "t": ..}``) with the prediction it completed as ``q``."""
+    return label[:-1] + b',"q":' + value + b"}"
 
 
 def _loads_all(raws: list[bytes]) -> list[Any]:
@@ -190,15 +201,11 @@ class LabelJoin:
         #: model -> its working set's entries per bucket: a bucket that expires with none
         #: left (all joined, the usual case) is dropped without reading its chunks back
         self._live: dict[str, Live] = {}
-        #: model -> the lanes its predictions used since the working set was built (a
-        #: superset of those waiting: a lane looked up in vain finds nothing); few
-        self._lanes: dict[str, list[str]] = {}
 
     def forget(self) -> None:
         """Drop the working sets; they are rebuilt from the store on next use."""
         self._index.clear()
         self._live.clear()
-        self._lanes.clear()
 
     # -- model clock, log and working set ---------------------------------------
 
@@ -241,9 +248,6 @@ class LabelJoin:
                 live[kind][bucket] = live[kind].get(bucket, 0) + 1
         self._index[model] = index
         self._live[model] = live
-        self._lanes[model] = sorted(
-            {r.split(LANE, 1)[1] for r in index[PREDICTION] if LANE in r}
-        )
         return index
 
     def _bucket(self, ts_ms: int) -> int:
@@ -278,6 +282,18 @@ class LabelJoin:
         limits += [t - 2 * self.ttl_ms - self.bucket_ms for t in (own,) if t is not None]
         return max(limits, default=None)
 
+    def _retire_lanes(self, clock: ModelClock) -> None:
+        """Lanes whose last prediction has surely expired (by its own input's clock):
+        their labels are no longer looked up, nor copied for them."""
+        seen, now = clock.get("lanes"), clock["predictions_ms"]
+        if not seen or now is None:
+            return
+        for lane, last in list(seen.items()):
+            if now > last + 2 * self.ttl_ms + self.bucket_ms:
+                del seen[lane]
+        if not seen:
+            del clock["lanes"]
+
     def _advance(self, store: Store, model: str, clock: ModelClock, index: Index,
                  field_name: str, ts: Iterable[int], out: JoinOutcome) -> None:
         high = max(ts, default=None)
@@ -286,6 +302,7 @@ class LabelJoin:
             return
         now = clock[field_name]  # type: ignore[literal-required]
         clock[field_name] = high if now is None else max(now, high)  # type: ignore[literal-required]
+        self._retire_lanes(clock)
         for kind in (PREDICTION, LABEL):
             limit = self._limit(clock, kind)
             if limit is None:
@@ -313,11 +330,27 @@ class LabelJoin:
                     del live[request_id]
                     if kind == PREDICTION:
                         out.expired.append(orjson.loads(entry[1]))
-                    else:
+                    elif LANE not in request_id:  # a lane's copy is no orphan (_echo)
                         out.orphans_expired += 1
                 for seq in range(deletions):
                     store.pop(_key("d", model, kind, bucket_s, str(seq)), None)
         clock["orphan_labels"] += out.orphans_expired
+
+    @staticmethod
+    def _echo(early: dict[str, tuple[int, bytes]], echoes: dict[int, list[tuple[str, bytes]]],
+              label: tuple[int, bytes], request_id: str, plain: str | None,
+              lanes: list[str], used: str | None, value: dict[str, Any]) -> None:
+        """A label that completed ``value``, one of its request's predictions, kept for
+        the others (``plain``: "" when the served one may still come; the ``lanes`` but
+        ``used``), with ``value`` to pair them with (``q``). A copy that no prediction
+        takes expires uncounted: it is no orphan."""
+        sides = ([] if plain is None else [plain]) + [x for x in lanes if x != used]
+        copy = (label[0], _with_other(label[1], _compact(value)))
+        for side in sides:
+            key = lane_key(request_id, side)
+            if key not in early:
+                early[key] = copy
+                echoes.setdefault(copy[0], []).append((key, copy[1]))
 
     @staticmethod
     def _lane_matches(
@@ -358,44 +391,58 @@ class LabelJoin:
         waiting, early = index[PREDICTION], index[LABEL]
         added: dict[int, list[tuple[str, bytes]]] = {}
         joined: dict[int, list[str]] = {}
-        lanes = self._lanes[model]
+        seen = clock.get("lanes", {})
+        lanes = sorted(seen)
+        echoes: dict[int, list[tuple[str, bytes]]] = {}  # label copies for the other lanes
         for request_id, ts_ms, value in predictions:
             if request_id in waiting:
                 clock["duplicates"] += 1
                 continue
+            key = request_id  # where the label that completes it waited
             if LANE in request_id:
                 plain, lane = request_id.split(LANE, 1)
-                if lane not in lanes:
+                if lane not in seen:
                     lanes.append(lane)
                     lanes.sort()
+                seen[lane] = max(seen.get(lane, ts_ms), ts_ms)
+                clock["lanes"] = seen
                 other = waiting.get(plain)
                 if other is not None:
                     out.arrivals.append((orjson.loads(other[1]), value))
-                label = early.pop(plain, None)
-                if label is not None:  # joined under the plain id, where the label waited
-                    first = orjson.loads(label[1])
-                    out.predictions.append(value)
-                    out.labels.append(first["y"])
-                    out.label_ts_ms.append(first["t"])
-                    joined.setdefault(label[0], []).append(plain)
-                    continue
+                label = early.pop(request_id, None)  # a copy left for this lane
+                if label is None:
+                    label = early.pop(plain, None)  # the label came first of all
+                    key = plain
+                    if label is not None:
+                        self._echo(early, echoes, label, plain, "", lanes, lane, value)
             else:
                 for lane in lanes:
                     other = waiting.get(lane_key(request_id, lane))
                     if other is not None:
                         out.arrivals.append((value, orjson.loads(other[1])))
-            label = early.pop(request_id, None)
+                label = early.pop(request_id, None)
+                if label is not None and lanes:  # the label came first of all
+                    self._echo(early, echoes, label, request_id, None, lanes, None, value)
+                elif label is None and lanes:  # a copy left for the served prediction
+                    key = lane_key(request_id, "")
+                    label = early.pop(key, None)
             if label is not None:
                 first = orjson.loads(label[1])
+                other = first.get("q")  # a copy: the prediction that took the label first
+                if other is not None:
+                    out.late_pairs.append((len(out.predictions), other))
+                    out.arrivals.append((value, other) if key == lane_key(request_id, "")
+                                        else (other, value))
                 out.predictions.append(value)
                 out.labels.append(first["y"])
                 out.label_ts_ms.append(first["t"])
-                joined.setdefault(label[0], []).append(request_id)
+                joined.setdefault(label[0], []).append(key)
                 continue
             bucket = self._bucket(ts_ms)
             raw = _compact(value)
             waiting[request_id] = (bucket, raw)
             added.setdefault(bucket, []).append((request_id, raw))
+        self._log_added(store, model, clock, LABEL, echoes)
         self._log_added(store, model, clock, PREDICTION, added)
         self._log_joined(store, model, clock, LABEL, joined)
         self._advance(store, model, clock, index, "predictions_ms",
@@ -430,7 +477,7 @@ class LabelJoin:
         in_lanes = [
             (lane, list(map(waiting.pop, [lane_key(r, lane) for r in request_ids],
                             repeat(None))))
-            for lane in self._lanes[model]
+            for lane in sorted(clock.get("lanes", {}))
         ]
         in_lanes = [(lane, got) for lane, got in in_lanes if any(e is not None for e in got)]
         laned = {i for _, got in in_lanes for i, e in enumerate(got) if e is not None}
@@ -464,6 +511,24 @@ class LabelJoin:
                 added.setdefault(bucket, []).append((request_id, raw))
         if in_lanes:
             self._lane_matches(request_ids, ts_ms, labels, entries, in_lanes, found, joined, out)
+        lanes = sorted(clock.get("lanes", {}))
+        if lanes:  # copies of the labels for the predictions of their requests still to come
+            took = dict(in_lanes)
+            for i, request_id in enumerate(request_ids):
+                used = [x for x in lanes if x in took and took[x][i] is not None]
+                if entries[i] is None and not used:
+                    continue  # waits as an early label, or a duplicate
+                got = entries[i] if entries[i] is not None else took[used[0]][i]
+                assert got is not None
+                label = (self._bucket(ts_ms[i]), _with_other(
+                    _compact({"y": labels[i], "t": ts_ms[i]}), got[1]))
+                plain = None if entries[i] is not None else ""
+                for side in ([] if plain is None else [plain]) + [
+                        x for x in lanes if x not in used]:
+                    key = lane_key(request_id, side)
+                    if key not in early:
+                        early[key] = label
+                        added.setdefault(label[0], []).append((key, label[1]))
         out.predictions = _loads_all(found)
         self._log_added(store, model, clock, LABEL, added)
         self._log_joined(store, model, clock, PREDICTION, joined)

@@ -534,8 +534,8 @@ class _ModelBatch:
                 for fired in detector.update(errors[mine]):
                     window = (series, int(starts[mine[fired]]))
                     self.windows[window] = self.kpi.mark_concept_drift(self.window(*window))
-            if joined.pairs:
-                self._labeled_pairs(predictions, joined.pairs, errors)
+            if joined.pairs or joined.late_pairs:
+                self._labeled_pairs(joined, errors)
         if joined.arrivals:
             self._arrived_pairs(joined.arrivals)
         expired: dict[tuple[Series, int], int] = {}
@@ -571,7 +571,7 @@ class _ModelBatch:
         """Requests answered by a shadow and the served version, met on arrival."""
         groups: dict[tuple[str, int], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
         for pair in arrivals:
-            if pair[1].get("a") != SHADOW_VARIANT:
+            if pair[1].get("a") != SHADOW_VARIANT or pair[0].get("a") == SHADOW_VARIANT:
                 continue
             window = self._shadow_window(pair[1])
             if window is not None:
@@ -580,25 +580,33 @@ class _ModelBatch:
             comparison.add_arrivals(self.comparison(version, start), pairs, self.policy)
             self.touched((version, SHADOW_VARIANT), start)
 
-    def _labeled_pairs(
-        self, predictions: list[dict[str, Any]], pairs: list[tuple[int, int]],
-        errors: np.ndarray[Any, Any],
-    ) -> None:
-        """Requests answered by a shadow and the served version, completed by one label:
-        both versions' errors on the same requests."""
-        groups: dict[tuple[str, int], list[tuple[int, int]]] = {}
-        for served, shadow in pairs:
-            if predictions[shadow].get("a") != SHADOW_VARIANT:
+    def _labeled_pairs(self, joined: JoinOutcome, errors: np.ndarray[Any, Any]) -> None:
+        """Requests answered by a shadow and the served version, completed by one label
+        (in one call, ``pairs``, or one after the other, ``late_pairs``): both versions'
+        errors on the same requests."""
+        predictions = joined.predictions
+        rows = [(predictions[a], predictions[b], float(errors[a]), float(errors[b]))
+                for a, b in joined.pairs]
+        if joined.late_pairs:
+            others = [other for _, other in joined.late_pairs]
+            labels = [joined.labels[i] for i, _ in joined.late_pairs]
+            for (i, other), err in zip(joined.late_pairs, self.kpi.errors(others, labels),
+                                       strict=True):
+                now = (predictions[i], float(errors[i]))
+                then = (other, float(err))
+                served, shadow = (then, now) if now[0].get("a") == SHADOW_VARIANT else (now, then)
+                rows.append((served[0], shadow[0], served[1], shadow[1]))
+        groups: dict[tuple[str, int], list[tuple[str, float, float]]] = {}
+        for served, shadow, served_err, shadow_err in rows:
+            if shadow.get("a") != SHADOW_VARIANT or served.get("a") == SHADOW_VARIANT:
                 continue
-            window = self._shadow_window(predictions[shadow])
+            window = self._shadow_window(shadow)
             if window is not None:
-                groups.setdefault(window, []).append((served, shadow))
-        for (version, start), rows in groups.items():
+                groups.setdefault(window, []).append((str(served["v"]), served_err, shadow_err))
+        for (version, start), found in groups.items():
             comparison.add_labeled(
                 self.comparison(version, start),
-                [str(predictions[a]["v"]) for a, _ in rows],
-                [float(errors[a]) for a, _ in rows],
-                [float(errors[b]) for _, b in rows],
+                [v for v, _, _ in found], [a for _, a, _ in found], [b for _, _, b in found],
             )
             self.touched((version, SHADOW_VARIANT), start)
 
