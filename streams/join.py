@@ -518,13 +518,16 @@ class LabelJoin:
                 used = [x for x in lanes if x in took and took[x][i] is not None]
                 if entries[i] is None and not used:
                     continue  # waits as an early label, or a duplicate
+                sides = [x for x in lanes if x not in used]
+                if entries[i] is None:
+                    sides.insert(0, "")  # the served prediction is still to come
+                if not sides:
+                    continue  # all of the request's predictions were here: the usual case
                 got = entries[i] if entries[i] is not None else took[used[0]][i]
                 assert got is not None
                 label = (self._bucket(ts_ms[i]), _with_other(
                     _compact({"y": labels[i], "t": ts_ms[i]}), got[1]))
-                plain = None if entries[i] is not None else ""
-                for side in ([] if plain is None else [plain]) + [
-                        x for x in lanes if x not in used]:
+                for side in sides:
                     key = lane_key(request_id, side)
                     if key not in early:
                         early[key] = label

@@ -590,12 +590,12 @@ class _ModelBatch:
         if joined.late_pairs:
             others = [other for _, other in joined.late_pairs]
             labels = [joined.labels[i] for i, _ in joined.late_pairs]
-            for (i, other), err in zip(joined.late_pairs, self.kpi.errors(others, labels),
-                                       strict=True):
+            late_errors = self.kpi.errors(others, labels)  # type: ignore[arg-type]
+            for (i, other), err in zip(joined.late_pairs, late_errors, strict=True):
                 now = (predictions[i], float(errors[i]))
                 then = (other, float(err))
-                served, shadow = (then, now) if now[0].get("a") == SHADOW_VARIANT else (now, then)
-                rows.append((served[0], shadow[0], served[1], shadow[1]))
+                first, second = (then, now) if now[0].get("a") == SHADOW_VARIANT else (now, then)
+                rows.append((first[0], second[0], first[1], second[1]))
         groups: dict[tuple[str, int], list[tuple[str, float, float]]] = {}
         for served, shadow, served_err, shadow_err in rows:
             if shadow.get("a") != SHADOW_VARIANT or served.get("a") == SHADOW_VARIANT:
@@ -668,10 +668,10 @@ class _ModelBatch:
             if lifecycle.is_open(self.index(series), start):
                 key = _table_key(WINDOW, self.model, *series, str(start))
                 self.store[key] = orjson.dumps(state)
-        for (version, start), state in self.comparisons.items():
+        for (version, start), compared in self.comparisons.items():
             if lifecycle.is_open(self.index((version, SHADOW_VARIANT)), start):
                 key = _table_key(SHADOW, self.model, version, str(start))
-                self.store[key] = orjson.dumps(state)
+                self.store[key] = orjson.dumps(compared)
         for series, index in self.indexes.items():
             self.store[_table_key(SERIES_INDEX, self.model, *series)] = orjson.dumps(index)
         if self.meta_changed:

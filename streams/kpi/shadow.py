@@ -65,8 +65,18 @@ def initialize() -> ShadowState:
 
 
 def _new() -> PairStats:
-    return {"n": 0, "judged": 0, "same": 0.0, "scored": 0, "sdiff": 0.0, "smax": 0.0,
-            "sbias": 0.0, "labeled": 0, "served_err": 0.0, "shadow_err": 0.0}
+    return {
+        "n": 0,
+        "judged": 0,
+        "same": 0.0,
+        "scored": 0,
+        "sdiff": 0.0,
+        "smax": 0.0,
+        "sbias": 0.0,
+        "labeled": 0,
+        "served_err": 0.0,
+        "shadow_err": 0.0,
+    }
 
 
 def _stats(state: ShadowState, version: str) -> PairStats | None:
@@ -97,7 +107,8 @@ def _number(value: Any) -> float | None:
 
 
 def add_arrivals(
-    state: ShadowState, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+    state: ShadowState,
+    pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
     policy: KpiPolicy,
 ) -> ShadowState:
     """Fold ``(served, shadow)`` waiting predictions (``streams.kpi.window.Waiting``:
@@ -140,7 +151,9 @@ def add_arrivals(
 
 
 def add_labeled(
-    state: ShadowState, versions: Sequence[str], served_errors: Sequence[float],
+    state: ShadowState,
+    versions: Sequence[str],
+    served_errors: Sequence[float],
     shadow_errors: Sequence[float],
 ) -> ShadowState:
     """Fold labeled pairs: per pair the served version and both versions' errors (0/1
@@ -173,17 +186,19 @@ def report(state: ShadowState, policy: KpiPolicy) -> list[ShadowComparison]:
         s = state["versions"][version]
         judged, scored, labeled = s["judged"], s["scored"], s["labeled"]
         mean = s["same"] / judged if judged else None
-        out.append(ShadowComparison(
-            versus=version,
-            pairs=s["n"],
-            agreement=mean if classification else None,
-            prediction_mean_abs_diff=None if classification else mean,
-            scored_pairs=scored,
-            score_mean_abs_diff=s["sdiff"] / scored if scored else None,
-            score_max_abs_diff=s["smax"] if scored else None,
-            score_mean_diff=s["sbias"] / scored if scored else None,
-            labeled_pairs=labeled,
-            served_metrics=_metrics(s["served_err"], labeled, classification),
-            shadow_metrics=_metrics(s["shadow_err"], labeled, classification),
-        ))
+        out.append(
+            ShadowComparison(
+                versus=version,
+                pairs=s["n"],
+                agreement=mean if classification else None,
+                prediction_mean_abs_diff=None if classification else mean,
+                scored_pairs=scored,
+                score_mean_abs_diff=s["sdiff"] / scored if scored else None,
+                score_max_abs_diff=s["smax"] if scored else None,
+                score_mean_diff=s["sbias"] / scored if scored else None,
+                labeled_pairs=labeled,
+                served_metrics=_metrics(s["served_err"], labeled, classification),
+                shadow_metrics=_metrics(s["shadow_err"], labeled, classification),
+            )
+        )
     return out

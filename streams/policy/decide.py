@@ -366,7 +366,7 @@ class _Decider:
 
     def shadow_problem(self, s: WindowSummary) -> str:
         """Why the shadow's window is not healthy, with the numbers; empty if it is."""
-        rules, limits = self.rules.shadow, self.rules.rollback
+        rules = self.rules.shadow
         if s.status == "breach":
             return f"its KPI window is a breach: {'; '.join(s.why[:3])}"
         problem = self.serving_problem(s)

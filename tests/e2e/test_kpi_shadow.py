@@ -32,15 +32,20 @@ def _traffic() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     preds: list[dict[str, Any]] = []
     labels: list[dict[str, Any]] = []
     for w in range(WINDOWS):
-        p, lab = gen.events_with_labels(PER_WINDOW, start_s=T0 + 60 * w, span_s=60,
-                                        label_delay_s=2.0, label_share=0.9, shadow=shadow)
+        p, lab = gen.events_with_labels(
+            PER_WINDOW,
+            start_s=T0 + 60 * w,
+            span_s=60,
+            label_delay_s=2.0,
+            label_share=0.9,
+            shadow=shadow,
+        )
         preds += p
         labels += lab
     return preds, sorted(labels, key=lambda e: e["ts"])
 
 
-def _expected(preds: list[dict[str, Any]], labels: list[dict[str, Any]],
-              w: int) -> dict[str, Any]:
+def _expected(preds: list[dict[str, Any]], labels: list[dict[str, Any]], w: int) -> dict[str, Any]:
     truth = {e["request_id"]: e["label"] for e in labels}
     mine = [e for e in preds if int((e["ts"] - T0) // 60) == w]
     served = {e["request_id"]: e for e in mine if e["variant"] == "champion"}
@@ -54,8 +59,9 @@ def _expected(preds: list[dict[str, Any]], labels: list[dict[str, Any]],
     return {
         "pairs": len(shadow),
         "labeled_pairs": len(labeled),
-        "agreement": float(np.mean([shadow[r]["prediction"] == served[r]["prediction"]
-                                    for r in shadow])),
+        "agreement": float(
+            np.mean([shadow[r]["prediction"] == served[r]["prediction"] for r in shadow])
+        ),
         "score_mean_abs_diff": float(np.abs(diffs).mean()),
         "score_max_abs_diff": float(np.abs(diffs).max()),
         "served_accuracy": accuracy(served),
@@ -82,9 +88,11 @@ def test_the_kpi_agent_pairs_the_shadow_with_the_champion(worker_factory: Any) -
     def compared(seen: list[dict[str, Any]]) -> bool:
         last, served = by_variant(seen, "shadow"), by_variant(seen, "champion")
         return all(
-            w in last and last[w].get("shadow")
+            w in last
+            and last[w].get("shadow")
             and last[w]["shadow"][0]["labeled_pairs"] == want[w]["labeled_pairs"]
-            and w in served and served[w]["n_labeled"] == want[w]["labeled_pairs"]
+            and w in served
+            and served[w]["n_labeled"] == want[w]["labeled_pairs"]
             for w in want
         )
 
@@ -96,7 +104,10 @@ def test_the_kpi_agent_pairs_the_shadow_with_the_champion(worker_factory: Any) -
     for w, expected in want.items():
         (c,) = shadow[w]["shadow"]
         assert (c["versus"], c["pairs"], c["labeled_pairs"]) == (
-            "v1", expected["pairs"], expected["labeled_pairs"])
+            "v1",
+            expected["pairs"],
+            expected["labeled_pairs"],
+        )
         assert c["agreement"] == pytest.approx(expected["agreement"])
         assert c["score_mean_abs_diff"] == pytest.approx(expected["score_mean_abs_diff"])
         assert c["score_max_abs_diff"] == pytest.approx(expected["score_max_abs_diff"])

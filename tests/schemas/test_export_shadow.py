@@ -14,11 +14,26 @@ def test_the_shadow_comparison_and_rule_are_in_the_export(tmp_path: Path) -> Non
     report = load(tmp_path, "KpiReport")
     assert "shadow" in report["properties"] and "shadow" not in report.get("required", [])
     compared = report["$defs"]["ShadowComparison"]
-    assert {"versus", "pairs", "agreement", "prediction_mean_abs_diff", "score_mean_abs_diff",
-            "score_max_abs_diff", "score_mean_diff", "labeled_pairs", "served_metrics",
-            "shadow_metrics"} <= set(compared["properties"])
+    assert {
+        "versus",
+        "pairs",
+        "agreement",
+        "prediction_mean_abs_diff",
+        "score_mean_abs_diff",
+        "score_max_abs_diff",
+        "score_mean_diff",
+        "labeled_pairs",
+        "served_metrics",
+        "shadow_metrics",
+    } <= set(compared["properties"])
     assert compared["additionalProperties"] is False
     rules = load(tmp_path, "Policy")["$defs"]["ShadowRules"]["properties"]
-    assert {"healthy_windows", "min_pairs", "min_agreement", "max_score_diff",
-            "min_labeled_pairs", "canary_weight"} <= set(rules)
+    assert {
+        "healthy_windows",
+        "min_pairs",
+        "min_agreement",
+        "max_score_diff",
+        "min_labeled_pairs",
+        "canary_weight",
+    } <= set(rules)
     assert rules["healthy_windows"]["default"] == 0  # off by default

@@ -18,8 +18,9 @@ def _value(who: str) -> dict[str, Any]:
     return {"who": who}
 
 
-def _play(order: list[str], join: LabelJoin, store: dict[bytes, bytes],
-          request: str = "r") -> dict[str, Any]:
+def _play(
+    order: list[str], join: LabelJoin, store: dict[bytes, bytes], request: str = "r"
+) -> dict[str, Any]:
     """One request's served prediction (p), shadow answer (s) and label (l) in ``order``:
     which predictions were labeled, and the pairs seen."""
     labeled: list[tuple[str, Any]] = []
@@ -41,7 +42,7 @@ def _play(order: list[str], join: LabelJoin, store: dict[bytes, bytes],
 
 @pytest.mark.parametrize("order", list(itertools.permutations("psl")))
 def test_one_label_completes_both_in_any_order_and_the_pair_is_seen_once(
-    order: tuple[str, ...]
+    order: tuple[str, ...],
 ) -> None:
     join = LabelJoin(ttl_ms=HOUR, bucket_ms=HOUR)
     store: dict[bytes, bytes] = {}

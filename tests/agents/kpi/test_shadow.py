@@ -16,15 +16,15 @@ from tests.agents.kpi.test_handler import BASE, T0, Event, Run, close_all, in_ti
 WINDOWS = 3
 
 
-def traffic(*, shadow: bool, bad: bool = False,
-            seed: int = 21) -> tuple[list[Event], list[Event]]:
+def traffic(*, shadow: bool, bad: bool = False, seed: int = 21) -> tuple[list[Event], list[Event]]:
     gen = simulate.FraudTraffic(seed=seed)
     other = simulate.FraudTraffic(seed=seed + 100, version="v2", bad=bad) if shadow else None
     preds: list[Event] = []
     labels: list[Event] = []
     for w in range(WINDOWS):
-        p, lab = gen.events_with_labels(1000, start_s=T0 + 60 * w, span_s=60,
-                                        label_delay_s=20.0, label_share=0.9, shadow=other)
+        p, lab = gen.events_with_labels(
+            1000, start_s=T0 + 60 * w, span_s=60, label_delay_s=20.0, label_share=0.9, shadow=other
+        )
         preds += p
         labels += lab
     return preds, labels
@@ -39,17 +39,16 @@ def run(preds: list[Event], labels: list[Event], *, size: int = 500) -> Run:
 
 
 def finals(r: Run, variant: str) -> list[KpiReport]:
-    return sorted((x for x in r.reports if x.variant == variant and x.final),
-                  key=lambda x: x.window_start)
+    return sorted(
+        (x for x in r.reports if x.variant == variant and x.final), key=lambda x: x.window_start
+    )
 
 
 def test_the_champion_reports_the_same_with_a_shadow_beside_it() -> None:
     plain = run(*traffic(shadow=False))
     beside = run(*traffic(shadow=True))
     champion = [r for r in beside.reports if r.variant == "champion"]
-    assert [r.model_dump_json() for r in champion] == [
-        r.model_dump_json() for r in plain.reports
-    ]
+    assert [r.model_dump_json() for r in champion] == [r.model_dump_json() for r in plain.reports]
     assert all(r.shadow is None and "shadow" not in r.model_dump_json() for r in champion)
 
 
@@ -68,7 +67,8 @@ def test_one_label_completes_both_and_the_comparison_equals_a_direct_count() -> 
         # the shadow's own KPIs: every labeled shadow prediction joined (none a duplicate)
         assert report.n_labeled == len(labeled)
         assert report.metrics["accuracy"] == skm.accuracy_score(
-            [by_id[i] for i in labeled], [answered[i]["prediction"] for i in labeled])
+            [by_id[i] for i in labeled], [answered[i]["prediction"] for i in labeled]
+        )
         (c,) = report.shadow or []
         assert (c.versus, c.pairs, c.labeled_pairs) == ("v1", len(answered), len(labeled))
         same = [served[i]["prediction"] == answered[i]["prediction"] for i in answered]
@@ -78,15 +78,25 @@ def test_one_label_completes_both_and_the_comparison_equals_a_direct_count() -> 
         assert np.isclose(c.score_max_abs_diff or 0, np.abs(diffs).max())
         assert np.isclose(c.score_mean_diff or 0, diffs.mean())
         for metrics, side in ((c.served_metrics, served), (c.shadow_metrics, answered)):
-            assert np.isclose(metrics["accuracy"], skm.accuracy_score(
-                [by_id[i] for i in labeled], [side[i]["prediction"] for i in labeled]))
+            assert np.isclose(
+                metrics["accuracy"],
+                skm.accuracy_score(
+                    [by_id[i] for i in labeled], [side[i]["prediction"] for i in labeled]
+                ),
+            )
         # the bad shadow disagrees more than noise would and is worse on the same labels
         assert c.agreement < 0.95
         assert c.shadow_metrics["accuracy"] < c.served_metrics["accuracy"]
     champion = finals(r, "champion")
     assert [x.n_labeled for x in champion] == [
-        sum(1 for e in preds if e["variant"] == "champion" and e["request_id"] in by_id
-            and int((e["ts"] - T0) // 60) == w) for w in range(WINDOWS)
+        sum(
+            1
+            for e in preds
+            if e["variant"] == "champion"
+            and e["request_id"] in by_id
+            and int((e["ts"] - T0) // 60) == w
+        )
+        for w in range(WINDOWS)
     ]
 
 

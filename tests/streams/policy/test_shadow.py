@@ -17,30 +17,58 @@ from tests.streams.policy.test_decide import kinds, run
 ON = DecisionPolicy.model_validate({"shadow": {"healthy_windows": 2}})
 
 
-def shadowing(champion: str = "v1", shadow: str | None = "v2",
-              canary: str | None = None) -> DeploymentEvent:
+def shadowing(
+    champion: str = "v1", shadow: str | None = "v2", canary: str | None = None
+) -> DeploymentEvent:
     return DeploymentEvent(
-        model="fraud", command_id="s", action="shadow", status="applied", reason="",
-        state=DeploymentState(champion=champion, shadow=shadow, canary=canary,
-                              canary_weight=0.1 if canary else 0.0, last_known_good=champion),
-        at=T0, prev_hash="0" * 64, hash="0" * 64,
+        model="fraud",
+        command_id="s",
+        action="shadow",
+        status="applied",
+        reason="",
+        state=DeploymentState(
+            champion=champion,
+            shadow=shadow,
+            canary=canary,
+            canary_weight=0.1 if canary else 0.0,
+            last_known_good=champion,
+        ),
+        at=T0,
+        prev_hash="0" * 64,
+        hash="0" * 64,
     )
 
 
 def shadow_kpi(
-    i: int, *, agreement: float = 0.97, score_diff: float = 0.03, pairs: int = 1000,
-    labeled: int = 1000, shadow_errors: float = 80, served_errors: float = 90,
-    status: str = "ok", version: str = "v2", versus: str = "v1", revision: int = 0,
+    i: int,
+    *,
+    agreement: float = 0.97,
+    score_diff: float = 0.03,
+    pairs: int = 1000,
+    labeled: int = 1000,
+    shadow_errors: float = 80,
+    served_errors: float = 90,
+    status: str = "ok",
+    version: str = "v2",
+    versus: str = "v1",
+    revision: int = 0,
 ) -> KpiReport:
     report = kpi(i, variant="shadow", version=version, status=status, revision=revision)
     compared = ShadowComparison(
-        versus=versus, pairs=pairs, agreement=agreement, scored_pairs=pairs,
-        score_mean_abs_diff=score_diff, score_max_abs_diff=score_diff * 5,
-        score_mean_diff=0.0, labeled_pairs=labeled,
+        versus=versus,
+        pairs=pairs,
+        agreement=agreement,
+        scored_pairs=pairs,
+        score_mean_abs_diff=score_diff,
+        score_max_abs_diff=score_diff * 5,
+        score_mean_diff=0.0,
+        labeled_pairs=labeled,
         served_metrics={"accuracy": 1 - served_errors / labeled, "errors": served_errors}
-        if labeled else {},
+        if labeled
+        else {},
         shadow_metrics={"accuracy": 1 - shadow_errors / labeled, "errors": shadow_errors}
-        if labeled else {},
+        if labeled
+        else {},
     )
     return report.model_copy(update={"shadow": [compared]})
 
@@ -54,36 +82,73 @@ HEALTHY = [shadowing(), shadow_kpi(0), shadow_kpi(1)]
         ("off by default", HEALTHY, DecisionPolicy(), []),
         ("two healthy windows in a row: canary", HEALTHY, ON, [("canary", "v1", "v2", 0.1)]),
         ("one healthy window is not enough", HEALTHY[:2], ON, []),
-        ("low agreement breaks the streak",
-         [shadowing(), shadow_kpi(0), shadow_kpi(1, agreement=0.7), shadow_kpi(2)], ON, []),
-        ("score drift breaks the streak",
-         [shadowing(), shadow_kpi(0), shadow_kpi(1, score_diff=0.3), shadow_kpi(2)], ON, []),
-        ("a KPI breach breaks the streak",
-         [shadowing(), shadow_kpi(0), shadow_kpi(1, status="breach"), shadow_kpi(2)], ON, []),
-        ("worse than the champion on the same labeled requests breaks the streak",
-         [shadowing(), shadow_kpi(0), shadow_kpi(1, shadow_errors=200), shadow_kpi(2)], ON,
-         []),
-        ("a window without enough pairs is not judged",
-         [shadowing(), shadow_kpi(0), shadow_kpi(1, pairs=50), shadow_kpi(2)], ON,
-         [("canary", "v1", "v2", 0.1)]),
-        ("a window waits for its labeled pairs, then counts",
-         [shadowing(), shadow_kpi(0), shadow_kpi(1, labeled=0),
-          shadow_kpi(1, revision=1)], ON, [("canary", "v1", "v2", 0.1)]),
-        ("a revision of a judged window is not judged again",
-         [shadowing(), shadow_kpi(0), shadow_kpi(0, revision=1)], ON, []),
-        ("no second canary beside one",
-         [shadowing(canary="v3"), shadow_kpi(0), shadow_kpi(1)], ON, []),
-        ("a stopped shadow's late windows are ignored",
-         [shadowing(shadow=None), shadow_kpi(0), shadow_kpi(1)], ON, []),
-        ("judged without labels when min_labeled_pairs is 0",
-         [shadowing(), shadow_kpi(0, labeled=0), shadow_kpi(1, labeled=0)],
-         DecisionPolicy.model_validate({"shadow": {"healthy_windows": 2,
-                                                   "min_labeled_pairs": 0}}),
-         [("canary", "v1", "v2", 0.1)]),
+        (
+            "low agreement breaks the streak",
+            [shadowing(), shadow_kpi(0), shadow_kpi(1, agreement=0.7), shadow_kpi(2)],
+            ON,
+            [],
+        ),
+        (
+            "score drift breaks the streak",
+            [shadowing(), shadow_kpi(0), shadow_kpi(1, score_diff=0.3), shadow_kpi(2)],
+            ON,
+            [],
+        ),
+        (
+            "a KPI breach breaks the streak",
+            [shadowing(), shadow_kpi(0), shadow_kpi(1, status="breach"), shadow_kpi(2)],
+            ON,
+            [],
+        ),
+        (
+            "worse than the champion on the same labeled requests breaks the streak",
+            [shadowing(), shadow_kpi(0), shadow_kpi(1, shadow_errors=200), shadow_kpi(2)],
+            ON,
+            [],
+        ),
+        (
+            "a window without enough pairs is not judged",
+            [shadowing(), shadow_kpi(0), shadow_kpi(1, pairs=50), shadow_kpi(2)],
+            ON,
+            [("canary", "v1", "v2", 0.1)],
+        ),
+        (
+            "a window waits for its labeled pairs, then counts",
+            [shadowing(), shadow_kpi(0), shadow_kpi(1, labeled=0), shadow_kpi(1, revision=1)],
+            ON,
+            [("canary", "v1", "v2", 0.1)],
+        ),
+        (
+            "a revision of a judged window is not judged again",
+            [shadowing(), shadow_kpi(0), shadow_kpi(0, revision=1)],
+            ON,
+            [],
+        ),
+        (
+            "no second canary beside one",
+            [shadowing(canary="v3"), shadow_kpi(0), shadow_kpi(1)],
+            ON,
+            [],
+        ),
+        (
+            "a stopped shadow's late windows are ignored",
+            [shadowing(shadow=None), shadow_kpi(0), shadow_kpi(1)],
+            ON,
+            [],
+        ),
+        (
+            "judged without labels when min_labeled_pairs is 0",
+            [shadowing(), shadow_kpi(0, labeled=0), shadow_kpi(1, labeled=0)],
+            DecisionPolicy.model_validate(
+                {"shadow": {"healthy_windows": 2, "min_labeled_pairs": 0}}
+            ),
+            [("canary", "v1", "v2", 0.1)],
+        ),
     ],
 )
-def test_shadow_rule(name: str, events: list[Any], rules: DecisionPolicy,
-                     expected: list[Any]) -> None:
+def test_shadow_rule(
+    name: str, events: list[Any], rules: DecisionPolicy, expected: list[Any]
+) -> None:
     commands, _, _ = run(events, rules)
     assert kinds(commands) == expected, name
 
@@ -105,8 +170,10 @@ def test_the_reason_states_the_numbers_and_the_evidence_the_windows() -> None:
 
 def test_why_a_window_is_not_healthy_is_said() -> None:
     _, held, _ = run([shadowing(), shadow_kpi(0, agreement=0.7)], ON)
-    assert held == ["shadow v2 not healthy in the window from "
-                    f"{int(T0.timestamp() * 1000)}: agreement 0.7000 with v1 below 0.9"]
+    assert held == [
+        "shadow v2 not healthy in the window from "
+        f"{int(T0.timestamp() * 1000)}: agreement 0.7000 with v1 below 0.9"
+    ]
 
 
 def test_summaries_of_other_reports_keep_their_evidence_as_before() -> None:
