@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -180,7 +181,14 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
               + ("" if c.met else ": target not met, the reference's errors are not stable"))
     else:
         print("concept detector uncalibrated: needs --label-column and --prediction-column "
-              "values (200 rows or more), adwin or page_hinkley, and concept_false_alarm_rate")
+              "values (200 rows or more), adwin, page_hinkley or ddm (a classifier's errors), "
+              "and concept_false_alarm_rate")
+    if profile.bands is not None:
+        b = profile.bands
+        print(f"KPI bands from {b.windows} reference windows of {b.window_events} labels: "
+              + ", ".join(f"{k} {m.mean:.4g} (sd {m.std:.3g})" for k, m in b.metrics.items()))
+    elif built.bands_reason:
+        print(f"no KPI bands (kpi.reference_bands): {built.bands_reason}")
     if args.out:
         Path(args.out).write_text(profile.model_dump_json(indent=2))
         print(f"written to {args.out}")
@@ -476,6 +484,29 @@ def _signer(p: argparse.ArgumentParser) -> None:
                    "controller has an issuers file (default: the command key)")
 
 
+#: A verb's own options: (name, add_argument's keywords) each.
+Options = tuple[tuple[str, dict[str, Any]], ...]
+_VERSION_WEIGHT: Options = (("--version", {}), ("--weight", {"type": float}))
+#: `driftline command`'s verbs: their help and their own options, which come after the
+#: common options and --model, before --reason and the signer's (one parser shape for all).
+COMMAND_VERBS: dict[str, tuple[str, Options]] = {
+    "rollback": ("drop the canary, or return the champion to the last known good version",
+                 _VERSION_WEIGHT),
+    "promote": ("make --version the champion", _VERSION_WEIGHT),
+    "canary": ("serve --version as the canary at --weight", _VERSION_WEIGHT),
+    "set-canary-weight": ("change the canary's traffic share", _VERSION_WEIGHT),
+    "retrain": ("run the retrain hook", _VERSION_WEIGHT),
+    "switch": ("blue-green: move all traffic to --version at once, keeping the champion on "
+               "standby (a rollback switches back)", (("--version", {"required": True}),)),
+    "shadow": ("run --version beside the champion on the same requests without serving its "
+               "answers; --off stops it",
+               (("--version", {}),
+                ("--off", {"action": "store_true", "help": "stop the model's shadow"}))),
+    "approve": ("approve a command awaiting approval",
+                (("id", {"help": "the command_id to approve"}),)),
+}
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="driftline", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -613,43 +644,15 @@ def parser() -> argparse.ArgumentParser:
         "controller refuses, and records, a command signed with another issuer's key or "
         "for a model or command type the issuer may not touch.")
     csub = p.add_subparsers(dest="action", required=True)
-    for verb, text in (("rollback", "drop the canary, or return the champion to the last "
-                        "known good version"), ("promote", "make --version the champion"),
-                       ("canary", "serve --version as the canary at --weight"),
-                       ("set-canary-weight", "change the canary's traffic share"),
-                       ("retrain", "run the retrain hook")):
+    for verb, (text, options) in COMMAND_VERBS.items():
         c = csub.add_parser(verb, help=text)
         _common(c)
         c.add_argument("--model", required=True)
-        c.add_argument("--version")
-        c.add_argument("--weight", type=float)
+        for name, settings in options:
+            c.add_argument(name, **settings)
         c.add_argument("--reason")
         _signer(c)
         c.set_defaults(func=cmd_command)
-    c = csub.add_parser("switch", help="blue-green: move all traffic to --version at once, "
-                        "keeping the champion on standby (a rollback switches back)")
-    _common(c)
-    c.add_argument("--model", required=True)
-    c.add_argument("--version", required=True)
-    c.add_argument("--reason")
-    _signer(c)
-    c.set_defaults(func=cmd_command)
-    c = csub.add_parser("shadow", help="run --version beside the champion on the same "
-                        "requests without serving its answers; --off stops it")
-    _common(c)
-    c.add_argument("--model", required=True)
-    c.add_argument("--version")
-    c.add_argument("--off", action="store_true", help="stop the model's shadow")
-    c.add_argument("--reason")
-    _signer(c)
-    c.set_defaults(func=cmd_command)
-    c = csub.add_parser("approve", help="approve a command awaiting approval")
-    _common(c)
-    c.add_argument("id", help="the command_id to approve")
-    c.add_argument("--model", required=True)
-    c.add_argument("--reason")
-    _signer(c)
-    c.set_defaults(func=cmd_command)
 
     p = sub.add_parser("replay", help="recompute drift and KPI reports from the input topics, "
                        "and the policy agent's decisions from the reports")

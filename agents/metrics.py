@@ -19,6 +19,7 @@ reasons and topics — never request ids or raw category values.
 | driftline_window_status | model, version, kind, variant: 0 ok, 1 warn, 2 drift or breach |
 | driftline_kpi | model, version, variant, metric |
 | driftline_kpi_estimated | model, version, variant, metric, bound: value, lower, upper |
+| driftline_kpi_band_lower, _upper | model, version, variant, metric (reference band) |
 | driftline_kpi_verdict_estimated | model, version, variant (1: last status rests on estimates) |
 | driftline_shadow | model, version (the shadow), versus (the served version), stat |
 | driftline_concept_drift | model, version, variant (1 when the last window flagged it) |
@@ -61,6 +62,11 @@ served the same requests (KpiReport.shadow, streams.kpi.shadow): stat ``pairs``,
 ``score_mean_abs_diff``, ``score_max_abs_diff``, ``score_mean_diff``,
 ``labeled_pairs``, and each version's metrics on the labeled pairs as
 ``served_<metric>`` and ``shadow_<metric>`` (accuracy, errors or mae).
+
+``driftline_kpi_band_lower`` / ``_upper`` are the bounds of the reference band
+(``kpi.reference_bands``, streams.kpi.bands) the last window's metric was held to,
+widened for its labels; a side not judged (the better one, by default) is absent,
+as is a metric whose band did not apply.
 
 ``driftline_drift_multivariate`` is the last window's multivariate signal: the
 relative change of its reconstruction error from the baseline (negative: below),
@@ -130,6 +136,14 @@ SHADOW = Gauge(
 #: ShadowComparison fields exported as driftline_shadow stats (when not None)
 SHADOW_STATS = ("pairs", "agreement", "prediction_mean_abs_diff", "scored_pairs",
                 "score_mean_abs_diff", "score_max_abs_diff", "score_mean_diff", "labeled_pairs")
+KPI_BAND_LOWER = Gauge(
+    "driftline_kpi_band_lower",
+    "lower bound of the reference band the last KPI window's metric was held to",
+    ["model", "version", "variant", "metric"], registry=REGISTRY)
+KPI_BAND_UPPER = Gauge(
+    "driftline_kpi_band_upper",
+    "upper bound of the reference band the last KPI window's metric was held to",
+    ["model", "version", "variant", "metric"], registry=REGISTRY)
 CONCEPT = Gauge("driftline_concept_drift", "1 when the last KPI window flagged concept drift",
                 ["model", "version", "variant"], registry=REGISTRY)
 CONCEPT_CALIBRATED = Gauge(
@@ -227,6 +241,23 @@ def _shadow(model: str, version: str, compared: ShadowComparison) -> None:
             SHADOW.labels(model, version, compared.versus, f"{side}_{name}").set(value)
 
 
+def _bands(report: KpiReport) -> None:
+    """The reference bands of the report's metrics; stale ones removed."""
+    m, v, var = report.model, report.model_version, report.variant
+    banded = {
+        name: next((t for t in bounds if t.source == "reference"), None)
+        for name, bounds in report.thresholds.items()
+    }
+    for name, band in banded.items():
+        for gauge, value in ((KPI_BAND_LOWER, band and band.lower),
+                             (KPI_BAND_UPPER, band and band.upper)):
+            if value is not None:
+                gauge.labels(m, v, var, name).set(value)
+            else:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(m, v, var, name)
+
+
 def _report(report: BaseModel) -> None:
     if isinstance(report, DriftReport):
         m, v = report.model, report.model_version
@@ -252,6 +283,7 @@ def _report(report: BaseModel) -> None:
             for bound in ("value", "lower", "upper"):
                 KPI_ESTIMATED.labels(m, v, var, name, bound).set(getattr(est, bound))
         KPI_VERDICT_ESTIMATED.labels(m, v, var).set(1 if report.estimated else 0)
+        _bands(report)
         CONCEPT.labels(m, v, var).set(1 if report.concept_drift else 0)
         if report.concept is not None:
             CONCEPT_CALIBRATED.labels(m, v, var).set(1 if report.concept.calibrated else 0)

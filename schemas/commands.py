@@ -20,6 +20,20 @@ CommandType = Literal[
 ]
 
 
+#: A SHA-256 digest in lower-case hex.
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+def _omit_none(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` without those of ``names`` that are None: fields newer than a signature or
+    a hash chain stay out of the JSON while unset, so what was written before they
+    existed serialises (and verifies, and hashes) as it did then."""
+    for name in names:
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
+
+
 class Command(BaseModel):
     """A decision for one model, signed by its issuer."""
 
@@ -44,11 +58,20 @@ class Command(BaseModel):
         description="event time of the decision (the triggering report's window end), so a "
         "replay issues the same command; wall-clock time for operators' commands"
     )
+    policy_sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_HEX,
+        description="SHA-256 of the policy file the policy agent decided under (signed with "
+        "the rest); absent for operators' commands and under the built-in defaults",
+    )
     signature: str = Field(default="", description="HMAC-SHA256 of the other fields, hex")
 
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _omit_none(handler(self), ("policy_sha256",))
 
-#: State fields newer than the hash chain: left out of the JSON while unset, so an
-#: event written before they existed serialises (and hashes) as it did then.
+
+#: State fields newer than the hash chain (see ``_omit_none``).
 _OMITTED_WHEN_UNSET = ("shadow", "standby")
 
 
@@ -74,11 +97,7 @@ class DeploymentState(BaseModel):
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for name in _OMITTED_WHEN_UNSET:
-            if data.get(name) is None:
-                data.pop(name, None)
-        return data
+        return _omit_none(handler(self), _OMITTED_WHEN_UNSET)
 
 
 class DeploymentEvent(BaseModel):
@@ -93,5 +112,15 @@ class DeploymentEvent(BaseModel):
     reason: str
     state: DeploymentState
     at: datetime
+    policy_sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_HEX,
+        description="the command's policy_sha256: the policy file it was decided under "
+        "(absent when the command has none)",
+    )
     prev_hash: str
     hash: str
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _omit_none(handler(self), ("policy_sha256",))

@@ -135,3 +135,41 @@ f1, label_positive_rate'
     if name not in ESTIMATED_METRICS:
         return f"{name} is not estimated from scores; estimated: {', '.join(ESTIMATED_METRICS)}"
     return target_problem(name, lo=lo, hi=hi, task=task, cost=False)
+
+
+#: Metrics a reference band (``kpi.reference_bands``) may be drawn for: the label-based
+#: metrics whose value does not grow with a window's size (``business_value`` is a sum;
+#: serving health and label delay are not in a reference file).
+BANDED_METRICS = (
+    "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "ece",
+    "positive_rate", "label_positive_rate", "business_value_per_prediction",
+    "mae", "rmse", "mape",
+)
+#: Which way a metric gets worse (a band judged on the worse side only, by default):
+#: ``low`` for a score, ``high`` for an error; a rate with no better side is absent.
+WORSE: dict[str, Literal["low", "high"]] = {
+    "accuracy": "low", "precision": "low", "recall": "low", "f1": "low", "roc_auc": "low",
+    "business_value_per_prediction": "low",
+    "log_loss": "high", "brier": "high", "ece": "high", "mae": "high", "rmse": "high",
+    "mape": "high",
+}
+
+
+def band_problem(name: str, *, task: Task, cost: bool) -> str | None:
+    """Why a reference band on ``name`` could never be judged, or None.
+
+    >>> band_problem("latency_p99_ms", task="classification", cost=False)
+    'latency_p99_ms has no reference band (a reference file has no serving health); banded: \
+accuracy, precision, recall, f1, roc_auc, log_loss, brier, ece, positive_rate, \
+label_positive_rate, business_value_per_prediction, mae, rmse, mape'
+    """
+    problem = target_problem(name, lo=None, hi=None, task=task, cost=cost)
+    if problem is not None:
+        return problem
+    if name not in BANDED_METRICS:
+        why = (
+            "a window's sum" if name == "business_value"
+            else "a reference file has no serving health"
+        )
+        return f"{name} has no reference band ({why}); banded: {', '.join(BANDED_METRICS)}"
+    return None

@@ -41,7 +41,9 @@ traffic; none by default.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -56,9 +58,10 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from schemas.durations import DurationMs, format_duration_ms, parse_duration_ms
 from schemas.errors import DriftlineError, explain_yaml, load_yaml_mapping
 from schemas.gates import GatePolicy
-from schemas.kpi_metrics import estimated_target_problem, target_problem
+from schemas.kpi_metrics import band_problem, estimated_target_problem, target_problem
 from schemas.poisoning import PoisoningPolicy
 from schemas.rules import DecisionPolicy
+from schemas.windows import CalendarWindow, CountWindow, DriftWindowForm, KpiWindowForm
 
 # Durations moved to schemas.durations; still importable from here.
 __all__ = ["format_duration_ms", "parse_duration_ms"]
@@ -122,11 +125,16 @@ class FeatureThresholds:
 
 
 class DriftPolicy(_Section):
-    window: DurationMs = Field(default=300_000, gt=0, description="window size")
+    window: DriftWindowForm = Field(
+        default=300_000,
+        description="window size: a duration, a calendar period or a count of events "
+        "(schemas.windows)",
+    )
     hop: DurationMs | None = Field(
         default=None, gt=0,
-        description="hopping windows: a window of `window` starts every `hop` (which divides "
-        f"it, at most {MAX_WINDOWS_PER_EVENT} windows per event); unset: tumbling windows",
+        description="hopping windows: a window of `window` (a duration) starts every `hop` "
+        f"(which divides it, at most {MAX_WINDOWS_PER_EVENT} windows per event); unset: "
+        "tumbling windows",
     )
     allowed_lateness: DurationMs = Field(
         default=60_000, ge=0, description="how long a window stays open after its end"
@@ -207,8 +215,22 @@ class DriftPolicy(_Section):
 
     def _check_hop(self) -> None:
         hop = self.hop
+        if isinstance(self.window, CountWindow) and self.window.events < self.min_window_events:
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("window", (
+                    f"a window of {self.window.events} events is never judged: "
+                    f"min_window_events is {self.min_window_events}; raise events or lower "
+                    "min_window_events")),
+                loc=("window", "events"), input=self.window.events)])
         if hop is None:
             return
+        if not isinstance(self.window, int):
+            form = "calendar" if isinstance(self.window, CalendarWindow) else "count"
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("hop", (
+                    f"hopping windows need a duration window; {form} windows are tumbling "
+                    "only: remove hop")),
+                loc=("hop",), input=hop)])
         said, window = format_duration_ms(hop), format_duration_ms(self.window)
         if hop > self.window:
             problem = f"{said} is longer than the window ({window})"
@@ -224,7 +246,10 @@ class DriftPolicy(_Section):
 
     @property
     def pane(self) -> int:
-        """What windows are counted in: ``hop`` (hopping windows), else ``window``."""
+        """What duration windows are counted in: ``hop`` (hopping windows), else
+        ``window`` (see ``streams.windows.scheme`` for every form)."""
+        if not isinstance(self.window, int):
+            raise TypeError(f"drift.window is not a duration: {self.window!r}")
         return self.hop or self.window
 
     def _feature_order(self, name: str, override: FeatureDriftPolicy) -> InitErrorDetails | None:
@@ -297,6 +322,46 @@ class CostMatrix(_Section):
 ConceptDetectorName = Literal["adwin", "ddm", "page_hinkley", "kswin"]
 
 
+class ReferenceBands(_Section):
+    """KPI bands drawn from the reference's own windows, as NannyML does: ``driftline
+    reference build`` cuts the labeled reference rows (in file order) into consecutive
+    windows of ``window_events`` rows, computes each metric per window, and stores the
+    metric's mean and standard deviation over them; a live window is judged against
+    ``mean -/+ std x sd`` (clipped to the metric's range), widened by
+    ``sqrt(window_events / labels)`` when the window has fewer labels than a reference
+    window (docs/kpi.md). Fixed ``targets`` are judged beside the bands; the report's
+    ``thresholds`` says which bound applied to each metric and where it came from."""
+
+    metrics: list[str] = Field(
+        min_length=1, description="label-based metrics judged against their reference band"
+    )
+    std: float = Field(
+        default=3.0, gt=0, le=10,
+        description="the band is the reference windows' mean -/+ std standard deviations",
+    )
+    window_events: int | None = Field(
+        default=None, ge=50,
+        description="labeled rows per reference window: about the labels of a live KPI "
+        "window (the spread of a metric shrinks as windows grow); null: the reference is "
+        "cut into `windows` windows",
+    )
+    windows: int = Field(
+        default=10, ge=5, le=1000,
+        description="reference windows when window_events is null (NannyML's default: 10)",
+    )
+    sides: Literal["worse", "both"] = Field(
+        default="worse",
+        description="worse: a score is judged below its band only, an error above it only "
+        "(positive rates both ways); both: either side, as NannyML does",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ReferenceBands:
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError("each metric once")
+        return self
+
+
 class KpiPolicy(_Section):
     """Label join, KPI windows and targets, concept drift.
 
@@ -310,7 +375,10 @@ class KpiPolicy(_Section):
     positive_label: bool | float | str = Field(
         default=1, description="the label value of the positive class (binary classification)"
     )
-    window: DurationMs = Field(default=3_600_000, gt=0, description="KPI window (event time)")
+    window: KpiWindowForm = Field(
+        default=3_600_000,
+        description="KPI window (event time): a duration or a calendar period (schemas.windows)",
+    )
     allowed_lateness: DurationMs = Field(
         default=60_000, ge=0, description="predictions counted in a window after its end"
     )
@@ -357,8 +425,20 @@ class KpiPolicy(_Section):
         default=0.05, gt=0, lt=1,
         description="share of windows (of the reference's size, at most 5,000 errors) in which "
         "the concept detector may fire on a stable model: reference build calibrates adwin's "
-        "delta or page_hinkley's threshold on the reference's own error stream to it "
+        "delta, page_hinkley's threshold or ddm's drift_threshold (0/1 errors) on the "
+        "reference's own error stream to it (kswin: not calibrated) "
         "(docs/kpi.md); null: no calibration, concept_params as given",
+    )
+    reference_bands: ReferenceBands | None = Field(
+        default=None,
+        description="judge metrics against bands from the spread of the reference's own "
+        "windows (reference build with label and prediction columns), beside fixed targets",
+    )
+    min_positives: int = Field(
+        default=30, ge=0,
+        description="predicted positives before precision, actual positives before recall, "
+        "both before f1 are judged against targets and bands (a few positives make them "
+        "swing by chance); 0: no minimum",
     )
 
     @model_validator(mode="after")
@@ -379,6 +459,13 @@ class KpiPolicy(_Section):
                 problems.append(InitErrorDetails(
                     type=PydanticCustomError("kpi_target", problem),
                     loc=("estimated_targets", name), input=target.model_dump(exclude_none=True)))
+        if self.reference_bands is not None:
+            for i, name in enumerate(self.reference_bands.metrics):
+                problem = band_problem(name, task=self.task, cost=self.cost is not None)
+                if problem is not None:
+                    problems.append(InitErrorDetails(
+                        type=PydanticCustomError("kpi_band", problem),
+                        loc=("reference_bands", "metrics", i), input=name))
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
@@ -456,3 +543,15 @@ def load_policy(path: str) -> Policy:
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from exc
     return parse_policy(text, source=path)
+
+
+def policy_sha256(path: str) -> str | None:
+    """SHA-256 (hex) of the policy file's bytes; None without a file (the built-in
+    defaults). What a command records it was decided under, and what the inventory
+    and the audit report show and compare it with."""
+    if not path:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from exc

@@ -168,10 +168,10 @@ class ConceptCalibration(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    detector: Literal["adwin", "page_hinkley"]
+    detector: Literal["adwin", "page_hinkley", "ddm"]
     params: dict[str, float] = Field(
         description="the river detector's parameters, the calibrated one (adwin: delta; "
-        "page_hinkley: threshold) included"
+        "page_hinkley: threshold; ddm: drift_threshold) included"
     )
     scale: float | None = Field(
         gt=0,
@@ -191,6 +191,36 @@ class ConceptCalibration(BaseModel):
     block_events: int = Field(ge=1, description="consecutive errors per bootstrap block")
     errors: int = Field(ge=1, description="reference errors (labeled, predicted rows)")
     seed: int = 0
+
+
+class MetricSpread(BaseModel):
+    """One metric over the reference's windows (``streams.kpi.bands``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: float
+    std: float = Field(ge=0, description="sample standard deviation (ddof 1) over the windows")
+    windows: int = Field(ge=2, description="reference windows the metric was defined on")
+
+
+class PerformanceBands(BaseModel):
+    """Each KPI's spread over consecutive windows of the reference's labeled rows, in file
+    order (``streams.kpi.bands``): what ``kpi.reference_bands`` judges live windows
+    against. Three numbers per metric (at most ``len(BANDED_METRICS)`` metrics)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["classification", "regression"]
+    positive_label: bool | float | str | None = Field(
+        default=None, description="classification: the label value counted as positive"
+    )
+    window_events: int = Field(ge=1, description="labeled rows per reference window")
+    windows: int = Field(ge=2, description="reference windows")
+    min_positives: int = Field(
+        ge=0, description="the policy's, at build: windows with fewer positives left out of "
+        "precision, recall and f1"
+    )
+    metrics: dict[str, MetricSpread]
 
 
 class ReferenceProfile(BaseModel):
@@ -227,5 +257,11 @@ class ReferenceProfile(BaseModel):
         default=None,
         description="the concept-drift detector calibrated on the reference's error stream "
         "(labels and predictions): absent without them, for a detector driftline does not "
-        "calibrate (ddm, kswin), or in profiles built before driftline calibrated it",
+        "calibrate (kswin; ddm on a regressor's errors), or in profiles built before "
+        "driftline calibrated it",
+    )
+    bands: PerformanceBands | None = Field(
+        default=None,
+        description="each KPI's spread over the reference's own windows (labels and "
+        "predictions, with kpi.reference_bands in the policy at build): absent without them",
     )

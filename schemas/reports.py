@@ -132,6 +132,12 @@ class DriftReport(_Report):
     model_version: str
     window_start: datetime
     window_end: datetime
+    window_index: int | None = Field(
+        default=None,
+        description="count windows (drift.window: {events: N}) only: the window's number "
+        "among the version's (0: its first N events); window_start and window_end are then "
+        "its earliest event's time and 1 ms past its latest's",
+    )
     n: int = Field(description="events counted in the window")
     late: int = Field(
         default=0, description="events that arrived after their window closed (not in n)"
@@ -222,6 +228,37 @@ class ShadowComparison(_Report):
     )
 
 
+class KpiThreshold(_Report):
+    """One bound a metric of the window was held to, and where it came from."""
+
+    source: Literal["target", "reference"] = Field(
+        description="target: the policy's fixed kpi.targets; reference: the band from the "
+        "spread of the reference's own windows (kpi.reference_bands)"
+    )
+    lower: float | None = None
+    upper: float | None = None
+    judged: bool = Field(
+        description="false: not judged on this window (too few labels or positives, or the "
+        "metric undefined: the notes say which)"
+    )
+    breached: bool = False
+    detail: str = Field(
+        default="", description="reference: the mean, standard deviation and windows it rests on"
+    )
+
+
+class ReferenceBandsInfo(_Report):
+    """Whether the policy's reference bands applied to the window, and why not."""
+
+    applied: bool
+    std: float
+    window_events: int | None = Field(
+        default=None, description="labeled rows per reference window (applied)"
+    )
+    windows: int | None = Field(default=None, description="reference windows (applied)")
+    reason: str = Field(default="", description="not applied: why, in words")
+
+
 class KpiReport(_Report):
     """Model quality and serving health of one version and variant over one window."""
 
@@ -275,6 +312,16 @@ class KpiReport(_Report):
         description="the concept detector behind concept_drift: calibrated on the reference "
         "(with its measured false-alarm rate) or not, and why; absent in reports before "
         "driftline said so",
+    )
+    thresholds: dict[str, list[KpiThreshold]] = Field(
+        default_factory=dict,
+        description="metric -> the bounds it was held to: the policy's targets and the "
+        "reference bands, each with its source and whether it was judged and missed",
+    )
+    bands: ReferenceBandsInfo | None = Field(
+        default=None,
+        description="with kpi.reference_bands: whether the reference's bands applied, or why "
+        "not",
     )
     notes: list[str] = Field(default_factory=list)
     shadow: list[ShadowComparison] | None = Field(

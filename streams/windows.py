@@ -1,4 +1,4 @@
-"""Event-time windows: tumbling, and hopping ones built from panes.
+"""Event-time windows: tumbling, and hopping ones built from panes; calendar periods.
 
 A window ``[start, start + window_ms)`` is *closed* once the watermark (the
 largest event time seen) passes ``end + allowed_lateness_ms``. An event whose
@@ -13,15 +13,26 @@ grow with the overlap (the "panes" technique of Li et al., "No pane, no gain",
 SIGMOD Record 2005). An event is late once the first window it belongs to has
 closed; then it is counted in none of its windows, so that every window of an
 event agrees on whether it was counted.
+
+A policy's ``window`` (``schemas.windows``) picks the scheme (``scheme``):
+``FixedWindows`` for durations (with ``hop``), ``CalendarWindows`` for the
+periods of a time zone (tumbling windows of varying length, ``streams.calendar``),
+and, for counts of events, ``FixedWindows(1, 1)`` over chunk indices (the drift
+monitor gives each event ``position // events`` as its time).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
+
+from schemas.windows import CalendarWindow, CountWindow
+from streams.calendar import CalendarPeriods
 
 
 def window_starts_ms(ts_ms: npt.NDArray[np.int64], window_ms: int) -> npt.NDArray[np.int64]:
@@ -101,6 +112,159 @@ def hopping_closable(
             break
         due.append(s)
         kept = [p for p in kept if p > s]
+    return due
+
+
+@dataclass(frozen=True)
+class FixedWindows:
+    """Windows of ``window_ms`` starting every ``hop_ms`` (tumbling when equal), aligned
+    to the epoch, counted in panes of ``hop_ms``: what ``hopping_closable`` closes.
+
+    >>> w = FixedWindows(120_000, 60_000)
+    >>> w.pane_end(60_000), w.window_end(60_000), w.panes(0), w.windows_of(60_000)
+    (120000, 180000, [0, 60000], [0, 60000])
+    """
+
+    window_ms: int
+    hop_ms: int
+
+    @property
+    def tumbling(self) -> bool:
+        return self.hop_ms == self.window_ms
+
+    @property
+    def panes_per_window(self) -> int:
+        return self.window_ms // self.hop_ms
+
+    def pane_starts(self, ts_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        return window_starts_ms(ts_ms, self.hop_ms)
+
+    def pane_end(self, start_ms: int) -> int:
+        return start_ms + self.hop_ms
+
+    def start(self, ts_ms: int) -> int:
+        """The start of the (first) pane holding ``ts_ms`` (one event)."""
+        return ts_ms - ts_ms % self.hop_ms
+
+    def window_end(self, start_ms: int) -> int:
+        return start_ms + self.window_ms
+
+    def panes(self, start_ms: int, first_ms: int | None = None) -> list[int]:
+        """The panes of the window starting at ``start_ms`` (from ``first_ms`` on)."""
+        first = start_ms if first_ms is None else first_ms
+        return list(range(first, start_ms + self.window_ms, self.hop_ms))
+
+    def windows_of(self, pane_ms: int) -> list[int]:
+        """The starts of the windows holding the pane ``pane_ms``."""
+        return list(range(pane_ms - self.window_ms + self.hop_ms, pane_ms + 1, self.hop_ms))
+
+    def due(self, panes_ms: list[int], *, closed_until_ms: int | None, watermark_ms: int,
+            allowed_lateness_ms: int, max_panes: int) -> list[int]:
+        return hopping_closable(panes_ms, closed_until_ms=closed_until_ms,
+                                watermark_ms=watermark_ms, window_ms=self.window_ms,
+                                hop_ms=self.hop_ms, allowed_lateness_ms=allowed_lateness_ms,
+                                max_panes=max_panes)
+
+
+@dataclass(frozen=True)
+class CalendarWindows:
+    """Tumbling windows that are calendar periods (``streams.calendar``): each is its
+    own pane, and lasts from its start to the next period's (23 to 25 h for a day,
+    28 to 31 days for a month). Same interface as ``FixedWindows``."""
+
+    periods: CalendarPeriods
+    tumbling = True
+    panes_per_window = 1
+
+    def pane_starts(self, ts_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        return self.periods.starts(ts_ms)
+
+    def pane_end(self, start_ms: int) -> int:
+        return self.periods.end(start_ms)
+
+    def start(self, ts_ms: int) -> int:
+        """The start of the window holding ``ts_ms`` (one event)."""
+        return self.periods.start(ts_ms)
+
+    window_end = pane_end
+
+    def panes(self, start_ms: int, first_ms: int | None = None) -> list[int]:
+        return [start_ms] if first_ms is None or first_ms <= start_ms else []
+
+    def windows_of(self, pane_ms: int) -> list[int]:
+        return [pane_ms]
+
+    def due(self, panes_ms: list[int], *, closed_until_ms: int | None, watermark_ms: int,
+            allowed_lateness_ms: int, max_panes: int) -> list[int]:
+        return tumbling_closable(panes_ms, self.periods.end, closed_until_ms=closed_until_ms,
+                                 watermark_ms=watermark_ms,
+                                 allowed_lateness_ms=allowed_lateness_ms, max_open=max_panes)
+
+
+def scheme(window: int | CalendarWindow | CountWindow,
+           hop_ms: int | None = None) -> FixedWindows | CalendarWindows:
+    """How a policy's ``window`` (``schemas.windows``) cuts time into panes and windows.
+
+    Count windows are tumbling windows of 1 in *chunk-index* time: the caller gives
+    each event the index ``position // events`` as its time (``streams.drift.monitor``).
+
+    >>> scheme(60_000), scheme(CountWindow(events=500))
+    (FixedWindows(window_ms=60000, hop_ms=60000), FixedWindows(window_ms=1, hop_ms=1))
+    """
+    if isinstance(window, CalendarWindow):
+        return CalendarWindows(CalendarPeriods(window.calendar, window.time_zone))
+    if isinstance(window, CountWindow):
+        return FixedWindows(1, 1)
+    return FixedWindows(window, hop_ms or window)
+
+
+#: a window of event time: a duration (ms) or a calendar period
+TimeWindow = int | CalendarWindow
+
+#: the longest window of each calendar period (31 days; a 25 h day; a week with one)
+_LONGEST_MS = {"day": 25 * 3_600_000, "week": 7 * 86_400_000 + 3_600_000,
+               "month": 31 * 86_400_000 + 3_600_000}
+
+
+@lru_cache(maxsize=64)
+def tumbling(window: int | CalendarWindow) -> FixedWindows | CalendarWindows:
+    """The tumbling windows of a duration or calendar ``window`` (cached: one zone
+    look-up per form)."""
+    return scheme(window)
+
+
+def longest_ms(window: int | CalendarWindow) -> int:
+    """How long a window of this form lasts at most: what sizes time buckets and
+    bounds (``label_ttl / window``) are stated in.
+
+    >>> longest_ms(60_000), longest_ms(CalendarWindow(calendar="day")) / 3_600_000
+    (60000, 25.0)
+    """
+    return _LONGEST_MS[window.calendar] if isinstance(window, CalendarWindow) else window
+
+
+def tumbling_closable(
+    starts_ms: list[int],
+    end_of: Callable[[int], int],
+    *,
+    closed_until_ms: int | None,
+    watermark_ms: int,
+    allowed_lateness_ms: int,
+    max_open: int,
+) -> list[int]:
+    """``closable`` for tumbling windows of varying length (``end_of(start)``).
+
+    >>> tumbling_closable([0, 60_000, 120_000], lambda s: s + 60_000, closed_until_ms=None,
+    ...                   watermark_ms=135_000, allowed_lateness_ms=10_000, max_open=8)
+    [0, 60000]
+    """
+    starts = sorted(starts_ms)
+    if closed_until_ms is not None:
+        starts = [s for s in starts if end_of(s) > closed_until_ms]
+    due = [s for s in starts if end_of(s) + allowed_lateness_ms <= watermark_ms]
+    rest = starts[len(due):]  # ends grow with starts: the due windows come first
+    while len(rest) > max_open:
+        due.append(rest.pop(0))
     return due
 
 

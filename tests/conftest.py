@@ -396,6 +396,37 @@ class WorkerProcess:
         finally:
             consumer.close()
 
+    def applied(self, table: str, topic: str, partition: int = 0, *, tail: int = 2000
+                ) -> int | None:
+        """The last offset of ``topic`` that the agent keeping ``table`` has applied on
+        ``partition``, by the newest redo record in the table's changelog (among its
+        last ``tail`` records; None: none there). What a restarted worker will find."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from agents.runtime.redo import Redo, redo_key
+
+        consumer = Consumer({"bootstrap.servers": self.settings.bootstrap,
+                             "group.id": f"applied-{uuid.uuid4().hex[:8]}",
+                             "enable.auto.commit": False})
+        changelog = f"{self.settings.app_id}-{table}-changelog"
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(changelog, partition), timeout=5)
+            consumer.assign([TopicPartition(changelog, partition, max(low, high - tail))])
+            newest, read = None, max(low, high - tail)
+            while read < high:
+                msg = consumer.poll(5)
+                if msg is None:
+                    break  # the broker did not answer in time: what was read so far
+                if msg.error():
+                    continue
+                read = msg.offset() + 1
+                if msg.key() == redo_key(partition):
+                    newest = msg.value()
+            return None if newest is None else Redo.loads(newest).applied.get(self.topic(topic))
+        finally:
+            consumer.close()
+
     def wait_committed(
         self, topic: str, offset: int, timeout_s: float = 30.0, *, partition: int = 0
     ) -> None:

@@ -40,6 +40,10 @@ next command was handled and are not repeated. The same command sent again
 (a new message: an operator sending it twice, a replayed old command) is not
 applied again either: a ``rejected`` event says it was already decided.
 
+Each event carries the ``policy_sha256`` of its command (the policy file the
+policy agent decided under; absent for operators' commands and under the
+defaults, and then left out of the JSON, so older events hash as they did).
+
 The hash chain (``streams.policy.chain``) runs per model through every event
 of a model the registry knows. Commands for models it does not know are
 refused with an unchained event (``prev_hash`` empty): they have no chain to
@@ -246,6 +250,7 @@ class Controller:
         body = DeploymentEvent(
             model=command.model, command_id=command.command_id, action=command.type,
             status=status, reason=reason, state=state,  # type: ignore[arg-type]
-            at=self.clock(), prev_hash=prev_hash, hash="",
+            at=self.clock(), policy_sha256=command.policy_sha256, prev_hash=prev_hash,
+            hash="",
         )
         return body.model_copy(update={"hash": event_hash(body.model_dump(mode="json"))})

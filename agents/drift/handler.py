@@ -231,7 +231,9 @@ class DriftHandler:
         high = int(batch.ts_ms.max())
         watermark = high if run.watermark_ms is None else max(run.watermark_ms, high)
         known = state["kinds"].keys() | set(state["untracked"])
-        alone = not batch.columns.keys() <= known or monitor.would_close(state, panes, watermark)
+        pending = sum(map(len, run.batches)) + len(batch)  # (count windows)
+        alone = not batch.columns.keys() <= known or monitor.would_close(
+            state, panes, watermark, pending)
         if run.batches and (alone or not same_columns(run.batches[0], batch)):
             self._count(run, table)
             panes = monitor.panes_of(run.state, batch.ts_ms)
@@ -253,7 +255,7 @@ class DriftHandler:
             self._reference(key + REFERENCE_SUFFIX, stored) if stored is not None else None,
             self._reference(key + REFERENCE_SUFFIX + PREVIOUS_SUFFIX, old)
             if old is not None else None,
-            pane_ms=monitor.policy.pane,
+            pane_end=monitor.windows.pane_end,
         )
         return _Run(key, state, stored, old, state["watermark_ms"])
 

@@ -16,6 +16,8 @@ keyed by model and must have the same number of partitions):
   or ``null``: its newest profile has none), from its ReferenceProfile;
 * ``q|model|version`` -> the version's concept-detector calibration (``ConceptCalibration``
   JSON, or ``null``), from its ReferenceProfile (``streams.kpi.concept_calibration``);
+* ``b|model|version`` -> the version's KPI bands (``PerformanceBands`` JSON, or ``null``),
+  from its ReferenceProfile (``streams.kpi.bands``);
 * ``k|model|`` -> the model's series (``ModelIndex``);
 * ``\\x00driftline|models|<partition>`` -> the models tracked (``agents.inputs.admission``);
 * ``\\x00driftline|kpi-models|<partition>`` -> the models with state there, the
@@ -56,7 +58,8 @@ largest ``ts`` accepted on either input) are dead-lettered (``agents.inputs.futu
 one bad client clock must not expire every pending prediction of its model.
 
 Bounds: ``max_models`` models per partition (``agents.inputs.admission``); per model
-``MAX_SERIES`` versions x variants; a calibration (a few KB) per profiled version;
+``MAX_SERIES`` versions x variants; a calibration (a few KB) and bands (under 1.5 KB)
+per profiled version;
 per series ``label_ttl / window + 1`` windows of a few KB (see ``streams.kpi.window``),
 and per shadow window a comparison of at most 8 x 11 numbers (``streams.kpi.shadow``);
 the join's pending entries (about 150 bytes each) for predictions younger than the TTL.
@@ -85,6 +88,7 @@ from schemas.policy import KpiPolicy, Policy
 from schemas.reference import ReferenceProfile, ScoreCalibration
 from schemas.reports import ConceptDetectorInfo, KpiReport
 from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock, lane_key
+from streams.kpi import bands as kpi_bands
 from streams.kpi import concept_calibration as concept_cal
 from streams.kpi import estimate as cbpe
 from streams.kpi import series as lifecycle
@@ -93,6 +97,7 @@ from streams.kpi.concept import ConceptDetector
 from streams.kpi.labels import canonical
 from streams.kpi.series import SeriesState
 from streams.kpi.window import NO_CALIBRATION, KpiWindow, WindowState
+from streams.windows import longest_ms, tumbling
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +126,7 @@ CONCEPT = "q"  # (q, model, version): a version's concept-detector calibration (
 SHADOW = "h"  # (h, model, version, start_ms): a shadow window's comparison (ShadowState)
 #: the variant whose predictions are paired with the served ones (a lane of the join)
 SHADOW_VARIANT = "shadow"
+BANDS = "b"  # (b, model, version): a version's KPI bands from its reference (or null)
 
 
 def _table_key(kind: str, *parts: str) -> bytes:
@@ -194,7 +200,7 @@ class KpiHandler:
     def _for(self, model: str) -> tuple[KpiPolicy, LabelJoin, KpiWindow]:
         if model not in self._models:
             p = self.policy.kpi_for(model)
-            join = LabelJoin(ttl_ms=p.label_ttl, bucket_ms=min(p.window, p.label_ttl))
+            join = LabelJoin(ttl_ms=p.label_ttl, bucket_ms=min(longest_ms(p.window), p.label_ttl))
             self._models[model] = (p, join, KpiWindow(p))
         return self._models[model]
 
@@ -274,6 +280,10 @@ class KpiHandler:
         concept = profile.concept
         table[_table_key(CONCEPT, profile.model, profile.model_version)] = (
             b"null" if concept is None else concept.model_dump_json().encode()
+        )
+        bands = profile.bands
+        table[_table_key(BANDS, profile.model, profile.model_version)] = (
+            b"null" if bands is None else bands.model_dump_json().encode()
         )
         cal = profile.calibration
         table[_table_key(CALIBRATION, profile.model, profile.model_version)] = (
@@ -480,7 +490,7 @@ class _ModelBatch:
         n = len(predictions)
         if n:
             ts = np.fromiter(map(_T, predictions), dtype=np.int64, count=n)
-            starts = ts - ts % self.policy.window
+            starts = tumbling(self.policy.window).pane_starts(ts)
             versions = list(map(_V, predictions))
             variants = list(map(_A, predictions))
             if versions.count(versions[0]) == n and variants.count(variants[0]) == n:
@@ -496,8 +506,7 @@ class _ModelBatch:
                 names = list(seen)
             label_ts = np.asarray(joined.label_ts_ms, dtype=np.int64)
             # one group per (series, window), each group's rows in arrival order
-            low = int(starts.min())
-            slot = (starts - low) // self.policy.window
+            slot = np.unique(starts, return_inverse=True)[1].reshape(-1)  # window's rank
             group_keys, inverse = np.unique(
                 codes * (int(slot.max()) + 1) + slot, return_inverse=True
             )
@@ -716,7 +725,11 @@ class _ModelBatch:
             self.handler._changed.pop((self.model, *series, emit.start_ms), None)
             calibration, why_not = self.calibration(series[0])
             result = self.kpi.report(
-                self._accumulators(series, emit.start_ms), calibration, no_calibration=why_not
+                self._accumulators(series, emit.start_ms), calibration, no_calibration=why_not,
+                bands=kpi_bands.setting(
+                    self.policy, self.store.get(_table_key(BANDS, self.model, series[0])),
+                    version=series[0],
+                ),
             )
             out.append(
                 lifecycle.report(
@@ -724,7 +737,8 @@ class _ModelBatch:
                     *series,
                     result,
                     emit,
-                    window_ms=self.policy.window,
+                    window_ms=lifecycle.end_of(emit.start_ms, self.policy.window)
+                    - emit.start_ms,
                     orphans=clock["orphan_labels"],
                     concept=self.concept(series[0]),
                     shadow=(

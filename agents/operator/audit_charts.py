@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 COLOURS = ("#1f77b4", "#9467bd", "#2ca02c", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 #: Colours of the reference lines and the marks, by kind.
-LINE_COLOURS = {"warn": "#e08600", "limit": "#c00000", "target": "#c00000"}
+LINE_COLOURS = {"warn": "#e08600", "limit": "#c00000", "target": "#c00000", "band": "#6a3d9a"}
 FLAG_COLOURS = {"warn": "#e08600", "breach": "#c00000"}
 WIDTH, HEIGHT = 760, 300
 LEFT, RIGHT, TOP, BOTTOM = 70, 190, 28, 58
@@ -38,7 +38,7 @@ class Line:
 
     value: float
     label: str  # e.g. "drift level 0.2"
-    kind: str = "limit"  # "warn", "limit" or "target"
+    kind: str = "limit"  # "warn", "limit", "target" or "band" (a reference band)
 
 
 @dataclass(frozen=True)

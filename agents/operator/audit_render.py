@@ -40,6 +40,8 @@ KEY_SETTINGS = (
     "kpi.min_labeled",
     "kpi.targets",
     "kpi.estimated_targets",
+    "kpi.reference_bands",
+    "kpi.min_positives",
     "decisions.",
 )
 

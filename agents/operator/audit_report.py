@@ -16,7 +16,9 @@ charts and ``agents.operator.audit_render`` writes the page. For one model and a
   as charts with the drift levels, targets and rollback limits drawn, flagged
   windows marked and both axes labelled;
 * every command with its evidence (windows as UTC times), the rule it applied
-  (``agents.operator.audit_rules``) and what the controller did with it;
+  and the policy file's SHA-256 it was decided under, flagged where it is not
+  the policy given (``agents.operator.audit_rules``), and what the controller
+  did with it;
 * the deployment events in the range with their hash and previous hash, and the
   audit-chain check over all of the model's events (a range cannot prove it);
 * the training-data quarantine as tables, records held for lack of a trusted set
@@ -209,7 +211,9 @@ def gather(
         estimates=sections.estimate_rows(latest),
         concept=sections.concept_rows(latest),
         shadows=sections.shadow_rows(latest),
-        decisions=sections.decisions(commands, deployments, policy.policy.decisions_for(model)),
+        decisions=sections.decisions(
+            commands, deployments, policy.policy.decisions_for(model), policy.sha256
+        ),
         chain=chain_rows(deployments),
         quarantine=quarantine(poisoning),
     )

@@ -9,6 +9,10 @@ the agent used ("(policy: 3)") and the policy given says otherwise, the answer
 says so: the command was decided under another policy. A reason no rule matches
 is shown as such, never guessed. ``tests/agents/operator/test_audit_rules.py``
 drives ``decide`` through each rule, so a reworded reason fails there.
+
+The policy agent's commands also carry the SHA-256 of the policy file they
+were decided under (``policy_sha256``): :func:`policy_decided_under` compares
+it with the policy given.
 """
 
 from __future__ import annotations
@@ -163,3 +167,21 @@ def _value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def policy_decided_under(command: dict[str, Any], in_force: str | None) -> tuple[str, bool]:
+    """The policy ``command`` was decided under, in words, and whether it differs from the
+    policy given (``in_force``: its file's SHA-256, None for the built-in defaults)."""
+    recorded = command.get("policy_sha256")
+    given = f"the policy given ({in_force})" if in_force else "the built-in defaults given"
+    if recorded:
+        if recorded == in_force:
+            return f"{recorded}, the policy given", False
+        return f"{recorded}: differs from {given}; decided under another policy", True
+    if str(command.get("issued_by") or "") != "policy":
+        return "none: an operator's command is decided by a person, not a policy", False
+    return (
+        "not recorded (the built-in defaults, or a driftline before commands recorded it): "
+        "not compared",
+        False,
+    )

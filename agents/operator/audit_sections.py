@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.operator.audit_charts import Chart, Line, Point, utc
-from agents.operator.audit_rules import rule_applied
+from agents.operator.audit_rules import policy_decided_under, rule_applied
 from schemas.events import event_time_ms
 from schemas.policy import DriftPolicy, Policy, Target
 from schemas.rules import DecisionPolicy
@@ -178,6 +178,25 @@ def _target_lines(target: Target | None, what: str) -> list[Line]:
     ]
 
 
+def _band_lines(latest: dict[tuple[str, str, str], dict[str, Any]], metric: str) -> list[Line]:
+    """Per version and variant, the reference band its windows were held to on ``metric``
+    (from the window with the most labels: the band is widened for fewer labels)."""
+    best: dict[str, tuple[int, dict[str, Any]]] = {}
+    for (version, variant, _), r in latest.items():
+        for bound in (r.get("thresholds") or {}).get(metric) or []:
+            if bound.get("source") != "reference":
+                continue
+            key, labeled = f"{version}/{variant}", int(r.get("n_labeled") or 0)
+            if key not in best or labeled > best[key][0]:
+                best[key] = (labeled, bound)
+    return [
+        Line(float(v), f"{key} reference band {side} {v:.4g}", "band")
+        for key, (_, bound) in sorted(best.items())
+        for side, v in (("lower", bound.get("lower")), ("upper", bound.get("upper")))
+        if v is not None
+    ]
+
+
 def kpis(
     latest: dict[tuple[str, str, str], dict[str, Any]], policy: Policy, model: str
 ) -> list[Chart]:
@@ -217,6 +236,7 @@ def kpis(
         if not series:
             continue
         lines = _target_lines(target, "target") + _target_lines(estimated, "estimated target")
+        lines += _band_lines(latest, metric)
         if limit is not None:
             lines.append(Line(limit, f"rollback limit {limit:g}", "limit"))
         out.append(
@@ -225,8 +245,10 @@ def kpis(
                 y_label,
                 dict(series),
                 lines,
-                note="Targets and limits from the policy given; a window is marked "
-                "when its value is beyond one, or its report names it breached."
+                note="Targets and limits from the policy given, reference bands from the "
+                "reports (the band of each version's window with the most labels); a window "
+                "is marked when its value is beyond a target or limit, or its report names it "
+                "breached."
                 if lines
                 else "A window is marked when its report names it breached.",
             )
@@ -355,6 +377,8 @@ class Decision:
     evidence: list[str]
     outcomes: list[str]
     command_id: str
+    policy: str  # the policy file's SHA-256 it was decided under (audit_rules)
+    policy_differs: bool  # from the policy the report was given
 
 
 def evidence_text(e: dict[str, Any]) -> str:
@@ -371,9 +395,13 @@ def evidence_text(e: dict[str, Any]) -> str:
 
 
 def decisions(
-    commands: list[dict[str, Any]], deployments: list[dict[str, Any]], rules: DecisionPolicy
+    commands: list[dict[str, Any]],
+    deployments: list[dict[str, Any]],
+    rules: DecisionPolicy,
+    policy_sha256: str | None = None,
 ) -> list[Decision]:
-    """Every command, oldest first, with its rule, evidence and the controller's answers."""
+    """Every command, oldest first, with its rule, evidence and the controller's answers;
+    ``policy_sha256``: the policy given's (None: the built-in defaults)."""
     outcome: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in deployments:
         outcome[str(e.get("command_id"))].append(e)
@@ -382,6 +410,7 @@ def decisions(
         versions = " -> ".join(str(v) for v in (c.get("from_version"), c.get("to_version")) if v)
         if c.get("canary_weight") is not None:
             versions += f" (weight {c['canary_weight']:g})"
+        under, differs = policy_decided_under(c, policy_sha256)
         out.append(
             Decision(
                 issued_at=when(c.get("issued_at"), seconds=True),
@@ -397,6 +426,8 @@ def decisions(
                     for e in outcome[str(c.get("command_id"))]
                 ],
                 command_id=str(c.get("command_id")),
+                policy=under,
+                policy_differs=differs,
             )
         )
     return out

@@ -7,19 +7,30 @@ value from the topics, the registry or the policy is escaped here.
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from agents.operator import audit_charts as charts
 from agents.operator.audit_report import AuditData, Quarantine
-from agents.operator.inventory import ModelEntry
+from agents.operator.inventory import ModelEntry, VersionEntry
 
 esc = html.escape
 
 
-def table(headers: list[str], rows: list[list[str]], *, cls: str = "") -> str:
-    """Headers and cells as text: every one escaped."""
+class Html(str):
+    """A cell that is HTML already, every value in it escaped where it was built:
+    :func:`table` puts it in as it is."""
+
+
+def _cell(value: str) -> str:
+    return value if isinstance(value, Html) else esc(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, cls: str = "") -> str:
+    """Headers and cells as text, every one escaped but for :class:`Html` cells. The audit
+    report's tables and the inventory's (``agents.operator.inventory_render``) use it."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     attr = f" class={cls}" if cls else ""
     return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -33,8 +44,63 @@ def facts(rows: list[tuple[str, str]]) -> str:
     )
 
 
-def missing_cell(value: str | None, missing: str = "missing") -> str:
-    return esc(value) if value else f"<span class=bad>{esc(missing)}</span>"
+def missing_cell(value: str | None, missing: str = "missing") -> Html:
+    return Html(esc(value) if value else f"<span class=bad>{esc(missing)}</span>")
+
+
+VERSION_HEADERS = (
+    "version",
+    "registered",
+    "artifact SHA-256",
+    "owner",
+    "risk tier",
+    "purpose",
+    "training data",
+    "evaluation",
+    "held-out set",
+    "per segment",
+    "serving",
+    "model card",
+)
+
+
+def _version_row(v: VersionEntry) -> list[str]:
+    """A registry version's cells under :data:`VERSION_HEADERS`."""
+    training = v.training_data or "not given"
+    if v.training_data_sha256:
+        training += f" (SHA-256 {v.training_data_sha256})"
+    registered = int(datetime.fromisoformat(v.registered_at).timestamp() * 1000)
+    metrics = "; ".join(f"{k} {val:.4g}" for k, val in sorted(v.evaluation.items()))
+    return [
+        v.version,
+        charts.utc(registered),
+        Html(f"<code>{esc(v.sha256)}</code>"),
+        missing_cell(v.owner),
+        missing_cell(v.risk_tier),
+        missing_cell(v.purpose, "not given"),
+        training,
+        metrics or Html("<span class=bad>none recorded</span>"),
+        _held_out(v),
+        "; ".join(
+            f"{segment}: " + ", ".join(f"{k} {val:.4g}" for k, val in sorted(m.items()))
+            for segment, m in sorted(v.segments.items())
+        )
+        or "-",
+        v.serving,
+        v.card_problem or "complete",
+    ]
+
+
+def _held_out(v: VersionEntry) -> str:
+    """The held-out set the metrics were measured on: its digest and size, so a reviewer
+    sees whether two versions were judged on the same data."""
+    if v.held_out is None:  # a flat evaluation of the earlier form records none
+        return Html("<span class=bad>not recorded</span>") if v.evaluation else "-"
+    held = v.held_out
+    text = f"SHA-256 {held.get('sha256')}, {held.get('size')} examples"
+    if held.get("description"):
+        text += f" ({held['description']})"
+    return text
 
 
 def versions_section(data: AuditData) -> str:
@@ -71,56 +137,7 @@ def versions_section(data: AuditData) -> str:
                 ]
             )
         )
-        rows = []
-        for v in entry.versions:
-            training = v.training_data or "not given"
-            if v.training_data_sha256:
-                training += f" (SHA-256 {v.training_data_sha256})"
-            rows.append(
-                "<tr>"
-                + "".join(
-                    f"<td>{c}</td>"
-                    for c in (
-                        esc(v.version),
-                        esc(
-                            charts.utc(
-                                int(datetime.fromisoformat(v.registered_at).timestamp() * 1000)
-                            )
-                        ),
-                        f"<code>{esc(v.sha256)}</code>",
-                        missing_cell(v.owner),
-                        missing_cell(v.risk_tier),
-                        missing_cell(v.purpose, "not given"),
-                        esc(training),
-                        esc("; ".join(f"{k} {val:.4g}" for k, val in sorted(v.evaluation.items())))
-                        or "<span class=bad>none recorded</span>",
-                        esc(v.serving),
-                        esc(v.card_problem or "complete"),
-                    )
-                )
-                + "</tr>"
-            )
-        out.append(
-            "<table><thead><tr>"
-            + "".join(
-                f"<th>{h}</th>"
-                for h in (
-                    "version",
-                    "registered",
-                    "artifact SHA-256",
-                    "owner",
-                    "risk tier",
-                    "purpose",
-                    "training data",
-                    "evaluation",
-                    "serving",
-                    "model card",
-                )
-            )
-            + "</tr></thead><tbody>"
-            + "".join(rows)
-            + "</tbody></table>"
-        )
+        out.append(table(VERSION_HEADERS, [_version_row(v) for v in entry.versions]))
         out += [f"<p class=bad>{esc(n)}</p>" for n in entry.notes]
     out.append("</section>")
     return "\n".join(out)
@@ -146,6 +163,12 @@ def decisions_section(data: AuditData) -> str:
                     ("issued by", esc(d.issued_by)),
                     ("reason", esc(d.reason)),
                     ("rule applied", esc(d.rule)),
+                    (
+                        "policy SHA-256",
+                        f"<span class=bad>{esc(d.policy)}</span>"
+                        if d.policy_differs
+                        else esc(d.policy),
+                    ),
                     ("evidence", evidence),
                     ("controller", done),
                     ("command id", f"<code>{esc(d.command_id)}</code>"),

@@ -1,7 +1,8 @@
 """`driftline inventory`: the AI register, every model with its owner, risk and status.
 
 One :class:`ModelEntry` per model the registry knows, each with its versions
-(checksum, model card, evaluation), joined with what the topics say:
+(checksum, model card, evaluation with its held-out set's digest and size and
+its per-segment metrics), joined with what the topics say:
 
 * **serving now**: the resulting state of the model's last event on
   ``deployments`` (the controller's hash-chained trail); the registry's
@@ -56,10 +57,10 @@ from agents.config import Settings
 from agents.controller.registry import ModelVersion, Registry
 from agents.operator.scan import scan
 from schemas.errors import DriftlineError
-from schemas.evaluation import evaluation_problem
+from schemas.evaluation import evaluation_problem, parse_evaluation
 from schemas.events import event_time_ms
 from schemas.model_card import card_problem
-from schemas.policy import Policy, load_policy
+from schemas.policy import Policy, load_policy, policy_sha256
 from streams.policy.chain import verify_chain
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,11 @@ class VersionEntry:
     weight: float | None  # share of traffic (champion and canary)
     drift: dict[str, Any] | None
     kpi: list[dict[str, Any]]
+    #: the evaluation's held-out set (sha256, size, description as given); None for a flat
+    #: evaluation (the earlier form records none), a missing or an unreadable one
+    held_out: dict[str, Any] | None = None
+    #: the evaluation's metrics per segment (segment -> {metric -> value})
+    segments: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,26 @@ def _metrics(card: dict[str, Any]) -> dict[str, float]:
         for k, v in found.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
+
+
+def _evaluated_on(
+    card: dict[str, Any],
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, float]]]:
+    """The held-out set and the per-segment metrics of the card's evaluation, as the
+    gates read them (``schemas.evaluation``); (None, {}) when there is none to read (the
+    card's problem says why an unreadable one is)."""
+    found = card.get("evaluation")
+    if not isinstance(found, dict):
+        return None, {}
+    try:
+        evaluation = parse_evaluation(found)
+    except ValueError:
+        return None, {}
+    held = evaluation.held_out
+    return (
+        held.model_dump(mode="json", exclude_none=True) if held is not None else None,
+        {segment: dict(metrics) for segment, metrics in evaluation.segments.items()},
+    )
 
 
 def _ms(value: object) -> int:
@@ -326,7 +352,7 @@ def policy_in_force(path: str | None) -> tuple[Policy, str | None]:
     if not path:
         return Policy(), None
     policy = load_policy(path)  # refuses a bad file with its line and field
-    return policy, hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return policy, policy_sha256(path)
 
 
 def collect(
@@ -483,6 +509,7 @@ def _version_entry(
             else ("last known good" if v.version == last_known_good else "-")
         )
         share = None
+    held_out, segments = _evaluated_on(card)
     return VersionEntry(
         version=v.version,
         sha256=v.sha256,
@@ -500,4 +527,6 @@ def _version_entry(
         weight=share,
         drift=seen.drift.get((model, v.version)),
         kpi=kpi,
+        held_out=held_out,
+        segments=segments,
     )

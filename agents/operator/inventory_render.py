@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from agents.operator.audit_report import CSP
+from agents.operator.audit_tables import Html, table
 from agents.operator.inventory import Inventory, ModelEntry, VersionEntry
 
 CSV_COLUMNS = (
@@ -156,6 +157,48 @@ def _status(value: object) -> str:
     return f"<span class={cls}>{html.escape(str(value))}</span>"
 
 
+VERSION_HEADERS = (
+    "version",
+    "registered",
+    "sha256",
+    "owner",
+    "risk tier",
+    "serving",
+    "training data",
+    "evaluation",
+    "drift",
+    "KPI",
+    "card problem",
+)
+
+
+def _version_cells(v: VersionEntry) -> list[str]:
+    """A version's cells under :data:`VERSION_HEADERS` (HTML: the table keeps them as built)."""
+    esc = html.escape
+    drift = v.drift or {}
+    cells = (
+        esc(v.version),
+        esc(_utc(v.registered_at)),
+        f"<code>{esc(v.sha256[:16])}…</code>",
+        _cell(v.owner),
+        _cell(v.risk_tier),
+        esc(v.serving) + (f" ({v.weight:g})" if v.weight is not None else ""),
+        _cell(v.training_data, missing="not given")
+        + (
+            f"<br><code>{esc(v.training_data_sha256[:16])}…</code>"
+            if v.training_data_sha256
+            else ""
+        ),
+        esc(_evaluation(v)) or "-",
+        _status(drift.get("status"))
+        + (f"<br><small>{esc(_utc(drift.get('window_end')))}</small>" if drift else ""),
+        "<br>".join(f"{esc(str(r['variant']))}: {_status(r['status'])}" for r in v.kpi)
+        or "<em>none seen</em>",
+        esc(v.card_problem or ""),
+    )
+    return [Html(c) for c in cells]
+
+
 def _model_html(m: ModelEntry) -> str:
     esc = html.escape
     head = [
@@ -195,52 +238,7 @@ def _model_html(m: ModelEntry) -> str:
     if m.notes:
         head.append("<ul>" + "".join(f"<li class=bad>{esc(n)}</li>" for n in m.notes) + "</ul>")
     if m.versions:
-        rows = []
-        for v in m.versions:
-            drift = v.drift or {}
-            cells = (
-                esc(v.version),
-                esc(_utc(v.registered_at)),
-                f"<code>{esc(v.sha256[:16])}…</code>",
-                _cell(v.owner),
-                _cell(v.risk_tier),
-                esc(v.serving) + (f" ({v.weight:g})" if v.weight is not None else ""),
-                _cell(v.training_data, missing="not given")
-                + (
-                    f"<br><code>{esc(v.training_data_sha256[:16])}…</code>"
-                    if v.training_data_sha256
-                    else ""
-                ),
-                esc(_evaluation(v)) or "-",
-                _status(drift.get("status"))
-                + (f"<br><small>{esc(_utc(drift.get('window_end')))}</small>" if drift else ""),
-                "<br>".join(f"{esc(str(r['variant']))}: {_status(r['status'])}" for r in v.kpi)
-                or "<em>none seen</em>",
-                esc(v.card_problem or ""),
-            )
-            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        head.append(
-            "<table><thead><tr>"
-            + "".join(
-                f"<th>{h}</th>"
-                for h in (
-                    "version",
-                    "registered",
-                    "sha256",
-                    "owner",
-                    "risk tier",
-                    "serving",
-                    "training data",
-                    "evaluation",
-                    "drift",
-                    "KPI",
-                    "card problem",
-                )
-            )
-            + "</tr></thead><tbody>"
-            + "".join(rows)
-            + "</tbody></table>"
-        )
+        head.append(table(VERSION_HEADERS, [_version_cells(v) for v in m.versions]))
     return "\n".join(head)
 
 

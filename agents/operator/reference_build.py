@@ -32,6 +32,11 @@ With label and prediction columns (at least 200 rows with both), the profile
 carries the concept-drift detector calibrated on the rows' error stream to the
 policy's ``concept_false_alarm_rate`` (``streams.kpi.concept_calibration``):
 about a second for ADWIN.
+
+With ``kpi.reference_bands`` in the policy and label and prediction columns (and
+the score, for the score metrics), the profile carries each KPI's spread over
+consecutive windows of the labeled rows (``streams.kpi.bands``): the bands the KPI
+agent judges live windows against.
 """
 
 from __future__ import annotations
@@ -59,12 +64,14 @@ from schemas.reference import (
     BOOLEAN_SPELLINGS,
     ConceptCalibration,
     MultivariateProfile,
+    PerformanceBands,
     ReferenceFeatureProfile,
     ReferenceProfile,
     ScoreCalibration,
 )
 from streams.drift.reference import profile_features, profile_multivariate
 from streams.drift.state import PREDICTION, SCORE
+from streams.kpi import bands as kpi_bands
 from streams.kpi import concept_calibration as concept_cal
 from streams.kpi import estimate as cbpe
 from streams.kpi.classification import ClassificationKpi
@@ -167,6 +174,8 @@ class Built:
     profile: ReferenceProfile
     split: SplitColumns
     roles: ColumnRoles
+    #: with kpi.reference_bands: why the profile has no bands (empty when it has them)
+    bands_reason: str = ""
 
     def describe(self) -> str:
         """``profiled: a, b; model outputs: ...; left out: request_id (id), ...``"""
@@ -240,6 +249,7 @@ def profile_file(
         if policy.multivariate
         else None
     )
+    bands, bands_reason = reference_bands(records, roles, kpi or KpiPolicy())
     profile = ReferenceProfile(
         model=model,
         model_version=version,
@@ -259,8 +269,38 @@ def profile_file(
         ),
         calibration=calibration(records, roles, kpi or KpiPolicy()),
         concept=concept_calibration(records, roles, kpi or KpiPolicy()),
+        bands=bands,
     )
-    return Built(profile=profile, split=split, roles=roles)
+    return Built(profile=profile, split=split, roles=roles, bands_reason=bands_reason)
+
+
+def reference_bands(
+    records: list[dict[str, Any]], roles: ColumnRoles, kpi: KpiPolicy
+) -> tuple[PerformanceBands | None, str]:
+    """Each KPI's spread over consecutive windows of the records with a label and a
+    prediction, in file order (``streams.kpi.bands``), or None and why: the policy asks
+    for none (``kpi.reference_bands``), or too few such records."""
+    if kpi.reference_bands is None:
+        return None, ""
+    rows = [
+        r for r in records if r.get(roles.label) is not None and r.get(roles.prediction) is not None
+    ]
+    started = time.perf_counter()
+    bands, why = kpi_bands.fit(
+        kpi,
+        [r.get(roles.prediction) for r in rows],
+        [r.get(roles.label) for r in rows],
+        [r.get(roles.score) for r in rows],
+    )
+    if bands is not None:
+        logger.info(
+            "KPI bands from %d reference windows of %d labels in %.0f ms: %s",
+            bands.windows,
+            bands.window_events,
+            (time.perf_counter() - started) * 1000,
+            ", ".join(bands.metrics),
+        )
+    return bands, why
 
 
 def calibration(

@@ -28,13 +28,17 @@ replay runs the very same code in this process, with dictionaries for tables:
      ``status`` (``warn`` means concept drift) do (the concept detector is fed
      in arrival order), and are not compared;
    * every command the policy agent issued, by command id (the signature is
-     not compared: it depends on the key, not the decision).
+     not compared: it depends on the key, not the decision; nor is
+     ``policy_sha256``: it names the file, and a replay under another file
+     that decides the same is the same decision).
 
 State starts empty at ``from``: a replay from the start of the topics
 reproduces the live run exactly (drift reports are a function of the
 predictions and references in order); one that starts mid-stream rebuilds a
 warm-up reference from its first events and cannot match windows whose
-judgement needed earlier state. A KPI window the live run has not retired yet
+judgement needed earlier state (count windows, ``drift.window: {events: N}``,
+are numbered from the version's first event replayed: only a replay from the
+start of the topics gives the live windows). A KPI window the live run has not retired yet
 may show a difference that only means its last revision was not sent yet.
 Decisions are replayed from the live reports (what the policy agent saw), not
 from the recomputed ones, so a changed ``decisions`` section shows its effect
@@ -88,7 +92,10 @@ def identity(kind: str, report: dict[str, Any]) -> str:
     parts = [kind, report["model"], report["model_version"]]
     if kind == "kpi":
         parts += [report["variant"], f"r{report.get('revision', 0)}"]
-    return "/".join([*parts, str(report["window_start"])])
+    window = str(report["window_start"])
+    if report.get("window_index") is not None:  # count windows: their number names them
+        window += f"#{report['window_index']}"
+    return "/".join([*parts, window])
 
 
 def recompute(messages: Iterable[Any], policy: Policy, settings: Settings,
@@ -183,7 +190,7 @@ def compare(result: ReplayResult, live: dict[str, list[dict[str, Any]]]) -> None
     kpi = (_latest(result.kpi), _latest(live.get("kpi", [])), KPI_ORDER_DEPENDENT)
     commands = ({identity("command", c): c for c in result.commands},
                 {identity("command", c): c for c in live.get("commands", [])
-                 if c.get("issued_by") == "policy"}, ("signature",))
+                 if c.get("issued_by") == "policy"}, ("signature", "policy_sha256"))
     replayed_windows = {(r["model"], r["model_version"], str(r["window_start"]))
                         for r in result.drift + result.kpi}
     for mine, theirs, ignore in (drift, kpi, commands):

@@ -4,7 +4,10 @@ One ``ModelState`` per model in the table ``policy-state`` (key ``p|<model>``,
 bounded as ``streams.policy.state`` says), for at most ``max_models`` models per
 partition besides the policy file's (``agents.inputs.admission``).
 ``streams.policy.decide`` makes the decisions, this module only decodes, signs
-and writes. Every input topic is
+and writes. Each command carries the SHA-256 of the policy file it was decided
+under (``policy_sha256``, signed with the rest; none under the built-in
+defaults), which the controller copies into its deployment event and the audit
+report compares with the policy it is given. Every input topic is
 keyed by model and needs the same partition count, so a model's reports and
 its deployment events meet on one partition, in order.
 """
@@ -24,7 +27,7 @@ from agents.inputs.codec import Origin, decode_one
 from agents.runtime import runner
 from agents.runtime.runner import Outcome
 from schemas.commands import DeploymentEvent
-from schemas.policy import Policy
+from schemas.policy import Policy, policy_sha256
 from schemas.reports import DriftReport, KpiReport, PoisoningReport
 from streams.policy.commands import sign
 from streams.policy.decide import decide
@@ -43,6 +46,9 @@ class PolicyHandler:
 
     def __init__(self, policy: Policy, key: bytes, settings: Settings) -> None:
         self.policy, self._key = policy, key
+        # The file ``policy`` was loaded from at start (settings.policy): the policy is not
+        # reloaded while the worker runs, so this is the policy in force for every command.
+        self.policy_sha256 = policy_sha256(settings.policy)
         self.kinds = {settings.topic(name): model for name, model in SOURCES.items()}
         # Only admitted models get state in the table (agents.inputs.admission).
         self.admission = Admission(agent=self.AGENT, max_models=settings.max_models,
@@ -66,7 +72,9 @@ class PolicyHandler:
         table[key] = out.state.model_dump_json().encode()
         for held in out.held:
             logger.info("%s", held)
-        return Outcome(reports=[sign(c, self._key) for c in out.commands], counted=1)
+        stamp = {"policy_sha256": self.policy_sha256}
+        return Outcome(reports=[sign(c.model_copy(update=stamp), self._key)
+                                for c in out.commands], counted=1)
 
 
 def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:

@@ -1,6 +1,6 @@
-"""The three Faust internals driftline relies on, behind one module, checked at start.
+"""The Faust internals driftline relies on, behind one module, checked at start.
 
-faust-streaming has no public way to do three things the runner needs
+faust-streaming has no public way to do four things the runner needs
 (agents.runtime.runner):
 
 * ``in_partition(tp)``: make table reads and writes outside the agent's stream go to
@@ -15,6 +15,14 @@ faust-streaming has no public way to do three things the runner needs
 * ``read_offset(consumer, tp)``: how far the consumer has read a partition
   (``Consumer._read_offset``), so that the runner's watch moves it past messages it
   read directly.
+* ``acknowledge(consumer, tp, end)``: count every offset of ``tp`` up to ``end``
+  (inclusive) as acknowledged, as Faust's ``Consumer.ack`` does a message at a time
+  (``_acked``, ``_acked_index``; ``_committed_offset`` is where the group's commit
+  stands). ``settle_gap`` is not enough at the end of a partition: Faust's commit
+  (``Consumer._new_offset``) merges gaps only up to the largest acknowledged offset,
+  and only when something was acknowledged, so offsets the runner's watch read
+  directly at the end of a partition would stay uncommitted until a later message
+  came (the lag metric reading them as outstanding all that time).
 
 A Faust release may rename or change them. ``check()`` runs when the worker's app is
 created (agents.app) and raises ``FaustChanged`` naming what changed and the Faust
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,10 +44,15 @@ from importlib.metadata import version
 from typing import Any
 
 import faust.streams
+import faust.types.tuples
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
 from schemas.errors import DriftlineError
+
+#: The lock ``Consumer.ack`` takes (faust.types.tuples.ack_lock, reentrant), where
+#: this Faust has one: acknowledgements may come from other threads.
+_ACK_LOCK = getattr(faust.types.tuples, "ack_lock", None) or threading.RLock()
 
 
 class FaustChanged(DriftlineError):
@@ -75,6 +89,31 @@ def read_offset(consumer: Any, tp: TP) -> int | None:
     return offset
 
 
+def committed_offset(consumer: Any, tp: TP) -> int | None:
+    """Where the group's commit of ``tp`` stands (the next offset to read), as far as
+    this consumer knows; None before its first commit or seek to the committed offset."""
+    offset: int | None = consumer._committed_offset.get(tp)
+    return offset
+
+
+def acknowledge(consumer: Any, tp: TP, end: int) -> int:
+    """Offsets of ``tp`` from where the commit stands up to ``end`` (inclusive) count
+    as acknowledged, each as ``Consumer.ack`` counts a message; Faust's next commit
+    (every ``broker_commit_interval``) passes over them. Returns how many were added.
+    Only for offsets every agent reading ``tp`` in this app has applied."""
+    start = committed_offset(consumer, tp) or 0
+    with _ACK_LOCK:
+        # Out of the gaps first: ``_new_offset`` adds a gap's offsets to the acknowledged
+        # ones as they are, and a duplicate ends its run of consecutive offsets (the
+        # commit would advance by one or two offsets a time).
+        consumer._gap[tp].chop(start, end + 1)
+        index: set[int] = consumer._acked_index[tp]
+        new = [offset for offset in range(start, end + 1) if offset not in index]
+        index.update(new)
+        consumer._acked[tp].extend(new)
+    return len(new)
+
+
 def problems(consumer: Any = None) -> list[str]:
     """What is missing or changed, in words (empty: all as expected). With a
     ``consumer`` (the app's, created or started), its instance attributes too."""
@@ -90,7 +129,7 @@ def problems(consumer: Any = None) -> list[str]:
         found.append("Consumer._add_gap does not take (tp, offset_from, offset_to): "
                      f"{inspect.signature(add_gap)}")
     declared = inspect.get_annotations(Consumer)
-    for name in ("_read_offset", "_gap"):
+    for name in ("_read_offset", "_gap", "_acked", "_acked_index", "_committed_offset"):
         if name not in declared:
             found.append(f"faust.transport.consumer.Consumer declares no {name}")
     if consumer is not None:
@@ -99,6 +138,9 @@ def problems(consumer: Any = None) -> list[str]:
             found.append("the consumer has no _read_offset mapping")
         if not isinstance(getattr(consumer, "_gap", None), dict):
             found.append("the consumer keeps no _gap per partition (Consumer._add_gap's state)")
+        for name in ("_acked", "_acked_index", "_committed_offset"):
+            if not isinstance(getattr(consumer, name, None), dict):
+                found.append(f"the consumer keeps no {name} per partition (Consumer.ack's state)")
     return found
 
 

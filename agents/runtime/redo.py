@@ -188,6 +188,15 @@ class RedoLog:
                 self._known[partition] = (raw, redo)
         return redo
 
+    def applied(self, partition: int, topic: str) -> int | None:
+        """The last offset of ``topic`` applied on ``partition`` (None: none yet), read
+        without completing any writes: for a look from outside the agent's stream."""
+        raw = self.table.get(redo_key(partition))
+        known = self._known.get(partition)
+        if known is not None and (known[0] is raw or known[0] == raw):
+            return known[1].applied.get(topic)
+        return Redo.loads(raw).applied.get(topic)
+
     def commit(self, partition: int, redo: Redo, topic: str, offset: int,
                changes: Mapping[bytes, bytes | None]) -> Redo:
         """Write the message's redo record, then its ``changes`` (None: delete). Written

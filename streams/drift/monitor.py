@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from schemas.policy import DriftPolicy
 from schemas.reports import DriftReport
+from schemas.windows import CountWindow
 from streams.batch import (
     Categories,
     FeatureBatch,
@@ -53,10 +54,11 @@ from streams.drift.state import (
     VersionState,
     WindowAcc,
     initialize,
+    iso,
     new_window,
 )
 from streams.drift.warmup import absorb_warmup
-from streams.windows import hopping_closable, window_starts_ms
+from streams.windows import scheme
 
 
 def _category_list(
@@ -89,7 +91,8 @@ def _take_measured(m: mv.Measured, idx: npt.NDArray[np.intp]) -> mv.Measured:
 
 
 class DriftMonitor:
-    """Per-feature PSI of event-time windows (tumbling, or hopping with ``hop``) against
+    """Per-feature PSI of windows (event-time durations, tumbling or hopping with
+    ``hop``; calendar periods; or every N events: ``schemas.windows``) against
     the version's reference, and the PCA reconstruction error of the numeric features
     together (``multivariate``).
 
@@ -119,9 +122,13 @@ class DriftMonitor:
         ):
             raise ValueError("psi_warn must not exceed psi_drift")
         self.policy = policy
-        # Windows are counted in panes of ``hop`` (``window`` when tumbling): the
-        # state keeps at most max_open_windows windows' worth of them.
-        self.max_panes = policy.max_open_windows + policy.window // policy.pane - 1
+        # Windows are counted in panes of ``hop`` (``window`` when tumbling; a calendar
+        # period; a chunk of ``events``): the state keeps at most max_open_windows
+        # windows' worth of them.
+        self.windows = scheme(policy.window, policy.hop)
+        #: count windows: events per window (their panes are chunk indices), else None
+        self.count = policy.window.events if isinstance(policy.window, CountWindow) else None
+        self.max_panes = policy.max_open_windows + self.windows.panes_per_window - 1
         self.summaries = Summaries()
         self.numeric, self.categorical = self.summaries.numeric, self.summaries.categorical
         # A cache, not state: bin edges of the last two references (``_edges_of``).
@@ -140,7 +147,12 @@ class DriftMonitor:
         state = {**state, "kinds": dict(state["kinds"]), "windows": dict(state["windows"])}
         opened = len(state["windows"])
         self._register_kinds(state, batch)
-        starts = window_starts_ms(batch.ts_ms, self.policy.pane)
+        if self.count is None:
+            starts = self.windows.pane_starts(batch.ts_ms)
+        else:  # the chunk of each event, by its position in the version's stream
+            counted = state.get("counted", 0)
+            starts = (counted + np.arange(len(batch), dtype=np.int64)) // self.count
+            state["counted"] = counted + len(batch)
         closed = state["closed_until_ms"]
         late = starts < closed if closed is not None else np.zeros(len(batch), dtype=bool)
         state["late"] += int(late.sum())
@@ -196,6 +208,11 @@ class DriftMonitor:
                 part_rows = rows if idx is None else rows[idx]
                 acc["mv_halves"] = mv.add_events(halves, part_rows, offset=acc["n"])
             acc["n"] += int(mask.sum())
+            if self.count is not None:
+                times = batch.ts_ms if idx is None else batch.ts_ms[idx]
+                low, high = int(times.min()), int(times.max())
+                acc["first_ms"] = min(acc.get("first_ms", low), low)
+                acc["last_ms"] = max(acc.get("last_ms", high), high)
             if numeric_names:
                 updated = self.numeric.update_many(
                     [acc["numeric"].get(n) or self.numeric.initialize() for n in numeric_names],
@@ -336,59 +353,85 @@ class DriftMonitor:
         state = {**state, "windows": dict(state["windows"])}
         reports = []
         for start in due:
-            end = start + p.window
+            end = self.windows.window_end(start)
             cut = state.get("reference_from_ms")
             straddles = cut is not None and start < cut < end
-            acc = window(p, self.summaries, state, start, cut if straddles else None)
+            acc = window(self.windows, self.summaries, state, start, cut if straddles else None)
             last = state["windows"].pop(str(start), None)  # its last window closes
             prev = state["closed_until_ms"]
             state["closed_until_ms"] = end if prev is None else max(prev, end)
             late, state["late"] = state["late"], 0
             if state["reference"] is None:
-                reports.append(absorb_warmup(p, self.summaries, state, acc, last, late))
+                if self.count is not None:
+                    self._next_chunk_unjudged(state, start)
+                reports.append(absorb_warmup(p, self.summaries, state, acc, last, late,
+                                             self.windows))
             elif straddles:
-                reports.append(self._report(state, acc, late, judge=False, since_ms=cut))
-            elif judged_by_previous(state, start, p.window):
+                reports.append(self._report(state, acc, late, judge=False, since_ms=cut,
+                                            end_ms=end))
+            elif judged_by_previous(state, start, end - start):
                 previous = state.get("previous_reference")
                 if previous is None:  # opened during the warm-up
-                    reports.append(self._report(state, acc, late, judge=False))
+                    reports.append(self._report(state, acc, late, judge=False, end_ms=end))
                 else:
                     view: VersionState = {**state, "reference": previous}
-                    reports.append(self._report(view, acc, late))
+                    reports.append(self._report(view, acc, late, end_ms=end))
                     state["streaks"] = view["streaks"]
             else:
-                reports.append(self._report(state, acc, late))
+                reports.append(self._report(state, acc, late, end_ms=end))
+            if self.count is not None:
+                reports[-1] = _count_bounds(reports[-1], acc, start)
         cut = state.get("reference_from_ms")
         if cut is not None and not any(int(k) < cut for k in state["windows"]):
             state["previous_reference"], state["reference_from_ms"] = None, None
         return state, reports
 
     def _due(self, state: VersionState, panes_ms: list[int], watermark_ms: int) -> list[int]:
-        p = self.policy
-        return hopping_closable(
+        if self.count is not None:
+            # A chunk closes with its Nth event: the "watermark" is the chunks filled.
+            watermark_ms, lateness = state.get("counted", 0) // self.count, 0
+        else:
+            lateness = self.policy.allowed_lateness
+        return self.windows.due(
             panes_ms,
             closed_until_ms=state["closed_until_ms"],
             watermark_ms=watermark_ms,
-            window_ms=p.window,
-            hop_ms=p.pane,
-            allowed_lateness_ms=p.allowed_lateness,
+            allowed_lateness_ms=lateness,
             max_panes=self.max_panes,
         )
 
+    def _next_chunk_unjudged(self, state: VersionState, start: int) -> None:
+        """Count windows: the chunk after one that may complete the warm-up is opened
+        now, so it is never judged by the multivariate signal should the reference be
+        built (``drop_halves``), whether or not its first events came in the same batch:
+        reports must not depend on how events were batched."""
+        key = str(start + 1)
+        if key not in state["windows"]:
+            state["windows"][key] = {**new_window(start + 1), "mv_halves": None}
+
     def panes_of(self, state: VersionState, ts_ms: npt.NDArray[np.int64]) -> set[int]:
-        """The panes events at ``ts_ms`` would open or add to (late ones open none)."""
-        starts = np.unique(window_starts_ms(ts_ms, self.policy.pane))
+        """The panes events at ``ts_ms`` would open or add to (late ones open none);
+        none for count windows (``would_close`` counts their events instead)."""
+        if self.count is not None:
+            return set()
+        starts = np.unique(self.windows.pane_starts(ts_ms))
         closed = state["closed_until_ms"]
         if closed is not None:
             starts = starts[starts >= closed]
         return set(starts.tolist())
 
-    def would_close(self, state: VersionState, panes: set[int], watermark_ms: int) -> bool:
+    def would_close(
+        self, state: VersionState, panes: set[int], watermark_ms: int, pending: int = 0
+    ) -> bool:
         """Whether ``close_ready`` would close a window had ``update`` counted events in
-        ``panes`` (``panes_of``) up to ``watermark_ms``. Closing is monotone in the
-        events counted (more panes, a later watermark), so while this is False for a
-        run of batches, ``close_ready`` after each of them would have closed nothing:
-        the drift handler counts such a run as one batch (agents.drift.handler)."""
+        ``panes`` (``panes_of``) up to ``watermark_ms`` (count windows: had it counted
+        ``pending`` more events). Closing is monotone in the events counted (more panes,
+        a later watermark), so while this is False for a run of batches, ``close_ready``
+        after each of them would have closed nothing: the drift handler counts such a
+        run as one batch (agents.drift.handler)."""
+        if self.count is not None:
+            counted = state.get("counted", 0)
+            return (counted + pending) // self.count > counted // self.count
         wm = state["watermark_ms"]
         watermark_ms = watermark_ms if wm is None else max(wm, watermark_ms)
         known = {int(k) for k in state["windows"]}
@@ -424,7 +467,18 @@ class DriftMonitor:
 
     def _report(
         self, state: VersionState, acc: WindowAcc, late: int, *, judge: bool = True,
-        since_ms: int | None = None,
+        since_ms: int | None = None, end_ms: int | None = None,
     ) -> DriftReport:
         return window_report(self.policy, self._compare, state, acc, late, judge=judge,
-                             since_ms=since_ms)
+                             since_ms=since_ms, end_ms=end_ms)
+
+
+def _count_bounds(report: DriftReport, acc: WindowAcc, index: int) -> DriftReport:
+    """A count window's report: its events' times and its number, not chunk indices."""
+    if "first_ms" not in acc:  # (no events: never closed, a chunk closes when full)
+        return report.model_copy(update={"window_index": index})
+    return report.model_copy(update={
+        "window_start": iso(acc["first_ms"]),
+        "window_end": iso(acc["last_ms"] + 1),
+        "window_index": index,
+    })

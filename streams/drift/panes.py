@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import cast
 
-from schemas.policy import DriftPolicy
 from streams.drift import multivariate as mv
 from streams.drift.state import VersionState, WindowAcc, new_window
 from streams.summaries.categorical import CategoricalSummary
 from streams.summaries.numeric import NumericSummary
+from streams.windows import CalendarWindows, FixedWindows
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ def merge(summaries: Summaries, a: WindowAcc, b: WindowAcc, *, moments: bool = T
         "numeric": numeric,
         "categorical": categorical,
     }
+    if "first_ms" in a or "first_ms" in b:  # count windows: the events' times
+        merged["first_ms"] = min(x["first_ms"] for x in (a, b) if "first_ms" in x)
+        merged["last_ms"] = max(x["last_ms"] for x in (a, b) if "last_ms" in x)
     if not moments:
         return merged
     ha, hb = a.get("mv_halves"), b.get("mv_halves")
@@ -49,16 +52,14 @@ def merge(summaries: Summaries, a: WindowAcc, b: WindowAcc, *, moments: bool = T
 
 
 def window(
-    policy: DriftPolicy, summaries: Summaries, state: VersionState, start: int,
-    since_ms: int | None,
+    windows: FixedWindows | CalendarWindows, summaries: Summaries, state: VersionState,
+    start: int, since_ms: int | None,
 ) -> WindowAcc:
     """The window starting at ``start``: its pane when tumbling, else the merge of
     its panes (from ``since_ms`` on, if given)."""
-    p = policy
-    first = start if since_ms is None else since_ms
     panes = [
         state["windows"][key]
-        for key in map(str, range(first, start + p.window, p.pane))
+        for key in map(str, windows.panes(start, since_ms))
         if key in state["windows"]
     ]
     if len(panes) == 1 and panes[0]["start_ms"] == start:

@@ -24,6 +24,7 @@ State: the two references (bounded by the policy's features; see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from streams.drift.state import Reference, VersionState
@@ -42,7 +43,8 @@ def attach(
     current: Reference | None,
     previous: Reference | None,
     *,
-    pane_ms: int,
+    pane_ms: int | None = None,
+    pane_end: Callable[[int], int] | None = None,
 ) -> VersionState:
     """The state with its stored references put back: ``current`` (None: none stored
     yet, the warm-up builds one) and ``previous`` (the one open windows may keep). A
@@ -50,7 +52,7 @@ def attach(
     if current is None:
         return state
     if state.get("reference_stamp") != stamp(current):
-        return switch(state, current, previous, pane_ms=pane_ms)
+        return switch(state, current, previous, pane_ms=pane_ms, pane_end=pane_end)
     state["reference"] = current
     if state.get("reference_from_ms") is not None:
         state["previous_reference"] = previous
@@ -69,16 +71,25 @@ def detach(state: VersionState) -> VersionState:
 
 
 def switch(
-    state: VersionState, reference: Reference, previous: Reference | None, *, pane_ms: int
+    state: VersionState, reference: Reference, previous: Reference | None, *,
+    pane_ms: int | None = None, pane_end: Callable[[int], int] | None = None,
 ) -> VersionState:
-    """Judge against ``reference`` from the next window on (see the module's docstring)."""
+    """Judge against ``reference`` from the next window on (see the module's docstring).
+    ``pane_ms``: the panes' length; ``pane_end``: the end of the pane starting at a
+    given time, for panes of varying length (calendar periods, count windows)."""
     state = {**state, "reference": reference}
     open_starts = [int(k) for k in state["windows"]]
     if not open_starts:
         state["previous_reference"], state["reference_from_ms"] = None, None
         return state
     state["previous_reference"] = previous
-    state["reference_from_ms"] = max(open_starts) + pane_ms
+    last = max(open_starts)
+    if pane_end is not None:
+        state["reference_from_ms"] = pane_end(last)
+    elif pane_ms is not None:
+        state["reference_from_ms"] = last + pane_ms
+    else:
+        raise TypeError("switch needs pane_ms or pane_end")
     return state
 
 

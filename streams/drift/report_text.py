@@ -41,9 +41,11 @@ def window_report(
     *,
     judge: bool = True,
     since_ms: int | None = None,
+    end_ms: int | None = None,
 ) -> DriftReport:
     """``since_ms``: a hopping window that spans a change of reference; only its
-    panes from then on (counted on the new reference's bins) are in ``acc``."""
+    panes from then on (counted on the new reference's bins) are in ``acc``.
+    ``end_ms``: the window's end (default: a duration ``window`` after its start)."""
     ref = state["reference"]
     assert ref is not None
     p = policy
@@ -135,7 +137,7 @@ def window_report(
         model=state["model"],
         model_version=state["model_version"],
         window_start=iso(acc["start_ms"]),
-        window_end=iso(acc["start_ms"] + p.window),
+        window_end=iso(acc["start_ms"] + p.window if end_ms is None else end_ms),
         n=acc["n"],
         late=late,
         reference=reference_info(ref),

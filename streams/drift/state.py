@@ -9,7 +9,9 @@ Bounds on that state, all from the policy:
   Windows are counted in panes (``streams.windows``): tumbling windows are
   their own panes; hopping windows (``hop``) keep panes of ``hop``, at most
   ``max_open_windows + window / hop - 1`` of them, and each window is the
-  merge of its ``window / hop`` panes when it closes. The bounds below are
+  merge of its ``window / hop`` panes when it closes. Calendar windows are
+  tumbling (one pane each, however long the period); count windows keep one
+  open window, the partial chunk, plus ``counted``. The bounds below are
   per pane;
 * per numeric feature and window: ``bins + 1`` counts, or a log-bucket sketch
   (at most 2,048 buckets) while the reference is still being built;
@@ -81,7 +83,10 @@ class WindowAcc(TypedDict):
     # [n, sum, sum of squares] of reconstruction errors; None: some events of the
     # window were counted before the reference was complete, so it is not judged.
     mv: NotRequired[mv.ErrorSums | None]
-    mv_halves: NotRequired[mv.Halves]  # warm-up only: moments of halves A and B
+    mv_halves: NotRequired[mv.Halves | None]  # warm-up only: moments of halves A and B
+    # count windows (``window: {events: N}``): the earliest and latest event times
+    first_ms: NotRequired[int]
+    last_ms: NotRequired[int]
 
 
 class Reference(TypedDict):
@@ -125,6 +130,10 @@ class VersionState(TypedDict):
     # Stored only: what the references kept apart from the state were (see
     # streams.drift.reference_switch, which puts them back).
     reference_stamp: NotRequired[str | None]
+    # Count windows (``window: {events: N}``) only: the version's events counted so
+    # far, in the order the agent folds them; event i is in window ``i // N``. Stored
+    # with the windows, so a restart (crash and redo) closes the same windows.
+    counted: NotRequired[int]
     # Messages in a row wholly beyond the future bound (streams.windows.bound_future),
     # kept by the caller that applies it.
     ahead: NotRequired[list[int] | None]

@@ -13,17 +13,19 @@ from streams.drift import multivariate as mv
 from streams.drift.panes import Summaries, merge
 from streams.drift.reference import ReferenceFeature, categorical_reference, numeric_reference
 from streams.drift.state import Reference, VersionState, WindowAcc, iso, new_window
+from streams.windows import CalendarWindows, FixedWindows, scheme
 
 
 def absorb_warmup(
     policy: DriftPolicy, summaries: Summaries, state: VersionState, acc: WindowAcc,
-    pane: WindowAcc | None, late: int,
+    pane: WindowAcc | None, late: int, windows: FixedWindows | CalendarWindows | None = None,
 ) -> DriftReport:
     """Report the window ``acc`` of the warm-up and add its first ``pane`` (the one
     it retires; the window itself when tumbling) to the warm-up reference."""
     p = policy
-    end = acc["start_ms"] + p.window
-    pane_end = acc["start_ms"] + p.pane  # the warm-up's end once ``pane`` is in
+    windows = windows or scheme(p.window, p.hop)
+    end = windows.window_end(acc["start_ms"])
+    pane_end = windows.pane_end(acc["start_ms"])  # the warm-up's end once ``pane`` is in
     warm = state["warmup"]
     if pane is not None:
         warm = pane if warm is None else merge(summaries, warm, pane)
@@ -32,22 +34,25 @@ def absorb_warmup(
     need = p.min_reference_events
     part = (
         "this window is part of the reference"
-        if p.pane == p.window
+        if windows.tumbling
         else f"the first {format_duration_ms(p.pane)} of this window are part of the reference"
     )
     notes = []
+    # count windows: the warm-up's span in event time, not in chunk indices
+    since = warm.get("first_ms", warm["start_ms"])
+    until = warm["last_ms"] + 1 if "last_ms" in warm else pane_end
     if warm["n"] >= need:
         ref = build_reference(
-            policy, summaries, warm, pane_end, state.pop("mv_names", None),
+            policy, summaries, warm, until, state.pop("mv_names", None),
             state.pop("mv_categorical", None),
         )
         state.pop("mv_limits", None)
         state["reference"] = ref
         state["warmup"] = None
-        unjudged = drop_halves(policy, state, after_ms=acc["start_ms"])
+        unjudged = drop_halves(policy, state, after_ms=acc["start_ms"], windows=windows)
         notes.append(
             f"this window completes the warm-up reference ({warm['n']} events since "
-            f"{iso(warm['start_ms']).isoformat()}); later windows are compared with it"
+            f"{iso(since).isoformat()}); later windows are compared with it"
         )
         pca = ref.get("multivariate")
         if pca is not None:
@@ -58,10 +63,13 @@ def absorb_warmup(
                 f"{pca['n_baseline']} held-out warm-up events is {pca['baseline']:.4f}"
             )
             if unjudged:
-                starts = ", ".join(iso(ms).isoformat() for ms in unjudged)
+                starts = (
+                    "number " + ", ".join(map(str, unjudged)) if "first_ms" in acc  # count
+                    else "starting " + ", ".join(iso(ms).isoformat() for ms in unjudged)
+                )
                 many = len(unjudged) > 1
                 notes.append(
-                    f"the window{'s' if many else ''} starting {starts} will not be judged "
+                    f"the window{'s' if many else ''} {starts} will not be judged "
                     f"by the multivariate signal: some of {'their' if many else 'its'} "
                     "events were counted before this reference was complete"
                 )
@@ -80,8 +88,8 @@ def absorb_warmup(
         late=late,
         reference=ReferenceInfo(
             kind="warmup",
-            window_start=iso(warm["start_ms"]),
-            window_end=iso(pane_end),
+            window_start=iso(since),
+            window_end=iso(until),
             n=warm["n"],
             note=part,
         ),
@@ -91,7 +99,10 @@ def absorb_warmup(
     )
 
 
-def drop_halves(policy: DriftPolicy, state: VersionState, *, after_ms: int) -> list[int]:
+def drop_halves(
+    policy: DriftPolicy, state: VersionState, *, after_ms: int,
+    windows: FixedWindows | CalendarWindows | None = None,
+) -> list[int]:
     """Open windows drop their moments once the reference is built, and are not
     judged by the multivariate signal: how many of their events were counted
     before the reference was complete depends on how events were batched, and
@@ -100,15 +111,14 @@ def drop_halves(policy: DriftPolicy, state: VersionState, *, after_ms: int) -> l
 
     Returns the starts of those windows (the windows after ``after_ms`` that
     hold one of those panes, when hopping)."""
-    p = policy
+    windows = windows or scheme(policy.window, policy.hop)
     dropped: set[int] = set()
     for key, acc in state["windows"].items():
         if "mv_halves" in acc:
             kept = cast(WindowAcc, {k: v for k, v in acc.items() if k != "mv_halves"})
             kept["mv"] = None
             state["windows"][key] = kept
-            first = max(acc["start_ms"] - p.window + p.pane, after_ms + p.pane)
-            dropped.update(range(first, acc["start_ms"] + 1, p.pane))
+            dropped.update(s for s in windows.windows_of(acc["start_ms"]) if s > after_ms)
     return sorted(dropped)
 
 
@@ -134,7 +144,7 @@ def build_reference(
     )
     return {
         "kind": "warmup",
-        "start_ms": warm["start_ms"],
+        "start_ms": warm.get("first_ms", warm["start_ms"]),
         "end_ms": end_ms,
         "n": warm["n"],
         "features": features,

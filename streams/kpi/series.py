@@ -40,6 +40,7 @@ from schemas.policy import KpiPolicy
 from schemas.reports import ConceptDetectorInfo, KpiReport, ShadowComparison
 from streams.kpi.revisions import WindowMark, due
 from streams.kpi.window import KpiResult
+from streams.windows import TimeWindow, tumbling
 
 Arrival = Literal["open", "late", "lost"]
 
@@ -76,9 +77,17 @@ def initialize() -> SeriesState:
     }
 
 
-def start_of(ts_ms: int, window_ms: int) -> int:
-    """The start of the window of ``window_ms`` holding ``ts_ms`` (epoch-aligned)."""
-    return ts_ms - ts_ms % window_ms
+def start_of(ts_ms: int, window: TimeWindow) -> int:
+    """The start of the window holding ``ts_ms``: of ``window`` ms (epoch-aligned), or
+    the calendar period (``streams.calendar``)."""
+    if isinstance(window, int):
+        return ts_ms - ts_ms % window
+    return tumbling(window).start(ts_ms)
+
+
+def end_of(start_ms: int, window: TimeWindow) -> int:
+    """The end of the window starting at ``start_ms``."""
+    return start_ms + window if isinstance(window, int) else tumbling(window).window_end(start_ms)
 
 
 def arrive(state: SeriesState, start_ms: int, n: int = 1) -> Arrival:
@@ -142,7 +151,7 @@ def close(
         verdict = due(
             mark,
             start_ms=start,
-            window_ms=policy.window,
+            window_ms=end_of(start, policy.window) - start,
             allowed_lateness_ms=policy.allowed_lateness,
             label_ttl_ms=policy.label_ttl,
             revision_delay_ms=policy.revision_delay,
@@ -153,7 +162,7 @@ def close(
         )
         if verdict is None:
             continue
-        end = start + policy.window
+        end = end_of(start, policy.window)
         mark["rev"] += 1
         mark["dirty"] = False
         mark["emitted_ms"] = event_now
@@ -213,6 +222,8 @@ def report(
         disparity=result.disparity,
         notes=notes,
         estimated_metrics=result.estimated_metrics,  # type: ignore[arg-type]
+        thresholds=result.thresholds,
+        bands=result.bands,
         estimated=result.estimated,
         concept=concept,
         shadow=shadow,

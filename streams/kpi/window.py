@@ -36,7 +36,8 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.policy import KpiPolicy
-from schemas.reports import KpiStatus
+from schemas.reference import PerformanceBands
+from schemas.reports import KpiStatus, KpiThreshold, ReferenceBandsInfo
 from streams.kpi import estimate as cbpe
 from streams.kpi.classification import ClassificationKpi, ClassificationState
 from streams.kpi.concept import classification_errors, regression_errors
@@ -44,13 +45,10 @@ from streams.kpi.disparity import segment_disparity
 from streams.kpi.labels import MISSING, to_binary
 from streams.kpi.regression import RegressionKpi, RegressionState
 from streams.kpi.serving import ServingHealth, ServingState
+from streams.kpi.thresholds import judge
 
 #: Segment values beyond ``max_segment_values`` per key are counted under this name.
 OTHER = "other"
-#: Metrics read from predictions alone: judged against targets without waiting for labels.
-SERVING_METRICS = frozenset(
-    {"error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms"}
-)
 
 
 
@@ -100,6 +98,8 @@ class KpiResult:
     notes: list[str] = field(default_factory=list)
     estimated_metrics: dict[str, cbpe.Estimate] = field(default_factory=dict)
     estimated: bool = False  # the status rests on estimated breaches alone
+    thresholds: dict[str, list[KpiThreshold]] = field(default_factory=dict)
+    bands: ReferenceBandsInfo | None = None
 
 
 #: Why a regression window has no estimate (docs/kpi.md).
@@ -278,6 +278,10 @@ class KpiWindow:
             return kpi.metrics(quality)  # type: ignore[arg-type]
         return self.regression.metrics(quality)  # type: ignore[arg-type]
 
+    def quality_metrics(self, quality: Quality) -> dict[str, float]:
+        """The label-based metrics of a window's ``quality`` state (reference bands)."""
+        return self._metrics(quality)
+
     def _count(self, quality: Quality) -> int:
         if self.classification:
             return ClassificationKpi.count(quality)  # type: ignore[arg-type]
@@ -289,9 +293,12 @@ class KpiWindow:
         calibration: cbpe.Calibration | None = None,
         *,
         no_calibration: str = NO_CALIBRATION,
+        bands: tuple[ReferenceBandsInfo | None, PerformanceBands | None] = (None, None),
     ) -> KpiResult:
         """The window's verdict. ``calibration``: the model version's (from its reference
-        profile), for the estimated metrics; ``no_calibration``: the note when it is None."""
+        profile), for the estimated metrics; ``no_calibration``: the note when it is None;
+        ``bands``: whether the version's reference bands apply, and they
+        (``streams.kpi.bands.setting``)."""
         p = self.policy
         n = state["serving"]["n"]
         labeled = self._count(state["quality"])
@@ -313,23 +320,9 @@ class KpiWindow:
                     notes.append(
                         f"{key}: {metric} ranges from {d['min']:.3g} ({d['min_segment']}) "
                         f"to {d['max']:.3g} ({d['max_segment']})")
-        breaches = []
-        skipped = []
-        for name, target in sorted(p.targets.items()):
-            value = metrics.get(name)
-            if value is None:
-                skipped.append(name)
-                continue
-            if name not in SERVING_METRICS and labeled < p.min_labeled:
-                skipped.append(name)
-                continue
-            if target.min is not None and value < target.min:
-                breaches.append(f"{name} {value:.4g} is below its target {target.min:g}")
-            if target.max is not None and value > target.max:
-                breaches.append(f"{name} {value:.4g} is above its target {target.max:g}")
-        if skipped:
-            notes.append(f"not judged yet ({labeled} labels of {p.min_labeled} needed, or "
-                         f"undefined): {', '.join(skipped)}")
+        judged_bounds = judge(p, metrics, labeled, state["quality"], *bands)
+        breaches = judged_bounds.breaches
+        notes.extend(judged_bounds.notes)
         estimated, judged = self._estimate(state, calibration, no_calibration, notes)
         estimated_breaches = self._judge_estimates(estimated, judged, metrics, labeled, notes)
         on_estimates = bool(estimated_breaches) and not breaches
@@ -346,6 +339,7 @@ class KpiWindow:
             n_predictions=n, n_labeled=labeled, metrics=metrics, concept_drift=concept,
             status=status, breaches=breaches, segments=segments, disparity=disparity,
             notes=notes, estimated_metrics=estimated, estimated=on_estimates,
+            thresholds=judged_bounds.thresholds, bands=bands[0],
         )
 
     def _estimate(

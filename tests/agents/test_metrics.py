@@ -124,3 +124,19 @@ def test_a_shadow_s_comparison_becomes_metrics() -> None:
     assert value("driftline_shadow", **labels, stat="served_accuracy") == 0.91
     assert value("driftline_shadow", **labels, stat="shadow_errors") == 88
     assert value("driftline_shadow", **labels, stat="prediction_mean_abs_diff") is None
+
+
+def test_reference_bands_become_metrics_and_go_when_they_no_longer_apply() -> None:
+    from schemas.reports import KpiThreshold
+
+    band = KpiThreshold(source="reference", lower=0.76, upper=None, judged=True)
+    target = KpiThreshold(source="target", lower=0.8, judged=True)
+    report = kpi(0, model="band-model", accuracy=0.9).model_copy(
+        update={"thresholds": {"roc_auc": [target, band]}})
+    metrics.observe("kpi", "m.labels", counted=0, dead=0, reports=[report])
+    labels = {"model": "band-model", "version": "v1", "variant": "champion", "metric": "roc_auc"}
+    assert value("driftline_kpi_band_lower", **labels) == 0.76
+    assert value("driftline_kpi_band_upper", **labels) is None  # the better side: not judged
+    metrics.observe("kpi", "m.labels", counted=0, dead=0, reports=[
+        report.model_copy(update={"thresholds": {"roc_auc": [target]}})])
+    assert value("driftline_kpi_band_lower", **labels) is None

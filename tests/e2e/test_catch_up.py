@@ -24,7 +24,6 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 
 from agents.dev import simulate
 from agents.operator import tail
-from agents.runtime.redo import Redo, redo_key
 from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -96,17 +95,8 @@ def test_a_hole_at_the_end_of_a_partition_is_read_directly(worker_factory: objec
     assert (f"drift: the consumer never handed over {worker.topic('predictions')}[0] offsets "
             f"{len(first)}-{end - 1}") in log, log[-3000:]
     # ... and applied: the table's redo record in the changelog says so.
-    changelog = f"{worker.settings.app_id}-drift-state-changelog"
     deadline = time.monotonic() + 30
-    while (applied := _applied(worker, changelog)) != end - 1:
+    while (applied := worker.applied("drift-state", "predictions")) != end - 1:
         assert time.monotonic() < deadline, f"redo record at {applied}\n{log[-3000:]}"
         time.sleep(0.5)  # polling interval of the condition, not synchronisation
 
-
-def _applied(worker: WorkerProcess, changelog: str) -> int | None:
-    """The last predictions offset applied, by the newest redo record of partition 0."""
-    records = [m for m in tail.read_messages(worker.settings.bootstrap, [changelog])
-               if m.key() == redo_key(0)]
-    if not records:
-        return None
-    return Redo.loads(records[-1].value()).applied.get(worker.topic("predictions"))

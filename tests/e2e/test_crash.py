@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -86,16 +87,27 @@ def _kill_during(worker: WorkerProcess, publisher: Publisher, topic: str, total:
                  rng: random.Random, kills: list[dict[str, Any]], *, at: tuple[float, float]
                  ) -> None:
     """Start ``publisher``; once the worker has committed a random share (in ``at``) of
-    the ``total`` messages of ``topic``, SIGKILL it at a random point of the next
-    commit interval (1 s); start a new one; wait until everything is consumed."""
+    the ``total`` messages of ``topic``, SIGKILL it as soon as it has applied messages
+    past its group's commit (its table's changelog says so); start a new one; wait
+    until everything is consumed."""
     publisher.start()
     worker.wait_committed(topic, int(total * rng.uniform(*at)), timeout_s=120)
-    committed = worker.committed(topic)
-    # Fault injection, not synchronisation: the kill lands between two offset
-    # commits, with messages handled since the last one.
-    publisher.stop.wait(rng.uniform(0.2, 1.2))
+    # The kill lands between two offset commits (every second), with messages
+    # handled since the last one: what the restart must recognise and skip. (A
+    # random delay instead missed that window in loaded runs: the worker had
+    # committed all it had handled.)
+    table = {"predictions": "drift-state", "labels": "kpi-state"}[topic]
+    deadline = time.monotonic() + 60
+    while True:
+        committed, applied = worker.committed(topic), worker.applied(table, topic)
+        if committed is not None and applied is not None and applied >= committed:
+            break
+        assert time.monotonic() < deadline, (
+            f"within 60 s the worker never had {topic} handled past its commit "
+            f"(committed {committed}, applied {applied})")
+        time.sleep(0.05)  # polling interval of the condition, not synchronisation
     code = worker.crash_restart()
-    kills.append({"topic": topic, "committed": committed, "code": code})
+    kills.append({"topic": topic, "committed": committed, "applied": applied, "code": code})
     publisher.join(timeout=300)
     assert not publisher.is_alive() and publisher.error is None, publisher.error
     worker.wait_ready(timeout_s=90)

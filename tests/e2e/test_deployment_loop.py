@@ -142,6 +142,9 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
                             timeout_s=10)
     issued = next(c for c in commands if c["type"] == "rollback")
     assert issued["issued_by"] == "policy" and issued["command_id"] == rollback["command_id"]
+    # decided under the worker's policy file: its hash signed into the command, carried on
+    policy_hash = hashlib.sha256(worker.policy_path.read_bytes()).hexdigest()
+    assert issued["policy_sha256"] == rollback["policy_sha256"] == policy_hash
     assert {e["variant"] for e in issued["evidence"]} == {"canary", "champion"}
     state, _ = registry.load(MODEL)
     assert (state.champion, state.canary) == ("v1", None)
@@ -182,6 +185,7 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
                                                  for e in seen))
     manual = next(e for e in seen if "paged by payments" in e["reason"])
     assert manual["status"] == "applied" and manual["state"]["canary"] is None
+    assert "policy_sha256" not in manual  # an operator's command: no policy decided it
 
     # Shadow and blue-green from the command line: v2 shadows v1 and stops; v3, failing
     # its gate, gets no switch; v2 gets all traffic at once with v1 on standby.
@@ -240,7 +244,8 @@ def test_bad_canary_rolled_back_forged_refused_redelivered_once(
     assert back["command_id"] in text and "switch back from a switched champion" in text
     # What a reviewer signs: the policy's hash, each version's checksum, each event's hash,
     # the rule the rollback applied, and no epoch milliseconds anywhere.
-    assert hashlib.sha256(worker.policy_path.read_bytes()).hexdigest() in text
+    assert policy_hash in text
+    assert f"{policy_hash}, the policy given" in text and "decided under another policy" not in text
     assert all(v.sha256 in text for v in registry.versions(MODEL))
     assert rollback["hash"] in text and rollback["prev_hash"] in text
     assert "decisions.rollback.margin = 0.02" in text

@@ -10,7 +10,9 @@ estimated target, so the status is a breach that rests on estimates and the
 policy agent retrains on it. Fraud changes its rule (P(y|x)) from the third
 window on; when the labels come, the realized AUC of the first two windows
 sits beside the estimate, and that of the last two falls far below it: the
-estimate cannot see concept drift (docs/kpi.md).
+estimate cannot see concept drift (docs/kpi.md). The same profile carries KPI
+bands from the reference's own windows (``kpi.reference_bands``): the last two
+windows breach the AUC's band, the first two stay in it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 
 from agents.dev import simulate
 from agents.operator import reference_build, tail
-from schemas.policy import DriftPolicy
+from schemas.policy import DriftPolicy, parse_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -37,6 +39,7 @@ kpi:
   min_estimated: 1000
   estimated_targets:
     roc_auc: {min: 0.85}
+  reference_bands: {metrics: [roc_auc], window_events: 3000}
 decisions:
   retrain: {kpi_breach_windows: 2, drift_windows: 0}
 """
@@ -67,8 +70,11 @@ def _profile(tmp_path: Path) -> bytes:
             if p["request_id"] in truth
         )
     )
-    profile = reference_build.build(path, model=MODEL, version="v1", policy=DriftPolicy())
+    profile = reference_build.build(
+        path, model=MODEL, version="v1", policy=DriftPolicy(), kpi=parse_policy(POLICY).kpi
+    )
     assert profile.calibration is not None and profile.concept is not None
+    assert profile.bands is not None and profile.bands.window_events == PER_WINDOW
     return profile.model_dump_json().encode()
 
 
@@ -169,7 +175,13 @@ def test_estimates_before_labels_then_realized_beside_them(
         est, realized = r["estimated_metrics"]["roc_auc"], r["metrics"]["roc_auc"]
         assert r["n_labeled"] == PER_WINDOW and not r["estimated"]
         assert r["concept"]["calibrated"], r["concept"]  # from the published profile
+        assert r["bands"]["applied"], r["bands"]  # from the published profile too
+        band = next(t for t in r["thresholds"]["roc_auc"] if t["source"] == "reference")
+        assert band["judged"]
         if w < CHANGE:  # P(y|x) as in the reference: the estimate holds
             assert abs(est["value"] - realized) < 0.03, (w, est, realized)
+            assert not band["breached"] and r["status"] != "breach", r["breaches"]
         else:  # concept drift: the scores do not move, the realized AUC does
             assert realized < est["lower"] - 0.2, (w, est, realized)
+            assert band["breached"] and realized < band["lower"], (band, realized)
+            assert any("below its reference band" in b for b in r["breaches"])

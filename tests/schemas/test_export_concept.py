@@ -29,3 +29,19 @@ def test_the_concept_calibration_is_in_the_export(exported: Path) -> None:
     assert {"params", "scale", "false_alarm_rate", "target_false_alarm_rate"} <= set(stored)
     policy = load(exported, "Policy")
     assert "concept_false_alarm_rate" in policy["$defs"]["KpiPolicy"]["properties"]
+
+
+def test_the_reference_bands_are_in_the_export(exported: Path) -> None:
+    report = load(exported, "KpiReport")
+    assert {"thresholds", "bands"} <= set(report["properties"])
+    threshold = report["$defs"]["KpiThreshold"]["properties"]
+    assert {"source", "lower", "upper", "judged", "breached", "detail"} <= set(threshold)
+    assert {"applied", "reason", "window_events"} <= set(
+        report["$defs"]["ReferenceBandsInfo"]["properties"])
+    profile = load(exported, "ReferenceProfile")
+    assert "bands" in profile["properties"]
+    assert {"mean", "std", "windows"} <= set(profile["$defs"]["MetricSpread"]["properties"])
+    policy = load(exported, "Policy")["$defs"]
+    assert {"reference_bands", "min_positives"} <= set(policy["KpiPolicy"]["properties"])
+    assert {"metrics", "std", "window_events", "windows", "sides"} <= set(
+        policy["ReferenceBands"]["properties"])

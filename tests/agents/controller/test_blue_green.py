@@ -9,37 +9,12 @@ from typing import Any
 import pytest
 
 from agents.controller import verdict
-from agents.controller.registry import open_registry
 from agents.dev import simulate
 from agents.operator import inventory
 from schemas.commands import DeploymentState
 from schemas.policy import Policy, parse_policy
 from streams.policy.chain import verify_chain
-from tests.agents.controller.test_gates import GATES, evaluation
-from tests.agents.controller.test_handler import command, controller, feed
-
-
-@pytest.fixture(scope="session")
-def mlflow_factory(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tests.agents.controller.test_registry_mlflow import MlflowFactory
-
-    return MlflowFactory(tmp_path_factory.mktemp("mlflow-template"))
-
-
-@pytest.fixture(params=["file", "mlflow"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """v1, v2, v3 of ``fraud`` (minimal tier) on files and on a real MLflow on SQLite."""
-    if request.param == "file":
-        reg: Any = open_registry(str(tmp_path / "registry"))
-    else:
-        reg = request.getfixturevalue("mlflow_factory")(tmp_path / "mlflow")
-    for version in ("v1", "v2", "v3"):
-        artifact = tmp_path / f"model-{version}.bin"
-        artifact.write_bytes(f"weights of {version}".encode())
-        reg.register(
-            "fraud", version, artifact, model_card={"owner": "risk-team", "risk_tier": "minimal"}
-        )
-    return reg
+from tests.agents.controller.conftest import GATES, command, controller, feed, gated_registry
 
 
 def chained(events: list[Any]) -> bool:
@@ -129,21 +104,7 @@ def test_transitions_that_make_no_sense_are_refused_and_change_nothing(registry:
 def test_a_switch_to_a_version_failing_its_gate_is_refused_with_the_gates_reason(
     tmp_path: Path,
 ) -> None:
-    reg = open_registry(str(tmp_path / "registry"))
-    for version, ev in (
-        ("v1", evaluation(0.90)),
-        ("v2", evaluation(0.81)),
-        ("v3", evaluation(0.89)),
-        ("v4", None),
-    ):
-        artifact = tmp_path / f"{version}.bin"
-        artifact.write_bytes(version.encode())
-        reg.register(
-            "fraud",
-            version,
-            artifact,
-            model_card={"owner": "risk-ml", "risk_tier": "high", "evaluation": ev},
-        )
+    reg = gated_registry(tmp_path)
     ctl = controller(reg, parse_policy(GATES))
     events = feed(
         ctl,

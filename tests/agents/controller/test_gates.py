@@ -9,43 +9,23 @@ from typing import Any
 import pytest
 
 from agents import cli
-from agents.controller.registry import FileRegistry, open_registry
+from agents.controller.registry import FileRegistry
 from schemas.policy import parse_policy
-from tests.agents.controller.test_handler import command, controller, feed
-
-DIGEST = "3f" * 32
-GATES = """
-gates:
-  high:
-    min_metrics: {roc_auc: 0.85}
-    max_loss: {roc_auc: 0.02}
-    min_held_out_size: 1000
-"""
-
-
-def evaluation(roc_auc: float, size: int = 5000) -> dict[str, Any]:
-    return {"metrics": {"roc_auc": roc_auc}, "held_out": {"sha256": DIGEST, "size": size}}
+from tests.agents.controller.conftest import (
+    DIGEST,
+    GATES,
+    command,
+    controller,
+    evaluation,
+    feed,
+    gated_registry,
+)
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Any:
-    """v1 (0.90), v2 (0.81: fails), v3 (0.89), v4 (no evaluation), all high tier."""
-    reg = open_registry(str(tmp_path / "registry"))
-    for version, ev in (
-        ("v1", evaluation(0.90)),
-        ("v2", evaluation(0.81)),
-        ("v3", evaluation(0.89)),
-        ("v4", None),
-    ):
-        artifact = tmp_path / f"{version}.bin"
-        artifact.write_bytes(version.encode())
-        reg.register(
-            "fraud",
-            version,
-            artifact,
-            model_card={"owner": "risk-ml", "risk_tier": "high", "evaluation": ev},
-        )
-    return reg
+    """The gated versions (conftest.gated_registry) instead of the three minimal ones."""
+    return gated_registry(tmp_path)
 
 
 def test_a_version_failing_its_gate_gets_no_canary_and_the_event_names_the_numbers(

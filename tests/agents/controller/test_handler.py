@@ -2,79 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from agents.config import Settings
-from agents.controller.handler import Controller
 from agents.controller.hooks import RetrainHook
 from agents.controller.registry import open_registry
 from agents.inputs.codec import Origin
-from schemas.commands import Command, DeploymentEvent
-from schemas.policy import Policy, parse_policy
+from schemas.commands import Command
+from schemas.policy import parse_policy
 from streams.policy.chain import verify_chain
-from streams.policy.commands import command_id, sign
 from tests.agents.controller.cards import CARD
-
-KEY = b"0123456789abcdef0123456789abcdef"
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def command(type_: str, *, key: bytes | None = KEY, model: str = "fraud", **kw: Any) -> Command:
-    cid = command_id(type_, model, from_version=kw.get("from_version"),
-                     to_version=kw.get("to_version"), canary_weight=kw.get("canary_weight"),
-                     approves=kw.get("approves"), nonce=kw.pop("nonce", ""))
-    c = Command(command_id=cid, type=type_, model=model, reason=f"test {type_}",  # type: ignore[arg-type]
-                issued_at=T0, **kw)
-    return sign(c, key) if key else c
-
-
-@pytest.fixture(scope="session")
-def mlflow_factory(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tests.agents.controller.test_registry_mlflow import MlflowFactory
-
-    return MlflowFactory(tmp_path_factory.mktemp("mlflow-template"))
-
-
-@pytest.fixture(params=["file", "mlflow"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """The controller on both registries: files, and a real MLflow on SQLite."""
-    if request.param == "file":
-        reg: Any = open_registry(str(tmp_path / "registry"))
-    else:
-        reg = request.getfixturevalue("mlflow_factory")(tmp_path / "mlflow")
-    for version in ("v1", "v2", "v3"):
-        artifact = tmp_path / f"model-{version}.bin"
-        artifact.write_bytes(f"weights of {version}".encode())
-        reg.register("fraud", version, artifact,
-                     model_card={"owner": "risk-team", "risk_tier": "minimal"})
-    return reg
-
-
-def controller(registry: Any, policy: Policy | None = None, **kw: Any) -> Controller:
-    return Controller(registry, KEY, policy or Policy(), **kw)
-
-
-#: offsets of the commands topic, increasing across feeds as a topic's do
-OFFSETS = itertools.count()
-
-
-def feed(ctl: Controller, *commands: Command, at: int | None = None) -> list[DeploymentEvent]:
-    """Hand the controller ``commands`` at the next offsets (or from offset ``at``)."""
-    events: list[DeploymentEvent] = []
-    for c in commands:
-        offset = next(OFFSETS) if at is None else at
-        at = None if at is None else at + 1
-        outcome = ctl.handle(c.model_dump_json().encode(), Origin("commands", 0, offset), {})
-        assert not outcome.dead
-        events += outcome.reports  # type: ignore[arg-type]
-    return events
+from tests.agents.controller.conftest import command, controller, feed
 
 
 def test_a_canary_is_deployed_stepped_promoted_and_every_event_is_chained(registry: Any) -> None:
@@ -172,6 +113,24 @@ def test_high_risk_models_wait_for_an_operators_approval(registry: Any) -> None:
     assert [e.status for e in events] == ["pending_approval", "rejected", "applied"]
     assert "approved by operator:ana" in events[-1].reason
     assert registry.load("fraud")[0].champion == "v2"
+
+
+def test_each_event_carries_the_policy_its_command_was_decided_under(registry: Any) -> None:
+    """Through a wait for approval too (the pending command is kept whole); an operator's
+    command has none, and its event has no such field, so it hashes as events did before."""
+    policy = parse_policy("models: {fraud: {decisions: {risk_tier: high}}}")
+    ctl = controller(registry, policy)
+    digest = "ab" * 32
+    proposal = command("promote", to_version="v2", policy_sha256=digest)
+    events = feed(ctl, command("promote", to_version="v1", issued_by="operator:ana"), proposal,
+                  command("approve", approves=proposal.command_id, issued_by="operator:ana"))
+    assert [e.status for e in events] == ["applied", "pending_approval", "applied"]
+    assert [e.policy_sha256 for e in events] == [None, digest, digest]
+    as_json = [e.model_dump(mode="json") for e in events]
+    assert "policy_sha256" not in as_json[0] and as_json[2]["policy_sha256"] == digest
+    assert verify_chain(as_json).intact
+    changed = {**as_json[2], "policy_sha256": "cd" * 32}  # the hash covers it
+    assert not verify_chain([*as_json[:2], changed]).intact
 
 
 def test_retrain_starts_the_hook_and_the_event_says_so(registry: Any, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from schemas.policy import Policy, parse_policy
 from streams.policy.chain import verify_chain
 from streams.policy.commands import verify
 from tests.agents.controller.cards import CARD
-from tests.agents.controller.test_handler import KEY, command, feed
+from tests.agents.controller.conftest import KEY, command, feed
 
 ALICE = b"alice-key-0123456789abcdef"
 BOB = b"bob-key-0123456789abcdef"

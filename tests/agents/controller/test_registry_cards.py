@@ -11,7 +11,6 @@ from agents import cli
 from agents.controller.registry import FileRegistry, MlflowRegistry, Registry, RegistryError
 from agents.controller.registry.mlflow_backend import TAG_OWNER, TAG_RISK_TIER
 from tests.agents.controller.test_registry_file import MODEL, _file
-from tests.agents.controller.test_registry_mlflow import MlflowFactory
 
 CARD = {
     "owner": "risk-ml",
@@ -23,17 +22,10 @@ CARD = {
 }
 
 
-@pytest.fixture(scope="module")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> MlflowFactory:
-    return MlflowFactory(tmp_path_factory.mktemp("mlflow-template"))
-
-
-@pytest.fixture(params=["file", "mlflow"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Registry:
-    if request.param == "file":
-        return FileRegistry(tmp_path / "registry")
-    factory: MlflowFactory = request.getfixturevalue("mlflow_template")
-    return factory(tmp_path / "mlflow")
+@pytest.fixture
+def backend(empty_registry: Registry) -> Registry:
+    """Empty, on both registries (conftest)."""
+    return empty_registry
 
 
 @pytest.mark.parametrize(

@@ -28,22 +28,14 @@ from agents.controller.registry import (
 )
 from schemas.commands import DeploymentState
 from tests.agents.controller.cards import CARD
-from tests.agents.controller.test_registry_mlflow import MlflowFactory
 
 MODEL = "fraud-detector"
 
 
-@pytest.fixture(scope="session")
-def mlflow_factory(tmp_path_factory: pytest.TempPathFactory) -> MlflowFactory:
-    return MlflowFactory(tmp_path_factory.mktemp("mlflow-template"))
-
-
-@pytest.fixture(params=["file", "mlflow"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Registry:
-    if request.param == "file":
-        return FileRegistry(tmp_path / "registry")
-    factory: MlflowFactory = request.getfixturevalue("mlflow_factory")
-    return factory(tmp_path / "mlflow")
+@pytest.fixture
+def registry(empty_registry: Registry) -> Registry:
+    """Empty, on both registries (conftest): these tests register their own versions."""
+    return empty_registry
 
 
 def _file(tmp_path: Path, name: str, content: bytes) -> Path:

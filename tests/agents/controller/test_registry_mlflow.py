@@ -58,11 +58,6 @@ class MlflowFactory:
         return MlflowRegistry(f"sqlite:///{database}")
 
 
-@pytest.fixture(scope="session")
-def mlflow_factory(tmp_path_factory: pytest.TempPathFactory) -> MlflowFactory:
-    return MlflowFactory(tmp_path_factory.mktemp("mlflow-template"))
-
-
 @pytest.fixture
 def registry(mlflow_factory: MlflowFactory, tmp_path: Path) -> MlflowRegistry:
     return mlflow_factory(tmp_path / "mlflow")

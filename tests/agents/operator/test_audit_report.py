@@ -106,3 +106,24 @@ def test_without_estimates_the_report_says_so() -> None:
                   kpi=[kpi(0).model_dump(mode="json")], commands=[], deployments=[],
                   poisoning=[], check=verify_chain([]))
     assert "no estimates (no calibration published" in page
+
+
+def test_the_reference_band_is_drawn_on_the_kpi_chart() -> None:
+    from schemas.reports import KpiThreshold
+
+    def banded(i: int, auc: float, lower: float, labeled: int) -> dict[str, object]:
+        band = KpiThreshold(source="reference", lower=lower, judged=True, breached=auc < lower)
+        return kpi(i, accuracy=0.9).model_copy(update={
+            "n_labeled": labeled, "metrics": {"roc_auc": auc, "accuracy": 0.9},
+            "thresholds": {"roc_auc": [band]},
+            "breaches": [f"roc_auc {auc} is below its reference band {lower}"] if auc < lower
+            else [],
+        }).model_dump(mode="json")
+
+    page = render("fraud", start_ms=0, end_ms=2**62, drift=[],
+                  kpi=[banded(0, 0.8, 0.74, 500), banded(1, 0.7, 0.76, 3000)],
+                  commands=[], deployments=[], poisoning=[], check=verify_chain([]))
+    # the band of the window with the most labels (the narrowest: not widened)
+    assert "v1/champion reference band lower 0.76" in page
+    assert "reference band lower 0.74" not in page
+    assert "reference bands from the reports" in page

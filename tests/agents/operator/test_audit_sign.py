@@ -275,6 +275,33 @@ def test_the_policy_hash_and_the_rule_each_decision_applied(records: dict[str, A
     assert defaults["policy given"] == "the built-in defaults (no policy file given)"
 
 
+def test_each_decision_names_the_policy_it_was_decided_under(records: dict[str, Any]) -> None:
+    """Flagged where that is not the policy given to the report."""
+    digest = hashlib.sha256(records["path"].read_bytes()).hexdigest()
+    commands = [
+        {**COMMAND, "command_id": "same", "policy_sha256": digest},
+        {**COMMAND, "command_id": "other", "policy_sha256": "cd" * 32},
+        {**COMMAND, "command_id": "unrecorded"},
+        {**COMMAND, "command_id": "manual", "type": "rollback", "issued_by": "operator:ana"},
+    ]
+    html = _render(records, commands=commands)
+    parsed = parse(html)
+    said = [t.as_dict()["policy SHA-256"] for t in parsed.tables if t.section == "commands"]
+    assert said == [
+        f"{digest}, the policy given",
+        f"{'cd' * 32}: differs from the policy given ({digest}); decided under another policy",
+        "not recorded (the built-in defaults, or a driftline before commands recorded it): "
+        "not compared",
+        "none: an operator's command is decided by a person, not a policy",
+    ]
+    assert html.count("<span class=bad>" + "cd" * 32) == 1  # only the differing one flagged
+    # under the built-in defaults, any recorded file differs
+    defaults = parse(_render(records, commands=commands[:1], policy=None))
+    assert defaults.table("commands").as_dict()["policy SHA-256"] == (
+        f"{digest}: differs from the built-in defaults given; decided under another policy"
+    )
+
+
 def test_each_version_with_its_checksum_card_and_evaluation(records: dict[str, Any]) -> None:
     versions = parse(_render(records)).table("versions", "version")
     row = dict(zip(versions.headers, versions.rows[0], strict=True))
@@ -290,6 +317,32 @@ def test_each_version_with_its_checksum_card_and_evaluation(records: dict[str, A
     assert row["model card"] == "complete"
     missing = parse(_render(records, entry=None)).text
     assert "fraud is not in the registry the report was given" in missing
+
+
+def test_each_version_with_its_held_out_set_and_per_segment_metrics(
+    records: dict[str, Any], tmp_path: Path
+) -> None:
+    """Two versions judged on the same data have the same digest and size on the page."""
+    registry, policy = records["registry"], records["policy"].policy
+    evaluation = {
+        "metrics": {"roc_auc": 0.93},
+        "held_out": {"sha256": "3f" * 32, "size": 12000, "description": "2026-10 <stratified>"},
+        "segments": {"country=FR": {"roc_auc": 0.89}, "country=DE": {"roc_auc": 0.92, "f1": 0.8}},
+    }
+    artifact = tmp_path / "v2.bin"
+    artifact.write_bytes(b"weights of v2")
+    registry.register("fraud", "v2", artifact, model_card={**CARD, "evaluation": evaluation})
+    html = _render(records, entry=describe_model("fraud", registry, policy))
+    versions = parse(html).table("versions", "version")
+    rows = {row[0]: dict(zip(versions.headers, row, strict=True)) for row in versions.rows}
+    assert rows["v2"]["evaluation"] == "roc_auc 0.93"
+    assert rows["v2"]["held-out set"] == (
+        f"SHA-256 {'3f' * 32}, 12000 examples (2026-10 <stratified>)"
+    )
+    assert rows["v2"]["per segment"] == "country=DE: f1 0.8, roc_auc 0.92; country=FR: roc_auc 0.89"
+    assert "&lt;stratified&gt;" in html  # escaped: a card's text is never markup
+    # v1's evaluation is of the earlier flat form: metrics without a held-out set
+    assert (rows["v1"]["held-out set"], rows["v1"]["per segment"]) == ("not recorded", "-")
 
 
 def test_each_deployment_event_with_its_hash_and_previous_hash(records: dict[str, Any]) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from pathlib import Path
+
 from agents.config import Settings
 from agents.inputs.admission import models_key
 from agents.inputs.codec import Origin
 from agents.policy.agent import PolicyHandler
 from schemas.commands import Command
-from schemas.policy import Policy
-from streams.policy.commands import verify
+from schemas.policy import Policy, load_policy
+from streams.policy.commands import canonical, verify
 from tests.streams.policy.cases import deployed, drift, kpi
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -36,3 +40,46 @@ def test_a_report_that_does_not_parse_is_dead_lettered() -> None:
     out = handler.handle(b'{"model": "fraud"}', Origin("kpi", 0, 3), {})
     assert out.reports == [] and len(out.dead) == 1
     assert "not a valid KpiReport" in out.dead[0].error
+
+
+def _retrain(handler: PolicyHandler) -> Command:
+    """The retrain the handler issues after three drift windows of v1."""
+    table: dict[bytes, bytes] = {}
+    sent: list[Command] = []
+    inputs = [("deployments", deployed("v1"))] + [("drift", drift(i, "drift")) for i in range(3)]
+    for offset, (topic, report) in enumerate(inputs):
+        out = handler.handle(report.model_dump_json().encode(), Origin(topic, 0, offset), table)
+        sent += out.reports  # type: ignore[arg-type]
+    assert [c.type for c in sent] == ["retrain"]
+    return sent[0]
+
+
+def test_each_command_carries_the_policy_file_it_was_decided_under(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(b"decisions:\r\n  retrain: {drift_windows: 3}\r\n")  # hashed as bytes
+    command = _retrain(PolicyHandler(load_policy(str(path)), KEY, Settings(policy=str(path))))
+    assert command.policy_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert verify(command, KEY)  # signed with the rest: another hash no longer verifies
+    other = command.model_copy(update={"policy_sha256": "0" * 64})
+    assert not verify(other, KEY)
+    assert verify(Command.model_validate_json(command.model_dump_json()), KEY)
+    # the built-in defaults: no file, no hash, and no field in the JSON
+    plain = _retrain(PolicyHandler(Policy(), KEY, Settings()))
+    assert plain.policy_sha256 is None and "policy_sha256" not in plain.model_dump(mode="json")
+    assert plain.command_id == command.command_id  # the hash is not a decision input
+
+
+def test_a_command_signed_before_commands_recorded_the_policy_still_verifies() -> None:
+    """Signed over its JSON as it was then, without the field: the body and so the
+    signature must come out byte for byte."""
+    old = {
+        "command_id": "c1", "type": "rollback", "model": "fraud", "from_version": "v2",
+        "to_version": None, "canary_weight": None, "approves": None, "reason": "r",
+        "evidence": [{"kind": "kpi", "window_start": 1}], "approval_required": False,
+        "issued_by": "operator:ana", "issued_at": "2026-11-01T00:00:00Z",
+    }  # fmt: skip
+    old["signature"] = hmac.new(KEY, canonical(old), hashlib.sha256).hexdigest()
+    command = Command.model_validate(old)
+    assert verify(command, KEY)
+    assert command.model_dump(mode="json") == old
+    assert verify(Command.model_validate_json(command.model_dump_json()), KEY)

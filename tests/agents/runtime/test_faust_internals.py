@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import faust
 import pytest
@@ -16,11 +17,26 @@ from agents.runtime import faust_internals
 from agents.runtime.faust_internals import FaustChanged
 
 
+@dataclass(eq=False)
+class _Message:
+    """What ``Consumer.ack`` reads of a message."""
+
+    tp: TP
+    offset: int
+    acked: bool = False
+
+    @property
+    def topic(self) -> str:
+        return self.tp.topic
+
+
 @pytest.fixture
 def app() -> Iterator[faust.App]:
     # Never started: creating its consumer opens no connection.
-    yield faust.App("faust-internals-test", broker="kafka://127.0.0.1:9", store="memory://",
+    app = faust.App("faust-internals-test", broker="kafka://127.0.0.1:9", store="memory://",
                     web_enabled=False)
+    app.topics._acking_topics.add("in")  # as subscribing an agent to "in" would
+    yield app
 
 
 def test_the_installed_faust_has_every_internal(app: faust.App) -> None:
@@ -81,6 +97,35 @@ def test_settle_gap_marks_offsets_done_for_the_commit(app: faust.App) -> None:
     assert [(i.begin, i.end) for i in sorted(consumer._gap[tp])] == [(4, 10)]
 
 
+def test_acknowledge_takes_the_commit_past_a_hole_at_the_end(app: faust.App) -> None:
+    consumer = app.consumer
+    tp = TP("in", 0)
+    consumer._committed_offset[tp] = 3
+    consumer.ack(_Message(tp, 3))  # handed over by the stream and acknowledged
+    asyncio.run(faust_internals.settle_gap(consumer, tp, 0, 9))  # read directly: a gap
+    # The gap is merged only below the largest acknowledged offset: the commit stops
+    # at 4, and the rest waits for a later message.
+    assert consumer._new_offset(tp) == 4
+    consumer._committed_offset[tp] = 4
+    assert faust_internals.committed_offset(consumer, tp) == 4
+    assert faust_internals.acknowledge(consumer, tp, 9) == 6
+    assert consumer._new_offset(tp) == 10
+    consumer._committed_offset[tp] = 10  # as the commit of that offset does
+    assert faust_internals.acknowledge(consumer, tp, 9) == 0, "committed already"
+
+
+def test_acknowledge_leaves_no_offset_twice(app: faust.App) -> None:
+    # An offset both in a gap and acknowledged ends Faust's run of consecutive
+    # offsets: the commit would advance by one or two offsets at a time.
+    consumer = app.consumer
+    tp = TP("in", 0)
+    consumer._committed_offset[tp] = 0
+    asyncio.run(faust_internals.settle_gap(consumer, tp, 0, 20))
+    assert faust_internals.acknowledge(consumer, tp, 9) == 10
+    consumer.ack(_Message(tp, 25))
+    assert consumer._new_offset(tp) == 21, "the rest of the gap is kept and merged"
+
+
 def test_read_offset_follows_the_consumer_s_seek(
     app: faust.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,3 +138,10 @@ def test_read_offset_follows_the_consumer_s_seek(
     monkeypatch.setattr(consumer, "_seek", no_broker)
     asyncio.run(consumer.seek(tp, 42))
     assert faust_internals.read_offset(consumer, tp) == 42
+
+
+def test_a_consumer_without_its_acknowledgement_state_is_refused(app: faust.App) -> None:
+    consumer = app.consumer
+    del consumer._acked_index
+    assert "the consumer keeps no _acked_index per partition (Consumer.ack's state)" in \
+        faust_internals.problems(consumer)

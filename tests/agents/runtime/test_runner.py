@@ -14,14 +14,17 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+import faust
 import orjson
 from confluent_kafka.admin import AdminClient, NewTopic
+from faust.types import TP
 
 from agents.dev import simulate
 from agents.inputs.codec import Origin
+from agents.runtime import faust_internals
 from agents.runtime.backfill import Backfill
 from agents.runtime.redo import RedoLog
-from agents.runtime.runner import Outcome, handler_agent
+from agents.runtime.runner import Outcome, commit_end, handler_agent
 
 
 class Counter:
@@ -177,6 +180,52 @@ def test_catch_up_reads_a_hole_at_the_end_once(broker: Any) -> None:
     assert handler.seen == list(range(10))
     assert settled == [(topic, 0, 0, 10), (topic, 0, 0, 8), (topic, 0, 0, 9)]
     assert orjson.loads(table[b"total"]) == sum(range(1, 11))
+
+
+def test_a_hole_at_the_end_is_committed_once_every_agent_reading_it_applied_it(
+        broker: Any) -> None:
+    # Two agents of one app read the topic; Faust committed 0..3 and handed over
+    # nothing after (test_crash, under load: the KPI agent's watch read 106-119 of 120,
+    # and the group's commit stayed at 106 until a later message came).
+    topic = f"runner-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)
+    values = [orjson.dumps(n) for n in range(1, 11)]
+    simulate.publish(simulate.make_producer(broker.bootstrap), topic, "m", values)
+    messages = [Message(topic, 0, o, b"m", v) for o, v in enumerate(values)]
+    consumer = faust.App("commit-end-test", broker="kafka://127.0.0.1:9", store="memory://",
+                         web_enabled=False).consumer  # never started: no connection
+    tp = TP(topic, 0)
+    consumer._committed_offset[tp] = 4
+
+    async def settle(topic: str, partition: int, start: int, end: int) -> None:
+        await faust_internals.settle_gap(consumer, TP(topic, partition), start, end - 1)
+
+    tables: list[dict[bytes, bytes]] = [{}, {}]
+    logs = [RedoLog(t) for t in tables]
+    runners = [handler_agent(Counter(), table=t, reports=Sink(), deadletter=Sink(),  # type: ignore[arg-type]
+                             log=log, backfill=Backfill(broker.bootstrap, group="t"),
+                             settle=settle) for t, log in zip(tables, logs, strict=True)]
+
+    async def scenario() -> list[Any]:
+        steps: list[Any] = []
+        for runner in runners:
+            await runner.body(Stream(messages[:4]))
+        steps.append(await runners[0].catch_up(topic, 0, 9))
+        # Settled as a gap, the hole is still not committable: nothing after it was
+        # acknowledged, and Faust merges gaps only below the largest acknowledged offset.
+        steps.append(consumer._new_offset(tp))
+        steps.append(commit_end(consumer, logs, tp, 10))  # the other agent is behind
+        steps.append(await runners[1].catch_up(topic, 0, 9))
+        steps.append(commit_end(consumer, logs, tp, 10))
+        steps.append(commit_end(consumer, logs, tp, 10))  # once
+        steps.append(consumer._new_offset(tp))  # what Faust's next commit takes
+        return steps
+
+    assert asyncio.run(scenario()) == [6, None, 0, 6, 6, 0, 10]
+    assert [orjson.loads(t[b"total"]) for t in tables] == [sum(range(1, 11))] * 2
+    consumer._committed_offset[tp] = 10
+    assert commit_end(consumer, logs, tp, 10) == 0, "committed already"
 
 
 def test_catch_up_without_a_record_or_a_reader_does_nothing() -> None:

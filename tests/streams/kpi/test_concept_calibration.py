@@ -177,7 +177,8 @@ def _stored(**changes: Any) -> bytes:
         (KpiPolicy(), None, "no reference profile of v1"),
         (KpiPolicy(), b"null", "has no concept calibration"),
         (KpiPolicy(concept_false_alarm_rate=None), _stored(), "no concept_false_alarm_rate"),
-        (KpiPolicy(concept_detector="ddm"), _stored(), "not ddm"),
+        (KpiPolicy(concept_detector="kswin"), _stored(), "not kswin: KSWIN runs a Kolmogorov"),
+        (KpiPolicy(concept_detector="ddm"), _stored(), "the policy runs ddm: rebuild"),
         (KpiPolicy(concept_detector="page_hinkley"), _stored(), "calibrated adwin"),
         (KpiPolicy(concept_false_alarm_rate=0.01), _stored(), "the policy asks 0.01"),
         (KpiPolicy(concept_params={"clock": 16}), _stored(), "concept_params ['clock']"),
@@ -226,3 +227,23 @@ def test_reference_errors_are_the_agent_s() -> None:
         KpiPolicy(positive_label="fraud"), ["fraud", "ok", None], ["ok", "ok", "fraud"]
     )
     assert cls.tolist() == [1.0, 0.0]
+
+
+def test_ddm_is_calibrated_on_0_1_errors_and_refused_on_absolute_ones() -> None:
+    """DDM at river's default is quiet on a stable classifier's 0/1 errors (1 % of windows
+    of 5,000 at a 1 % error rate): calibration keeps it where it meets the target and
+    raises drift_threshold where it does not; it still catches a doubled error rate."""
+    rng = np.random.default_rng(3)
+    errors = (rng.random(5_000) < 0.01).astype(float)
+    kept = cc.calibrate(errors, kind="ddm", params={}, false_alarm_rate=0.05, windows=100)
+    assert kept is not None and kept.params["drift_threshold"] == 3.0 and kept.met
+    assert kept.false_alarm_rate == kept.uncalibrated_false_alarm_rate <= 0.05
+    strict = cc.calibrate(errors, kind="ddm", params={}, false_alarm_rate=0.005, windows=100)
+    assert strict is not None and strict.uncalibrated_false_alarm_rate > 0
+    assert strict.params["drift_threshold"] > 3.0 and strict.false_alarm_rate == 0.0
+    det = ConceptDetector("ddm", **strict.params)  # type: ignore[arg-type]
+    worse = (rng.random(20_000) < np.where(np.arange(20_000) < 10_000, 0.01, 0.02)).astype(float)
+    fired = det.update(worse)
+    assert fired and 10_000 <= fired[0] < 15_000
+    assert cc.calibrate(rng.exponential(size=1000), kind="ddm", params={},
+                     false_alarm_rate=0.05) is None
