@@ -21,6 +21,7 @@ reasons and topics — never request ids or raw category values.
 | driftline_kpi_estimated | model, version, variant, metric, bound: value, lower, upper |
 | driftline_kpi_band_lower, _upper | model, version, variant, metric (reference band) |
 | driftline_kpi_verdict_estimated | model, version, variant (1: last status rests on estimates) |
+| driftline_shadow | model, version (the shadow), versus (the served version), stat |
 | driftline_concept_drift | model, version, variant (1 when the last window flagged it) |
 | driftline_concept_calibrated | model, version, variant (1: detector calibrated on the reference) |
 | driftline_concept_false_alarm_rate | model, version, variant (calibrated: its rate per window) |
@@ -54,6 +55,13 @@ agents and read 0 through such a stall.)
 ``driftline_kpi_estimated`` is the last window's metric estimated from its scores
 before labels (streams.kpi.estimate) with the bounds of its 95 % band, beside
 ``driftline_kpi``'s realized one; it cannot see concept drift.
+
+``driftline_shadow`` is a shadow's last reported window against the version that
+served the same requests (KpiReport.shadow, streams.kpi.shadow): stat ``pairs``,
+``agreement`` (classification) or ``prediction_mean_abs_diff`` (regression),
+``score_mean_abs_diff``, ``score_max_abs_diff``, ``score_mean_diff``,
+``labeled_pairs``, and each version's metrics on the labeled pairs as
+``served_<metric>`` and ``shadow_<metric>`` (accuracy, errors or mae).
 
 ``driftline_kpi_band_lower`` / ``_upper`` are the bounds of the reference band
 (``kpi.reference_bands``, streams.kpi.bands) the last window's metric was held to,
@@ -89,7 +97,7 @@ from pydantic import BaseModel
 
 from agents.runtime.group_lag import GroupLag, PartitionLag
 from schemas.commands import Command, CommandType, DeploymentEvent
-from schemas.reports import DriftReport, KpiReport, PoisoningReport
+from schemas.reports import DriftReport, KpiReport, PoisoningReport, ShadowComparison
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +129,13 @@ KPI_VERDICT_ESTIMATED = Gauge(
     "driftline_kpi_verdict_estimated",
     "1 when the last KPI window's status rests on estimated breaches alone",
     ["model", "version", "variant"], registry=REGISTRY)
+SHADOW = Gauge(
+    "driftline_shadow",
+    "a shadow's last reported window against the served version on the same request ids",
+    ["model", "version", "versus", "stat"], registry=REGISTRY)
+#: ShadowComparison fields exported as driftline_shadow stats (when not None)
+SHADOW_STATS = ("pairs", "agreement", "prediction_mean_abs_diff", "scored_pairs",
+                "score_mean_abs_diff", "score_max_abs_diff", "score_mean_diff", "labeled_pairs")
 KPI_BAND_LOWER = Gauge(
     "driftline_kpi_band_lower",
     "lower bound of the reference band the last KPI window's metric was held to",
@@ -215,6 +230,17 @@ def _latency(kind: str, window_end: Any) -> None:
     LATENCY.labels(kind).observe(max(0.0, time.time() - window_end.timestamp()))
 
 
+def _shadow(model: str, version: str, compared: ShadowComparison) -> None:
+    for stat in SHADOW_STATS:
+        value = getattr(compared, stat)
+        if value is not None:
+            SHADOW.labels(model, version, compared.versus, stat).set(value)
+    for side, metrics in (("served", compared.served_metrics),
+                          ("shadow", compared.shadow_metrics)):
+        for name, value in metrics.items():
+            SHADOW.labels(model, version, compared.versus, f"{side}_{name}").set(value)
+
+
 def _bands(report: KpiReport) -> None:
     """The reference bands of the report's metrics; stale ones removed."""
     m, v, var = report.model, report.model_version, report.variant
@@ -266,6 +292,8 @@ def _report(report: BaseModel) -> None:
             else:
                 with contextlib.suppress(KeyError):
                     CONCEPT_FALSE_ALARMS.remove(m, v, var)
+        for compared in report.shadow or []:
+            _shadow(m, v, compared)
         if report.revision == 0:
             _latency("kpi", report.window_end)
     elif isinstance(report, Command):

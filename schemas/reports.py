@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from schemas.events import TrainingRecord, Variant
 
@@ -190,6 +190,44 @@ class ConceptDetectorInfo(_Report):
     reason: str = Field(default="", description="uncalibrated: why, in words")
 
 
+class ShadowComparison(_Report):
+    """A shadow against the version that served the same requests, over one window of
+    the shadow's: the two predictions of each request id paired (``streams.kpi.shadow``,
+    docs/kpi.md "Shadow comparison")."""
+
+    versus: str = Field(description="the version that served the requests (the champion)")
+    pairs: int = Field(description="requests answered by both, met in this window")
+    agreement: float | None = Field(
+        default=None,
+        description="classification: share of the pairs (both predictions readable) whose "
+        "predicted class is the same (one-vs-rest on kpi.positive_label)",
+    )
+    prediction_mean_abs_diff: float | None = Field(
+        default=None, description="regression: mean |shadow - served| prediction over the pairs"
+    )
+    scored_pairs: int = Field(default=0, description="pairs where both have a numeric score")
+    score_mean_abs_diff: float | None = Field(
+        default=None, description="mean |shadow score - served score| over the scored pairs"
+    )
+    score_max_abs_diff: float | None = Field(
+        default=None, description="largest |shadow score - served score| over the scored pairs"
+    )
+    score_mean_diff: float | None = Field(
+        default=None, description="mean (shadow score - served score): a systematic shift"
+    )
+    labeled_pairs: int = Field(
+        default=0, description="pairs whose label came (both predictions readable)"
+    )
+    served_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="the served version's realized metrics on the labeled pairs: accuracy "
+        "and errors (classification) or mae (regression)",
+    )
+    shadow_metrics: dict[str, float] = Field(
+        default_factory=dict, description="the shadow's, on the same labeled pairs"
+    )
+
+
 class KpiThreshold(_Report):
     """One bound a metric of the window was held to, and where it came from."""
 
@@ -286,6 +324,21 @@ class KpiReport(_Report):
         "not",
     )
     notes: list[str] = Field(default_factory=list)
+    shadow: list[ShadowComparison] | None = Field(
+        default=None,
+        description="a shadow's report: its answers against the served version's on the "
+        "same request ids, one entry per served version (docs/kpi.md); absent on other "
+        "reports",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``shadow`` is left out while unset: every other report serialises as it did
+        before the field existed."""
+        data: dict[str, Any] = handler(self)
+        if data.get("shadow") is None:
+            data.pop("shadow", None)
+        return data
 
 
 class SourceCounts(_Report):

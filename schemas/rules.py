@@ -20,6 +20,14 @@ command always carries the reports that triggered it.
   champion) steps up through ``canary_steps`` and is promoted after the last.
   A challenger is promoted only when it beats the champion (the same test,
   the other way round) in ``challenger_windows`` windows in a row.
+* **Shadow to canary** (off by default): a shadow healthy in ``shadow.healthy_windows``
+  of its windows in a row is deployed as the canary at ``shadow.canary_weight``.
+  Healthy: at least ``min_pairs`` requests paired with the champion's, agreement
+  at least ``min_agreement`` (classification) or mean absolute prediction
+  difference at most ``max_prediction_diff`` (regression), mean absolute score
+  difference at most ``max_score_diff``, its KPI window not a breach and within
+  the rollback serving limits, and, with ``min_labeled_pairs``, not worse than the
+  champion on the same labeled requests (the canary's test and margin).
 * **Brakes**: at most ``max_commands_per_hour`` commands per model per hour of
   event time, and ``cooldown`` between two commands of the same type; models
   whose ``risk_tier`` is in ``approval_tiers`` need an operator's
@@ -120,10 +128,45 @@ class DeliveryRules(_Section):
         return self
 
 
+class ShadowRules(_Section):
+    """When a shadow (answering the champion's requests unserved) becomes the canary."""
+
+    healthy_windows: int = Field(
+        default=0, ge=0, le=1000,
+        description="healthy shadow windows in a row before a canary command (0: off)",
+    )
+    min_pairs: int = Field(
+        default=200, ge=1,
+        description="requests a window must pair (shadow and champion answers) to be judged",
+    )
+    min_agreement: float = Field(
+        default=0.9, ge=0, le=1,
+        description="classification: least share of paired requests with the same class",
+    )
+    max_prediction_diff: float | None = Field(
+        default=None, gt=0,
+        description="regression: largest mean |shadow - champion| prediction (None: off)",
+    )
+    max_score_diff: float | None = Field(
+        default=0.1, gt=0, le=1,
+        description="largest mean |shadow - champion| score over the paired requests "
+        "(None: off)",
+    )
+    min_labeled_pairs: int = Field(
+        default=200, ge=0,
+        description="labeled pairs a window waits for, then the shadow must not be worse "
+        "than the champion on them (0: judged without labels)",
+    )
+    canary_weight: float = Field(
+        default=0.1, gt=0, le=1, description="traffic share the shadow gets as the canary"
+    )
+
+
 class DecisionPolicy(_Section):
     retrain: RetrainRules = RetrainRules()
     rollback: RollbackRules = RollbackRules()
     delivery: DeliveryRules = DeliveryRules()
+    shadow: ShadowRules = ShadowRules()
     cooldown: DurationMs = Field(
         default=3_600_000, ge=0, description="between two commands of the same type, event time"
     )

@@ -49,6 +49,25 @@ call that joined from it; ``ttl / bucket + 1`` open buckets per model and
 kind, and as many counts in memory. A second label for a joined request finds
 no prediction and ends as an orphan; a repeated prediction (or early label) is
 counted and ignored.
+
+**Lanes** (shadow deployments). A shadow version answers the champion's requests
+unserved, so one request id has two predictions, and its one label completes
+both. The caller gives such a prediction a *lane*: its key is
+``request_id + LANE + lane`` (:func:`lane_key`), so it waits beside the served
+prediction instead of counting as its duplicate. A label looks up the plain key
+and then each lane seen (a second ``map`` over the ids per lane, paid only by
+models that ever had a lane prediction), and completes every prediction it
+finds; when it finds the plain one and a lane one of the same request,
+``JoinOutcome.pairs`` says so (indices into ``predictions``). A lane prediction
+arriving while the plain one of its request waits (or the other way round) is
+an *arrival pair* (``JoinOutcome.arrivals``): the two values side by side,
+before any label, from the working set alone, so pairs cost no state of their
+own and are bounded as the pending predictions are. Arrival order does not
+matter; a request whose first prediction was already labeled when the second
+came is not paired (labels normally come long after both). An early label
+(label first) completes the first prediction of its request that arrives, in
+whichever lane: the other then waits and expires unlabeled (counted).
+Non-lane traffic stores, returns and costs exactly what it did.
 """
 
 from __future__ import annotations
@@ -57,13 +76,24 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import itemgetter
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 import orjson
 
 Store = MutableMapping[bytes, bytes]
 SEP = b"|"
 PREDICTION, LABEL = "p", "l"
+#: between a request id and its lane in a lane prediction's key (``lane_key``)
+LANE = "\x1f"
+
+
+def lane_key(request_id: str, lane: str) -> str:
+    """The join key of a prediction in ``lane`` (e.g. a shadow's answer).
+
+    >>> lane_key("r1", "shadow")
+    'r1\\x1fshadow'
+    """
+    return f"{request_id}{LANE}{lane}"
 
 
 class ModelClock(TypedDict):
@@ -73,6 +103,9 @@ class ModelClock(TypedDict):
     buckets: dict[str, dict[str, list[int]]]
     orphan_labels: int
     duplicates: int
+    #: lane -> its latest prediction's ts (ms); absent until a lane prediction comes, and
+    #: a lane is dropped once the predictions' clock is ``2 x ttl + bucket`` past it
+    lanes: NotRequired[dict[str, int]]
 
 
 @dataclass
@@ -95,6 +128,14 @@ class JoinOutcome:
     #: predictions whose TTL ran out unlabeled (their stored values)
     expired: list[dict[str, Any]] = field(default_factory=list)
     orphans_expired: int = 0
+    #: (plain, lane) indices into ``predictions``: one request's served prediction and
+    #: a lane's answer, completed by the same label
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    #: (plain value, lane value): one request's two predictions, met on arrival
+    arrivals: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    #: (index into ``predictions``, the value of its request's other prediction, which
+    #: the same label completed earlier): pairs completed one after the other
+    late_pairs: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def matches(self) -> list[Match]:
@@ -118,6 +159,11 @@ def _key(*parts: str) -> bytes:
 Index = dict[str, dict[str, tuple[int, bytes]]]
 # kind -> bucket -> how many of the working set's entries are in that bucket
 Live = dict[str, dict[int, int]]
+
+
+def _with_other(label: bytes, value: bytes) -> bytes:
+    """A stored label (``{"y": .., "t": ..}``) with the prediction it completed as ``q``."""
+    return label[:-1] + b',"q":' + value + b"}"
 
 
 def _loads_all(raws: list[bytes]) -> list[Any]:
@@ -236,6 +282,18 @@ class LabelJoin:
         limits += [t - 2 * self.ttl_ms - self.bucket_ms for t in (own,) if t is not None]
         return max(limits, default=None)
 
+    def _retire_lanes(self, clock: ModelClock) -> None:
+        """Lanes whose last prediction has surely expired (by its own input's clock):
+        their labels are no longer looked up, nor copied for them."""
+        seen, now = clock.get("lanes"), clock["predictions_ms"]
+        if not seen or now is None:
+            return
+        for lane, last in list(seen.items()):
+            if now > last + 2 * self.ttl_ms + self.bucket_ms:
+                del seen[lane]
+        if not seen:
+            del clock["lanes"]
+
     def _advance(self, store: Store, model: str, clock: ModelClock, index: Index,
                  field_name: str, ts: Iterable[int], out: JoinOutcome) -> None:
         high = max(ts, default=None)
@@ -244,6 +302,7 @@ class LabelJoin:
             return
         now = clock[field_name]  # type: ignore[literal-required]
         clock[field_name] = high if now is None else max(now, high)  # type: ignore[literal-required]
+        self._retire_lanes(clock)
         for kind in (PREDICTION, LABEL):
             limit = self._limit(clock, kind)
             if limit is None:
@@ -271,11 +330,53 @@ class LabelJoin:
                     del live[request_id]
                     if kind == PREDICTION:
                         out.expired.append(orjson.loads(entry[1]))
-                    else:
+                    elif LANE not in request_id:  # a lane's copy is no orphan (_echo)
                         out.orphans_expired += 1
                 for seq in range(deletions):
                     store.pop(_key("d", model, kind, bucket_s, str(seq)), None)
         clock["orphan_labels"] += out.orphans_expired
+
+    @staticmethod
+    def _echo(early: dict[str, tuple[int, bytes]], echoes: dict[int, list[tuple[str, bytes]]],
+              label: tuple[int, bytes], request_id: str, plain: str | None,
+              lanes: list[str], used: str | None, value: dict[str, Any]) -> None:
+        """A label that completed ``value``, one of its request's predictions, kept for
+        the others (``plain``: "" when the served one may still come; the ``lanes`` but
+        ``used``), with ``value`` to pair them with (``q``). A copy that no prediction
+        takes expires uncounted: it is no orphan."""
+        sides = ([] if plain is None else [plain]) + [x for x in lanes if x != used]
+        copy = (label[0], _with_other(label[1], _compact(value)))
+        for side in sides:
+            key = lane_key(request_id, side)
+            if key not in early:
+                early[key] = copy
+                echoes.setdefault(copy[0], []).append((key, copy[1]))
+
+    @staticmethod
+    def _lane_matches(
+        request_ids: list[str], ts_ms: list[int], labels: list[Any],
+        entries: list[tuple[int, bytes] | None],
+        in_lanes: list[tuple[str, list[tuple[int, bytes] | None]]],
+        found: list[bytes], joined: dict[int, list[str]], out: JoinOutcome,
+    ) -> None:
+        """The lanes' predictions the labels completed, after the plain ones (whose
+        order stays as without lanes), and the pairs among them."""
+        plain_at: dict[int, int] = {}
+        at = 0
+        for i, entry in enumerate(entries):
+            if entry is not None:
+                plain_at[i] = at
+                at += 1
+        for lane, got in in_lanes:
+            for i, entry in enumerate(got):
+                if entry is None:
+                    continue
+                if i in plain_at:
+                    out.pairs.append((plain_at[i], len(found)))
+                found.append(entry[1])
+                out.labels.append(labels[i])
+                out.label_ts_ms.append(ts_ms[i])
+                joined.setdefault(entry[0], []).append(lane_key(request_ids[i], lane))
 
     # -- the two inputs ------------------------------------------------------------
 
@@ -290,22 +391,58 @@ class LabelJoin:
         waiting, early = index[PREDICTION], index[LABEL]
         added: dict[int, list[tuple[str, bytes]]] = {}
         joined: dict[int, list[str]] = {}
+        seen = clock.get("lanes", {})
+        lanes = sorted(seen)
+        echoes: dict[int, list[tuple[str, bytes]]] = {}  # label copies for the other lanes
         for request_id, ts_ms, value in predictions:
             if request_id in waiting:
                 clock["duplicates"] += 1
                 continue
-            label = early.pop(request_id, None)
+            key = request_id  # where the label that completes it waited
+            if LANE in request_id:
+                plain, lane = request_id.split(LANE, 1)
+                if lane not in seen:
+                    lanes.append(lane)
+                    lanes.sort()
+                seen[lane] = max(seen.get(lane, ts_ms), ts_ms)
+                clock["lanes"] = seen
+                other = waiting.get(plain)
+                if other is not None:
+                    out.arrivals.append((orjson.loads(other[1]), value))
+                label = early.pop(request_id, None)  # a copy left for this lane
+                if label is None:
+                    label = early.pop(plain, None)  # the label came first of all
+                    key = plain
+                    if label is not None:
+                        self._echo(early, echoes, label, plain, "", lanes, lane, value)
+            else:
+                for lane in lanes:
+                    other = waiting.get(lane_key(request_id, lane))
+                    if other is not None:
+                        out.arrivals.append((value, orjson.loads(other[1])))
+                label = early.pop(request_id, None)
+                if label is not None and lanes:  # the label came first of all
+                    self._echo(early, echoes, label, request_id, None, lanes, None, value)
+                elif label is None and lanes:  # a copy left for the served prediction
+                    key = lane_key(request_id, "")
+                    label = early.pop(key, None)
             if label is not None:
                 first = orjson.loads(label[1])
+                other = first.get("q")  # a copy: the prediction that took the label first
+                if other is not None:
+                    out.late_pairs.append((len(out.predictions), other))
+                    out.arrivals.append((value, other) if key == lane_key(request_id, "")
+                                        else (other, value))
                 out.predictions.append(value)
                 out.labels.append(first["y"])
                 out.label_ts_ms.append(first["t"])
-                joined.setdefault(label[0], []).append(request_id)
+                joined.setdefault(label[0], []).append(key)
                 continue
             bucket = self._bucket(ts_ms)
             raw = _compact(value)
             waiting[request_id] = (bucket, raw)
             added.setdefault(bucket, []).append((request_id, raw))
+        self._log_added(store, model, clock, LABEL, echoes)
         self._log_added(store, model, clock, PREDICTION, added)
         self._log_joined(store, model, clock, LABEL, joined)
         self._advance(store, model, clock, index, "predictions_ms",
@@ -336,6 +473,14 @@ class LabelJoin:
         joined: dict[int, list[str]] = {}
         # every label's prediction taken out at once (at C speed): None where there is none
         entries = list(map(waiting.pop, request_ids, repeat(None)))
+        # and each lane's (shadows): only for models that had lane predictions
+        in_lanes = [
+            (lane, list(map(waiting.pop, [lane_key(r, lane) for r in request_ids],
+                            repeat(None))))
+            for lane in sorted(clock.get("lanes", {}))
+        ]
+        in_lanes = [(lane, got) for lane, got in in_lanes if any(e is not None for e in got)]
+        laned = {i for _, got in in_lanes for i, e in enumerate(got) if e is not None}
         if entries and None not in entries:  # all of them waiting: the usual case
             present = cast(list[tuple[int, bytes]], entries)
             found = list(map(itemgetter(1), present))
@@ -355,6 +500,8 @@ class LabelJoin:
                     out.label_ts_ms.append(ts_ms[i])
                     joined.setdefault(prediction[0], []).append(request_id)
                     continue
+                if i in laned:  # only a lane's prediction waited: not an early label
+                    continue
                 if request_id in early:
                     clock["duplicates"] += 1
                     continue
@@ -362,6 +509,29 @@ class LabelJoin:
                 raw = _compact({"y": labels[i], "t": ts_ms[i]})
                 early[request_id] = (bucket, raw)
                 added.setdefault(bucket, []).append((request_id, raw))
+        if in_lanes:
+            self._lane_matches(request_ids, ts_ms, labels, entries, in_lanes, found, joined, out)
+        lanes = sorted(clock.get("lanes", {}))
+        if lanes:  # copies of the labels for the predictions of their requests still to come
+            took = dict(in_lanes)
+            for i, request_id in enumerate(request_ids):
+                used = [x for x in lanes if x in took and took[x][i] is not None]
+                if entries[i] is None and not used:
+                    continue  # waits as an early label, or a duplicate
+                sides = [x for x in lanes if x not in used]
+                if entries[i] is None:
+                    sides.insert(0, "")  # the served prediction is still to come
+                if not sides:
+                    continue  # all of the request's predictions were here: the usual case
+                got = entries[i] if entries[i] is not None else took[used[0]][i]
+                assert got is not None
+                label = (self._bucket(ts_ms[i]), _with_other(
+                    _compact({"y": labels[i], "t": ts_ms[i]}), got[1]))
+                for side in sides:
+                    key = lane_key(request_id, side)
+                    if key not in early:
+                        early[key] = label
+                        added.setdefault(label[0], []).append((key, label[1]))
         out.predictions = _loads_all(found)
         self._log_added(store, model, clock, LABEL, added)
         self._log_joined(store, model, clock, PREDICTION, joined)

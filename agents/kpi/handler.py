@@ -9,6 +9,9 @@ keyed by model and must have the same number of partitions):
 * ``s|model|version|variant`` -> the series' open windows (``streams.kpi.series``);
 * ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``);
 * ``c|model|version|variant`` -> the concept-drift detector;
+* ``h|model|version|start`` -> a shadow window's comparison with the version that
+  served the same requests (``streams.kpi.shadow``), kept and dropped with the
+  shadow's window ``w|model|version|shadow|start``;
 * ``r|model|version`` -> the version's score calibration (``ScoreCalibration`` JSON,
   or ``null``: its newest profile has none), from its ReferenceProfile;
 * ``q|model|version`` -> the version's concept-detector calibration (``ConceptCalibration``
@@ -28,6 +31,13 @@ This module decodes, reads their state from the table, calls them, and writes
 the state back: once per key and batch. Reports follow event time (so a
 replay emits the same final reports) and, from the KPI agent's timer
 (:meth:`KpiHandler.tick`), processing time when event time stops moving.
+
+**Shadows.** A shadow's predictions (variant ``shadow``) go into the label join in a
+lane of their own (``streams.join``), so they wait beside the served prediction of
+the same request id instead of counting as its duplicate, and one label completes
+both: each version gets its KpiReport as any series does. The pairs the join finds
+(on arrival, and again when labeled) are folded into the shadow window's comparison,
+which the shadow's reports carry in ``shadow``.
 
 **Calibration** (estimates before labels, ``streams.kpi.estimate``). The agent
 reads ``references`` too, as the drift and poisoning agents do: a
@@ -50,7 +60,8 @@ one bad client clock must not expire every pending prediction of its model.
 Bounds: ``max_models`` models per partition (``agents.inputs.admission``); per model
 ``MAX_SERIES`` versions x variants; a calibration (a few KB) and bands (under 1.5 KB)
 per profiled version;
-per series ``label_ttl / window + 1`` windows of a few KB (see ``streams.kpi.window``);
+per series ``label_ttl / window + 1`` windows of a few KB (see ``streams.kpi.window``),
+and per shadow window a comparison of at most 8 x 11 numbers (``streams.kpi.shadow``);
 the join's pending entries (about 150 bytes each) for predictions younger than the TTL.
 """
 
@@ -76,11 +87,12 @@ from schemas.events import LabelEvent, PredictionEvent
 from schemas.policy import KpiPolicy, Policy
 from schemas.reference import ReferenceProfile, ScoreCalibration
 from schemas.reports import ConceptDetectorInfo, KpiReport
-from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock
+from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock, lane_key
 from streams.kpi import bands as kpi_bands
 from streams.kpi import concept_calibration as concept_cal
 from streams.kpi import estimate as cbpe
 from streams.kpi import series as lifecycle
+from streams.kpi import shadow as comparison
 from streams.kpi.concept import ConceptDetector
 from streams.kpi.labels import canonical
 from streams.kpi.series import SeriesState
@@ -111,6 +123,9 @@ WINDOW = "w"  # (w, model, version, variant, start_ms): a window's accumulators
 DETECTOR = "c"  # (c, model, version, variant): a series' concept detector
 CALIBRATION = "r"  # (r, model, version): a version's score calibration (or null)
 CONCEPT = "q"  # (q, model, version): a version's concept-detector calibration (or null)
+SHADOW = "h"  # (h, model, version, start_ms): a shadow window's comparison (ShadowState)
+#: the variant whose predictions are paired with the served ones (a lane of the join)
+SHADOW_VARIANT = "shadow"
 BANDS = "b"  # (b, model, version): a version's KPI bands from its reference (or null)
 
 
@@ -336,6 +351,8 @@ class _ModelBatch:
         self.windows: dict[tuple[Series, int], WindowState] = {}
         self.indexes: dict[Series, SeriesState] = {}
         self.detectors: dict[Series, ConceptDetector] = {}
+        #: (shadow version, window start) -> its comparison (streams.kpi.shadow)
+        self.comparisons: dict[tuple[str, int], comparison.ShadowState] = {}
         raw = store.get(_table_key(MODEL_INDEX, model, ""))
         self.meta: ModelIndex = orjson.loads(raw) if raw is not None else {"series": []}
         self.series = self.meta["series"]
@@ -431,9 +448,12 @@ class _ModelBatch:
                 continue
             groups.setdefault((series, start), []).append(event)
             segment = event.get("segment") or {}
+            request_id = event["request_id"]
             pending.append(
                 (
-                    event["request_id"],
+                    # a shadow's answer waits beside the served one (streams.join, lanes)
+                    lane_key(request_id, SHADOW_VARIANT)
+                    if series[1] == SHADOW_VARIANT else request_id,
                     ts,
                     {  # streams.kpi.window.Waiting
                         "v": series[0],
@@ -523,6 +543,10 @@ class _ModelBatch:
                 for fired in detector.update(errors[mine]):
                     window = (series, int(starts[mine[fired]]))
                     self.windows[window] = self.kpi.mark_concept_drift(self.window(*window))
+            if joined.pairs or joined.late_pairs:
+                self._labeled_pairs(joined, errors)
+        if joined.arrivals:
+            self._arrived_pairs(joined.arrivals)
         expired: dict[tuple[Series, int], int] = {}
         for p in joined.expired:
             key = ((p["v"], p["a"]), self.start_of(p["t"]))
@@ -533,6 +557,67 @@ class _ModelBatch:
                     self.window(series, start), count
                 )
                 self.touched(series, start)
+
+    def comparison(self, version: str, start: int) -> comparison.ShadowState:
+        key = (version, start)
+        if key not in self.comparisons:
+            raw = self.store.get(_table_key(SHADOW, self.model, version, str(start)))
+            self.comparisons[key] = (
+                orjson.loads(raw) if raw is not None else comparison.initialize()
+            )
+        return self.comparisons[key]
+
+    def _shadow_window(self, shadow: dict[str, Any]) -> tuple[str, int] | None:
+        """The shadow window a pair belongs to (its shadow prediction's), if still open."""
+        version, start = shadow["v"], self.start_of(shadow["t"])
+        if [version, SHADOW_VARIANT] not in self.series:
+            return None  # not tracked (beyond MAX_SERIES)
+        if not lifecycle.is_open(self.index((version, SHADOW_VARIANT)), start):
+            return None  # retired: its report is final
+        return version, start
+
+    def _arrived_pairs(self, arrivals: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Requests answered by a shadow and the served version, met on arrival."""
+        groups: dict[tuple[str, int], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+        for pair in arrivals:
+            if pair[1].get("a") != SHADOW_VARIANT or pair[0].get("a") == SHADOW_VARIANT:
+                continue
+            window = self._shadow_window(pair[1])
+            if window is not None:
+                groups.setdefault(window, []).append(pair)
+        for (version, start), pairs in groups.items():
+            comparison.add_arrivals(self.comparison(version, start), pairs, self.policy)
+            self.touched((version, SHADOW_VARIANT), start)
+
+    def _labeled_pairs(self, joined: JoinOutcome, errors: np.ndarray[Any, Any]) -> None:
+        """Requests answered by a shadow and the served version, completed by one label
+        (in one call, ``pairs``, or one after the other, ``late_pairs``): both versions'
+        errors on the same requests."""
+        predictions = joined.predictions
+        rows = [(predictions[a], predictions[b], float(errors[a]), float(errors[b]))
+                for a, b in joined.pairs]
+        if joined.late_pairs:
+            others = [other for _, other in joined.late_pairs]
+            labels = [joined.labels[i] for i, _ in joined.late_pairs]
+            late_errors = self.kpi.errors(others, labels)  # type: ignore[arg-type]
+            for (i, other), err in zip(joined.late_pairs, late_errors, strict=True):
+                now = (predictions[i], float(errors[i]))
+                then = (other, float(err))
+                first, second = (then, now) if now[0].get("a") == SHADOW_VARIANT else (now, then)
+                rows.append((first[0], second[0], first[1], second[1]))
+        groups: dict[tuple[str, int], list[tuple[str, float, float]]] = {}
+        for served, shadow, served_err, shadow_err in rows:
+            if shadow.get("a") != SHADOW_VARIANT or served.get("a") == SHADOW_VARIANT:
+                continue
+            window = self._shadow_window(shadow)
+            if window is not None:
+                groups.setdefault(window, []).append((str(served["v"]), served_err, shadow_err))
+        for (version, start), found in groups.items():
+            comparison.add_labeled(
+                self.comparison(version, start),
+                [v for v, _, _ in found], [a for _, a, _ in found], [b for _, _, b in found],
+            )
+            self.touched((version, SHADOW_VARIANT), start)
 
     def calibration(self, version: str) -> tuple[cbpe.Calibration | None, str]:
         """The version's calibration, or None and the note that says why there is none."""
@@ -592,6 +677,10 @@ class _ModelBatch:
             if lifecycle.is_open(self.index(series), start):
                 key = _table_key(WINDOW, self.model, *series, str(start))
                 self.store[key] = orjson.dumps(state)
+        for (version, start), compared in self.comparisons.items():
+            if lifecycle.is_open(self.index((version, SHADOW_VARIANT)), start):
+                key = _table_key(SHADOW, self.model, version, str(start))
+                self.store[key] = orjson.dumps(compared)
         for series, index in self.indexes.items():
             self.store[_table_key(SERIES_INDEX, self.model, *series)] = orjson.dumps(index)
         if self.meta_changed:
@@ -652,9 +741,18 @@ class _ModelBatch:
                     - emit.start_ms,
                     orphans=clock["orphan_labels"],
                     concept=self.concept(series[0]),
+                    shadow=(
+                        comparison.report(self.comparison(series[0], emit.start_ms), self.policy)
+                        if series[1] == SHADOW_VARIANT else None
+                    ),
                 )
             )
             if emit.final:
                 self.windows.pop((series, emit.start_ms), None)
                 self.store.pop(_table_key(WINDOW, self.model, *series, str(emit.start_ms)), None)
+                if series[1] == SHADOW_VARIANT:
+                    self.comparisons.pop((series[0], emit.start_ms), None)
+                    self.store.pop(
+                        _table_key(SHADOW, self.model, series[0], str(emit.start_ms)), None
+                    )
         return out

@@ -14,7 +14,7 @@ from typing import Any
 
 from agents.operator import audit_charts as charts
 from agents.operator.audit_report import CSP, AuditData, TimeRange
-from agents.operator.audit_sections import ESTIMATES_TABULATED
+from agents.operator.audit_sections import ESTIMATES_TABULATED, SHADOW_HEADERS
 from agents.operator.audit_tables import (
     chain_section,
     decisions_section,
@@ -222,6 +222,23 @@ def _policy_rows(data: AuditData) -> list[tuple[str, str]]:
     ]
 
 
+def shadow_tables(data: AuditData) -> list[str]:
+    """A small table per shadow: its windows against the version that served the same
+    requests (nothing when no shadow ran)."""
+    if not data.shadows:
+        return []
+    out = [
+        "<h3>Shadows beside the served version</h3>",
+        "<p>Each request the shadow answered, paired with the served answer by request id: "
+        "agreement (same class; mean |Δ prediction| for regression), the paired score "
+        "differences, and both versions' metrics on the same labeled requests.</p>",
+    ]
+    for version, rows in data.shadows.items():
+        out.append(f"<h4>shadow {esc(version)}</h4>")
+        out.append(table(SHADOW_HEADERS, rows))
+    return out
+
+
 def page(data: AuditData) -> str:
     """The whole document."""
     estimates = (
@@ -274,6 +291,7 @@ def page(data: AuditData) -> str:
             table(["version/variant", "detector", "parameters", "false alarms"], data.concept)
             if data.concept
             else "<p><em>no KPI report names its concept-drift detector.</em></p>",
+            *shadow_tables(data),
             "</section>",
             decisions_section(data),
             chain_section(data),

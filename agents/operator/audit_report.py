@@ -141,6 +141,8 @@ class AuditData:
     quarantine: Quarantine
     #: the concept-drift detector per version and variant (sections.concept_rows)
     concept: list[list[str]] = field(default_factory=list)
+    #: per shadow version, its windows against the served version (sections.shadow_rows)
+    shadows: dict[str, list[list[str]]] = field(default_factory=dict)
 
 
 def _covered(*groups: tuple[list[dict[str, Any]], tuple[str, ...]]) -> tuple[int, int] | None:
@@ -208,6 +210,7 @@ def gather(
         kpis=sections.kpis(latest, policy.policy, model),
         estimates=sections.estimate_rows(latest),
         concept=sections.concept_rows(latest),
+        shadows=sections.shadow_rows(latest),
         decisions=sections.decisions(
             commands, deployments, policy.policy.decisions_for(model), policy.sha256
         ),

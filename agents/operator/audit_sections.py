@@ -322,6 +322,50 @@ def concept_rows(latest: dict[tuple[str, str, str], dict[str, Any]]) -> list[lis
     return rows
 
 
+SHADOW_HEADERS = ["shadow window", "beside", "pairs", "agreement / mean |Δ prediction|",
+                  "mean |Δ score| (max)", "mean Δ score", "labeled pairs", "served",
+                  "shadow", "status"]
+
+
+def _paired(metrics: dict[str, float]) -> str:
+    if "accuracy" in metrics:
+        return f"accuracy {metrics['accuracy']:.3f}"
+    if "mae" in metrics:
+        return f"mae {metrics['mae']:.4g}"
+    return "not yet"
+
+
+def shadow_rows(
+    latest: dict[tuple[str, str, str], dict[str, Any]],
+) -> dict[str, list[list[str]]]:
+    """Per shadow version, one row per window (newest ``MAX_ESTIMATE_ROWS``) and served
+    version it was compared with (KpiReport.shadow): pairs, agreement, score differences,
+    and both versions' metrics on the same labeled requests."""
+    out: dict[str, list[list[str]]] = defaultdict(list)
+    for (version, variant, _), r in sorted(
+        latest.items(), key=lambda kv: time_ms(kv[1].get("window_start")) or 0
+    ):
+        if variant != "shadow":
+            continue
+        for c in r.get("shadow") or []:
+            if c.get("agreement") is not None:
+                agree = f"{c['agreement']:.3f}"
+            elif c.get("prediction_mean_abs_diff") is not None:
+                agree = f"{c['prediction_mean_abs_diff']:.4g}"
+            else:
+                agree = "-"
+            score = ("-" if c.get("score_mean_abs_diff") is None else
+                     f"{c['score_mean_abs_diff']:.3f} ({c.get('score_max_abs_diff') or 0:.3f})")
+            bias = "-" if c.get("score_mean_diff") is None else f"{c['score_mean_diff']:+.3f}"
+            out[version].append([
+                window(r.get("window_start"), r.get("window_end")),
+                str(c.get("versus", "")), str(c.get("pairs", 0)), agree, score, bias,
+                str(c.get("labeled_pairs", 0)), _paired(c.get("served_metrics") or {}),
+                _paired(c.get("shadow_metrics") or {}), str(r.get("status", "")),
+            ])
+    return {v: rows[-MAX_ESTIMATE_ROWS:] for v, rows in sorted(out.items())}
+
+
 @dataclass(frozen=True)
 class Decision:
     issued_at: str  # UTC

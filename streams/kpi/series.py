@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
 from schemas.policy import KpiPolicy
-from schemas.reports import ConceptDetectorInfo, KpiReport
+from schemas.reports import ConceptDetectorInfo, KpiReport, ShadowComparison
 from streams.kpi.revisions import WindowMark, due
 from streams.kpi.window import KpiResult
 from streams.windows import TimeWindow, tumbling
@@ -185,6 +185,7 @@ def report(
     window_ms: int,
     orphans: int,
     concept: ConceptDetectorInfo | None = None,
+    shadow: list[ShadowComparison] | None = None,
 ) -> KpiReport:
     """The report of one due window: its ``streams.kpi.window`` result, with notes on
     what it cannot show (``orphans``: the model's labels that never met their
@@ -225,6 +226,7 @@ def report(
         bands=result.bands,
         estimated=result.estimated,
         concept=concept,
+        shadow=shadow,
     )
 
 

@@ -229,6 +229,19 @@ class KpiWindow:
             errors[idx] = regression_errors(t[idx], p[idx])
         return out, errors
 
+    def errors(self, predictions: Sequence[Waiting], labels: Sequence[Any]
+               ) -> npt.NDArray[np.float64]:
+        """Each prediction's error against its label as ``add_labeled_columns`` counts it
+        (0/1 miss, or absolute error; NaN where unreadable), folding nothing in."""
+        t, p, ok = self._pairs(predictions, labels)
+        errors = np.full(len(predictions), np.nan)
+        idx = np.flatnonzero(ok)
+        if self.classification:
+            errors[idx] = classification_errors(t[idx], p[idx])
+        else:
+            errors[idx] = regression_errors(t[idx], p[idx])
+        return errors
+
     def _slices(self, segments: dict[str, dict[str, Quality]], predictions: Sequence[Waiting],
                 idx: npt.NDArray[np.intp], t: npt.NDArray[Any], p: npt.NDArray[Any],
                 s: npt.NDArray[np.float64]) -> dict[str, dict[str, Quality]]:

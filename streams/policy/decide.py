@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import takewhile
+from typing import Any
 
 from schemas.commands import Command, CommandType, DeploymentEvent
 from schemas.reports import DriftReport, KpiReport, PoisoningReport
@@ -41,7 +42,24 @@ def summarise_drift(report: DriftReport) -> WindowSummary:
     )
 
 
-def summarise_kpi(report: KpiReport) -> WindowSummary:
+def _shadow_fields(report: KpiReport, champion: str | None) -> dict[str, Any]:
+    """A shadow report's comparison with ``champion`` (else with the version it paired
+    most requests with), as WindowSummary fields; none for other reports."""
+    if not report.shadow:
+        return {}
+    c = next((c for c in report.shadow if c.versus == champion), None) or max(
+        report.shadow, key=lambda c: (c.pairs, c.versus))
+    classification = c.agreement is not None or "accuracy" in c.served_metrics
+    key = "errors" if classification else "mae"
+    return {
+        "versus": c.versus, "pairs": c.pairs, "agreement": c.agreement,
+        "prediction_diff": c.prediction_mean_abs_diff, "score_diff": c.score_mean_abs_diff,
+        "labeled_pairs": c.labeled_pairs, "versus_error": c.served_metrics.get(key),
+        "shadow_error": c.shadow_metrics.get(key),
+    }
+
+
+def summarise_kpi(report: KpiReport, champion: str | None = None) -> WindowSummary:
     accuracy = report.metrics.get("accuracy")
     errors = None if accuracy is None else round((1.0 - accuracy) * report.n_labeled)
     return WindowSummary(
@@ -52,7 +70,7 @@ def summarise_kpi(report: KpiReport) -> WindowSummary:
         error_rate=report.metrics.get("error_rate"),
         latency_p99_ms=report.metrics.get("latency_p99_ms"),
         concept_drift=report.concept_drift, why=report.breaches[:10],
-        estimated=report.estimated,
+        estimated=report.estimated, **_shadow_fields(report, champion),
     )
 
 
@@ -170,7 +188,7 @@ class _Decider:
 
     def on_kpi(self, report: KpiReport) -> None:
         state = self.state
-        summary = summarise_kpi(report)
+        summary = summarise_kpi(report, state.champion)
         role = report.variant
         if role == "champion" and state.champion not in (None, report.model_version):
             return
@@ -183,6 +201,9 @@ class _Decider:
         if role == "canary" and state.canary_from_ms is not None \
                 and summary.window_start < state.canary_from_ms:
             return  # a window of this version's earlier time as canary (late revisions)
+        if role == "shadow" and state.shadow != report.model_version and (
+                state.shadow is not None or state.champion is not None):
+            return  # a shadow stopped or moved on (its late revisions), or another one
         state.remember(summary)
         if role == "champion":
             self.champion_kpi(summary)
@@ -193,6 +214,8 @@ class _Decider:
                 self.compare_canary(summary.window_start)
         elif role == "challenger":
             self.compare_challenger(summary.window_start)
+        elif role == "shadow":
+            self.judge_shadow(summary)
 
     def serving_problem(self, s: WindowSummary) -> str:
         limits = self.rules.rollback
@@ -341,6 +364,93 @@ class _Decider:
                 to_version=challenger.model_version):
             state.challenger_wins = 0
 
+    def shadow_problem(self, s: WindowSummary) -> str:
+        """Why the shadow's window is not healthy, with the numbers; empty if it is."""
+        rules = self.rules.shadow
+        if s.status == "breach":
+            return f"its KPI window is a breach: {'; '.join(s.why[:3])}"
+        problem = self.serving_problem(s)
+        if problem:
+            return problem
+        if s.agreement is not None and s.agreement < rules.min_agreement:
+            return f"agreement {s.agreement:.4f} with {s.versus} below {rules.min_agreement:g}"
+        if rules.max_prediction_diff is not None and s.prediction_diff is not None \
+                and s.prediction_diff > rules.max_prediction_diff:
+            return (f"mean |prediction difference| {s.prediction_diff:.4g} from {s.versus} over "
+                    f"{rules.max_prediction_diff:g}")
+        if rules.max_score_diff is not None and s.score_diff is not None \
+                and s.score_diff > rules.max_score_diff:
+            return (f"mean |score difference| {s.score_diff:.4f} from {s.versus} over "
+                    f"{rules.max_score_diff:g}")
+        if rules.min_labeled_pairs:
+            return self._shadow_worse(s)
+        return ""
+
+    def _shadow_worse(self, s: WindowSummary) -> str:
+        """The shadow against the champion on the same labeled requests: the canary's
+        test for classification (unpaired, so it calls fewer shadows worse than a paired
+        test would); for regression its mae above the champion's by more than the
+        margin, relative."""
+        limits = self.rules.rollback
+        n, mine, theirs = s.labeled_pairs or 0, s.shadow_error, s.versus_error
+        if mine is None or theirs is None:
+            return "no labeled pairs to compare"
+        if s.agreement is not None or s.prediction_diff is None:  # classification
+            test = worse_than(round(mine), n, round(theirs), n, margin=limits.margin,
+                              alpha=limits.alpha)
+            if test.worse:
+                return "worse than the champion on the same requests: " + test.describe(
+                    s.model_version, s.versus or "", limits.margin)
+            return ""
+        if mine > theirs * (1 + limits.margin):
+            return (f"mae {mine:.4g} on the same requests above {s.versus}'s {theirs:.4g} by more "
+                    f"than the margin {limits.margin:g}")
+        return ""
+
+    def judge_shadow(self, s: WindowSummary) -> None:
+        """A shadow's window, once it paired ``min_pairs`` requests (and, with
+        ``min_labeled_pairs``, that many were labeled): healthy or not, judged once;
+        ``healthy_windows`` healthy ones in a row make it the canary."""
+        state, rules = self.state, self.rules.shadow
+        if not rules.healthy_windows or s.pairs is None or s.pairs < rules.min_pairs:
+            return
+        if rules.min_labeled_pairs and (s.labeled_pairs or 0) < rules.min_labeled_pairs:
+            return  # not judged yet: its labels are still coming
+        if s.window_start in state.shadow_judged:
+            return
+        state.shadow_judged = ([*state.shadow_judged, s.window_start])[-MAX_WINDOWS:]
+        problem = self.shadow_problem(s)
+        if problem:
+            state.shadow_healthy = 0
+            self.out.held.append(f"shadow {s.model_version} not healthy in the window from "
+                                 f"{s.window_start}: {problem}")
+            return
+        state.shadow_healthy += 1
+        if state.shadow_healthy < rules.healthy_windows:
+            return
+        if state.canary is not None:
+            self.out.held.append(f"canary of shadow {s.model_version} held back: "
+                                 f"{state.canary} is the canary now")
+            return
+        labeled = (f", on {s.labeled_pairs} labeled pairs errors {s.shadow_error:.4g} vs "
+                   f"{s.versus_error:.4g}" if s.labeled_pairs and s.shadow_error is not None
+                   and s.versus_error is not None else "")
+        agree = (f"agreement {s.agreement:.4f}" if s.agreement is not None else
+                 f"mean |prediction difference| {s.prediction_diff:.4g}"
+                 if s.prediction_diff is not None else "no readable prediction pairs")
+        score = (f", mean |score difference| {s.score_diff:.4f}" if s.score_diff is not None
+                 else "")
+        why = (f"shadow {s.model_version} healthy for {state.shadow_healthy} window(s) in a "
+               f"row (policy: {rules.healthy_windows}) beside {s.versus}: {s.pairs} paired "
+               f"requests, {agree}{score}{labeled}; KPI status {s.status}")
+        evidence = [w for w in state.kpi.get("shadow", [])
+                    if w.model_version == s.model_version
+                    and w.window_start in state.shadow_judged][-state.shadow_healthy:]
+        if self.issue("canary", s.window_end, why, evidence or [s],
+                      from_version=state.champion, to_version=s.model_version,
+                      weight=rules.canary_weight):
+            state.shadow_healthy = 0
+
     def on_poisoning(self, report: PoisoningReport) -> None:
         state = self.state
         state.poisoning, state.poisoning_reason = report.status, report.reason
@@ -371,6 +481,10 @@ class _Decider:
             state.canary_from_ms = max(known) + 1 if known else None
         if new.champion != state.champion:
             state.challenger_wins = 0
+        if new.shadow != state.shadow or new.champion != state.champion:
+            state.shadow_healthy = 0
+            state.shadow_judged = []
+        state.shadow = new.shadow
         state.champion, state.canary = new.champion, new.canary
         state.canary_weight, state.last_known_good = new.canary_weight, new.last_known_good
         state.standby = new.standby

@@ -44,9 +44,29 @@ class WindowSummary(BaseModel):
     why: list[str] = Field(default_factory=list)  # drifted features / missed targets
     #: KPI: the status rests on estimated breaches alone (KpiReport.estimated)
     estimated: bool = False
+    # A shadow's window: its comparison with the champion (KpiReport.shadow), against
+    # ``versus``; None on every other summary, and then left out of the evidence.
+    versus: str | None = None
+    pairs: int | None = None
+    agreement: float | None = None  # classification
+    prediction_diff: float | None = None  # regression: mean |prediction difference|
+    score_diff: float | None = None  # mean |score difference|
+    labeled_pairs: int | None = None
+    #: on the labeled pairs: errors (classification) or mae (regression), each version
+    versus_error: float | None = None
+    shadow_error: float | None = None
 
     def evidence(self) -> dict[str, Any]:
-        return self.model_dump(exclude_defaults=False)
+        data = self.model_dump(exclude_defaults=False)
+        for name in SHADOW_FIELDS:  # as before they existed: command ids stay the same
+            if data[name] is None:
+                del data[name]
+        return data
+
+
+#: WindowSummary fields only a shadow's window has
+SHADOW_FIELDS = ("versus", "pairs", "agreement", "prediction_diff", "score_diff",
+                 "labeled_pairs", "versus_error", "shadow_error")
 
 
 class ModelState(BaseModel):
@@ -86,6 +106,10 @@ class ModelState(BaseModel):
     # known when it was deployed were the previous canary's (a version deployed
     # again after its rollback is judged afresh, not on its old windows' revisions)
     canary_from_ms: int | None = None
+    # the shadow deployed, its windows judged (starts, newest last) and healthy in a row
+    shadow: str | None = None
+    shadow_judged: list[int] = Field(default_factory=list)
+    shadow_healthy: int = 0
 
     def remember(self, summary: WindowSummary) -> None:
         """Add or replace (a revision) the summary of a window."""

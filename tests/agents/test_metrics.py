@@ -105,6 +105,27 @@ def test_the_concept_detector_s_calibration_becomes_metrics() -> None:
     assert value("driftline_concept_false_alarm_rate", **labels) is None
 
 
+def test_a_shadow_s_comparison_becomes_metrics() -> None:
+    from schemas.reports import ShadowComparison
+
+    compared = ShadowComparison(
+        versus="v1", pairs=900, agreement=0.93, scored_pairs=900, score_mean_abs_diff=0.04,
+        score_max_abs_diff=0.4, score_mean_diff=-0.01, labeled_pairs=800,
+        served_metrics={"accuracy": 0.91, "errors": 72.0},
+        shadow_metrics={"accuracy": 0.89, "errors": 88.0},
+    )
+    report = kpi(0, model="shadow-metrics", variant="shadow", version="v2").model_copy(
+        update={"shadow": [compared]})
+    metrics.observe("kpi", "m.predictions", counted=0, dead=0, reports=[report])
+    labels = {"model": "shadow-metrics", "version": "v2", "versus": "v1"}
+    assert value("driftline_shadow", **labels, stat="pairs") == 900
+    assert value("driftline_shadow", **labels, stat="agreement") == 0.93
+    assert value("driftline_shadow", **labels, stat="score_max_abs_diff") == 0.4
+    assert value("driftline_shadow", **labels, stat="served_accuracy") == 0.91
+    assert value("driftline_shadow", **labels, stat="shadow_errors") == 88
+    assert value("driftline_shadow", **labels, stat="prediction_mean_abs_diff") is None
+
+
 def test_reference_bands_become_metrics_and_go_when_they_no_longer_apply() -> None:
     from schemas.reports import KpiThreshold
 

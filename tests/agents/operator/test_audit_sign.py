@@ -517,3 +517,22 @@ def test_the_concept_detector_of_each_version_calibrated_or_why_not(
     assert row[3] == "not calibrated: the reference has no labels"
     text = parse(_render(records)).text
     assert "no KPI report names its concept-drift detector" in text
+
+
+def test_a_table_per_shadow_against_the_served_version(records: dict[str, Any]) -> None:
+    from schemas.reports import ShadowComparison
+
+    compared = ShadowComparison(
+        versus="v1", pairs=950, agreement=0.931, scored_pairs=950, score_mean_abs_diff=0.042,
+        score_max_abs_diff=0.38, score_mean_diff=0.011, labeled_pairs=800,
+        served_metrics={"accuracy": 0.91, "errors": 72.0},
+        shadow_metrics={"accuracy": 0.89, "errors": 88.0},
+    )
+    shadow = kpi(0, variant="shadow", version="v2").model_copy(update={"shadow": [compared]})
+    page_ = parse(_render({**records, "kpi": [*records["kpi"], shadow.model_dump(mode="json")]}))
+    table = page_.table("kpi", "shadow window")
+    (row,) = table.rows
+    assert row[1:] == ["v1", "950", "0.931", "0.042 (0.380)", "+0.011", "800",
+                       "accuracy 0.910", "accuracy 0.890", "ok"]
+    assert "shadow v2" in page_.text
+    assert "Shadows beside the served version" not in parse(_render(records)).text

@@ -67,13 +67,16 @@ def drift_messages(seed: int, bad_at: list[int]) -> list[Message]:
     return [(raw, Origin("predictions", 0, o, MODEL.encode())) for o, raw in enumerate(raws)]
 
 
-def kpi_messages(seed: int, bad_at: list[int]) -> list[Message]:
+def kpi_messages(seed: int, bad_at: list[int], *, shadow: bool = False) -> list[Message]:
     traffic = FraudTraffic(seed=seed)
+    # with ``shadow``, a second version answers every request (variant "shadow")
+    other = FraudTraffic(seed=seed + 10, version="v2", bad=True) if shadow else None
     out: list[tuple[str, bytes]] = []
     pending: list[dict[str, Any]] = []
     for w in range(6):
         preds, labels = traffic.events_with_labels(
-            150, start_s=T0 + 60 * w, span_s=60, concept=w >= 3, label_delay_s=20, label_share=0.9
+            150, start_s=T0 + 60 * w, span_s=60, concept=w >= 3, label_delay_s=20, label_share=0.9,
+            shadow=other,
         )
         pending += labels
         out += [("predictions", raw) for raw in batches(preds, 50)]
@@ -175,6 +178,22 @@ def test_kpi_handler_batches_equal_one_message_at_a_time(
     seed: int, sizes: list[int], bad_at: list[int]
 ) -> None:
     check(kpi_handler, kpi_messages(seed, bad_at), sizes)
+
+
+@EXAMPLES
+@given(seed=st.integers(0, 3), sizes=SIZES, bad_at=BAD_AT)
+def test_kpi_handler_batches_equal_one_message_at_a_time_with_a_shadow(
+    seed: int, sizes: list[int], bad_at: list[int]
+) -> None:
+    check(kpi_handler, kpi_messages(seed, bad_at, shadow=True), sizes)
+
+
+def test_the_shadow_scenario_compares_labeled_pairs() -> None:
+    """What the property runs on pairs and labels the shadow (without the bad messages:
+    one far ahead of the stream, when first, sets the stream's time past every window)."""
+    clean = kpi_messages(0, [], shadow=True)
+    reports = [r for o in one_at_a_time(kpi_handler(), clean)[0] for r in o.reports]
+    assert any(r.shadow and r.shadow[0].labeled_pairs for r in reports)
 
 
 def test_a_version_state_is_decoded_and_written_once_per_batch() -> None:
