@@ -118,7 +118,8 @@ def add_arrivals(
     >>> s = add_arrivals(initialize(), [({"v": "v1", "p": 1, "s": 0.9}, {"v": "v2", "p": 1,
     ...     "s": 0.7}), ({"v": "v1", "p": 0, "s": 0.2}, {"v": "v2", "p": 1, "s": 0.6})], p)
     >>> c = report(s, p)[0]
-    >>> (c.versus, c.pairs, c.agreement, round(c.score_mean_abs_diff, 3), c.score_max_abs_diff)
+    >>> (c.versus, c.pairs, c.agreement, round(c.score_mean_abs_diff, 3),
+    ...  round(c.score_max_abs_diff, 3))
     ('v1', 2, 0.5, 0.3, 0.4)
     """
     classification = policy.task == "classification"
