@@ -427,6 +427,20 @@ class WorkerProcess:
         finally:
             consumer.close()
 
+    def publish_predictions_then_labels(self, model: str, predictions: list[bytes],
+                                        labels: list[bytes]) -> float:
+        """Publish the ``predictions`` messages, wait until the worker has committed
+        them, then publish the ``labels`` messages; returns when the labels went out
+        (time.monotonic). The worker reads both topics at once: published together,
+        labels could come before their predictions."""
+        from agents.dev import simulate
+
+        producer = simulate.make_producer(self.settings.bootstrap)
+        simulate.publish(producer, self.topic("predictions"), model, predictions)
+        self.wait_committed("predictions", len(predictions), timeout_s=90)
+        simulate.publish(producer, self.topic("labels"), model, labels)
+        return time.monotonic()
+
     def wait_committed(
         self, topic: str, offset: int, timeout_s: float = 30.0, *, partition: int = 0
     ) -> None:

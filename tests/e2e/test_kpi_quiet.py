@@ -85,14 +85,8 @@ def test_quiet_windows_are_revised_then_end_final_and_replay_agrees(worker_facto
     s = worker.settings
     preds, labels = _traffic(seed=31)
     want = _labeled(preds, labels)
-    producer = simulate.make_producer(s.bootstrap)
-    messages = list(simulate.batches(preds, 500))
-    simulate.publish(producer, worker.topic("predictions"), MODEL, messages)
-    # The labels come after the predictions were handled (the worker reads both
-    # topics at once: published together, they would interleave).
-    worker.wait_committed("predictions", len(messages), timeout_s=90)
-    simulate.publish(producer, worker.topic("labels"), MODEL, list(simulate.batches(labels, 500)))
-    published = time.monotonic()
+    published = worker.publish_predictions_then_labels(
+        MODEL, list(simulate.batches(preds, 500)), list(simulate.batches(labels, 500)))
     closed = [_start(0), _start(1)]
 
     def revised(seen: list[dict[str, Any]]) -> bool:
@@ -110,6 +104,7 @@ def test_quiet_windows_are_revised_then_end_final_and_replay_agrees(worker_facto
     # Event time moves every window past label_ttl: each retires with one final report.
     end = T0 + 60 * WINDOWS + 700
     closer = simulate.FraudTraffic(seed=32).events(1, start_s=end, span_s=1)
+    producer = simulate.make_producer(s.bootstrap)
     simulate.publish(
         producer, worker.topic("predictions"), MODEL, [orjson.dumps({"events": closer})]
     )
@@ -165,15 +160,13 @@ def test_a_prediction_fourteen_days_ahead_is_dead_lettered_and_expires_nothing(
     bad = simulate.FraudTraffic(seed=34).events(1, start_s=T0 + 14 * 86_400, span_s=1)[0]
     bad["request_id"] = "bad-clock"
     half = len(preds) // 2
-    producer = simulate.make_producer(s.bootstrap)
     messages = [
         *simulate.batches(preds[:half], 500),
         orjson.dumps(bad),
         *simulate.batches(preds[half:], 500),
     ]
-    simulate.publish(producer, worker.topic("predictions"), MODEL, messages)
-    worker.wait_committed("predictions", len(messages), timeout_s=90)
-    simulate.publish(producer, worker.topic("labels"), MODEL, list(simulate.batches(labels, 500)))
+    worker.publish_predictions_then_labels(MODEL, messages,
+                                           list(simulate.batches(labels, 500)))
     closed = [_start(0), _start(1)]
 
     def joined(seen: list[dict[str, Any]]) -> bool:

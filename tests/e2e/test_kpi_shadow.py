@@ -73,12 +73,8 @@ def test_the_kpi_agent_pairs_the_shadow_with_the_champion(worker_factory: Any) -
     worker = worker_factory(POLICY, agents="kpi")
     s = worker.settings
     preds, labels = _traffic()
-    producer = simulate.make_producer(s.bootstrap)
-    messages = list(simulate.batches(preds, 500))
-    simulate.publish(producer, worker.topic("predictions"), MODEL, messages)
-    worker.wait_committed("predictions", len(messages), timeout_s=90)
-    simulate.publish(producer, worker.topic("labels"), MODEL, list(simulate.batches(labels, 500)))
-    published = time.monotonic()
+    published = worker.publish_predictions_then_labels(
+        MODEL, list(simulate.batches(preds, 500)), list(simulate.batches(labels, 500)))
     closed = [0, 1]
     want = {_start(w): _expected(preds, labels, w) for w in closed}
 
