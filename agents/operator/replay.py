@@ -178,6 +178,8 @@ def _latest(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for r in reports:
         key = "/".join(["kpi", r["model"], r["model_version"], r["variant"],
                         str(r["window_start"])])
+        if r.get("window_index") is not None:  # count windows: their number names them
+            key += f"#{r['window_index']}"
         if key not in out or r["revision"] >= out[key]["revision"]:
             out[key] = r
     return out
