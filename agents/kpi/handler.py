@@ -7,7 +7,9 @@ keyed by model and must have the same number of partitions):
 
 * the label join's entries (``streams.join``: ``p|``, ``l|``, ``x|``, ``m|``);
 * ``s|model|version|variant`` -> the series' open windows (``streams.kpi.series``);
-* ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``);
+* ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``); with
+  count windows (``kpi.window: {events: N}``) ``start`` is the window's number, and a
+  pending prediction keeps it (``i``) for its label (``streams.kpi.series``);
 * ``c|model|version|variant`` -> the concept-drift detector;
 * ``h|model|version|start`` -> a shadow window's comparison with the version that
   served the same requests (``streams.kpi.shadow``), kept and dropped with the
@@ -60,7 +62,8 @@ one bad client clock must not expire every pending prediction of its model.
 Bounds: ``max_models`` models per partition (``agents.inputs.admission``); per model
 ``MAX_SERIES`` versions x variants; a calibration (a few KB) and bands (under 1.5 KB)
 per profiled version;
-per series ``label_ttl / window + 1`` windows of a few KB (see ``streams.kpi.window``),
+per series ``label_ttl / window + 1`` windows of a few KB (see ``streams.kpi.window``;
+count windows: the partial one and the full ones not final yet, and the count),
 and per shadow window a comparison of at most 8 x 11 numbers (``streams.kpi.shadow``);
 the join's pending entries (about 150 bytes each) for predictions younger than the TTL.
 """
@@ -142,7 +145,6 @@ _REQUEST_ID, _TS_MS, _LABEL = itemgetter("request_id"), itemgetter("ts_ms"), ite
 _MODEL = itemgetter("model")
 #: a waiting prediction's (streams.kpi.window.Waiting) time, version and variant
 _T, _V, _A = itemgetter("t"), itemgetter("v"), itemgetter("a")
-_I = itemgetter("i")  # its count window (kpi.window: {events: N})
 
 
 def _models_key(partition: int) -> bytes:
@@ -403,9 +405,11 @@ class _ModelBatch:
         return lifecycle.start_of(ts_ms, self.policy.window)
 
     def key_of(self, waiting: dict[str, Any]) -> int:
-        """The window of a waiting prediction: its count window, as counted on arrival,
-        or the one of its time."""
-        return int(waiting["i"]) if self.count is not None else self.start_of(waiting["t"])
+        """The window of a waiting prediction: its count window, as counted on arrival
+        (-1: none, it came before kpi.window became a count), or the one of its time."""
+        if self.count is not None:
+            return int(waiting.get("i", -1))
+        return self.start_of(waiting["t"])
 
     # -- inputs --------------------------------------------------------------------
 
@@ -512,7 +516,7 @@ class _ModelBatch:
             ts = np.fromiter(map(_T, predictions), dtype=np.int64, count=n)
             starts = (
                 tumbling(self.policy.window).pane_starts(ts) if self.count is None
-                else np.fromiter(map(_I, predictions), dtype=np.int64, count=n)
+                else np.fromiter(map(self.key_of, predictions), dtype=np.int64, count=n)
             )
             versions = list(map(_V, predictions))
             variants = list(map(_A, predictions))
@@ -540,9 +544,10 @@ class _ModelBatch:
                 rows = order[bounds[g] : bounds[g + 1]]
                 first = int(rows[0])
                 series, start = names[int(codes[first])], int(starts[first])
-                if lifecycle.retired(self.index(series), start):
+                if start < 0 or lifecycle.retired(self.index(series), start):
                     # Not expected: a window retires only after its predictions have
-                    # been labeled or expired. Counted, should it ever happen.
+                    # been labeled or expired (or, -1, the prediction came before
+                    # kpi.window became a count). Counted, should it ever happen.
                     self.index(series)["lost"] += len(rows)
                     continue
                 if len(rows) == n:
@@ -565,6 +570,8 @@ class _ModelBatch:
                 detector = self._detector(series)
                 for fired in detector.update(errors[mine]):
                     window = (series, int(starts[mine[fired]]))
+                    if window[1] < 0:
+                        continue
                     self.windows[window] = self.kpi.mark_concept_drift(self.window(*window))
             if joined.pairs or joined.late_pairs:
                 self._labeled_pairs(joined, errors)

@@ -1,7 +1,8 @@
 """A KPI series' windows: which are open, when each is reported, when it retires.
 
 A series is one model version and variant. Its windows are fixed ``window``
-durations of event time (``start_of``); each is a ``streams.kpi.window`` fold,
+durations or calendar periods of event time (``start_of``), or counts of its
+predictions (below); each is a ``streams.kpi.window`` fold,
 and this module keeps the series' part of the fold over them, in one plain
 JSON-able :class:`SeriesState` the KPI agent stores beside the windows:
 
@@ -222,6 +223,14 @@ def close(
         if count is None:
             end = end_of(start, policy.window)
             window_ms, closed = end - start, None
+        elif "last_ms" not in mark:
+            # opened under a window of time (kpi.window changed form): reported a last
+            # time, at once; its predictions' labels still to come are counted as lost
+            mark["rev"] += 1
+            out.append(Due(start, mark["rev"], True, state["late"], state["lost"]))
+            state["late"] = state["lost"] = 0
+            del state["windows"][start_s]
+            continue
         elif start >= full:
             continue  # the partial count window: never reported until its Nth prediction
         else:

@@ -14,7 +14,7 @@ import orjson
 from agents.inputs.codec import Origin
 from agents.kpi.handler import KpiHandler
 from agents.operator.replay import ReplayResult, compare, identity
-from schemas.policy import parse_policy
+from schemas.policy import Policy, parse_policy
 from schemas.reports import KpiReport
 
 MODEL = "fraud-detector"
@@ -48,8 +48,8 @@ class Run:
         self.reports: list[KpiReport] = []
         self.offset = 0
 
-    def restart(self) -> KpiHandler:
-        self.handler = KpiHandler(policy=POLICY, predictions_topic="predictions",
+    def restart(self, policy: Policy = POLICY) -> KpiHandler:
+        self.handler = KpiHandler(policy=policy, predictions_topic="predictions",
                                   labels_topic="labels", max_message_bytes=1 << 20)
         return self.handler
 
@@ -138,3 +138,16 @@ def test_a_replay_gives_the_same_reports_told_apart_by_their_number() -> None:
     result = ReplayResult(kpi=docs[1])
     compare(result, {"kpi": docs[0] + twin})
     assert [d.what for d in result.differences] == ["only live"]
+
+
+def test_windows_of_time_left_when_the_window_becomes_a_count_end_at_once() -> None:
+    run = Run()
+    run.restart(parse_policy("kpi: {window: 60s, label_ttl: 10m, min_labeled: 1}"))
+    run.predict(PREDICTIONS[0][:2])  # p0, p1: a 60-s window, open
+    run.restart()  # the same table under {events: 3}
+    run.label(["p0"], 20)  # a prediction counted in no count window: lost, no failure
+    out = run.predict(PREDICTIONS[1][:3])
+    assert [(r.window_index, r.final, r.n_predictions) for r in run.reports] == [
+        (None, True, 2), (0, False, 3)
+    ]
+    assert out[-1].window_start == _at(1)  # the count window holds p3..p5 only
