@@ -13,9 +13,11 @@ import orjson
 
 from agents.inputs.codec import Origin
 from agents.kpi.handler import KpiHandler
+from agents.operator.audit_report import gather
 from agents.operator.replay import ReplayResult, compare, identity
 from schemas.policy import Policy, parse_policy
 from schemas.reports import KpiReport
+from streams.policy.chain import ChainCheck
 
 MODEL = "fraud-detector"
 T0 = 1_800_000_000 - 1_800_000_000 % 3600  # s
@@ -151,3 +153,13 @@ def test_windows_of_time_left_when_the_window_becomes_a_count_end_at_once() -> N
         (None, True, 2), (0, False, 3)
     ]
     assert out[-1].window_start == _at(1)  # the count window holds p3..p5 only
+
+
+def test_the_audit_counts_count_windows_by_their_number() -> None:
+    run = Run()
+    _script(run)
+    docs = [orjson.loads(r.model_dump_json()) for r in run.reports]
+    twin = {**docs[-1], "window_index": 7}  # another window that starts at the same time
+    data = gather(MODEL, start_ms=0, end_ms=2**62, drift=[], kpi=[*docs, twin], commands=[],
+                  deployments=[], poisoning=[], check=ChainCheck(events=0, models=0))
+    assert data.counts["KPI windows"] == 3
