@@ -30,7 +30,7 @@ COUNTED = "fraud-counted"
 COUNT_POLICY = f"""
 models:
   {COUNTED}:
-    kpi: {{window: {{events: 1000}}, label_ttl: 10m, min_labeled: 50}}
+    kpi: {{window: {{events: 1000}}, label_ttl: 10m, min_labeled: 50, revision_delay: 1s}}
 """
 
 
