@@ -141,6 +141,10 @@ def count_key(state: SeriesState, events: int) -> int:
     >>> [count_key(state, 3) for _ in range(7)], state["counted"]
     ([0, 0, 0, 1, 1, 1, 2], 7)
     """
+    if "counted" not in state:
+        # the first count of the series (or kpi.window became a count): its bounds so far,
+        # if any, were times, not window numbers
+        state["closed_until_ms"] = state["retired_until_ms"] = _NEVER
     ordinal = state.get("counted", 0)
     state["counted"] = ordinal + 1
     return ordinal // events
@@ -213,6 +217,8 @@ def close(
     changed_ms = changed_ms or {}
     event_now = max(predictions_ms, labels_ms or predictions_ms)
     count = policy.window.events if isinstance(policy.window, CountWindow) else None
+    if count is None:
+        state.pop("counted", None)  # kpi.window is no count (any more): counts restart
     full = state.get("counted", 0) // count if count is not None else 0
     bucket = bucket_ms(policy)
     latest = _NEVER  # count windows: the latest prediction time of the open ones so far

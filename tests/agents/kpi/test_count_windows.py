@@ -145,14 +145,25 @@ def test_a_replay_gives_the_same_reports_told_apart_by_their_number() -> None:
 def test_windows_of_time_left_when_the_window_becomes_a_count_end_at_once() -> None:
     run = Run()
     run.restart(parse_policy("kpi: {window: 60s, label_ttl: 10m, min_labeled: 1}"))
+    run.predict([("a0", "champion", -3000, 1)])  # a window of time reported and retired
     run.predict(PREDICTIONS[0][:2])  # p0, p1: a 60-s window, open
+    assert [(r.window_index, r.final, r.n_predictions) for r in run.reports] == [(None, True, 1)]
     run.restart()  # the same table under {events: 3}
     run.label(["p0"], 20)  # a prediction counted in no count window: lost, no failure
     out = run.predict(PREDICTIONS[1][:3])
-    assert [(r.window_index, r.final, r.n_predictions) for r in run.reports] == [
+    assert [(r.window_index, r.final, r.n_predictions) for r in run.reports[1:]] == [
         (None, True, 2), (0, False, 3)
     ]
     assert out[-1].window_start == _at(1)  # the count window holds p3..p5 only
+    assert (out[-1].late, out[-1].n_labeled) == (0, 0)
+    # and back to windows of time: the open count windows end, the next time window opens
+    run.restart(parse_policy("kpi: {window: 60s, label_ttl: 10m, min_labeled: 1}"))
+    back = run.predict([("b0", "champion", 400, 1), ("b1", "champion", 401, 0)])
+    assert "counted" not in orjson.loads(run.table[f"s|{MODEL}|v1|champion".encode()])
+    run.predict([("b2", "champion", 480, 1)])  # past b0's window: it is reported
+    assert [(r.window_start, r.n_predictions) for r in run.reports if not r.final][-1] == (
+        _at(360), 2)
+    assert all(r.window_index is None for r in back)
 
 
 def test_the_audit_counts_count_windows_by_their_number() -> None:
