@@ -119,23 +119,27 @@ def test_count_and_calendar_windows_through_the_worker(worker_factory: object) -
 
 
 def test_count_windows_resume_at_the_same_event_after_a_sigkill(worker_factory: object) -> None:
-    """The count is in the version's state: a killed worker's successor closes the
-    chunks an uninterrupted run would have (a report may come twice, identical)."""
-    worker = worker_factory(POLICY.split("kpi:")[0])  # type: ignore[operator]
+    """The count is in the version's state (drift) and the series' (KPI): a killed
+    worker's successor closes the chunks an uninterrupted run would have (a report may
+    come twice, identical)."""
+    worker = worker_factory(  # type: ignore[operator]
+        POLICY.split("kpi:")[0] + "kpi: {window: {events: 1000}}\n", agents="drift,kpi"
+    )
     events = simulate.FraudTraffic(seed=8).events(4000, start_s=T0, span_s=240)
     publish(worker, "predictions", simulate.batches(events[:2600], 100))
     collect(worker, "drift", lambda seen: len(seen) >= 2, timeout_s=60)
     assert worker.crash_restart() == -9
     publish(worker, "predictions", simulate.batches(events[2600:], 100))
-    drift = collect(
-        worker, "drift", lambda seen: {r["window_index"] for r in seen} >= {0, 1, 2, 3},
-        timeout_s=60,
-    )
-    by_index: dict[int, list[dict[str, object]]] = {}
-    for report in drift:
-        by_index.setdefault(report["window_index"], []).append(report)
-    assert sorted(by_index) == [0, 1, 2, 3], worker.log()
-    for k, reports in by_index.items():
-        assert all(r == reports[0] for r in reports), "a repeated report is identical"
-        chunk = [e["ts"] for e in events[1000 * k : 1000 * (k + 1)]]
-        assert (reports[0]["n"], reports[0]["window_start"][:19]) == (1000, iso(min(chunk)))
+    for topic, n in (("drift", "n"), ("kpi", "n_predictions")):
+        reports = collect(
+            worker, topic, lambda seen: {r["window_index"] for r in seen} >= {0, 1, 2, 3},
+            timeout_s=60,
+        )
+        by_index: dict[int, list[dict[str, object]]] = {}
+        for report in reports:
+            by_index.setdefault(report["window_index"], []).append(report)
+        assert sorted(by_index) == [0, 1, 2, 3], (topic, worker.log())
+        for k, same in by_index.items():
+            assert all(r == same[0] for r in same), "a repeated report is identical"
+            chunk = [e["ts"] for e in events[1000 * k : 1000 * (k + 1)]]
+            assert (same[0][n], same[0]["window_start"][:19]) == (1000, iso(min(chunk)))
