@@ -382,7 +382,8 @@ class KpiPolicy(_Section):
         "predictions of a version and variant, {events: N} (schemas.windows)",
     )
     allowed_lateness: DurationMs = Field(
-        default=60_000, ge=0, description="predictions counted in a window after its end"
+        default=60_000, ge=0, description="predictions counted in a window after its end "
+        "(windows of time; a count window closes with its Nth prediction)"
     )
     label_ttl: DurationMs = Field(
         default=7 * 86_400_000, gt=0,
