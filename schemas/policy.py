@@ -368,7 +368,8 @@ class KpiPolicy(_Section):
     Memory: pending predictions (not yet labeled) and early labels are kept for
     ``label_ttl`` of event time; KPI windows of a version and variant are kept
     ``label_ttl`` after their end, so at most ``label_ttl / window + 1`` of
-    them, each a few KB (see ``agents.kpi.handler``).
+    them, each a few KB (see ``agents.kpi.handler``); count windows: the windows
+    whose latest prediction is younger than ``label_ttl`` (``streams.kpi.series``).
     """
 
     task: Literal["classification", "regression"] = "classification"
@@ -377,10 +378,12 @@ class KpiPolicy(_Section):
     )
     window: KpiWindowForm = Field(
         default=3_600_000,
-        description="KPI window (event time): a duration or a calendar period (schemas.windows)",
+        description="KPI window: a duration or a calendar period of event time, or every N "
+        "predictions of a version and variant, {events: N} (schemas.windows)",
     )
     allowed_lateness: DurationMs = Field(
-        default=60_000, ge=0, description="predictions counted in a window after its end"
+        default=60_000, ge=0, description="predictions counted in a window after its end "
+        "(windows of time; a count window closes with its Nth prediction)"
     )
     label_ttl: DurationMs = Field(
         default=7 * 86_400_000, gt=0,
@@ -466,6 +469,13 @@ class KpiPolicy(_Section):
                     problems.append(InitErrorDetails(
                         type=PydanticCustomError("kpi_band", problem),
                         loc=("reference_bands", "metrics", i), input=name))
+        if isinstance(self.window, CountWindow) and self.window.events < self.min_labeled:
+            problems.append(InitErrorDetails(
+                type=PydanticCustomError("window", (
+                    f"a window of {self.window.events} predictions never has min_labeled "
+                    f"({self.min_labeled}) labels, so its targets are never judged; raise "
+                    "events or lower min_labeled")),
+                loc=("window", "events"), input=self.window.events))
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self

@@ -267,6 +267,13 @@ class KpiReport(_Report):
     variant: Variant
     window_start: datetime
     window_end: datetime
+    window_index: int | None = Field(
+        default=None,
+        description="count windows (kpi.window: {events: N}) only: the window's number among "
+        "the version and variant's (0: its first N predictions); window_start and window_end "
+        "are then its earliest prediction's time and 1 ms past its latest's (as a drift count "
+        "window's); absent for time windows",
+    )
     n_predictions: int
     n_labeled: int
     metrics: dict[str, float] = Field(
@@ -333,11 +340,12 @@ class KpiReport(_Report):
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """``shadow`` is left out while unset: every other report serialises as it did
-        before the field existed."""
+        """``shadow`` and ``window_index`` are left out while unset: every other report
+        serialises as it did before the fields existed."""
         data: dict[str, Any] = handler(self)
-        if data.get("shadow") is None:
-            data.pop("shadow", None)
+        for name in ("shadow", "window_index"):
+            if data.get(name) is None:
+                data.pop(name, None)
         return data
 
 

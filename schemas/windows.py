@@ -8,7 +8,8 @@
   and late events apply the same way. Tumbling only;
 * ``window: {events: 1000}`` -- every N events of a model version, in the order the
   agent reads them (offset order of the model's partition), as NannyML's chunk
-  size: a window closes with its Nth event, nothing is late. Drift only.
+  size: a window closes with its Nth event, nothing is late. Drift and KPI (every N
+  predictions of a version and variant, ``streams.kpi.series``).
 
 A bad form is refused at start naming the field and the reason, e.g.
 ``drift.window: Value error, time_zone: 'Mars/Olympus' is not a time zone ...``.
@@ -82,15 +83,12 @@ class CountWindow(BaseModel):
     events: int = Field(ge=1, le=MAX_COUNT_WINDOW, description="events per window")
 
 
-def _form(value: Any, *, count: bool) -> int | CalendarWindow | CountWindow:
+def _form(value: Any) -> int | CalendarWindow | CountWindow:
     if isinstance(value, CalendarWindow | CountWindow):
         model: type[BaseModel] = type(value)
         value = value.model_dump()
     if isinstance(value, dict):
         model = CountWindow if "events" in value else CalendarWindow
-        if model is CountWindow and not count:
-            raise ValueError("count windows ({events: N}) are for drift only; use a "
-                             "duration like 1h or {calendar: day, time_zone: ...}")
         try:
             return model.model_validate(value)
         except ValidationError as exc:
@@ -108,7 +106,7 @@ def _dump(value: int | CalendarWindow | CountWindow) -> Any:
     return value.model_dump() if isinstance(value, BaseModel) else format_duration_ms(value)
 
 
-def _schema(count: bool) -> dict[str, Any]:
+def _schema(events: str) -> dict[str, Any]:
     duration = DurationMs.__metadata__[-1].json_schema  # type: ignore[attr-defined]
     calendar = {
         "type": "object",
@@ -121,31 +119,30 @@ def _schema(count: bool) -> dict[str, Any]:
         "additionalProperties": False,
         "description": "calendar periods of a time zone (weeks start on Monday)",
     }
-    forms = [*duration["anyOf"], calendar]
-    if count:
-        forms.append({
-            "type": "object",
-            "properties": {"events": {"type": "integer", "minimum": 1,
-                                      "maximum": MAX_COUNT_WINDOW}},
-            "required": ["events"],
-            "additionalProperties": False,
-            "description": "every N events of a model version, in offset order",
-        })
-    return {"anyOf": forms, "description": "a duration like 5m, a calendar period "
-            "{calendar: day|week|month, time_zone: ...}"
-            + (", or a count of events {events: N}" if count else "")}
+    count = {
+        "type": "object",
+        "properties": {"events": {"type": "integer", "minimum": 1,
+                                  "maximum": MAX_COUNT_WINDOW}},
+        "required": ["events"],
+        "additionalProperties": False,
+        "description": f"every N {events} of a model version, in offset order",
+    }
+    return {"anyOf": [*duration["anyOf"], calendar, count],
+            "description": "a duration like 5m, a calendar period "
+            f"{{calendar: day|week|month, time_zone: ...}}, or a count of {events} "
+            "{events: N}"}
 
 
-def _window_type(count: bool) -> Any:
+def _window_type(events: str) -> Any:
     return Annotated[
         int | CalendarWindow | CountWindow,
-        PlainValidator(lambda v: _form(v, count=count)),
+        PlainValidator(_form),
         PlainSerializer(_dump),
-        WithJsonSchema(_schema(count)),
+        WithJsonSchema(_schema(events)),
     ]
 
 
 #: drift.window: a duration, a calendar period or a count of events
-DriftWindowForm = _window_type(count=True)
-#: kpi.window: a duration or a calendar period
-KpiWindowForm = _window_type(count=False)
+DriftWindowForm = _window_type("events")
+#: kpi.window: a duration, a calendar period or a count of predictions (and variant)
+KpiWindowForm = _window_type("predictions (and variant)")

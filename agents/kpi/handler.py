@@ -7,7 +7,9 @@ keyed by model and must have the same number of partitions):
 
 * the label join's entries (``streams.join``: ``p|``, ``l|``, ``x|``, ``m|``);
 * ``s|model|version|variant`` -> the series' open windows (``streams.kpi.series``);
-* ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``);
+* ``w|model|version|variant|start`` -> one KPI window (``streams.kpi.window``); with
+  count windows (``kpi.window: {events: N}``) ``start`` is the window's number, and a
+  pending prediction keeps it (``i``) for its label (``streams.kpi.series``);
 * ``c|model|version|variant`` -> the concept-drift detector;
 * ``h|model|version|start`` -> a shadow window's comparison with the version that
   served the same requests (``streams.kpi.shadow``), kept and dropped with the
@@ -60,7 +62,8 @@ one bad client clock must not expire every pending prediction of its model.
 Bounds: ``max_models`` models per partition (``agents.inputs.admission``); per model
 ``MAX_SERIES`` versions x variants; a calibration (a few KB) and bands (under 1.5 KB)
 per profiled version;
-per series ``label_ttl / window + 1`` windows of a few KB (see ``streams.kpi.window``),
+per series ``label_ttl / window + 1`` windows of a few KB (see ``streams.kpi.window``;
+count windows: the partial one and the full ones not final yet, and the count),
 and per shadow window a comparison of at most 8 x 11 numbers (``streams.kpi.shadow``);
 the join's pending entries (about 150 bytes each) for predictions younger than the TTL.
 """
@@ -87,6 +90,7 @@ from schemas.events import LabelEvent, PredictionEvent
 from schemas.policy import KpiPolicy, Policy
 from schemas.reference import ReferenceProfile, ScoreCalibration
 from schemas.reports import ConceptDetectorInfo, KpiReport
+from schemas.windows import CountWindow
 from streams.join import SEP, JoinOutcome, LabelJoin, ModelClock, lane_key
 from streams.kpi import bands as kpi_bands
 from streams.kpi import concept_calibration as concept_cal
@@ -97,7 +101,7 @@ from streams.kpi.concept import ConceptDetector
 from streams.kpi.labels import canonical
 from streams.kpi.series import SeriesState
 from streams.kpi.window import NO_CALIBRATION, KpiWindow, WindowState
-from streams.windows import longest_ms, tumbling
+from streams.windows import tumbling
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +204,7 @@ class KpiHandler:
     def _for(self, model: str) -> tuple[KpiPolicy, LabelJoin, KpiWindow]:
         if model not in self._models:
             p = self.policy.kpi_for(model)
-            join = LabelJoin(ttl_ms=p.label_ttl, bucket_ms=min(longest_ms(p.window), p.label_ttl))
+            join = LabelJoin(ttl_ms=p.label_ttl, bucket_ms=lifecycle.bucket_ms(p))
             self._models[model] = (p, join, KpiWindow(p))
         return self._models[model]
 
@@ -348,6 +352,9 @@ class _ModelBatch:
         self.store = store
         self.now_ms = now_ms  # processing time: when the windows touched now changed
         self.policy, self.join, self.kpi = handler._for(model)
+        #: count windows: N (``streams.kpi.series``); None: windows of event time
+        window = self.policy.window
+        self.count = window.events if isinstance(window, CountWindow) else None
         self.windows: dict[tuple[Series, int], WindowState] = {}
         self.indexes: dict[Series, SeriesState] = {}
         self.detectors: dict[Series, ConceptDetector] = {}
@@ -397,6 +404,13 @@ class _ModelBatch:
     def start_of(self, ts_ms: int) -> int:
         return lifecycle.start_of(ts_ms, self.policy.window)
 
+    def key_of(self, waiting: dict[str, Any]) -> int:
+        """The window of a waiting prediction: its count window, as counted on arrival
+        (-1: none, it came before kpi.window became a count), or the one of its time."""
+        if self.count is not None:
+            return int(waiting.get("i", -1))
+        return self.start_of(waiting["t"])
+
     # -- inputs --------------------------------------------------------------------
 
     def bound(
@@ -437,38 +451,48 @@ class _ModelBatch:
         groups: dict[tuple[Series, int], list[Row]] = {}
         pending: list[tuple[str, int, dict[str, Any]]] = []
         segment_keys = self.policy.segments
+        count = self.count
         for event in rows:
             series = (event["model_version"], event.get("variant", "champion"))
             if not self._tracked(series):
                 self.untracked += 1
                 continue
             ts = _ts_ms(event)
-            start = self.start_of(ts)
+            if count is None:
+                start = self.start_of(ts)
+            else:
+                start = lifecycle.count_key(self.index(series), count)
             if lifecycle.arrive(self.index(series), start) == "lost":
                 continue
             groups.setdefault((series, start), []).append(event)
             segment = event.get("segment") or {}
             request_id = event["request_id"]
+            waiting: dict[str, Any] = {  # streams.kpi.window.Waiting
+                "v": series[0],
+                "a": series[1],
+                "t": ts,
+                "p": event["prediction"],
+                "s": event.get("score"),
+                "g": {k: segment[k] for k in segment_keys if k in segment},
+            }
+            if count is not None:
+                waiting["i"] = start  # a late label joins the window it was counted in
             pending.append(
                 (
                     # a shadow's answer waits beside the served one (streams.join, lanes)
                     lane_key(request_id, SHADOW_VARIANT)
                     if series[1] == SHADOW_VARIANT else request_id,
                     ts,
-                    {  # streams.kpi.window.Waiting
-                        "v": series[0],
-                        "a": series[1],
-                        "t": ts,
-                        "p": event["prediction"],
-                        "s": event.get("score"),
-                        "g": {k: segment[k] for k in segment_keys if k in segment},
-                    },
+                    waiting,
                 )
             )
         for (series, start), events in groups.items():
             key = (series, start)
             self.windows[key] = self.kpi.add_predictions(self.window(series, start), events)
             self.touched(series, start)
+            if count is not None:
+                times = list(map(_ts_ms, events))
+                lifecycle.span(self.index(series), start, min(times), max(times))
         self._joined(self.join.add_predictions(self.store, self.model, pending))
 
     def labels(self, rows: list[Row]) -> None:
@@ -490,7 +514,10 @@ class _ModelBatch:
         n = len(predictions)
         if n:
             ts = np.fromiter(map(_T, predictions), dtype=np.int64, count=n)
-            starts = tumbling(self.policy.window).pane_starts(ts)
+            starts = (
+                tumbling(self.policy.window).pane_starts(ts) if self.count is None
+                else np.fromiter(map(self.key_of, predictions), dtype=np.int64, count=n)
+            )
             versions = list(map(_V, predictions))
             variants = list(map(_A, predictions))
             if versions.count(versions[0]) == n and variants.count(variants[0]) == n:
@@ -517,9 +544,10 @@ class _ModelBatch:
                 rows = order[bounds[g] : bounds[g + 1]]
                 first = int(rows[0])
                 series, start = names[int(codes[first])], int(starts[first])
-                if lifecycle.retired(self.index(series), start):
+                if start < 0 or lifecycle.retired(self.index(series), start):
                     # Not expected: a window retires only after its predictions have
-                    # been labeled or expired. Counted, should it ever happen.
+                    # been labeled or expired (or, -1, the prediction came before
+                    # kpi.window became a count). Counted, should it ever happen.
                     self.index(series)["lost"] += len(rows)
                     continue
                 if len(rows) == n:
@@ -542,6 +570,8 @@ class _ModelBatch:
                 detector = self._detector(series)
                 for fired in detector.update(errors[mine]):
                     window = (series, int(starts[mine[fired]]))
+                    if window[1] < 0:
+                        continue
                     self.windows[window] = self.kpi.mark_concept_drift(self.window(*window))
             if joined.pairs or joined.late_pairs:
                 self._labeled_pairs(joined, errors)
@@ -549,7 +579,7 @@ class _ModelBatch:
             self._arrived_pairs(joined.arrivals)
         expired: dict[tuple[Series, int], int] = {}
         for p in joined.expired:
-            key = ((p["v"], p["a"]), self.start_of(p["t"]))
+            key = ((p["v"], p["a"]), self.key_of(p))
             expired[key] = expired.get(key, 0) + 1
         for (series, start), count in expired.items():
             if lifecycle.is_open(self.index(series), start):  # else only the join counts it
@@ -569,7 +599,7 @@ class _ModelBatch:
 
     def _shadow_window(self, shadow: dict[str, Any]) -> tuple[str, int] | None:
         """The shadow window a pair belongs to (its shadow prediction's), if still open."""
-        version, start = shadow["v"], self.start_of(shadow["t"])
+        version, start = shadow["v"], self.key_of(shadow)
         if [version, SHADOW_VARIANT] not in self.series:
             return None  # not tracked (beyond MAX_SERIES)
         if not lifecycle.is_open(self.index((version, SHADOW_VARIANT)), start):
@@ -737,8 +767,8 @@ class _ModelBatch:
                     *series,
                     result,
                     emit,
-                    window_ms=lifecycle.end_of(emit.start_ms, self.policy.window)
-                    - emit.start_ms,
+                    window_ms=0 if self.count is not None
+                    else lifecycle.end_of(emit.start_ms, self.policy.window) - emit.start_ms,
                     orphans=clock["orphan_labels"],
                     concept=self.concept(series[0]),
                     shadow=(

@@ -175,8 +175,10 @@ def gather(
     """Everything the page shows, from the model's records in the range (JSON dicts)."""
     policy = policy or PolicyInForce(Policy(), None, None)
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for r in kpi:  # the newest revision of each window
-        key = (r["model_version"], r["variant"], str(r["window_start"]))
+    for r in kpi:  # the newest revision of each window (count windows: by number)
+        index = r.get("window_index")
+        key = (r["model_version"], r["variant"],
+               str(r["window_start"]) + ("" if index is None else f"#{index}"))
         if key not in latest or r.get("revision", 0) >= latest[key].get("revision", 0):
             latest[key] = r
     covered = _covered(

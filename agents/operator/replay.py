@@ -36,9 +36,10 @@ State starts empty at ``from``: a replay from the start of the topics
 reproduces the live run exactly (drift reports are a function of the
 predictions and references in order); one that starts mid-stream rebuilds a
 warm-up reference from its first events and cannot match windows whose
-judgement needed earlier state (count windows, ``drift.window: {events: N}``,
-are numbered from the version's first event replayed: only a replay from the
-start of the topics gives the live windows). A KPI window the live run has not retired yet
+judgement needed earlier state (count windows, ``drift.window`` or
+``kpi.window: {events: N}``, are numbered from the version's first event replayed:
+only a replay from the start of the topics gives the live windows; their reports
+are told apart by ``window_index``). A KPI window the live run has not retired yet
 may show a difference that only means its last revision was not sent yet.
 Decisions are replayed from the live reports (what the policy agent saw), not
 from the recomputed ones, so a changed ``decisions`` section shows its effect
@@ -178,6 +179,8 @@ def _latest(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for r in reports:
         key = "/".join(["kpi", r["model"], r["model_version"], r["variant"],
                         str(r["window_start"])])
+        if r.get("window_index") is not None:  # count windows: their number names them
+            key += f"#{r['window_index']}"
         if key not in out or r["revision"] >= out[key]["revision"]:
             out[key] = r
     return out

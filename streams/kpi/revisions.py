@@ -44,7 +44,7 @@ changelog gives the same state). The caller keeps it, in memory.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 Due = Literal["report", "final"]
 
@@ -53,6 +53,9 @@ class WindowMark(TypedDict):
     rev: int  # -1 until first reported
     dirty: bool  # changed since last reported
     emitted_ms: int  # the model's event time at the last report
+    #: count windows only (``streams.kpi.series``): its earliest and latest prediction's ts
+    first_ms: NotRequired[int]
+    last_ms: NotRequired[int]
 
 
 def due(
@@ -67,16 +70,19 @@ def due(
     labels_ms: int | None,
     now_ms: int | None,
     changed_ms: int | None = None,
+    closed: bool | None = None,
 ) -> Due | None:
     """What the window starting at ``start_ms`` is due now: a report, its final
     report, or nothing. ``predictions_ms``/``labels_ms``: the join's clocks (None:
     nothing seen yet); ``now_ms``: processing time, None to judge on event time
     only (the per-message path); ``changed_ms``: the processing time of the
-    window's last change (None: not known, no revision on the timer)."""
+    window's last change (None: not known, no revision on the timer); ``closed``: whether
+    the window is complete, in place of the watermark rule (count windows: their Nth
+    prediction came; ``streams.kpi.series``)."""
     if predictions_ms is None:
         return None
     end = start_ms + window_ms
-    passed = end + allowed_lateness_ms <= predictions_ms
+    passed = end + allowed_lateness_ms <= predictions_ms if closed is None else closed
     retire = (passed and labels_ms is not None and labels_ms > end + label_ttl_ms) or (
         predictions_ms > end + 2 * label_ttl_ms
     )

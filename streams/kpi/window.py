@@ -58,7 +58,9 @@ class Waiting(TypedDict):
     The names are one letter on purpose: the join holds one of these for every
     prediction younger than ``label_ttl`` (millions of them; about 150 bytes
     each), and they are stored as written (renaming them needs a reader for
-    both). ``v`` and ``a`` place it in its series; ``t`` in its window.
+    both). ``v`` and ``a`` place it in its series; ``t`` in its window, or ``i``
+    with count windows: the window's number, fixed when the prediction was counted
+    (``streams.kpi.series``).
     """
 
     v: str  # model_version
@@ -67,6 +69,7 @@ class Waiting(TypedDict):
     p: Any  # prediction
     s: float | None  # score
     g: dict[str, Any]  # segment: the policy's segment keys the event carried
+    i: NotRequired[int]  # count windows only: the window it was counted in
 
 
 Matched = tuple[Waiting, Any, int]  # (the waiting prediction, its label, the label's ts_ms)

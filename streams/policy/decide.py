@@ -38,6 +38,7 @@ def summarise_drift(report: DriftReport) -> WindowSummary:
     return WindowSummary(
         kind="drift", model=report.model, model_version=report.model_version,
         window_start=epoch_ms(report.window_start), window_end=epoch_ms(report.window_end),
+        window_index=report.window_index,
         status=report.status, n=report.n, why=report.drifted_features[:10],
     )
 
@@ -65,7 +66,8 @@ def summarise_kpi(report: KpiReport, champion: str | None = None) -> WindowSumma
     return WindowSummary(
         kind="kpi", model=report.model, model_version=report.model_version,
         variant=report.variant, window_start=epoch_ms(report.window_start),
-        window_end=epoch_ms(report.window_end), revision=report.revision, status=report.status,
+        window_end=epoch_ms(report.window_end), window_index=report.window_index,
+        revision=report.revision, status=report.status,
         n=report.n_predictions, n_labeled=report.n_labeled, errors=errors,
         error_rate=report.metrics.get("error_rate"),
         latency_p99_ms=report.metrics.get("latency_p99_ms"),
@@ -75,12 +77,18 @@ def summarise_kpi(report: KpiReport, champion: str | None = None) -> WindowSumma
 
 
 def _streak(series: list[WindowSummary], status: str, after_ms: int | None) -> list[WindowSummary]:
-    """The newest windows in a row (contiguous in event time) with ``status``."""
+    """The newest windows in a row (contiguous in event time, count windows: numbered
+    one after the other) with ``status``."""
     run: list[WindowSummary] = []
     for s in reversed(series):
         if s.status != status or (after_ms is not None and s.window_end <= after_ms):
             break
-        if run and s.window_end != run[-1].window_start:
+        if run and (
+            (s.window_index + 1, s.model_version)
+            != (run[-1].window_index, run[-1].model_version)
+            if s.window_index is not None and run[-1].window_index is not None
+            else s.window_end != run[-1].window_start
+        ):
             break
         run.append(s)
     return run

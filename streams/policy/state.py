@@ -33,6 +33,9 @@ class WindowSummary(BaseModel):
     variant: str = "champion"
     window_start: int
     window_end: int
+    #: count windows (``{events: N}``): the window's number, which orders and names it
+    #: (two count windows may start at the same time); None for windows of time
+    window_index: int | None = None
     revision: int = 0
     status: str
     n: int = 0  # events (drift) or predictions (KPI)
@@ -58,8 +61,8 @@ class WindowSummary(BaseModel):
 
     def evidence(self) -> dict[str, Any]:
         data = self.model_dump(exclude_defaults=False)
-        for name in SHADOW_FIELDS:  # as before they existed: command ids stay the same
-            if data[name] is None:
+        for name in (*SHADOW_FIELDS, "window_index"):  # as before they existed: command
+            if data[name] is None:  # ids stay the same
                 del data[name]
         return data
 
@@ -67,6 +70,13 @@ class WindowSummary(BaseModel):
 #: WindowSummary fields only a shadow's window has
 SHADOW_FIELDS = ("versus", "pairs", "agreement", "prediction_diff", "score_diff",
                  "labeled_pairs", "versus_error", "shadow_error")
+
+
+def _order(s: WindowSummary) -> tuple[bool, int]:
+    """Windows of time by start; count windows (after them) by number: their starts are
+    their earliest events' times, which need not follow the numbers."""
+    return (s.window_index is not None,
+            s.window_start if s.window_index is None else s.window_index)
 
 
 class ModelState(BaseModel):
@@ -117,12 +127,12 @@ class ModelState(BaseModel):
             summary.variant, [])
         for i, old in enumerate(series):
             if old.window_start == summary.window_start and old.model_version == \
-                    summary.model_version:
+                    summary.model_version and old.window_index == summary.window_index:
                 if summary.revision >= old.revision:
                     series[i] = summary
                 return
         series.append(summary)
-        series.sort(key=lambda s: s.window_start)
+        series.sort(key=_order)
         del series[:-MAX_WINDOWS]
 
     def window(self, variant: str, start: int, version: str | None) -> WindowSummary | None:

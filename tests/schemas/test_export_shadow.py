@@ -37,3 +37,13 @@ def test_the_shadow_comparison_and_rule_are_in_the_export(tmp_path: Path) -> Non
         "canary_weight",
     } <= set(rules)
     assert rules["healthy_windows"]["default"] == 0  # off by default
+
+
+def test_the_kpi_count_window_index_is_in_the_export(tmp_path: Path) -> None:
+    assert cli.main(["schemas", "export", str(tmp_path)]) == 0
+    report = load(tmp_path, "KpiReport")
+    index = report["properties"]["window_index"]
+    assert "window_index" not in report.get("required", [])
+    assert {"type": "integer"} in index["anyOf"] and "earliest prediction" in index["description"]
+    kpi_window = load(tmp_path, "Policy")["$defs"]["KpiPolicy"]["properties"]["window"]
+    assert any(set(o.get("properties", {})) == {"events"} for o in kpi_window["anyOf"])

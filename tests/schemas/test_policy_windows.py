@@ -12,7 +12,7 @@ FORMS = """
 drift: {window: {calendar: week, time_zone: America/New_York}}
 kpi: {window: {calendar: month, time_zone: Europe/Paris}}
 models:
-  fraud: {drift: {window: {events: 5000}}}
+  fraud: {drift: {window: {events: 5000}}, kpi: {window: {events: 2000}}}
   loans: {drift: {window: 10m, hop: 5m}}
 """
 
@@ -23,9 +23,11 @@ def test_the_three_forms_load_and_dump_back_unchanged() -> None:
     assert policy.kpi.window == CalendarWindow(calendar="month", time_zone="Europe/Paris")
     assert policy.drift_for("fraud").window == CountWindow(events=5000)
     assert policy.drift_for("loans").window == 600_000
+    assert policy.kpi_for("fraud").window == CountWindow(events=2000)
     dumped = policy.model_dump(mode="json")
     assert dumped["drift"]["window"] == {"calendar": "week", "time_zone": "America/New_York"}
     assert dumped["models"]["fraud"]["drift"]["window"] == {"events": 5000}
+    assert dumped["models"]["fraud"]["kpi"]["window"] == {"events": 2000}
     assert dumped["models"]["loans"]["drift"]["window"] == "10m"
     assert Policy.model_validate(dumped) == policy
     assert parse_policy("drift: {window: {calendar: day}}").drift.window.time_zone == "UTC"
@@ -49,8 +51,12 @@ def test_the_three_forms_load_and_dump_back_unchanged() -> None:
          "drift.window.events: a window of 50 events is never judged: min_window_events is 200"),
         ("drift: {window: {events: 0}}",
          "drift.window: Value error, events: Input should be greater than or equal to 1"),
-        ("kpi: {window: {events: 1000}}",
-         "kpi.window: Value error, count windows \\(\\{events: N\\}\\) are for drift only"),
+        ("kpi: {window: {events: 50}}",
+         "kpi.window.events: a window of 50 predictions never has min_labeled \\(100\\) labels"),
+        ("kpi: {window: {events: 0}}",
+         "kpi.window: Value error, events: Input should be greater than or equal to 1"),
+        ("kpi: {window: {events: 100000001}}",
+         "kpi.window: Value error, events: Input should be less than or equal to 100000000"),
         ("kpi: {window: 0s}", "kpi.window: Value error, '0s' is not a positive duration"),
     ],
 )
@@ -66,7 +72,7 @@ def test_the_json_schema_offers_every_form() -> None:
     objects = [set(o["properties"]) for o in drift if o.get("type") == "object"]
     assert objects == [{"calendar", "time_zone"}, {"events"}]
     assert [set(o["properties"]) for o in kpi if o.get("type") == "object"] == [
-        {"calendar", "time_zone"}
+        {"calendar", "time_zone"}, {"events"}
     ]
     assert {"type": "number"} in drift and {"type": "number"} in kpi
     index = json_schemas()["DriftReport"]["properties"]["window_index"]

@@ -82,7 +82,7 @@ def test_a_replay_gives_identical_reports() -> None:
 @pytest.mark.parametrize(("text", "said"), [
     ("kpi: {window: {calendar: day, time_zone: Europe/Pariss}}",
      "kpi.window: Value error, time_zone: 'Europe/Pariss' is not a time zone"),
-    ("kpi: {window: {events: 1000}}", "kpi.window: Value error, count windows"),
+    ("kpi: {window: {events: 10}}", "kpi.window.events: a window of 10 predictions never"),
 ])
 def test_a_bad_kpi_window_is_refused_naming_the_field(text: str, said: str) -> None:
     with pytest.raises(PolicyError, match=said):

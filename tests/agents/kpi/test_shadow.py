@@ -137,3 +137,18 @@ def test_shadow_state_is_dropped_with_its_window() -> None:
     r = run(*traffic(shadow=True))
     assert finals(r, "shadow")
     assert not [k for k in r.table if k.startswith(b"h|")]
+
+
+def test_count_windows_compare_a_shadow_window_by_its_number() -> None:
+    preds, labels = traffic(shadow=True, bad=True)
+    counted = BASE.replace("window: 60s\n  allowed", "window: {events: 1000}\n  allowed")
+    r = Run(parse_policy(counted))
+    for topic, chunk in in_time_order(preds, labels):
+        r.send(topic, chunk)
+    # a count window retires a label join bucket (label_ttl, 10 min, here) after its own
+    close_all(r, T0 + WINDOWS * 60 + 1300)
+    shadow = finals(r, "shadow")
+    assert [x.window_index for x in shadow] == list(range(WINDOWS)) and not r.dead
+    # each shadow window pairs its own 1,000 answers with the served ones
+    assert [x.shadow[0].pairs for x in shadow] == [1000] * WINDOWS  # type: ignore[index]
+    assert all(x.shadow[0].labeled_pairs > 800 for x in shadow)  # type: ignore[index]
