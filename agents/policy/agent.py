@@ -29,6 +29,7 @@ from agents.runtime.runner import Outcome
 from schemas.commands import DeploymentEvent
 from schemas.policy import Policy, policy_sha256
 from schemas.reports import DriftReport, KpiReport, PoisoningReport
+from schemas.windows import CountWindow
 from streams.policy.commands import sign
 from streams.policy.decide import decide
 from streams.policy.state import ModelState
@@ -53,6 +54,8 @@ class PolicyHandler:
         # Only admitted models get state in the table (agents.inputs.admission).
         self.admission = Admission(agent=self.AGENT, max_models=settings.max_models,
                                    listed=policy.models)
+        for warning in count_window_warnings(policy):
+            logger.warning("%s", warning)
 
     def handle(
         self, raw: bytes | None, origin: Origin, table: MutableMapping[bytes, bytes]
@@ -75,6 +78,21 @@ class PolicyHandler:
         stamp = {"policy_sha256": self.policy_sha256}
         return Outcome(reports=[sign(c.model_copy(update=stamp), self._key)
                                 for c in out.commands], counted=1)
+
+
+def count_window_warnings(policy: Policy) -> list[str]:
+    """What the policy's KPI count windows stop the policy agent from doing, a sentence
+    per setting (empty: none). The canary and challenger comparisons pair a variant's
+    KPI window with the champion's of the same start, which two variants' count
+    windows almost never share (docs/decisions.md, "Count windows")."""
+    found = [("the default kpi section", policy.kpi)]
+    found += [(f"model {m}", o.kpi) for m, o in sorted(policy.models.items()) if o.kpi]
+    return [f"{where}: kpi.window is a count window ({kpi.window.events} predictions): "
+            "canary steps, promotions and the error-rate rollback compare a variant's KPI "
+            "window with the champion's of the same start and will not happen; use a "
+            "duration or calendar kpi.window for a model under progressive delivery "
+            "(docs/decisions.md)"
+            for where, kpi in found if isinstance(kpi.window, CountWindow)]
 
 
 def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:

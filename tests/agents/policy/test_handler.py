@@ -9,9 +9,9 @@ from pathlib import Path
 from agents.config import Settings
 from agents.inputs.admission import models_key
 from agents.inputs.codec import Origin
-from agents.policy.agent import PolicyHandler
+from agents.policy.agent import PolicyHandler, count_window_warnings
 from schemas.commands import Command
-from schemas.policy import Policy, load_policy
+from schemas.policy import Policy, load_policy, parse_policy
 from streams.policy.commands import canonical, verify
 from tests.streams.policy.cases import deployed, drift, kpi
 
@@ -83,3 +83,18 @@ def test_a_command_signed_before_commands_recorded_the_policy_still_verifies() -
     assert verify(command, KEY)
     assert command.model_dump(mode="json") == old
     assert verify(Command.model_validate_json(command.model_dump_json()), KEY)
+
+
+def test_kpi_count_windows_are_warned_of_once_per_setting() -> None:
+    # The canary comparisons pair windows of the same start: with KPI count windows
+    # they do not happen, and the worker says so at start (docs/decisions.md).
+    assert count_window_warnings(parse_policy("kpi: {window: 60s}\n")) == []
+    policy = parse_policy(
+        "kpi: {window: {events: 2000}, min_labeled: 50}\n"
+        "models:\n"
+        "  a: {drift: {window: 30s}}\n"  # no kpi of its own: the default's warning covers it
+        "  b: {kpi: {window: 5m}}\n"
+        "  c: {kpi: {window: {events: 500}, min_labeled: 50}}\n")
+    warnings = count_window_warnings(policy)
+    assert [w.split(":")[0] for w in warnings] == ["the default kpi section", "model c"]
+    assert "(2000 predictions): canary steps, promotions" in warnings[0]
