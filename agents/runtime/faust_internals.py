@@ -92,6 +92,17 @@ def committed_offset(consumer: Any, tp: TP) -> int | None:
     return offset
 
 
+#: How far ``acknowledge`` reached, per consumer and partition: the acknowledged-offsets
+#: set it added to (Faust's ``_acked_index[tp]``) and the offsets ``(first, last)`` it
+#: holds (or the commit has passed) from that call and those before it. The next call
+#: scans from after ``last`` instead of from the commit: after a restart the runner
+#: acknowledges up to each skipped message, and scanning from the commit every time
+#: took 0.58 s for 5,000 messages (quadratic). Faust replaces the set when it revokes
+#: the partition, which voids the hint.
+_REACHED: weakref.WeakKeyDictionary[Any, dict[TP, tuple[set[int], int, int]]] = (
+    weakref.WeakKeyDictionary())
+
+
 def acknowledge(consumer: Any, tp: TP, end: int, start: int = 0) -> int:
     """Offsets of ``tp`` from ``start``, or from where the commit stands if later, up to
     ``end`` (inclusive) count as acknowledged, each as ``Consumer.ack`` counts a
@@ -100,15 +111,23 @@ def acknowledge(consumer: Any, tp: TP, end: int, start: int = 0) -> int:
     committed = committed_offset(consumer, tp)
     if committed is not None:
         start = max(start, committed)
+    if end < start:
+        return 0
     with _ACK_LOCK:
         # Out of Faust's own gaps first: ``_new_offset`` adds a gap's offsets to the
         # acknowledged ones as they are, and a duplicate ends its run of consecutive
         # offsets (the commit would advance by one offset a time).
         consumer._gap[tp].chop(start, end + 1)
         index: set[int] = consumer._acked_index[tp]
-        new = [offset for offset in range(start, end + 1) if offset not in index]
+        reached = _REACHED.setdefault(consumer, {})
+        first, last, scan = start, end, start
+        known = reached.get(tp)
+        if known is not None and known[0] is index and known[1] <= start <= known[2] + 1:
+            first, last, scan = known[1], max(end, known[2]), max(start, known[2] + 1)
+        new = [offset for offset in range(scan, end + 1) if offset not in index]
         index.update(new)
         consumer._acked[tp].extend(new)
+        reached[tp] = (index, first, last)
     return len(new)
 
 

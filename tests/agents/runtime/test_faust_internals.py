@@ -146,3 +146,30 @@ def test_a_consumer_without_its_acknowledgement_state_is_refused(app: faust.App)
     del consumer._acked_index
     assert "the consumer keeps no _acked_index per partition (Consumer.ack's state)" in \
         faust_internals.problems(consumer)
+
+
+def test_acknowledge_goes_on_from_where_it_reached_until_faust_revokes(app: faust.App) -> None:
+    # After a restart the runner acknowledges up to each skipped message: scanning
+    # from the commit every time was quadratic (0.58 s for 5,000 messages).
+    consumer = app.consumer
+    tp = TP("in", 0)
+    consumer._committed_offset[tp] = 0
+    for offset in range(5000):
+        faust_internals.acknowledge(consumer, tp, offset - 1)
+        consumer.ack(_Message(tp, offset))
+    assert consumer._new_offset(tp) == 5000
+    consumer._committed_offset[tp] = 5000
+    # A hole the stream never handed over stays a hole for a later call from a start
+    # past the hint ...
+    faust_internals.acknowledge(consumer, tp, 5003, 5002)
+    consumer.ack(_Message(tp, 5005))
+    assert consumer._new_offset(tp) is None, "5000-5001 were never acknowledged"
+    # ... and is filled from the commit.
+    assert faust_internals.acknowledge(consumer, tp, 5004) == 3  # 5000, 5001, 5004
+    assert consumer._new_offset(tp) == 5006
+    # Revoked and assigned again, Faust starts a new set: the hint no longer applies.
+    consumer._committed_offset[tp] = 10
+    consumer._acked.pop(tp)
+    consumer._acked_index.pop(tp)
+    assert faust_internals.acknowledge(consumer, tp, 19) == 10
+    assert consumer._new_offset(tp) == 20
