@@ -1,4 +1,4 @@
-"""The label join's matches folded on columns (agents.kpi.handler._ModelBatch._joined).
+"""The label join's matches folded on columns (agents.kpi.model_batch.ModelBatch._joined).
 
 ``_joined`` groups a call's matches by series and window with numpy and folds each
 group through ``KpiWindow.add_labeled_columns``. ``reference_joined`` below is the
@@ -18,7 +18,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.kpi.handler import KpiHandler, Series, _ModelBatch
+from agents.kpi.handler import KpiHandler
+from agents.kpi.model_batch import ModelBatch, Series
 from schemas.policy import parse_policy
 from streams.join import JoinOutcome
 from streams.kpi import series as lifecycle
@@ -66,8 +67,8 @@ def outcomes(draw: st.DrawFn) -> JoinOutcome:
     return out
 
 
-def reference_joined(work: _ModelBatch, joined: JoinOutcome) -> None:
-    """``_ModelBatch._joined`` before the columns: one step per match per stage."""
+def reference_joined(work: ModelBatch, joined: JoinOutcome) -> None:
+    """``ModelBatch._joined`` before the columns: one step per match per stage."""
     matches = joined.matches
     keys: list[tuple[Series, int]] = []
     groups: dict[tuple[Series, int], list[int]] = {}
@@ -81,8 +82,7 @@ def reference_joined(work: _ModelBatch, joined: JoinOutcome) -> None:
         if lifecycle.retired(work.index(series), start):
             work.index(series)["lost"] += len(rows)
             continue
-        matched = [(matches[i].prediction, matches[i].label, matches[i].label_ts_ms)
-                   for i in rows]
+        matched = [(matches[i].prediction, matches[i].label, matches[i].label_ts_ms) for i in rows]
         state, errs = work.kpi.add_labeled(work.window(series, start), matched)  # type: ignore[arg-type]
         errors[rows] = errs
         work.windows[(series, start)] = state
@@ -107,10 +107,15 @@ def reference_joined(work: _ModelBatch, joined: JoinOutcome) -> None:
 
 def table_before() -> dict[bytes, bytes]:
     """A table where the three series have open windows, and v2's first window retired."""
-    handler = KpiHandler(policy=POLICY, predictions_topic="p", labels_topic="l",
-                         max_message_bytes=1 << 22, clock_ms=lambda: 0)
+    handler = KpiHandler(
+        policy=POLICY,
+        predictions_topic="p",
+        labels_topic="l",
+        max_message_bytes=1 << 22,
+        clock_ms=lambda: 0,
+    )
     table: dict[bytes, bytes] = {}
-    work = _ModelBatch(handler, MODEL, table, now_ms=0)
+    work = handler._batch(MODEL, table, 0)
     for series in [("v1", "champion"), ("v1", "canary"), ("v2", "champion")]:
         work._tracked(series)
         for w in range(3):
@@ -123,10 +128,15 @@ def table_before() -> dict[bytes, bytes]:
 
 def fold(joined: JoinOutcome, columns: bool) -> tuple[dict[bytes, bytes], Any]:
     ticks = itertools.count()
-    handler = KpiHandler(policy=POLICY, predictions_topic="p", labels_topic="l",
-                         max_message_bytes=1 << 22, clock_ms=lambda: next(ticks))
+    handler = KpiHandler(
+        policy=POLICY,
+        predictions_topic="p",
+        labels_topic="l",
+        max_message_bytes=1 << 22,
+        clock_ms=lambda: next(ticks),
+    )
     table = table_before()
-    work = _ModelBatch(handler, MODEL, table, now_ms=5)
+    work = handler._batch(MODEL, table, 5)
     if columns:
         work._joined(joined)
     else:
@@ -153,15 +163,17 @@ def test_the_scenario_reaches_every_branch() -> None:
         series = [("v1", "champion"), ("v1", "canary"), ("v2", "champion")][i % 3]
         t = T0 + int(rng.integers(0, 3 * WINDOW_MS))
         wrong = rng.random() < (0.05 if i < 1500 else 0.6)  # the error rate jumps
-        out.predictions.append({"v": series[0], "a": series[1], "t": t, "p": 1, "s": 0.9,
-                                "g": {"region": "eu"}})
+        out.predictions.append(
+            {"v": series[0], "a": series[1], "t": t, "p": 1, "s": 0.9, "g": {"region": "eu"}}
+        )
         out.labels.append(None if i % 50 == 0 else (0 if wrong else 1))
         out.label_ts_ms.append(t + 1000)
     table, _ = fold(out, columns=True)
     assert table == fold(out, columns=False)[0]
-    handler = KpiHandler(policy=POLICY, predictions_topic="p", labels_topic="l",
-                         max_message_bytes=1 << 22)
-    work = _ModelBatch(handler, MODEL, table, now_ms=0)
+    handler = KpiHandler(
+        policy=POLICY, predictions_topic="p", labels_topic="l", max_message_bytes=1 << 22
+    )
+    work = handler._batch(MODEL, table, 0)
     assert work.index(("v2", "champion"))["lost"] > 0
     every = [("v1", "champion"), ("v1", "canary"), ("v2", "champion")]
     windows = [work._accumulators(s, T0 + w * WINDOW_MS) for s in every for w in range(3)]
