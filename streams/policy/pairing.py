@@ -24,6 +24,7 @@ would be a verdict on part of the evidence.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -83,6 +84,16 @@ def pooled(
     if pool is None or not pool.windows:
         return None, ""
     return pool, ""
+
+
+def windows_beside(weight: float) -> int:
+    """About how many champion count windows one canary count window overlaps at canary
+    ``weight`` (both counted to the same N): (1 - w) / w of them, plus one at an edge.
+
+    >>> windows_beside(0.1), windows_beside(0.01)
+    (10, 100)
+    """
+    return math.ceil(round((1 - weight) / weight, 9)) + 1
 
 
 def affected(variant: WindowSummary, champion: WindowSummary, judged: bool) -> bool:
