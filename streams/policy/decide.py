@@ -383,13 +383,14 @@ class _Decider:
         """A champion window's report may complete or change the pool of the canary's and
         challenger's count windows beside it: those are compared again, oldest first."""
         state = self.state
+        series = state.kpi.get("champion", [])
         for s in list(state.kpi.get("canary", [])):
             if s.window_index is not None and s.model_version == state.canary and (
                     state.canary_from_ms is None or s.window_start >= state.canary_from_ms) \
-                    and affected(s, champ, self._judged(s)):
+                    and affected(s, champ, series, self._judged(s)):
                 self.compare_canary_count(s)
         for s in list(state.kpi.get("challenger", [])):
-            if s.window_index is not None and affected(s, champ, self._judged(s)):
+            if s.window_index is not None and affected(s, champ, series, self._judged(s)):
                 self.compare_challenger_count(s)
 
     def judge_canary(self, canary: WindowSummary, pool: Pool) -> None:
@@ -569,6 +570,8 @@ class _Decider:
         new = event.state
         if new.canary != state.canary or new.canary_weight != state.canary_weight:
             state.canary_healthy = 0
+        if new.canary != state.canary:
+            state.canary_judged_counts = []  # a canary deployed again counts from 0 again
         if new.canary is not None and new.canary != state.canary:
             known = [s.window_start for s in state.kpi.get("canary", [])]
             state.canary_from_ms = max(known) + 1 if known else None

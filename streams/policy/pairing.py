@@ -96,8 +96,17 @@ def windows_beside(weight: float) -> int:
     return math.ceil(round((1 - weight) / weight, 9)) + 1
 
 
-def affected(variant: WindowSummary, champion: WindowSummary, judged: bool) -> bool:
-    """Does a report of the champion's window change ``variant``'s comparison: it is in
-    the pool, or (not judged yet) it may complete the pool."""
-    return overlaps(variant, champion) or (
-        not judged and champion.window_end >= variant.window_end)
+def affected(
+    variant: WindowSummary, champ: WindowSummary, champion: list[WindowSummary], judged: bool,
+) -> bool:
+    """Does the report of the champion's window ``champ`` (already in ``champion``, the
+    champion's kept windows) change ``variant``'s comparison: it is in the pool, or
+    (not judged yet) it is the first of its version to reach past the variant's end,
+    completing the pool. Other champion reports leave the comparison as it was."""
+    if overlaps(variant, champ):
+        return True
+    if judged or champ.window_end < variant.window_end:
+        return False
+    return not any(c.window_end >= variant.window_end for c in champion
+                   if c.model_version == champ.model_version
+                   and (c.window_index, c.window_start) != (champ.window_index, champ.window_start))

@@ -123,7 +123,8 @@ def test_a_comparison_needing_a_window_let_go_is_held_not_judged() -> None:
     many = MAX_POOLED + 6
     commands, held, state = run([deployed("v1", canary="v2", weight=0.01, lkg="v1"),
                                  *champion(0, many, 1.0),
-                                 canary(0, 0, many, accuracy=0.5)])
+                                 canary(0, 0, many, accuracy=0.5),
+                                 *champion(many, 3, 1.0)])  # said once, not per report
     assert commands == [] and len(state.kpi["champion"]) == MAX_POOLED
     assert held == ["canary v2 window #0 not compared: champion windows that may overlap "
                     f"it were let go (the policy agent keeps the champion's newest "
@@ -153,3 +154,14 @@ def test_windows_of_time_still_pair_by_their_start_only() -> None:
                       kpi(0, variant="canary", version="v2", accuracy=0.5)])[0]
     assert "pooled" not in rollback.reason
     assert [e["variant"] for e in rollback.evidence] == ["canary", "champion"]
+
+
+def test_a_canary_deployed_again_is_judged_afresh_from_window_0() -> None:
+    # its count starts again at 0: the window numbers judged before do not count
+    again = [window("canary", "v2", i, 200 + 100 * i, 300 + 100 * i) for i in range(2)]
+    commands, _, _ = run([deployed("v1", canary="v2", weight=0.1, lkg="v1"),
+                          *champion(0, 10), canary(0, 0, 100),
+                          deployed("v1", lkg="v1"), deployed("v1", canary="v2", weight=0.1),
+                          *champion(10, 30), *again])
+    assert [(c.type, c.canary_weight) for c in commands] == [("set_canary_weight", 0.5)]
+    assert [e["window_index"] for e in commands[0].evidence[:1]] == [1]
