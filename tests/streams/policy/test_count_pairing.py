@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from schemas.rules import DecisionPolicy
 from streams.policy.decide import decide
 from streams.policy.state import MAX_POOLED, ModelState
@@ -165,3 +168,22 @@ def test_a_canary_deployed_again_is_judged_afresh_from_window_0() -> None:
                           *champion(10, 30), *again])
     assert [(c.type, c.canary_weight) for c in commands] == [("set_canary_weight", 0.5)]
     assert [e["window_index"] for e in commands[0].evidence[:1]] == [1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.booleans(), min_size=32, max_size=32))
+def test_any_interleaving_of_the_two_sides_gives_the_same_commands(
+        canary_first: list[bool]) -> None:
+    # each side's reports in their own order, the two merged in any order
+    champions, canaries = champion(0, 30), [canary(i, 100 * i, 100 * (i + 1))
+                                            for i in range(3)]
+    merged: list[Any] = [deployed("v1", canary="v2", weight=0.1)]
+    for pick in canary_first:
+        side = canaries if (pick and canaries) or not champions else champions
+        if side:
+            merged.append(side.pop(0))
+    merged += champions + canaries
+    commands, _, _ = run(merged)
+    assert commands == run([deployed("v1", canary="v2", weight=0.1), *champion(0, 30),
+                            *(canary(i, 100 * i, 100 * (i + 1)) for i in range(3))])[0]
+    assert [c.type for c in commands] == ["set_canary_weight"]
