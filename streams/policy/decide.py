@@ -225,13 +225,13 @@ class _Decider:
             if not self.canary_serving(summary):
                 if summary.window_index is None:
                     self.compare_canary(summary.window_start)
-                else:
-                    self.compare_canary_count(summary)
+                elif kept := self._kept(summary):
+                    self.compare_canary_count(kept)
         elif role == "challenger":
             if summary.window_index is None:
                 self.compare_challenger(summary.window_start)
-            else:
-                self.compare_challenger_count(summary)
+            elif kept := self._kept(summary):
+                self.compare_challenger_count(kept)
         elif role == "shadow":
             self.judge_shadow(summary)
 
@@ -350,6 +350,14 @@ class _Decider:
         if pool is None or pool.n_labeled < need:
             return None
         return pool
+
+    def _kept(self, s: WindowSummary) -> WindowSummary | None:
+        """The state's summary of ``s``'s window: its newest revision (a late older one is
+        not judged), None once the window was let go (as a window of time then finds no
+        pair)."""
+        return next((k for k in self.state.kpi.get(s.variant, [])
+                     if (k.window_index, k.window_start, k.model_version)
+                     == (s.window_index, s.window_start, s.model_version)), None)
 
     def _judged(self, s: WindowSummary) -> bool:
         if s.window_index is None:

@@ -112,6 +112,13 @@ def test_revisions_do_not_count_a_window_twice() -> None:
     assert state.canary_judged_counts == [("v2", 0)]
 
 
+def test_a_late_older_revision_is_not_judged_in_place_of_the_newer_one() -> None:
+    events = [deployed("v1", canary="v2", weight=0.1), *champion(0, 10),
+              canary(0, 0, 100, revision=1, n_labeled=150), canary(0, 0, 100)]
+    _, _, state = run(events)
+    assert state.kpi["canary"][0].revision == 1 and state.canary_healthy == 0
+
+
 def test_too_few_labels_wait_for_a_revision_then_count_once() -> None:
     events = [deployed("v1", canary="v2", weight=0.1), *champion(0, 10),
               canary(0, 0, 100, n_labeled=150)]
