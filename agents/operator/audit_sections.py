@@ -386,9 +386,10 @@ def evidence_text(e: dict[str, Any]) -> str:
     n = f", {e['n']} events" if e.get("n") else ""
     labeled = f", {e['n_labeled']} labeled" if e.get("n_labeled") else ""
     why = ", ".join(map(str, e.get("why") or []))
+    number = f" #{e['window_index']}" if e.get("window_index") is not None else ""  # count
     return (
         f"{e.get('kind', '')} {e.get('model_version', '')}/{e.get('variant', '')} "
-        f"window {window(e.get('window_start'), e.get('window_end'))}{n}{labeled}: "
+        f"window{number} {window(e.get('window_start'), e.get('window_end'))}{n}{labeled}: "
         f"status {e.get('status')}{' (on estimates)' if e.get('estimated') else ''}"
         + (f"; {why}" if why else "")
     )

@@ -32,7 +32,8 @@ from schemas.reports import DriftReport, KpiReport, PoisoningReport
 from schemas.windows import CountWindow
 from streams.policy.commands import sign
 from streams.policy.decide import decide
-from streams.policy.state import ModelState
+from streams.policy.pairing import windows_beside
+from streams.policy.state import MAX_POOLED, ModelState
 
 logger = logging.getLogger(__name__)
 
@@ -81,18 +82,31 @@ class PolicyHandler:
 
 
 def count_window_warnings(policy: Policy) -> list[str]:
-    """What the policy's KPI count windows stop the policy agent from doing, a sentence
-    per setting (empty: none). The canary and challenger comparisons pair a variant's
-    KPI window with the champion's of the same start, which two variants' count
-    windows almost never share (docs/decisions.md, "Count windows")."""
-    found = [("the default kpi section", policy.kpi)]
-    found += [(f"model {m}", o.kpi) for m, o in sorted(policy.models.items()) if o.kpi]
-    return [f"{where}: kpi.window is a count window ({kpi.window.events} predictions): "
-            "canary steps, promotions and the error-rate rollback compare a variant's KPI "
-            "window with the champion's of the same start and will not happen; use a "
-            "duration or calendar kpi.window for a model under progressive delivery "
-            "(docs/decisions.md)"
-            for where, kpi in found if isinstance(kpi.window, CountWindow)]
+    """Canary weights too small for the policy's KPI count windows, a sentence per policy
+    section (empty: none). A canary's count window is compared with the champion's
+    windows overlapping it, pooled, and the policy agent keeps the champion's newest
+    ``MAX_POOLED`` count windows: at a weight whose canary window spans more of them,
+    the comparison is never made (docs/decisions.md, "Count windows")."""
+    sections = [("the default policy", policy.kpi, policy.decisions)]
+    sections += [(f"model {m}", policy.kpi_for(m), policy.decisions_for(m))
+                 for m, o in sorted(policy.models.items()) if o.kpi or o.decisions]
+    found = []
+    for where, kpi, rules in sections:
+        if not isinstance(kpi.window, CountWindow):
+            continue
+        weights = [w for w in rules.delivery.canary_steps if w < 1.0]
+        if rules.shadow.healthy_windows:
+            weights.append(rules.shadow.canary_weight)
+        if weights and windows_beside(min(weights)) > MAX_POOLED:
+            found.append(
+                f"{where}: kpi.window is a count window ({kpi.window.events} predictions) "
+                f"and a canary at weight {min(weights):g} spans about "
+                f"{windows_beside(min(weights))} of the champion's windows, more than the "
+                f"{MAX_POOLED} the policy agent keeps: its comparison with the champion "
+                "(steps, promotion, the error-rate rollback) is not made at that weight; "
+                "start canaries at a higher weight or use a duration kpi.window "
+                "(docs/decisions.md)")
+    return found
 
 
 def register(app: faust.App, settings: Settings, policy: Policy) -> faust.types.AgentT:

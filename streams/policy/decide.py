@@ -19,6 +19,7 @@ from schemas.commands import Command, CommandType, DeploymentEvent
 from schemas.reports import DriftReport, KpiReport, PoisoningReport
 from schemas.rules import DecisionPolicy
 from streams.policy.commands import command_id
+from streams.policy.pairing import Pool, affected, pooled
 from streams.policy.state import MAX_WINDOWS, ModelState, WindowSummary, epoch_ms
 from streams.policy.stats import worse_than
 
@@ -81,6 +82,8 @@ def _streak(series: list[WindowSummary], status: str, after_ms: int | None) -> l
     one after the other) with ``status``."""
     run: list[WindowSummary] = []
     for s in reversed(series):
+        if len(run) == MAX_WINDOWS:  # the champion keeps more count windows (MAX_POOLED)
+            break
         if s.status != status or (after_ms is not None and s.window_end <= after_ms):
             break
         if run and (
@@ -217,11 +220,18 @@ class _Decider:
             self.champion_kpi(summary)
             self.compare_canary(summary.window_start)
             self.compare_challenger(summary.window_start)
+            self.count_windows_beside(summary)
         elif role == "canary":
             if not self.canary_serving(summary):
-                self.compare_canary(summary.window_start)
+                if summary.window_index is None:
+                    self.compare_canary(summary.window_start)
+                elif kept := self._kept(summary):
+                    self.compare_canary_count(kept)
         elif role == "challenger":
-            self.compare_challenger(summary.window_start)
+            if summary.window_index is None:
+                self.compare_challenger(summary.window_start)
+            elif kept := self._kept(summary):
+                self.compare_challenger_count(kept)
         elif role == "shadow":
             self.judge_shadow(summary)
 
@@ -310,8 +320,8 @@ class _Decider:
         state, need = self.state, self.rules.rollback.min_labeled
         other = self.state.window(variant, start, state.canary if variant == "canary" else None)
         champ = self.state.window("champion", start, state.champion)
-        if other is None or champ is None:
-            return None
+        if other is None or champ is None or other.window_index is not None:
+            return None  # a count window pairs by overlap (compare_*_count)
         if other.errors is None or champ.errors is None:
             return None
         if other.n_labeled < need or champ.n_labeled < need:
@@ -319,56 +329,140 @@ class _Decider:
         return other, champ
 
     def compare_canary(self, start: int) -> None:
-        state, rules = self.state, self.rules
-        if state.canary is None:
+        if self.state.canary is None:
             return
         pair = self._pair("canary", start)
-        if pair is None:
+        if pair is not None:
+            canary, champ = pair
+            self.judge_canary(canary, Pool((champ,), champ.errors or 0, champ.n_labeled))
+
+    # -- count windows: pooled champion windows (streams.policy.pairing) ----
+    def _pool(self, s: WindowSummary, version: str | None) -> Pool | None:
+        """The champion's windows pooled against ``s``'s count window, both sides with
+        enough labels; None while incomplete (a held line when it cannot be made)."""
+        state, need = self.state, self.rules.rollback.min_labeled
+        if s.errors is None or s.n_labeled < need:
+            return None
+        pool, why = pooled(state.kpi.get("champion", []), state.dropped_end.get("champion"),
+                           s, version)
+        if why and not self._judged(s):
+            self.out.held.append(why)
+        if pool is None or pool.n_labeled < need:
+            return None
+        return pool
+
+    def _kept(self, s: WindowSummary) -> WindowSummary | None:
+        """The state's summary of ``s``'s window: its newest revision (a late older one is
+        not judged), None once the window was let go (as a window of time then finds no
+        pair)."""
+        return next((k for k in self.state.kpi.get(s.variant, [])
+                     if (k.window_index, k.window_start, k.model_version)
+                     == (s.window_index, s.window_start, s.model_version)), None)
+
+    def _judged(self, s: WindowSummary) -> bool:
+        if s.window_index is None:
+            return s.window_start in getattr(self.state, f"{s.variant}_judged")
+        return (s.model_version, s.window_index) in getattr(
+            self.state, f"{s.variant}_judged_counts")
+
+    def _mark_judged(self, s: WindowSummary) -> None:
+        """Judged once: a revision of the window does not count it again."""
+        if s.window_index is None:
+            name, key = f"{s.variant}_judged", s.window_start
+        else:
+            name, key = f"{s.variant}_judged_counts", (s.model_version, s.window_index)
+        setattr(self.state, name, [*getattr(self.state, name), key][-MAX_WINDOWS:])
+
+    def compare_canary_count(self, s: WindowSummary) -> None:
+        if self.state.canary is None:
             return
-        canary, champ = pair
-        test = worse_than(canary.errors or 0, canary.n_labeled, champ.errors or 0,
-                          champ.n_labeled, margin=rules.rollback.margin,
+        pool = self._pool(s, self.state.champion)
+        if pool is not None:
+            self.judge_canary(s, pool)
+
+    def compare_challenger_count(self, s: WindowSummary) -> None:
+        if self._judged(s):
+            return
+        pool = self._pool(s, self.state.champion)
+        if pool is not None:
+            self.judge_challenger(s, pool)
+
+    def count_windows_beside(self, champ: WindowSummary) -> None:
+        """A champion window's report may complete or change the pool of the canary's and
+        challenger's count windows beside it: those are compared again, oldest first."""
+        state = self.state
+        series = state.kpi.get("champion", [])
+        for s in list(state.kpi.get("canary", [])):
+            if s.window_index is not None and s.model_version == state.canary and (
+                    state.canary_from_ms is None or s.window_start >= state.canary_from_ms) \
+                    and affected(s, champ, series, self._judged(s)):
+                self.compare_canary_count(s)
+        for s in list(state.kpi.get("challenger", [])):
+            if s.window_index is not None and affected(s, champ, series, self._judged(s)):
+                self.compare_challenger_count(s)
+
+    def judge_canary(self, canary: WindowSummary, pool: Pool) -> None:
+        """The canary's window against the champion's side: rolled back if worse (on any
+        revision), else counted healthy once; the reason states the numbers, pooled ones
+        for a count window."""
+        state, rules = self.state, self.rules
+        test = worse_than(canary.errors or 0, canary.n_labeled, pool.errors,
+                          pool.n_labeled, margin=rules.rollback.margin,
                           alpha=rules.rollback.alpha)
+        champion = pool.windows[0].model_version
+        evidence = [canary, *pool.windows]
+        numbers = test.describe(canary.model_version, champion, rules.rollback.margin)
+        at = canary.window_end
+        if canary.window_index is not None:
+            numbers += "; " + pool.describe(canary)
+            at = max(w.window_end for w in evidence)
         if test.worse:
-            self.rollback_canary(canary.window_end, "canary worse than the champion: " +
-                                 test.describe(canary.model_version, champ.model_version,
-                                               rules.rollback.margin), [canary, champ])
+            self.rollback_canary(at, "canary worse than the champion: " + numbers, evidence)
             return
-        if start in state.canary_judged or canary.status == "breach":
+        if self._judged(canary) or canary.status == "breach":
             return
-        state.canary_judged = ([*state.canary_judged, start])[-MAX_WINDOWS:]
+        self._mark_judged(canary)
         state.canary_healthy += 1
         if state.canary_healthy < rules.delivery.healthy_windows:
             return
         steps = rules.delivery.canary_steps
         higher = [w for w in steps if w > state.canary_weight + 1e-9]
         why = (f"canary {canary.model_version} healthy for {state.canary_healthy} window(s) at "
-               f"weight {state.canary_weight:g} and not worse than the champion: " +
-               test.describe(canary.model_version, champ.model_version, rules.rollback.margin))
+               f"weight {state.canary_weight:g} and not worse than the champion: " + numbers)
         if higher and higher[0] < 1.0:
-            if self.issue("set_canary_weight", canary.window_end, why, [canary, champ],
+            if self.issue("set_canary_weight", at, why, evidence,
                           to_version=canary.model_version, weight=higher[0]):
                 state.canary_healthy = 0
-        elif self.issue("promote", canary.window_end, why, [canary, champ],
+        elif self.issue("promote", at, why, evidence,
                         from_version=state.champion, to_version=canary.model_version):
             state.canary_healthy = 0
 
     def compare_challenger(self, start: int) -> None:
-        state, rules = self.state, self.rules
         pair = self._pair("challenger", start)
-        if pair is None or start in state.challenger_judged:
+        if pair is None or start in self.state.challenger_judged:
             return
         challenger, champ = pair
-        state.challenger_judged = ([*state.challenger_judged, start])[-MAX_WINDOWS:]
-        test = worse_than(champ.errors or 0, champ.n_labeled, challenger.errors or 0,
+        self.judge_challenger(challenger, Pool((champ,), champ.errors or 0, champ.n_labeled))
+
+    def judge_challenger(self, challenger: WindowSummary, pool: Pool) -> None:
+        """One window of the challenger against the champion's side, judged once."""
+        state, rules = self.state, self.rules
+        self._mark_judged(challenger)
+        champion = pool.windows[0].model_version
+        test = worse_than(pool.errors, pool.n_labeled, challenger.errors or 0,
                           challenger.n_labeled, margin=0.0, alpha=rules.rollback.alpha)
         state.challenger_wins = state.challenger_wins + 1 if test.worse else 0
+        evidence = [challenger, *pool.windows]
+        numbers = test.describe(champion, challenger.model_version, 0.0)
+        at = challenger.window_end
+        if challenger.window_index is not None:
+            numbers += "; " + pool.describe(challenger)
+            at = max(w.window_end for w in evidence)
         if state.challenger_wins >= rules.delivery.challenger_windows and self.issue(
-                "promote", challenger.window_end,
+                "promote", at,
                 f"challenger {challenger.model_version} beat the champion in "
-                f"{state.challenger_wins} windows in a row: " +
-                test.describe(champ.model_version, challenger.model_version, 0.0),
-                [challenger, champ], from_version=state.champion,
+                f"{state.challenger_wins} windows in a row: " + numbers,
+                evidence, from_version=state.champion,
                 to_version=challenger.model_version):
             state.challenger_wins = 0
 
@@ -484,6 +578,8 @@ class _Decider:
         new = event.state
         if new.canary != state.canary or new.canary_weight != state.canary_weight:
             state.canary_healthy = 0
+        if new.canary != state.canary:
+            state.canary_judged_counts = []  # a canary deployed again counts from 0 again
         if new.canary is not None and new.canary != state.canary:
             known = [s.window_start for s in state.kpi.get("canary", [])]
             state.canary_from_ms = max(known) + 1 if known else None

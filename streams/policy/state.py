@@ -2,8 +2,9 @@
 
 Everything is keyed by event time (window starts and ends in epoch ms), so
 state rebuilt from a replay is the same. Bounds: ``MAX_WINDOWS`` recent
-windows per kind (drift, and KPI per variant), ``max_commands_per_hour``
-issue times; nothing grows with traffic.
+windows per kind (drift, and KPI per variant; ``MAX_POOLED`` for the champion's
+KPI count windows), ``max_commands_per_hour`` issue times; nothing grows with
+traffic.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 # Recent windows kept per kind: enough for any streak the policy can ask for
 # up to this length (longer streaks are counted as this many).
 MAX_WINDOWS = 16
+
+#: The champion's KPI count windows kept (``{events: N}``): a canary's count window
+#: is compared with every champion window overlapping it (``streams.policy.pairing``),
+#: and at canary weight w one window of N predictions spans about (1 - w) / w of the
+#: champion's (9 at 0.1, 19 at 0.05, 49 at 0.02), more while the canary's labels lag
+#: behind. A comparison that would need a window let go is not made (held, with why).
+MAX_POOLED = 64
 
 
 def epoch_ms(value: datetime) -> int:
@@ -95,11 +103,18 @@ class ModelState(BaseModel):
     # recent windows, newest last, at most MAX_WINDOWS each
     drift: list[WindowSummary] = Field(default_factory=list)
     kpi: dict[str, list[WindowSummary]] = Field(default_factory=dict)
+    # per KPI variant, the latest window_end of its windows let go past the bound: a
+    # count window's comparison that may need one of them is not made (pairing.pooled)
+    dropped_end: dict[str, int] = Field(default_factory=dict)
     # canary / challenger windows already judged (window starts), newest last
     canary_judged: list[int] = Field(default_factory=list)
     canary_healthy: int = 0
     challenger_judged: list[int] = Field(default_factory=list)
     challenger_wins: int = 0
+    # count windows already judged: (version, window_index), newest last, at most
+    # MAX_WINDOWS each (a new canary's numbers start again at 0: the version tells)
+    canary_judged_counts: list[tuple[str, int]] = Field(default_factory=list)
+    challenger_judged_counts: list[tuple[str, int]] = Field(default_factory=list)
     # poisoning guard
     poisoning: str = "ok"
     poisoning_reason: str = ""
@@ -133,7 +148,13 @@ class ModelState(BaseModel):
                 return
         series.append(summary)
         series.sort(key=_order)
-        del series[:-MAX_WINDOWS]
+        bound = MAX_POOLED if summary.kind == "kpi" and summary.variant == "champion" \
+            and summary.window_index is not None else MAX_WINDOWS
+        gone = series[:-bound]
+        if gone and summary.kind == "kpi":
+            self.dropped_end[summary.variant] = max(
+                [self.dropped_end.get(summary.variant, 0), *(g.window_end for g in gone)])
+        del series[:-bound]
 
     def window(self, variant: str, start: int, version: str | None) -> WindowSummary | None:
         for s in self.kpi.get(variant, []):

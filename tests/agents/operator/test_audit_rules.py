@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from agents.operator.audit_rules import rule_applied
+from agents.operator.audit_sections import evidence_text
 from schemas.rules import DecisionPolicy
 from tests.streams.policy.cases import deployed, drift, kpi, poisoning
+from tests.streams.policy.test_count_pairing import canary, champion
+from tests.streams.policy.test_count_pairing import run as run_counted
 from tests.streams.policy.test_decide import CANARY, run
 
 RULES = DecisionPolicy()
@@ -116,3 +119,13 @@ def test_operators_approvals_and_unknown_reasons() -> None:
     said = rule_applied(odd, RULES)
     assert said.startswith("no known rule of the policy agent matches this retrain command")
     assert "Waits for an operator's approval (decisions.approval_tiers ['high']" in said
+
+
+def test_a_step_on_pooled_count_windows_names_its_rule_and_each_window() -> None:
+    commands, _, _ = run_counted([*CANARY, *champion(0, 10), canary(0, 0, 100),
+                                  *champion(10, 10), canary(1, 100, 200)])
+    [step] = [c.model_dump(mode="json") for c in commands]
+    assert "progressive delivery of a healthy canary" in rule_applied(step, RULES)
+    said = [evidence_text(e) for e in step["evidence"]]
+    assert said[0].startswith("kpi v2/canary window #1 ")
+    assert [s.split(" ")[3] for s in said[1:]] == [f"#{i}" for i in range(10, 20)]

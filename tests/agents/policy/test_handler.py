@@ -85,16 +85,22 @@ def test_a_command_signed_before_commands_recorded_the_policy_still_verifies() -
     assert verify(Command.model_validate_json(command.model_dump_json()), KEY)
 
 
-def test_kpi_count_windows_are_warned_of_once_per_setting() -> None:
-    # The canary comparisons pair windows of the same start: with KPI count windows
-    # they do not happen, and the worker says so at start (docs/decisions.md).
+def test_kpi_count_windows_warn_of_canary_weights_too_small_to_compare() -> None:
+    # A canary's count window is compared with the champion's overlapping windows, of
+    # which the policy agent keeps MAX_POOLED: at weight 0.01 one canary window spans
+    # about 100 of them, and its comparison is never made; the worker says so at start.
     assert count_window_warnings(parse_policy("kpi: {window: 60s}\n")) == []
+    assert count_window_warnings(parse_policy(
+        "kpi: {window: {events: 2000}, min_labeled: 50}\n")) == []  # steps 0.1, 0.5, 1.0
     policy = parse_policy(
         "kpi: {window: {events: 2000}, min_labeled: 50}\n"
+        "decisions: {delivery: {canary_steps: [0.01, 0.5, 1.0]}}\n"
         "models:\n"
-        "  a: {drift: {window: 30s}}\n"  # no kpi of its own: the default's warning covers it
-        "  b: {kpi: {window: 5m}}\n"
-        "  c: {kpi: {window: {events: 500}, min_labeled: 50}}\n")
+        "  a: {drift: {window: 30s}}\n"  # no kpi or decisions of its own: the default's
+        "  b: {kpi: {window: 5m}}\n"  # windows of time pair by their start
+        "  c: {decisions: {delivery: {canary_steps: [0.1, 1.0]}}}\n"
+        "  d: {decisions: {shadow: {healthy_windows: 2, canary_weight: 0.005}}}\n")
     warnings = count_window_warnings(policy)
-    assert [w.split(":")[0] for w in warnings] == ["the default kpi section", "model c"]
-    assert "(2000 predictions): canary steps, promotions" in warnings[0]
+    assert [w.split(":")[0] for w in warnings] == ["the default policy", "model d"]
+    assert "(2000 predictions) and a canary at weight 0.01 spans about 100" in warnings[0]
+    assert "weight 0.005 spans about 200" in warnings[1]
