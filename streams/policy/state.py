@@ -80,11 +80,34 @@ SHADOW_FIELDS = ("versus", "pairs", "agreement", "prediction_diff", "score_diff"
                  "labeled_pairs", "versus_error", "shadow_error")
 
 
-def _order(s: WindowSummary) -> tuple[bool, int]:
-    """Windows of time by start; count windows (after them) by number: their starts are
-    their earliest events' times, which need not follow the numbers."""
-    return (s.window_index is not None,
-            s.window_start if s.window_index is None else s.window_index)
+def _in_order(series: list[WindowSummary]) -> None:
+    """Sort ``series`` oldest first: windows of time by start; count windows (after them)
+    by number within a version, and versions' windows by time.
+
+    A count window's start is its earliest event's time, which need not follow the
+    numbers, so each version's windows keep their numbers' order; and each version
+    numbers its own windows from 0, so numbers cannot order two versions' windows (the
+    champion's after a promotion, or after a rollback to a version seen before). The
+    key of a count window is the latest end of its version's windows up to its number
+    (rising with the number), so the versions' windows interleave by time.
+
+    >>> def w(version, index, end):
+    ...     return WindowSummary(kind="kpi", model="m", model_version=version,
+    ...                          window_start=end - 1, window_end=end, window_index=index,
+    ...                          status="ok")
+    >>> series = [w("v1", 7, 10), w("v3", 0, 20), w("v3", 1, 30), w("v1", 8, 40), w("v1", 6, 5)]
+    >>> _in_order(series)
+    >>> [(s.model_version, s.window_index) for s in series]
+    [('v1', 6), ('v1', 7), ('v3', 0), ('v3', 1), ('v1', 8)]
+    """
+    latest: dict[str, int] = {}
+    reached: dict[int, int] = {}
+    for s in sorted((s for s in series if s.window_index is not None),
+                    key=lambda s: (s.model_version, s.window_index)):
+        latest[s.model_version] = max(latest.get(s.model_version, s.window_end), s.window_end)
+        reached[id(s)] = latest[s.model_version]
+    series.sort(key=lambda s: (False, s.window_start, "", 0) if s.window_index is None
+                else (True, reached[id(s)], s.model_version, s.window_index))
 
 
 class ModelState(BaseModel):
@@ -147,7 +170,7 @@ class ModelState(BaseModel):
                     series[i] = summary
                 return
         series.append(summary)
-        series.sort(key=_order)
+        _in_order(series)
         bound = MAX_POOLED if summary.kind == "kpi" and summary.variant == "champion" \
             and summary.window_index is not None else MAX_WINDOWS
         gone = series[:-bound]

@@ -9,7 +9,7 @@ from typing import Any
 from schemas.rules import DecisionPolicy
 from streams.policy.decide import decide
 from streams.policy.state import ModelState
-from tests.streams.policy.cases import drift, kpi
+from tests.streams.policy.cases import deployed, drift, kpi
 
 
 def counted(report: Any, index: int, start_s: int, end_s: int) -> Any:
@@ -58,3 +58,25 @@ def test_count_windows_with_one_start_are_kept_apart_and_ordered_by_number() -> 
 def test_a_time_window_s_evidence_reads_as_before() -> None:
     state, _ = run([kpi(0)])
     assert "window_index" not in state.kpi["champion"][0].evidence()
+
+
+def test_a_new_champion_s_count_windows_are_the_newest_after_a_promotion() -> None:
+    # v3 numbers its windows from 0 again: by number alone its windows would sort before
+    # v1's 40 and be the first let go, and its breaches would never make a streak
+    before = [counted(kpi(k), 20 + k, 0, 60) for k in range(40)]
+    after = [counted(kpi(40 + k, version="v3", status="breach"), k, 0, 60) for k in range(2)]
+    state, [command] = run([deployed("v1"), *before, deployed("v3"), *after])
+    kept = state.kpi["champion"]
+    assert [(s.model_version, s.window_index) for s in kept[-3:]] == [
+        ("v1", 59), ("v3", 0), ("v3", 1)]
+    assert command.type == "retrain" and "v3" in command.reason
+
+
+def test_a_version_back_after_a_rollback_keeps_its_place_in_time() -> None:
+    # v1, then v3, then v1 again: v1's newest windows are the newest of all
+    events = [counted(kpi(k), k, 0, 60) for k in range(3)]
+    events += [counted(kpi(3 + k, version="v3"), k, 0, 60) for k in range(3)]
+    events += [counted(kpi(6 + k), 3 + k, 0, 60) for k in range(2)]
+    state, _ = run(events)
+    assert [(s.model_version, s.window_index) for s in state.kpi["champion"]] == [
+        ("v1", 0), ("v1", 1), ("v1", 2), ("v3", 0), ("v3", 1), ("v3", 2), ("v1", 3), ("v1", 4)]
