@@ -26,9 +26,11 @@ def canonical(value: Any) -> bytes:
 
 
 def evidence_key(report: dict[str, Any]) -> dict[str, Any]:
-    """What identifies a report: its kind, model, version, variant, window and revision."""
+    """What identifies a report: its kind, model, version, variant, window and revision.
+    A count window's number is part of it (two count windows may span the same times);
+    a window of time has none in its evidence, so its commands' ids are as before."""
     keys = ("kind", "model", "model_version", "variant", "window_start", "window_end",
-            "revision", "command_id")
+            "window_index", "revision", "command_id")
     return {k: report[k] for k in keys if k in report}
 
 

@@ -80,3 +80,12 @@ def test_a_version_back_after_a_rollback_keeps_its_place_in_time() -> None:
     state, _ = run(events)
     assert [(s.model_version, s.window_index) for s in state.kpi["champion"]] == [
         ("v1", 0), ("v1", 1), ("v1", 2), ("v3", 0), ("v3", 1), ("v3", 2), ("v1", 3), ("v1", 4)]
+
+
+def test_two_count_windows_of_the_same_span_give_commands_of_their_own() -> None:
+    # all events of windows 0..3 at one instant: the spans are equal, the numbers not
+    _, [first] = run([counted(kpi(0, status="breach"), k, 0, 1) for k in range(2)])
+    _, [second] = run([counted(kpi(0, status="breach"), k, 0, 1) for k in range(2, 4)])
+    assert first.command_id != second.command_id
+    _, [timed] = run([kpi(0, status="breach"), kpi(1, status="breach")])
+    assert all("window_index" not in e for e in timed.evidence)
