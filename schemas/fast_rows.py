@@ -128,7 +128,14 @@ MAX_LAYOUT_FEATURES = 1000
 _UNNAMEABLE = re.compile(r'[\\"\x00-\x1f]')
 
 
-def layout_batch(model: type, names: tuple[str, ...]) -> Any:
+#: What a layout's feature slot accepts (``layout_batch``): a number or null, text or
+#: null, or any feature value.
+NUMBER: Any = float | None
+TEXT: Any = str | None
+ANY: Any = FeatureValue
+
+
+def layout_batch(model: type, names: tuple[str, ...], kinds: tuple[Any, ...] | None = None) -> Any:
     """The ``{"events": [...]}`` envelope of ``model``'s events as msgspec Structs whose
     ``features`` carry exactly ``names``: no name more, none missing (each may be null).
 
@@ -140,6 +147,9 @@ def layout_batch(model: type, names: tuple[str, ...]) -> Any:
     field has the type of the row twin above, so this accepts an event only if
     the twin does, with the same values (``tests/agents/drift/test_columns.py``);
     an absent optional field reads None, which is what ``row.get(field)`` gives.
+    ``kinds`` narrows each feature's slot (``NUMBER``, ``TEXT`` or ``ANY``, the
+    default): a value of another kind refuses the message, which then takes the usual
+    way (a JSON integer in a ``NUMBER`` slot reads as a float, as in ``ANY``).
     (``gc=False`` is safe: decoded JSON cannot hold a reference cycle.)
     None for models without features, for more than ``MAX_LAYOUT_FEATURES`` names
     and for names msgspec cannot give a field (a backslash, a double quote or a
@@ -158,7 +168,8 @@ def layout_batch(model: type, names: tuple[str, ...]) -> Any:
         return None
     slots = [f"f{i}" for i in range(len(names))]  # names need not be identifiers
     features = msgspec.defstruct(
-        "Features", [(s, FeatureValue) for s in slots], rename=dict(zip(slots, names, strict=True)),
+        "Features", list(zip(slots, kinds or (ANY,) * len(names), strict=True)),
+        rename=dict(zip(slots, names, strict=True)),
         forbid_unknown_fields=True, gc=False)
     fields: list[Any] = []
     for name, kind in get_type_hints(row, include_extras=True).items():
