@@ -367,6 +367,7 @@ class _Decider:
 
     def _mark_judged(self, s: WindowSummary) -> None:
         """Judged once: a revision of the window does not count it again."""
+        key: int | tuple[str, int]
         if s.window_index is None:
             name, key = f"{s.variant}_judged", s.window_start
         else:
