@@ -109,6 +109,12 @@ DEFAULTS: Mapping[str, Mapping[str, Param]] = {
     "kswin": {"seed": 0, "window_size": 300, "stat_size": 100},
 }
 _BINARY_ONLY = frozenset({"ddm"})
+#: Parameters river needs as integers (sizes, counts, KSWIN's seed). A policy's and a
+#: reference's parameters are JSON numbers, read as floats: 300.0 is given as 300.
+_INTEGERS = frozenset(
+    {"clock", "max_buckets", "min_window_length", "grace_period", "min_instances",
+     "warm_start", "window_size", "stat_size", "seed"}
+)
 _NOT_PARAMS = frozenset({"self", "window"})  # KSWIN's window: an initial sample, not a setting
 
 #: Everything a detector's state may hold, as (module, name).
@@ -136,6 +142,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
             f"refusing to unpickle {module}.{name}: concept-detector state may only hold "
             "river detector internals (" + ", ".join(sorted(".".join(a) for a in _ALLOWED)) + ")"
         )
+
+
+def _as_int(name: str, value: Param) -> Param:
+    """``value`` as an int where it is a whole number, else a ValueError naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
+        raise ValueError(f"parameter {name}={value!r} must be a whole number")
+    return int(value)
 
 
 def _normalise(kind: str) -> str:
@@ -173,7 +191,10 @@ class ConceptDetector:
         for name, value in params.items():
             if not isinstance(value, Param):
                 raise ValueError(f"parameter {name}={value!r} is not a bool, number or string")
-        self.params: dict[str, Param] = {**DEFAULTS.get(self.kind, {}), **params}
+        self.params: dict[str, Param] = {
+            name: _as_int(name, value) if name in _INTEGERS else value
+            for name, value in {**DEFAULTS.get(self.kind, {}), **params}.items()
+        }
         self._detector: Any = factory(**self.params)
         #: Errors seen and drifts detected since the detector was created.
         self.n = 0

@@ -90,7 +90,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -100,13 +100,14 @@ import numpy.typing as npt
 from schemas.policy import KpiPolicy
 from schemas.reference import ConceptCalibration
 from schemas.reports import ConceptDetectorInfo
+from streams.kpi import kswin_replica
 from streams.kpi.concept import DEFAULTS, ConceptDetector, Param, detector_class
 
 logger = logging.getLogger(__name__)
 
 #: The parameter calibrated per kind (its grid runs from the most to the least sensitive).
 CALIBRATED: Mapping[str, str] = {
-    "adwin": "delta", "page_hinkley": "threshold", "ddm": "drift_threshold"
+    "adwin": "delta", "page_hinkley": "threshold", "ddm": "drift_threshold", "kswin": "alpha"
 }
 #: Fewer reference errors than this: no calibration (the windows would be too short to
 #: say anything about a live stream).
@@ -120,6 +121,9 @@ _ADWIN_EXPONENTS = tuple(float(f"{1.12**k:.4g}") for k in range(0, 51))  # 1 ...
 _PH_THRESHOLDS = tuple(float(f"{0.5 * 1.12**k:.4g}") for k in range(0, 95))  # 0.5 ... ~2e4
 #: DDM's drift_threshold (standard deviations of the error rate above its minimum).
 _DDM_THRESHOLDS = tuple(float(f"{3.0 * 1.05**k:.4g}") for k in range(0, 48))  # 3 ... ~30
+#: KSWIN's alpha = 10**-x: a step costs milliseconds (``streams.kpi.kswin_replica``), so the
+#: grid is finer than the p-value's steps between attainable statistics (1 % in x).
+_KSWIN_EXPONENTS = tuple(float(f"{1.01**k:.4g}") for k in range(0, 574))  # 1 ... ~300
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,32 @@ def alarmed_windows(
     return count
 
 
+def _kswin_counter(
+    stream: npt.NDArray[np.float64], params: Mapping[str, Param], *, window_events: int, seed: int
+) -> Callable[[float, int | None], int]:
+    """Alarmed windows of the bootstrap ``stream`` per ``alpha``: the statistic of each
+    update computed once, vectorised (``streams.kpi.kswin_replica``), each ``alpha`` a
+    threshold on it."""
+    w, s = int(params["window_size"]), int(params["stat_size"])
+    if not 0 < s <= w - s:
+        raise ValueError(
+            f"kswin's stat_size ({s}) must be positive and at most window_size - stat_size "
+            f"({w - s}): river samples stat_size errors from the window's older part"
+        )
+    h = kswin_replica.statistics(stream, window_size=w, stat_size=s, seed=seed)
+
+    def count(alpha: float, stop_above: int | None) -> int:
+        return kswin_replica.alarmed_windows(
+            h,
+            kswin_replica.firing(alpha, s),
+            window_size=w,
+            window_events=window_events,
+            stop_above=stop_above,
+        )
+
+    return count
+
+
 def _grid(kind: str, start: float) -> list[float]:
     """The calibrated parameter's values, from ``start`` (the policy's) to the least
     sensitive: calibration never makes a detector more sensitive than the policy's.
@@ -233,8 +263,9 @@ def _grid(kind: str, start: float) -> list[float]:
     >>> [f"{d:.2g}" for d in _grid("adwin", 0.002)[:3]], _grid("page_hinkley", 50.0)[:3]
     (['0.002', '0.0017', '0.00078'], [50.0, 52.11, 58.36])
     """
-    if kind == "adwin":
-        return [start, *(d for d in (10.0**-x for x in _ADWIN_EXPONENTS) if d < start)]
+    if kind in ("adwin", "kswin"):
+        exponents = _ADWIN_EXPONENTS if kind == "adwin" else _KSWIN_EXPONENTS
+        return [start, *(d for d in (10.0**-x for x in exponents) if d < start)]
     grid = _DDM_THRESHOLDS if kind == "ddm" else _PH_THRESHOLDS
     return [start, *(t for t in grid if t > start)]
 
@@ -278,8 +309,9 @@ def calibrate(
         return None
     if np.any(xs < 0):
         raise ValueError("errors must be non-negative (absolute or 0/1 errors)")
-    scale = scale_of(xs)
-    if kind == "ddm" and scale is not None:
+    # KSWIN's test reads the errors' order only: it is given them unscaled
+    scale = None if kind == "kswin" else scale_of(xs)
+    if kind == "ddm" and scale_of(xs) is not None:
         return None  # DDM reads 0/1 errors only (a classifier's)
     scaled = xs if scale is None else np.minimum(xs / scale, 1.0)
     length = min(xs.size, max_window_events)
@@ -287,11 +319,24 @@ def calibrate(
     picks = bootstrap_stream(
         np.arange(xs.size, dtype=np.float64), events=windows * length, block=block, seed=seed
     ).astype(np.intp)
-    stream = scaled[picks].tolist()
     base = {**DEFAULTS.get(kind, {}), **params}
     name = CALIBRATED[kind]
-    ConceptDetector(kind, **cast(dict[str, Any], base))  # validates the policy's parameters
-    uncalibrated = alarmed_windows(kind, base, xs[picks].tolist(), window_events=length)
+    # validates the policy's parameters (and makes KSWIN's sizes and seed integers)
+    base = {**base, **ConceptDetector(kind, **cast(dict[str, Any], base)).params}
+    if kind == "kswin":
+        count = _kswin_counter(scaled[picks], base, window_events=length, seed=seed)
+    else:
+        stream = scaled[picks].tolist()
+
+        def count(value: float, stop_above: int | None) -> int:
+            return alarmed_windows(
+                kind, {**base, name: value}, stream, window_events=length, stop_above=stop_above
+            )
+
+    if scale is None:  # the policy's value on the same stream
+        uncalibrated = count(_policy_value(kind, base), None)
+    else:
+        uncalibrated = alarmed_windows(kind, base, xs[picks].tolist(), window_events=length)
 
     grid = _grid(kind, _policy_value(kind, base))  # from the policy's value to the least sensitive
     budget = math.floor(false_alarm_rate * windows + 1e-9)
@@ -299,16 +344,12 @@ def calibrate(
     rates: dict[int, float] = {}
 
     def within(i: int) -> bool:
-        if i == 0 and scale is None:  # the policy's value on the same stream: counted above
-            count = uncalibrated
-        else:
-            count = alarmed_windows(
-                kind, {**base, name: grid[i]}, stream, window_events=length, stop_above=budget
-            )
-        if count <= budget:
-            rates[i] = count / windows
-        steps.append((grid[i], count / windows))  # a lower bound when over budget
-        return count <= budget
+        # the policy's value on the same stream: counted above
+        n = uncalibrated if i == 0 and scale is None else count(grid[i], budget)
+        if n <= budget:
+            rates[i] = n / windows
+        steps.append((grid[i], n / windows))  # a lower bound when over budget
+        return n <= budget
 
     # the most sensitive index within budget, by bisection; the least sensitive value is
     # evaluated only if the bisection ends there
@@ -322,9 +363,7 @@ def calibrate(
             lo = mid + 1
     met = hi in rates or within(hi)
     if hi not in rates:  # the least sensitive value is over budget: count every window
-        rates[hi] = (
-            alarmed_windows(kind, {**base, name: grid[hi]}, stream, window_events=length) / windows
-        )
+        rates[hi] = count(grid[hi], None) / windows
     return Calibration(
         detector=kind,
         params={**base, name: grid[hi]},
@@ -364,12 +403,8 @@ def setting(policy: KpiPolicy, stored: bytes | None, *, version: str) -> Concept
 
     if rate is None:
         return uncalibrated("the policy sets no concept_false_alarm_rate")
-    if kind not in CALIBRATED:
-        return uncalibrated(
-            f"driftline calibrates {', '.join(CALIBRATED)}, not {kind}: KSWIN runs a "
-            "Kolmogorov-Smirnov test per update (about 1 ms), so measuring it on 200 "
-            "windows of 5,000 errors would take 15-25 minutes a search step"
-        )
+    if kind not in CALIBRATED:  # a detector added to driftline without a calibration
+        return uncalibrated(f"driftline calibrates {', '.join(CALIBRATED)}, not {kind}")
     if stored is None:
         return uncalibrated(
             f"no reference profile of {version} has been published (driftline reference build "
