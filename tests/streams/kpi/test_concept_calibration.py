@@ -280,8 +280,9 @@ def test_kswin_alpha_is_calibrated_and_river_s_kswin_keeps_the_rate() -> None:
     calibrated on 5,000 of them, river's KSWIN with the calibrated alpha fires in at most
     0.1 of the bootstrap's windows (the calibration measured 0.05 with other samples per
     test: 100 windows, a binomial standard error of 0.022 at 0.05; measured 0.04) and at
-    most 0.15 of 100 fresh windows of the same process (a reference of 5,000 correlated
-    errors estimates the rate roughly, as for ADWIN; measured 0.08)."""
+    most 0.12 of 100 fresh windows of the same process (a reference of 5,000 correlated
+    errors estimates the rate roughly, as for ADWIN; measured 0.05; 0.08 with the blocks
+    of the other detectors, 18 errors instead of KSWIN's window of 300)."""
     reference = errors(5_000, seed=1)
     cal = cc.calibrate(
         reference, kind="kswin", params={}, false_alarm_rate=0.05, windows=100,
@@ -301,15 +302,16 @@ def test_kswin_alpha_is_calibrated_and_river_s_kswin_keeps_the_rate() -> None:
                               seed=0)
     assert _river_kswin_rate(cal, stream) <= 0.1
     fresh = errors(100 * 500, seed=7)
-    assert _river_kswin_rate(cal, fresh) <= 0.15
+    assert _river_kswin_rate(cal, fresh) <= 0.12
+    assert cal.block_events == 300  # KSWIN's window: its tests' dependence kept whole
     plain = cc.Calibration(**{**cal.__dict__, "params": {**cal.params, "alpha": 0.005}})
     assert _river_kswin_rate(plain, fresh[:20_000]) >= 0.9  # uncalibrated, on fresh errors
 
 
 def test_kswin_is_calibrated_on_0_1_errors_too() -> None:
     """A classifier's 0/1 errors, autocorrelated (errors come in runs): river's alpha fires
-    in about half the windows of 500 (measured 0.48), the calibrated one within the target
-    on the bootstrap (river's KSWIN: at most 0.1, binomial slack; measured 0.09)."""
+    in about half the windows of 500 (measured 0.54), the calibrated one within the target
+    on the bootstrap (river's KSWIN: at most 0.1, binomial slack; measured 0.05)."""
     reference = (errors(5_000, seed=2) > 2_500).astype(np.float64)
     cal = cc.calibrate(
         reference, kind="kswin", params={}, false_alarm_rate=0.05, windows=100,
