@@ -261,11 +261,6 @@ def _kswin_counter(
     update computed once, vectorised (``streams.kpi.kswin_replica``), each ``alpha`` a
     threshold on it."""
     w, s = int(params["window_size"]), int(params["stat_size"])
-    if not 0 < s <= w - s:
-        raise ValueError(
-            f"kswin's stat_size ({s}) must be positive and at most window_size - stat_size "
-            f"({w - s}): river samples stat_size errors from the window's older part"
-        )
     h = kswin_replica.statistics(stream, window_size=w, stat_size=s, seed=seed)
 
     def count(alpha: float, stop_above: int | None) -> int:

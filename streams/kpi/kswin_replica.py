@@ -154,6 +154,11 @@ def statistics(
     """
     xs = np.asarray(errors, dtype=np.float64)
     w, s = int(window_size), int(stat_size)
+    if not 0 < s <= w - s:
+        raise ValueError(
+            f"stat_size ({s}) must be positive and at most window_size - stat_size "
+            f"({w - s}): river samples stat_size errors from the window's older part"
+        )
     n_tests = xs.size - w + 1
     if n_tests <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -165,7 +170,7 @@ def statistics(
         first = at - (w - 1)
         older_ones = ones[first + w - s] - ones[first]
         recent_ones = ones[at + 1] - ones[first + w - s]
-        sampled = rng.hypergeometric(older_ones, (w - s) - older_ones, s) if s else older_ones
+        sampled = rng.hypergeometric(older_ones, (w - s) - older_ones, s)
         out[:] = np.abs(sampled - recent_ones)
         return out
     r = ranks(xs)
