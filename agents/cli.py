@@ -181,7 +181,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
               + ("" if c.met else ": target not met, the reference's errors are not stable"))
     else:
         print("concept detector uncalibrated: needs --label-column and --prediction-column "
-              "values (200 rows or more), adwin, page_hinkley or ddm (a classifier's errors), "
+              "values (200 rows or more), ddm only on a classifier's 0/1 errors, "
               "and concept_false_alarm_rate")
     if profile.bands is not None:
         b = profile.bands

@@ -428,8 +428,8 @@ class KpiPolicy(_Section):
         default=0.05, gt=0, lt=1,
         description="share of windows (of the reference's size, at most 5,000 errors) in which "
         "the concept detector may fire on a stable model: reference build calibrates adwin's "
-        "delta, page_hinkley's threshold or ddm's drift_threshold (0/1 errors) on the "
-        "reference's own error stream to it (kswin: not calibrated) "
+        "delta, page_hinkley's threshold, ddm's drift_threshold (0/1 errors) or kswin's "
+        "alpha on the reference's own error stream to it "
         "(docs/kpi.md); null: no calibration, concept_params as given",
     )
     reference_bands: ReferenceBands | None = Field(

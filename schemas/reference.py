@@ -168,15 +168,16 @@ class ConceptCalibration(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    detector: Literal["adwin", "page_hinkley", "ddm"]
+    detector: Literal["adwin", "page_hinkley", "ddm", "kswin"]
     params: dict[str, float] = Field(
         description="the river detector's parameters, the calibrated one (adwin: delta; "
-        "page_hinkley: threshold; ddm: drift_threshold) included"
+        "page_hinkley: threshold; ddm: drift_threshold; kswin: alpha) included"
     )
     scale: float | None = Field(
         gt=0,
         description="absolute errors are divided by it (the reference's 99th percentile) and "
-        "clipped to [0, 1] before the detector; null for 0/1 errors",
+        "clipped to [0, 1] before the detector; null for 0/1 errors and for kswin (its "
+        "Kolmogorov-Smirnov test reads the errors' order only)",
     )
     target_false_alarm_rate: float = Field(gt=0, lt=1, description="the policy's, at build")
     false_alarm_rate: float = Field(
@@ -256,9 +257,8 @@ class ReferenceProfile(BaseModel):
     concept: ConceptCalibration | None = Field(
         default=None,
         description="the concept-drift detector calibrated on the reference's error stream "
-        "(labels and predictions): absent without them, for a detector driftline does not "
-        "calibrate (kswin; ddm on a regressor's errors), or in profiles built before "
-        "driftline calibrated it",
+        "(labels and predictions): absent without them, for ddm on a regressor's errors "
+        "(ddm reads 0/1 errors only), or in profiles built before driftline calibrated it",
     )
     bands: PerformanceBands | None = Field(
         default=None,

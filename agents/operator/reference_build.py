@@ -31,7 +31,7 @@ label are left out of it; a file with one class only gets none.
 With label and prediction columns (at least 200 rows with both), the profile
 carries the concept-drift detector calibrated on the rows' error stream to the
 policy's ``concept_false_alarm_rate`` (``streams.kpi.concept_calibration``):
-about a second for ADWIN.
+about a second for ADWIN, up to a few seconds for KSWIN.
 
 With ``kpi.reference_bands`` in the policy and label and prediction columns (and
 the score, for the score metrics), the profile carries each KPI's spread over
@@ -330,8 +330,8 @@ def concept_calibration(
 ) -> ConceptCalibration | None:
     """The concept detector calibrated on the error stream of the records with a label and
     a prediction, in file order (``streams.kpi.concept_calibration``), or None: the policy
-    asks for none, too few such records (``MIN_ERRORS``), or a detector driftline does
-    not calibrate."""
+    asks for none, too few such records (``MIN_ERRORS``), or ddm on a regressor's
+    errors."""
     rate = kpi.concept_false_alarm_rate
     pairs = [
         (r.get(roles.prediction), r.get(roles.label))

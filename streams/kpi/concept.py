@@ -16,7 +16,9 @@ kind             river class                    input
 ================ ============================== ==================================
 
 With ``scale``, each error is divided by it and clipped to [0, 1] before the
-detector sees it (the reference's calibration, ``streams.kpi.concept_calibration``).
+detector sees it (the reference's calibration, ``streams.kpi.concept_calibration``,
+which calibrates each kind's sensitivity: ADWIN's ``delta``, PageHinkley's
+``threshold``, DDM's ``drift_threshold``, KSWIN's ``alpha``).
 
 Parameters are river's (``ConceptDetector("adwin", delta=0.001)``); driftline
 changes two defaults. KSWIN gets ``seed=0``, so that a replay of the same topic
@@ -25,13 +27,16 @@ unseeded generator). And KSWIN gets ``window_size=300, stat_size=100`` instead
 of 100/30: on 0/1 errors its Kolmogorov-Smirnov test compares two Bernoulli
 samples, and with 30 against 30 the critical distance at ``alpha=0.005`` is
 0.45, so even a jump of the error rate from 0.1 to 0.4 (a distance of 0.3)
-is usually missed; with 100 against 100 it is 0.25.
+is usually missed; with 100 against 100 it is 0.25. Parameters river needs as
+integers (window sizes, counts, KSWIN's seed) are taken as such from the whole
+floats a policy's or a profile's JSON gives (``window_size: 300`` reads as 300.0).
 
 Cost: ADWIN, DDM and PageHinkley each update in under a microsecond
 (River 0.26's ADWIN runs in Rust, ``river._river_rust``); KSWIN runs one scipy
-KS test per update, so it is for low-volume models only (a few thousand
-updates/s). ``driftline bench --labels`` measures the label join, detector
-included.
+KS test per update (about 0.8 ms), so it is for low-volume models only (a few
+thousand updates/s; its calibration does not run river's KSWIN but a vectorised
+replica of its tests, ``streams.kpi.kswin_replica``). ``driftline bench --labels``
+measures the label join, detector included.
 
 Detection delay, measured (error rate 0.1 -> 0.4, 31 seeds): ADWIN fires at
 most 119 events after the change (it checks every ``clock=32`` events),
@@ -109,6 +114,12 @@ DEFAULTS: Mapping[str, Mapping[str, Param]] = {
     "kswin": {"seed": 0, "window_size": 300, "stat_size": 100},
 }
 _BINARY_ONLY = frozenset({"ddm"})
+#: Parameters river needs as integers (sizes, counts, KSWIN's seed). A policy's and a
+#: reference's parameters are JSON numbers, read as floats: 300.0 is given as 300.
+_INTEGERS = frozenset(
+    {"clock", "max_buckets", "min_window_length", "grace_period", "min_instances",
+     "warm_start", "window_size", "stat_size", "seed"}
+)
 _NOT_PARAMS = frozenset({"self", "window"})  # KSWIN's window: an initial sample, not a setting
 
 #: Everything a detector's state may hold, as (module, name).
@@ -136,6 +147,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
             f"refusing to unpickle {module}.{name}: concept-detector state may only hold "
             "river detector internals (" + ", ".join(sorted(".".join(a) for a in _ALLOWED)) + ")"
         )
+
+
+def _as_int(name: str, value: Param) -> Param:
+    """``value`` as an int where it is a whole number, else a ValueError naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
+        raise ValueError(f"parameter {name}={value!r} must be a whole number")
+    return int(value)
 
 
 def _normalise(kind: str) -> str:
@@ -173,7 +196,10 @@ class ConceptDetector:
         for name, value in params.items():
             if not isinstance(value, Param):
                 raise ValueError(f"parameter {name}={value!r} is not a bool, number or string")
-        self.params: dict[str, Param] = {**DEFAULTS.get(self.kind, {}), **params}
+        self.params: dict[str, Param] = {
+            name: _as_int(name, value) if name in _INTEGERS else value
+            for name, value in {**DEFAULTS.get(self.kind, {}), **params}.items()
+        }
         self._detector: Any = factory(**self.params)
         #: Errors seen and drifts detected since the detector was created.
         self.n = 0

@@ -20,7 +20,9 @@ the policy's ``concept_false_alarm_rate`` of the windows raise an alarm:
    (the same errors in dollars or in thousands of dollars give the same
    detections), and no single extreme error can dominate a sub-window's mean.
    A doubling of the error scale still moves the clipped mean by about half.
-   0/1 misclassification errors are left as they are (``scale`` None).
+   0/1 misclassification errors are left as they are (``scale`` None), and so
+   are KSWIN's: its Kolmogorov-Smirnov test reads only the errors' order, which
+   scaling leaves as it is and clipping would only tie.
 2. **Windows.** One stream of ``windows`` (200) x ``window_events`` errors
    (``window_events``: the reference's error count, at most ``max_window_events``,
    5,000), drawn from the reference's error stream by a circular block bootstrap
@@ -28,24 +30,31 @@ the policy's ``concept_false_alarm_rate`` of the windows raise an alarm:
    autocorrelation within a block survives. The block length is the first lag at
    which the stream's autocorrelation falls below 0.05 (at least the cube root of
    the stream's length, at most a quarter of it): shorter blocks would break the
-   dependence that causes the false alarms. One detector runs through the whole
-   stream, as the KPI agent runs it on a version's errors (river starts a detector
-   over after each detection), and the false-alarm rate is the share of windows in
-   which it fired at least once. (Fresh detectors on separate windows understate
-   it: a detector that has run for a while holds a longer window and tests more cut
-   points; on the scenario of the tests, 0.005 fresh against 0.045 running.) The
-   draws come from ``numpy.random.default_rng(seed)``: the same reference gives the
-   same parameters.
+   dependence that causes the false alarms. KSWIN's blocks are at least its
+   ``window_size`` (300): its test compares the last errors of that window with the
+   older ones, and blocks of 18 (the rule above, on the tests' scenario) kept too
+   little of that window's dependence: calibrated on them KSWIN fired in 0.14 to 0.2
+   of fresh windows of the same process for a target of 0.05; with blocks of 300,
+   0.055 to 0.095 (references of 5,000 and 20,000 errors). One detector runs through
+   the whole stream, as the KPI agent runs it on a version's errors (river starts a
+   detector over after each detection), and the false-alarm rate is the share of
+   windows in which it fired at least once. (Fresh detectors on separate windows
+   understate it: a detector that has run for a while holds a longer window and
+   tests more cut points; on the scenario of the tests, 0.005 fresh against 0.045
+   running.) The draws come from ``numpy.random.default_rng(seed)``: the same
+   reference gives the same parameters.
 3. **Search.** One parameter is searched on a fixed grid: ADWIN's ``delta``
    (``10**-x``, ``x`` from 1 to about 290 in steps of 12 %: autocorrelation
    inflates the variance of a window's mean several times, which ``delta`` only
    offsets through ``ln(1/delta)``, so it must reach very small values) or
    PageHinkley's ``threshold`` (0.5 to about 20,000 in steps of 12 %, in scaled
    units) or DDM's ``drift_threshold`` (3 to about 30 standard deviations in steps
-   of 5 %; 0/1 errors only, DDM reads nothing else), by bisection: the most
+   of 5 %; 0/1 errors only, DDM reads nothing else) or KSWIN's ``alpha``
+   (``10**-x``, ``x`` from 1 to about 300 in steps of 1 %: a step costs
+   milliseconds, see below), by bisection: the most
    sensitive grid value whose share of alarmed windows is at most the target.
    Before its first alarm a detector's state does not depend on ``delta``,
-   ``threshold`` or ``drift_threshold`` (they only decide when its test fires),
+   ``threshold``, ``drift_threshold`` or ``alpha`` (they only decide when its test fires),
    so the first alarm comes no later with a more sensitive value; later alarms
    depend on where the first one restarted the detector, so the share is monotone
    in the parameter only nearly, and the bisection may stop a grid step or two from
@@ -66,17 +75,32 @@ the windows as the agent does (restarts included), which is what the rate is
 measured on. On a stable classifier's 0/1 errors DDM at river's default fires
 rarely (0.5-1.5 % of windows of 5,000 at error rates of 6 % and 1 %): calibration
 mostly confirms it and states the rate; with a stricter target (0.005 at 1 %
-errors) it raised ``drift_threshold`` to 3.65. KSWIN is not calibrated: it runs a
-Kolmogorov-Smirnov test (scipy) per update, about 1 ms with driftline's window
-of 300 (0.8-1.5 ms measured): 200 windows of 5,000 errors would take 15-25 minutes
-a search step. It runs uncalibrated and the report says why.
+errors) it raised ``drift_threshold`` to 3.65.
+
+KSWIN runs a Kolmogorov-Smirnov test (scipy) per update, about 1 ms with
+driftline's window of 300 (0.8 ms measured): river's own detector over 200
+windows of 5,000 errors would take 15-25 minutes a search step. So the
+calibration runs a replica of its tests (``streams.kpi.kswin_replica``): the
+statistic of every update of the bootstrap stream computed once, vectorised
+with numpy (for two samples of ``stat_size`` values it is a count, and scipy's
+p-value a function of that count alone), and each ``alpha`` a threshold on it,
+read from ``scipy.stats.ks_2samp``'s own p-values (the call river makes). The
+replica draws each update's sample on its own where river restarts its sampler
+after each detection: the same law per test, other detections, the same
+false-alarm rate (tested against river's KSWIN); ``kswin_replica.replay``, which
+uses river's samples, gives river's detections exactly (tested, and on 200,000
+updates of the bootstrap below). The calibrated ``alpha`` keeps the policy's
+``seed`` (driftline's 0), so replays stay deterministic.
 
 Cost: up to about 7 bisection steps of up to ``windows x window_events`` detector
 updates, fewer where a step goes over the target early. ADWIN is run through its
 Rust window directly (0.27 µs an update against 0.76 µs through river's Python
 shell, same detections; tested): about 0.7 s for a reference of 20,000 errors
 (200 windows of 5,000). PageHinkley is pure Python, 1.6 µs an update: about 6 s.
-DDM (pure Python): 1.3 s to 6 s for 20,000 0/1 errors. For 0/1 errors (not scaled)
+DDM (pure Python): 1.3 s to 6 s for 20,000 0/1 errors. KSWIN: one vectorised pass
+over the 1,000,000 updates (about 3-4 s for absolute errors, sorting 200 ranks a
+test; 0.2 s for 0/1 errors, whose statistic is a difference of counts of ones),
+then a few milliseconds a grid value. For 0/1 errors and for KSWIN (not scaled)
 the uncalibrated run is the run of the policy's value, counted once.
 
 What it cannot do: the reference must itself be stable. A reference whose error
@@ -90,7 +114,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -100,13 +124,14 @@ import numpy.typing as npt
 from schemas.policy import KpiPolicy
 from schemas.reference import ConceptCalibration
 from schemas.reports import ConceptDetectorInfo
+from streams.kpi import kswin_replica
 from streams.kpi.concept import DEFAULTS, ConceptDetector, Param, detector_class
 
 logger = logging.getLogger(__name__)
 
 #: The parameter calibrated per kind (its grid runs from the most to the least sensitive).
 CALIBRATED: Mapping[str, str] = {
-    "adwin": "delta", "page_hinkley": "threshold", "ddm": "drift_threshold"
+    "adwin": "delta", "page_hinkley": "threshold", "ddm": "drift_threshold", "kswin": "alpha"
 }
 #: Fewer reference errors than this: no calibration (the windows would be too short to
 #: say anything about a live stream).
@@ -120,6 +145,9 @@ _ADWIN_EXPONENTS = tuple(float(f"{1.12**k:.4g}") for k in range(0, 51))  # 1 ...
 _PH_THRESHOLDS = tuple(float(f"{0.5 * 1.12**k:.4g}") for k in range(0, 95))  # 0.5 ... ~2e4
 #: DDM's drift_threshold (standard deviations of the error rate above its minimum).
 _DDM_THRESHOLDS = tuple(float(f"{3.0 * 1.05**k:.4g}") for k in range(0, 48))  # 3 ... ~30
+#: KSWIN's alpha = 10**-x: a step costs milliseconds (``streams.kpi.kswin_replica``), so the
+#: grid is finer than the p-value's steps between attainable statistics (1 % in x).
+_KSWIN_EXPONENTS = tuple(float(f"{1.01**k:.4g}") for k in range(0, 574))  # 1 ... ~300
 
 
 @dataclass(frozen=True)
@@ -226,6 +254,27 @@ def alarmed_windows(
     return count
 
 
+def _kswin_counter(
+    stream: npt.NDArray[np.float64], params: Mapping[str, Param], *, window_events: int, seed: int
+) -> Callable[[float, int | None], int]:
+    """Alarmed windows of the bootstrap ``stream`` per ``alpha``: the statistic of each
+    update computed once, vectorised (``streams.kpi.kswin_replica``), each ``alpha`` a
+    threshold on it."""
+    w, s = int(params["window_size"]), int(params["stat_size"])
+    h = kswin_replica.statistics(stream, window_size=w, stat_size=s, seed=seed)
+
+    def count(alpha: float, stop_above: int | None) -> int:
+        return kswin_replica.alarmed_windows(
+            h,
+            kswin_replica.firing(alpha, s),
+            window_size=w,
+            window_events=window_events,
+            stop_above=stop_above,
+        )
+
+    return count
+
+
 def _grid(kind: str, start: float) -> list[float]:
     """The calibrated parameter's values, from ``start`` (the policy's) to the least
     sensitive: calibration never makes a detector more sensitive than the policy's.
@@ -233,8 +282,9 @@ def _grid(kind: str, start: float) -> list[float]:
     >>> [f"{d:.2g}" for d in _grid("adwin", 0.002)[:3]], _grid("page_hinkley", 50.0)[:3]
     (['0.002', '0.0017', '0.00078'], [50.0, 52.11, 58.36])
     """
-    if kind == "adwin":
-        return [start, *(d for d in (10.0**-x for x in _ADWIN_EXPONENTS) if d < start)]
+    if kind in ("adwin", "kswin"):
+        exponents = _ADWIN_EXPONENTS if kind == "adwin" else _KSWIN_EXPONENTS
+        return [start, *(d for d in (10.0**-x for x in exponents) if d < start)]
     grid = _DDM_THRESHOLDS if kind == "ddm" else _PH_THRESHOLDS
     return [start, *(t for t in grid if t > start)]
 
@@ -278,20 +328,36 @@ def calibrate(
         return None
     if np.any(xs < 0):
         raise ValueError("errors must be non-negative (absolute or 0/1 errors)")
-    scale = scale_of(xs)
-    if kind == "ddm" and scale is not None:
+    # KSWIN's test reads the errors' order only: it is given them unscaled
+    scale = None if kind == "kswin" else scale_of(xs)
+    if kind == "ddm" and scale_of(xs) is not None:
         return None  # DDM reads 0/1 errors only (a classifier's)
     scaled = xs if scale is None else np.minimum(xs / scale, 1.0)
     length = min(xs.size, max_window_events)
     block = block_length(scaled)
+    base = {**DEFAULTS.get(kind, {}), **params}
+    name = CALIBRATED[kind]
+    # validates the policy's parameters (and makes KSWIN's sizes and seed integers)
+    base = {**base, **ConceptDetector(kind, **cast(dict[str, Any], base)).params}
+    if kind == "kswin":  # blocks as long as its test's window: that window's dependence kept
+        block = min(max(block, int(base["window_size"])), max(1, xs.size // 4))
     picks = bootstrap_stream(
         np.arange(xs.size, dtype=np.float64), events=windows * length, block=block, seed=seed
     ).astype(np.intp)
-    stream = scaled[picks].tolist()
-    base = {**DEFAULTS.get(kind, {}), **params}
-    name = CALIBRATED[kind]
-    ConceptDetector(kind, **cast(dict[str, Any], base))  # validates the policy's parameters
-    uncalibrated = alarmed_windows(kind, base, xs[picks].tolist(), window_events=length)
+    if kind == "kswin":
+        count = _kswin_counter(scaled[picks], base, window_events=length, seed=seed)
+    else:
+        stream = scaled[picks].tolist()
+
+        def count(value: float, stop_above: int | None) -> int:
+            return alarmed_windows(
+                kind, {**base, name: value}, stream, window_events=length, stop_above=stop_above
+            )
+
+    if scale is None:  # the policy's value on the same stream
+        uncalibrated = count(_policy_value(kind, base), None)
+    else:
+        uncalibrated = alarmed_windows(kind, base, xs[picks].tolist(), window_events=length)
 
     grid = _grid(kind, _policy_value(kind, base))  # from the policy's value to the least sensitive
     budget = math.floor(false_alarm_rate * windows + 1e-9)
@@ -299,16 +365,12 @@ def calibrate(
     rates: dict[int, float] = {}
 
     def within(i: int) -> bool:
-        if i == 0 and scale is None:  # the policy's value on the same stream: counted above
-            count = uncalibrated
-        else:
-            count = alarmed_windows(
-                kind, {**base, name: grid[i]}, stream, window_events=length, stop_above=budget
-            )
-        if count <= budget:
-            rates[i] = count / windows
-        steps.append((grid[i], count / windows))  # a lower bound when over budget
-        return count <= budget
+        # the policy's value on the same stream: counted above
+        n = uncalibrated if i == 0 and scale is None else count(grid[i], budget)
+        if n <= budget:
+            rates[i] = n / windows
+        steps.append((grid[i], n / windows))  # a lower bound when over budget
+        return n <= budget
 
     # the most sensitive index within budget, by bisection; the least sensitive value is
     # evaluated only if the bisection ends there
@@ -322,9 +384,7 @@ def calibrate(
             lo = mid + 1
     met = hi in rates or within(hi)
     if hi not in rates:  # the least sensitive value is over budget: count every window
-        rates[hi] = (
-            alarmed_windows(kind, {**base, name: grid[hi]}, stream, window_events=length) / windows
-        )
+        rates[hi] = count(grid[hi], None) / windows
     return Calibration(
         detector=kind,
         params={**base, name: grid[hi]},
@@ -364,12 +424,8 @@ def setting(policy: KpiPolicy, stored: bytes | None, *, version: str) -> Concept
 
     if rate is None:
         return uncalibrated("the policy sets no concept_false_alarm_rate")
-    if kind not in CALIBRATED:
-        return uncalibrated(
-            f"driftline calibrates {', '.join(CALIBRATED)}, not {kind}: KSWIN runs a "
-            "Kolmogorov-Smirnov test per update (about 1 ms), so measuring it on 200 "
-            "windows of 5,000 errors would take 15-25 minutes a search step"
-        )
+    if kind not in CALIBRATED:  # a detector added to driftline without a calibration
+        return uncalibrated(f"driftline calibrates {', '.join(CALIBRATED)}, not {kind}")
     if stored is None:
         return uncalibrated(
             f"no reference profile of {version} has been published (driftline reference build "

@@ -10,10 +10,12 @@ import orjson
 import pytest
 from scipy.signal import lfilter
 
+from agents.kpi.handler import DETECTOR, SEP
 from agents.operator import reference_build
 from schemas.policy import DriftPolicy, parse_policy
 from schemas.reference import ReferenceProfile
 from schemas.reports import KpiReport
+from streams.kpi.concept import ConceptDetector
 from tests.agents.kpi.test_estimates import Run
 
 T0 = 1_800_000_000 - 1_800_000_000 % 60
@@ -51,14 +53,14 @@ def profile(tmp_path_factory: pytest.TempPathFactory) -> ReferenceProfile:
     )
 
 
-def run_windows(run: Run, n_windows: int) -> list[KpiReport]:
+def run_windows(run: Run, n_windows: int, per_window: int = PER_WINDOW) -> list[KpiReport]:
     """``n_windows`` windows of live traffic from the same stable regressor; each window's
     last report."""
-    live = rows(n_windows * PER_WINDOW, 7)
+    live = rows(n_windows * per_window, 7)
     for w in range(n_windows):
-        chunk = live[w * PER_WINDOW : (w + 1) * PER_WINDOW]
-        ts = T0 + 60 * w + np.linspace(0, 59, PER_WINDOW)
-        ids = [f"r{w}-{i}" for i in range(PER_WINDOW)]
+        chunk = live[w * per_window : (w + 1) * per_window]
+        ts = T0 + 60 * w + np.linspace(0, 59, per_window)
+        ids = [f"r{w}-{i}" for i in range(per_window)]
         run.events(
             "predictions",
             [
@@ -140,3 +142,37 @@ def test_without_a_profile_the_detector_is_uncalibrated_and_says_so() -> None:
         assert "no reference profile of v1" in r.concept.reason
     # today's behaviour: ADWIN on the dollar errors fires in (nearly) every window
     assert sum(r.concept_drift for r in reports) >= 8
+
+
+def test_kswin_runs_with_the_alpha_calibrated_on_the_reference(tmp_path: Path) -> None:
+    """The same wiring for KSWIN: reference build calibrates its alpha, the report says so
+    and the agent's detector runs it (the state it saves holds the calibrated alpha)."""
+    policy = parse_policy("""
+kpi:
+  task: regression
+  window: 60s
+  allowed_lateness: 0s
+  label_ttl: 10m
+  concept_detector: kswin
+""")
+    path = tmp_path / "houses.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows(2_000, 1)))
+    built = reference_build.build(
+        path, model=MODEL, version="v1", policy=DriftPolicy(), kpi=policy.kpi
+    )
+    cal = built.concept
+    assert cal is not None and cal.detector == "kswin" and cal.met and cal.scale is None
+    assert cal.params["alpha"] < 0.005 and cal.uncalibrated_false_alarm_rate > 0.5
+    run = Run(policy)
+    run.send("references", built.model_dump_json().encode(), key=b"fraud-detector@v1")
+    reports = run_windows(run, 2, per_window=400)
+    assert len(reports) == 2
+    for r in reports:
+        assert r.concept is not None and r.concept.calibrated, r.concept
+        assert r.concept.detector == "kswin" and r.concept.reason == ""
+        assert r.concept.params["alpha"] == cal.params["alpha"]
+        assert r.concept.false_alarm_rate == cal.false_alarm_rate
+    (saved,) = [v for k, v in run.table.items() if k.split(SEP)[0] == DETECTOR.encode()]
+    detector = ConceptDetector.loads(saved)  # the series' detector, as the agent stored it
+    assert detector.kind == "kswin" and detector.params["alpha"] == cal.params["alpha"]
+    assert detector.n == 800 and detector.params["window_size"] == 300
