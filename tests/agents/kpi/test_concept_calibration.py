@@ -10,11 +10,12 @@ import orjson
 import pytest
 from scipy.signal import lfilter
 
-from agents.kpi.handler import DETECTOR, SEP
+from agents.kpi.model_batch import DETECTOR
 from agents.operator import reference_build
 from schemas.policy import DriftPolicy, parse_policy
 from schemas.reference import ReferenceProfile
 from schemas.reports import KpiReport
+from streams.join import SEP
 from streams.kpi.concept import ConceptDetector
 from tests.agents.kpi.test_estimates import Run
 
