@@ -161,8 +161,10 @@ def _soak(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("form", ["json", "arrow"])
-def test_a_short_run_prints_each_interval_and_a_verdict(tmp_path: Path, form: str) -> None:
+def test_a_short_run_prints_each_interval_and_a_verdict(tmp_path: Path) -> None:
+    # One form: what differs between json and arrow is the messages (templates and
+    # stamp, tested above); the Ctrl-C run below publishes json through the worker.
+    form = "arrow"
     proc = _soak(tmp_path, "--minutes", "0.2", "--rate", "5000", "--interval", "4",
                  "--time-scale", "30", "--format", form)
     out, _ = proc.communicate(timeout=150)
