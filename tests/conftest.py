@@ -136,8 +136,8 @@ TEST_SESSION_TIMEOUT_S = {"embedded": "3", "apache-kafka": "6"}
 os.environ.setdefault("DRIFTLINE_SESSION_TIMEOUT_S", TEST_SESSION_TIMEOUT_S[broker_kind()])
 
 #: Test files that take longest (tens of seconds each; measured with --durations), run
-#: first: with ``make test`` (--dist loadfile --no-loadscope-reorder) the two processes
-#: then end together instead of one waiting while the other runs a long file last.
+#: first: with ``make test`` (--dist loadfile --no-loadscope-reorder) the processes
+#: then end together instead of one waiting while another runs a long file last.
 SLOW_FIRST = (
     "tests/e2e/test_outages.py",
     "tests/e2e/test_bench.py",
