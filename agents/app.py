@@ -19,7 +19,7 @@ from mode.types import ServiceT
 from agents import metrics
 from agents.config import Settings
 from agents.kafka import faust_credentials
-from agents.runtime import faust_internals, gc_tuning
+from agents.runtime import confluent_fetch, faust_internals, gc_tuning
 from agents.runtime.group_lag import GroupLag
 from agents.runtime.watchdog import DEFAULT_GRACE_S, ShutdownWatchdog
 from schemas.policy import Policy
@@ -99,6 +99,8 @@ def create_app(
         # Restarts a crashed agent as Faust's default does, and counts the crash.
         agent_supervisor=CrashCountingSupervisor,
     )
+    if settings.fetch == "confluent":
+        confluent_fetch.install(app)
     # The Faust internals the runner uses are there and have their shape, or the
     # worker stops here naming what changed (agents.runtime.faust_internals).
     faust_internals.check()

@@ -16,6 +16,8 @@ from schemas.errors import DriftlineError
 EMBEDDED_BROKER = "127.0.0.1:9092"
 #: models tracked per agent and table partition (see Settings.max_models)
 DEFAULT_MAX_MODELS = 100
+#: the clients that can fetch the worker's messages (Settings.fetch)
+FETCHERS = ("confluent", "aiokafka")
 
 
 def _env(name: str, default: Any) -> Any:
@@ -117,6 +119,10 @@ class Settings:
     # The garbage collector's youngest-generation threshold once the worker is ready,
     # after it froze what was alive then (agents.runtime.gc_tuning); 0: Python's own.
     gc_gen0: int = 50_000
+    # Which client fetches the worker's messages: "confluent" (librdkafka, in its own
+    # threads; agents.runtime.confluent_fetch) or "aiokafka" (Faust's own). Group
+    # membership, commits and producing are aiokafka's either way.
+    fetch: str = "confluent"
 
     def __post_init__(self) -> None:
         if self.connect_timeout_s <= 0:
@@ -143,6 +149,9 @@ class Settings:
         if self.gc_gen0 < 0:
             raise DriftlineError(
                 f"DRIFTLINE_GC_GEN0 must be 0 (Python's own) or more, got {self.gc_gen0}")
+        if self.fetch not in FETCHERS:
+            raise DriftlineError(f"DRIFTLINE_FETCH must be one of {', '.join(FETCHERS)}, "
+                                 f"got {self.fetch!r}")
         if self.batch_max_wait_ms <= 0:
             raise DriftlineError(
                 f"DRIFTLINE_BATCH_MAX_WAIT_MS must be above 0, got {self.batch_max_wait_ms}")
