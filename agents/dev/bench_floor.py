@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, required=True)
     p.add_argument("--value-bytes", type=int, required=True)
     args = p.parse_args(argv)
-    settings = Settings(broker=args.broker, topic_prefix=args.topic_prefix, app_id=args.app_id,
-                        log_level="warn")
+    # From the environment as the worker's (DRIFTLINE_FETCH, ...), so that both measure
+    # the same setup.
+    settings = Settings.from_env(broker=args.broker, topic_prefix=args.topic_prefix,
+                                 app_id=args.app_id, log_level="warn")
     app = create_app(settings, policy=Policy(), agents=())
     runner.register(app, settings, FloorHandler(every=args.every, value_bytes=args.value_bytes),
                     name="floor", sources=["predictions"], output="drift", table="floor-state")
