@@ -87,6 +87,41 @@ def test_a_plan_moved_back_or_forward_reads_from_there(broker: Any, fetcher: Fet
     assert [m.offset() for m in forward[(topic, 0)]] == list(range(25, 30))
 
 
+def test_a_fetch_returns_what_came_without_waiting_for_more(broker: Any, fetcher: Fetcher,
+                                                         ) -> None:
+    # librdkafka's consume(n, timeout) waits for n messages or the timeout: one report
+    # of a quiet stream would wait the whole timeout at every fetch.
+    topic = _topic(broker, 1, 1)
+    start = time.monotonic()
+    got = fetcher.poll({(topic, 0): 0}, 30.0)
+    assert [m.offset() for m in got[(topic, 0)]] == [0]
+    assert time.monotonic() - start < 15, "the fetch waited out its timeout"
+
+
+def test_a_fetch_holds_at_most_its_bytes_plus_one_message(broker: Any) -> None:
+    topic = f"fetch-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)
+    producer = simulate.make_producer(broker.bootstrap)
+    for i in range(12):
+        producer.produce(topic, bytes([i]) * 300_000, partition=0)
+    producer.flush(10)
+    fetcher = Fetcher(confluent_fetch.fetch_config(CONF, broker.bootstrap))  # 1 MiB
+    try:
+        sizes: list[int] = []
+        plan = {(topic, 0): 0}
+        deadline = time.monotonic() + 20
+        while sum(sizes) < 12 and time.monotonic() < deadline:
+            for key, messages in fetcher.poll(plan, 0.5).items():
+                assert sum(map(len, messages)) <= fetcher.max_bytes + 300_000
+                sizes.append(len(messages))
+                plan[key] = messages[-1].offset() + 1
+        assert sum(sizes) == 12 and max(sizes) <= 4
+    finally:
+        fetcher.close()
+        fetcher.shutdown()
+
+
 def test_only_planned_partitions_are_read(broker: Any, fetcher: Fetcher) -> None:
     # A partition Faust paused (a recovery) or lost (a rebalance) is not in the plan.
     topic = _topic(broker, 2, 10)
