@@ -85,8 +85,10 @@ def check() -> None:
     """Raise ``FetchChanged`` naming what an aiokafka release renamed or removed."""
     for name in ("consumed_to", "has_valid_position", "position", "paused"):
         if not hasattr(TopicPartitionState, name):
-            raise FetchChanged(f"aiokafka {aiokafka.__version__}: TopicPartitionState has "
-                               f"no {name}; set DRIFTLINE_FETCH=aiokafka")
+            raise FetchChanged(
+                f"aiokafka {aiokafka.__version__}: TopicPartitionState has "
+                f"no {name}; set DRIFTLINE_FETCH=aiokafka"
+            )
 
 
 def _states(consumer: aiokafka.AIOKafkaConsumer) -> Any:
@@ -112,8 +114,13 @@ def planned(states: Any, active: Iterable[TP]) -> tuple[dict[Key, int], dict[Key
     return plan, tps
 
 
-def taken(states: Any, plan: Mapping[Key, int], tps: Mapping[Key, TP],
-          got: Mapping[Key, list[Any]], forget: Any) -> dict[TP, list[Any]]:
+def taken(
+    states: Any,
+    plan: Mapping[Key, int],
+    tps: Mapping[Key, TP],
+    got: Mapping[Key, list[Any]],
+    forget: Any,
+) -> dict[TP, list[Any]]:
     """The messages Faust gets, each partition's aiokafka position moved past them; a
     partition whose position moved while librdkafka was read (sought, revoked, reset)
     gets none, and ``forget(key)`` makes the next fetch reassign it."""
@@ -144,8 +151,11 @@ class Fetcher:
     async def call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def poll(self, plan: Mapping[Key, int], wait_s: float,
-             ) -> dict[Key, list[Any]]:
+    def poll(
+        self,
+        plan: Mapping[Key, int],
+        wait_s: float,
+    ) -> dict[Key, list[Any]]:
         """Messages from each planned partition's position on, taken in order."""
         if self._consumer is None:
             self._consumer = ConfluentConsumer(self._config)
@@ -153,8 +163,9 @@ class Fetcher:
             # Positions moved by somebody else (a seek, a rebalance) or partitions
             # paused/resumed: take the plan as it is. librdkafka discards what it had
             # fetched for the old assignment.
-            self._consumer.assign([ConfluentPartition(t, p, offset)
-                                   for (t, p), offset in plan.items()])
+            self._consumer.assign(
+                [ConfluentPartition(t, p, offset) for (t, p), offset in plan.items()]
+            )
             self._at = dict(plan)
         if not plan:
             return {}
@@ -172,8 +183,7 @@ class Fetcher:
             got.setdefault(key, []).append(message)
             self._at[key] = offset + 1
         for key in plan:
-            _, high = self._consumer.get_watermark_offsets(ConfluentPartition(*key),
-                                                           cached=True)
+            _, high = self._consumer.get_watermark_offsets(ConfluentPartition(*key), cached=True)
             if high >= 0:
                 self.high[key] = high
         return got
@@ -192,7 +202,8 @@ class Fetcher:
             # ``max_bytes`` plus one message in hand
             fit = (self.max_bytes - size) * len(messages) // max(size, 1)
             more = self._consumer.consume(
-                max(1, min(fit, CHUNK, MAX_MESSAGES_PER_FETCH - len(messages))), 0)
+                max(1, min(fit, CHUNK, MAX_MESSAGES_PER_FETCH - len(messages))), 0
+            )
             if not more:
                 break
             messages += more
@@ -291,8 +302,9 @@ class FetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     ) -> Mapping[TP, list[Any]]:
         fetcher = self._fetcher
         if fetcher is None:
-            return await super()._fetch_records(consumer, active_partitions,
-                                                timeout=timeout, max_records=max_records)
+            return await super()._fetch_records(
+                consumer, active_partitions, timeout=timeout, max_records=max_records
+            )
         if not self.consumer.flow_active:
             return {}
         if consumer._closed:
@@ -323,10 +335,19 @@ def to_message(tp: TP, record: Any, generation_id: int) -> ConsumerMessage:
     kind, stamp = record.timestamp()
     key, value = record.key(), record.value()
     return ConsumerMessage(
-        tp.topic, tp.partition, record.offset(),
+        tp.topic,
+        tp.partition,
+        record.offset(),
         None if kind == TIMESTAMP_NOT_AVAILABLE else stamp / 1000.0,  # type: ignore[arg-type]
-        _TIMESTAMP_TYPE.get(kind, 0), record.headers() or [], key, value, None,
-        len(key) if key else 0, len(value) if value else 0, tp, generation_id=generation_id,
+        _TIMESTAMP_TYPE.get(kind, 0),
+        record.headers() or [],
+        key,
+        value,
+        None,
+        len(key) if key else 0,
+        len(value) if value else 0,
+        tp,
+        generation_id=generation_id,
     )
 
 

@@ -27,8 +27,7 @@ def _messages() -> list[bytes]:
     traffic = simulate.FraudTraffic(seed=11)
     messages: list[bytes] = []
     for index in range(3):
-        events = traffic.events(PER_WINDOW, start_s=T0 + 60 * index, span_s=60,
-                                shifted=index == 2)
+        events = traffic.events(PER_WINDOW, start_s=T0 + 60 * index, span_s=60, shifted=index == 2)
         messages += simulate.batches(events, 500)
     messages.insert(3, b'{"events": [')  # a poison message among them
     closer = traffic.events(1, start_s=T0 + 3 * 60 + 1, span_s=1)
@@ -36,15 +35,26 @@ def _messages() -> list[bytes]:
 
 
 def _outputs(worker: Any, messages: list[bytes]) -> tuple[list[Any], list[Any]]:
-    simulate.publish(simulate.make_producer(worker.settings.bootstrap),
-                     worker.topic("predictions"), "fraud-detector", messages)
-    reports = tail.collect(worker.settings.bootstrap, worker.topic("drift"),
-                           lambda seen: len(seen) >= 3, timeout_s=90)
-    letters = tail.collect(worker.settings.bootstrap, worker.topic("deadletter"),
-                           lambda seen: len(seen) >= 1, timeout_s=30)
+    simulate.publish(
+        simulate.make_producer(worker.settings.bootstrap),
+        worker.topic("predictions"),
+        "fraud-detector",
+        messages,
+    )
+    reports = tail.collect(
+        worker.settings.bootstrap, worker.topic("drift"), lambda seen: len(seen) >= 3, timeout_s=90
+    )
+    letters = tail.collect(
+        worker.settings.bootstrap,
+        worker.topic("deadletter"),
+        lambda seen: len(seen) >= 1,
+        timeout_s=30,
+    )
     assert len(reports) == 3, worker.log()
-    kept = [{k: r[k] for k in ("window_start", "n", "status", "drifted_features", "features")}
-            for r in sorted(reports, key=lambda r: r["window_start"])]
+    kept = [
+        {k: r[k] for k in ("window_start", "n", "status", "drifted_features", "features")}
+        for r in sorted(reports, key=lambda r: r["window_start"])
+    ]
     return kept, [(d["offset"], d["error"]) for d in letters]
 
 

@@ -26,8 +26,13 @@ from agents.runtime.confluent_fetch import FetchChanged, Fetcher, FetchTransport
 from schemas.errors import DriftlineError
 from schemas.policy import Policy
 
-CONF = SimpleNamespace(id="fetch-test", broker_client_id="test", consumer_max_fetch_size=1 << 20,
-                       consumer_auto_offset_reset="earliest", broker_check_crcs=True)
+CONF = SimpleNamespace(
+    id="fetch-test",
+    broker_client_id="test",
+    consumer_max_fetch_size=1 << 20,
+    consumer_auto_offset_reset="earliest",
+    broker_check_crcs=True,
+)
 
 
 def _topic(broker: Any, partitions: int, count: int) -> str:
@@ -38,14 +43,23 @@ def _topic(broker: Any, partitions: int, count: int) -> str:
     producer = simulate.make_producer(broker.bootstrap)
     for p in range(partitions):
         for i in range(count):
-            producer.produce(topic, b"%d:%d" % (p, i), key=b"k", partition=p,
-                             headers=[("content-type", b"x/y")], timestamp=1_700_000_000_000 + i)
+            producer.produce(
+                topic,
+                b"%d:%d" % (p, i),
+                key=b"k",
+                partition=p,
+                headers=[("content-type", b"x/y")],
+                timestamp=1_700_000_000_000 + i,
+            )
     producer.flush(10)
     return topic
 
 
-def _read(fetcher: Fetcher, plan: dict[tuple[str, int], int], want: int,
-          ) -> dict[tuple[str, int], list[Any]]:
+def _read(
+    fetcher: Fetcher,
+    plan: dict[tuple[str, int], int],
+    want: int,
+) -> dict[tuple[str, int], list[Any]]:
     """Poll with ``plan`` (moved on as messages come, as aiokafka's positions are)
     until ``want`` messages came or 20 s passed."""
     got: dict[tuple[str, int], list[Any]] = {}
@@ -66,7 +80,8 @@ def fetcher(broker: Any) -> Any:
 
 
 def test_reads_each_message_once_in_order_from_the_planned_position(
-        broker: Any, fetcher: Fetcher) -> None:
+    broker: Any, fetcher: Fetcher
+) -> None:
     topic = _topic(broker, 1, 30)
     got = _read(fetcher, {(topic, 0): 0}, 30)
     assert [m.offset() for m in got[(topic, 0)]] == list(range(30))
@@ -87,8 +102,10 @@ def test_a_plan_moved_back_or_forward_reads_from_there(broker: Any, fetcher: Fet
     assert [m.offset() for m in forward[(topic, 0)]] == list(range(25, 30))
 
 
-def test_a_fetch_returns_what_came_without_waiting_for_more(broker: Any, fetcher: Fetcher,
-                                                         ) -> None:
+def test_a_fetch_returns_what_came_without_waiting_for_more(
+    broker: Any,
+    fetcher: Fetcher,
+) -> None:
     # librdkafka's consume(n, timeout) waits for n messages or the timeout: one report
     # of a quiet stream would wait the whole timeout at every fetch.
     topic = _topic(broker, 1, 1)
@@ -135,8 +152,9 @@ def test_only_planned_partitions_are_read(broker: Any, fetcher: Fetcher) -> None
 def _states(*positions: tuple[TP, int | None]) -> Any:
     """aiokafka's real per-partition states, assigned by hand, at these positions."""
     subscription = SubscriptionState()
-    subscription.assign_from_user({aiokafka.TopicPartition(tp.topic, tp.partition)
-                                   for tp, _ in positions})
+    subscription.assign_from_user(
+        {aiokafka.TopicPartition(tp.topic, tp.partition) for tp, _ in positions}
+    )
     assignment = subscription.subscription.assignment
     for tp, at in positions:
         if at is not None:
@@ -200,19 +218,25 @@ def test_faust_gets_the_message_aiokafka_would_give(broker: Any, fetcher: Fetche
 def test_the_worker_fetches_with_confluent_by_default_and_aiokafka_when_asked() -> None:
     settings = Settings(app_id=f"fetch-{uuid.uuid4().hex[:6]}")
     assert isinstance(create_app(settings, policy=Policy(), agents=()).transport, FetchTransport)
-    aio = create_app(Settings(app_id=f"fetch-{uuid.uuid4().hex[:6]}", fetch="aiokafka"),
-                     policy=Policy(), agents=())
+    aio = create_app(
+        Settings(app_id=f"fetch-{uuid.uuid4().hex[:6]}", fetch="aiokafka"),
+        policy=Policy(),
+        agents=(),
+    )
     assert type(aio.transport) is AioTransport
 
 
 def test_an_unknown_fetch_client_is_refused_by_name() -> None:
-    with pytest.raises(DriftlineError, match="DRIFTLINE_FETCH must be one of confluent, "
-                                             "aiokafka, got 'kafka-python'"):
+    with pytest.raises(
+        DriftlineError,
+        match="DRIFTLINE_FETCH must be one of confluent, aiokafka, got 'kafka-python'",
+    ):
         Settings(fetch="kafka-python")
 
 
 def test_an_aiokafka_without_what_the_fetch_path_uses_is_refused(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from aiokafka.consumer.subscription_state import TopicPartitionState
 
     monkeypatch.delattr(TopicPartitionState, "consumed_to")
