@@ -14,7 +14,9 @@ Score metrics use only the scored events (a score in [0, 1]; NaN means no score,
 any other value is not a probability and is counted in ``invalid_scores``
 instead):
 
-* ``log_loss`` and ``brier`` are exact, from running sums. As sklearn does,
+* ``log_loss`` and ``brier`` are exact, from running sums kept exactly
+  (:mod:`streams.summaries.exact_sum`: the same, bit for bit, whatever order
+  and batches the labels came in). As sklearn does,
   the log loss clips each probability of the observed class into
   ``[eps, 1 - eps]`` (``eps`` = float64 machine epsilon), so a confident
   mistake costs about 36, not infinity.
@@ -36,7 +38,13 @@ instead):
   bin is exactly a union of fine bins (the ECE edges are fine edges too, and
   an event's fine bin is chosen inside its ECE bin ``floor(10 s)``, so
   floating-point rounding cannot disagree), and the state keeps per-fine-bin
-  score sums, so the ECE is exact, not a binned approximation of one.
+  score sums, so the ECE is exact, not a binned approximation of one. The
+  sums add each score rounded to a multiple of ``2**-SCORE_GRID_BITS`` (32:
+  within 1.2e-10 of it), so that each bin's sum is a float sum of multiples of
+  ``2**-32``: exact, hence the same whatever the order of the scores, while it
+  is below ``2**21`` (two million scores near 1 in one fine bin of one window,
+  hundreds of millions of typical scores; past that it is as exact as any
+  float sum, and may differ in its last bits between two runs).
 
 A metric that is undefined is *left out* of :meth:`ClassificationKpi.metrics`,
 never NaN: everything with no labeled events; ``precision`` with no predicted
@@ -49,9 +57,12 @@ State (JSON-able)::
 
     {"bins": int, "ece_bins": int, "tp": int, "fp": int, "tn": int, "fn": int,
      "invalid_scores": int, "pos": [int] * bins, "neg": [int] * bins,
-     "score_sum": [float] * bins, "log_loss_sum": float, "brier_sum": float}
+     "score_sum": [float] * bins, "log_loss_sum": [float], "brier_sum": [float]}
 
-Its size does not depend on traffic: ``3 * bins + 9`` numbers, under 5 KB of
+(the two sums as :mod:`streams.summaries.exact_sum` keeps them, a float or two;
+states written before hold a plain float there, read as the same sum).
+
+Its size does not depend on traffic: about ``3 * bins + 11`` numbers, under 5 KB of
 JSON for the default 100 bins up to a billion events (a million events: about
 3.0 KB, asserted < 4,000 bytes in the tests).
 """
@@ -65,8 +76,13 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.kpi.business import business_metrics, check_costs
+from streams.summaries import exact_sum
+from streams.summaries.exact_sum import ExactSum
 
 _EPS = float(np.finfo(np.float64).eps)
+#: Scores are added to their bin's sum on a grid of 2**-SCORE_GRID_BITS (module docstring).
+SCORE_GRID_BITS = 32
+_SCORE_GRID = float(2**SCORE_GRID_BITS)
 #: Fine score bins are equal steps of log-odds over [-LOG_ODDS_SPAN, LOG_ODDS_SPAN].
 LOG_ODDS_SPAN = 10.0
 
@@ -82,8 +98,8 @@ class ClassificationState(TypedDict):
     pos: list[int]  # scored events with label 1, per fine score bin
     neg: list[int]  # scored events with label 0, per fine score bin
     score_sum: list[float]  # sum of the scores, per fine score bin
-    log_loss_sum: float
-    brier_sum: float
+    log_loss_sum: ExactSum
+    brier_sum: ExactSum
 
 
 def as_binary(values: npt.ArrayLike, name: str) -> npt.NDArray[np.int64]:
@@ -151,8 +167,8 @@ class ClassificationKpi:
             "pos": [0] * self.fine_bins,
             "neg": [0] * self.fine_bins,
             "score_sum": [0.0] * self.fine_bins,
-            "log_loss_sum": 0.0,
-            "brier_sum": 0.0,
+            "log_loss_sum": [],
+            "brier_sum": [],
         }
 
     def _check(self, state: ClassificationState) -> None:
@@ -212,15 +228,16 @@ class ClassificationKpi:
         idx = self.bin_of(ss)
         pos = np.bincount(idx[ys == 1], minlength=self.fine_bins)
         neg = np.bincount(idx[ys == 0], minlength=self.fine_bins)
-        ssum = np.bincount(idx, weights=ss, minlength=self.fine_bins)
+        on_grid = np.round(ss * _SCORE_GRID) / _SCORE_GRID
+        ssum = np.bincount(idx, weights=on_grid, minlength=self.fine_bins)
         # As sklearn.metrics.log_loss: clip the probability of each class, take the observed one's.
         p_obs = np.where(ys == 1, ss, 1.0 - ss)
         log_loss = -np.log(np.clip(p_obs, _EPS, 1.0 - _EPS))
         out["pos"] = (np.asarray(state["pos"], dtype=np.int64) + pos).tolist()
         out["neg"] = (np.asarray(state["neg"], dtype=np.int64) + neg).tolist()
         out["score_sum"] = (np.asarray(state["score_sum"], dtype=np.float64) + ssum).tolist()
-        out["log_loss_sum"] = state["log_loss_sum"] + float(log_loss.sum())
-        out["brier_sum"] = state["brier_sum"] + float(np.square(ys - ss).sum())
+        out["log_loss_sum"] = exact_sum.add(state["log_loss_sum"], log_loss)
+        out["brier_sum"] = exact_sum.add(state["brier_sum"], np.square(ys - ss))
         return out
 
     def merge(self, a: ClassificationState, b: ClassificationState) -> ClassificationState:
@@ -237,8 +254,8 @@ class ClassificationKpi:
             "pos": (np.asarray(a["pos"], dtype=np.int64) + b["pos"]).tolist(),
             "neg": (np.asarray(a["neg"], dtype=np.int64) + b["neg"]).tolist(),
             "score_sum": (np.asarray(a["score_sum"], dtype=np.float64) + b["score_sum"]).tolist(),
-            "log_loss_sum": a["log_loss_sum"] + b["log_loss_sum"],
-            "brier_sum": a["brier_sum"] + b["brier_sum"],
+            "log_loss_sum": exact_sum.merge(a["log_loss_sum"], b["log_loss_sum"]),
+            "brier_sum": exact_sum.merge(a["brier_sum"], b["brier_sum"]),
         }
 
     @staticmethod
@@ -272,8 +289,8 @@ class ClassificationKpi:
         n_pos, n_neg = int(pos.sum()), int(neg.sum())
         scored = n_pos + n_neg
         if scored:
-            out["log_loss"] = state["log_loss_sum"] / scored
-            out["brier"] = state["brier_sum"] / scored
+            out["log_loss"] = exact_sum.value(state["log_loss_sum"]) / scored
+            out["brier"] = exact_sum.value(state["brier_sum"]) / scored
             out["ece"] = self._ece(pos, state["score_sum"], scored)
         if n_pos and n_neg:
             out["roc_auc"] = _binned_auc(pos, neg)

@@ -14,9 +14,13 @@ Pairs where either value is NaN or infinite, or whose squared or percentage
 error overflows float64 (JSON has no infinity), are not folded in; they are
 counted in ``invalid`` (the caller decides whether that is worth a dead letter).
 
-State (JSON-able, under 150 bytes however many events)::
+State (JSON-able, under 300 bytes however many events)::
 
-    {"n": int, "invalid": int, "abs_sum": float, "sq_sum": float, "ape_sum": float}
+    {"n": int, "invalid": int, "abs_sum": [float], "sq_sum": [float], "ape_sum": [float]}
+
+The sums are kept exactly (:mod:`streams.summaries.exact_sum`, a float or two
+each; a plain float in states written before), so the metrics are the same, bit
+for bit, whatever order and batches the labels came in.
 
 With no valid pair every metric is left out of :meth:`RegressionKpi.metrics`
 (never NaN).
@@ -30,15 +34,18 @@ from typing import TypedDict
 import numpy as np
 import numpy.typing as npt
 
+from streams.summaries import exact_sum
+from streams.summaries.exact_sum import ExactSum
+
 _EPS = float(np.finfo(np.float64).eps)
 
 
 class RegressionState(TypedDict):
     n: int
     invalid: int
-    abs_sum: float
-    sq_sum: float
-    ape_sum: float
+    abs_sum: ExactSum
+    sq_sum: ExactSum
+    ape_sum: ExactSum
 
 
 class RegressionKpi:
@@ -54,7 +61,7 @@ class RegressionKpi:
 
     @staticmethod
     def initialize() -> RegressionState:
-        return {"n": 0, "invalid": 0, "abs_sum": 0.0, "sq_sum": 0.0, "ape_sum": 0.0}
+        return {"n": 0, "invalid": 0, "abs_sum": [], "sq_sum": [], "ape_sum": []}
 
     @staticmethod
     def update(
@@ -74,9 +81,9 @@ class RegressionKpi:
         return {
             "n": state["n"] + n,
             "invalid": state["invalid"] + int(ok.size - n),
-            "abs_sum": state["abs_sum"] + float(err[ok].sum()),
-            "sq_sum": state["sq_sum"] + float(sq[ok].sum()),
-            "ape_sum": state["ape_sum"] + float(ape[ok].sum()),
+            "abs_sum": exact_sum.add(state["abs_sum"], err[ok]),
+            "sq_sum": exact_sum.add(state["sq_sum"], sq[ok]),
+            "ape_sum": exact_sum.add(state["ape_sum"], ape[ok]),
         }
 
     @staticmethod
@@ -84,9 +91,9 @@ class RegressionKpi:
         return {
             "n": a["n"] + b["n"],
             "invalid": a["invalid"] + b["invalid"],
-            "abs_sum": a["abs_sum"] + b["abs_sum"],
-            "sq_sum": a["sq_sum"] + b["sq_sum"],
-            "ape_sum": a["ape_sum"] + b["ape_sum"],
+            "abs_sum": exact_sum.merge(a["abs_sum"], b["abs_sum"]),
+            "sq_sum": exact_sum.merge(a["sq_sum"], b["sq_sum"]),
+            "ape_sum": exact_sum.merge(a["ape_sum"], b["ape_sum"]),
         }
 
     @staticmethod
@@ -99,7 +106,7 @@ class RegressionKpi:
         if not n:
             return {}
         return {
-            "mae": state["abs_sum"] / n,
-            "rmse": math.sqrt(state["sq_sum"] / n),
-            "mape": state["ape_sum"] / n,
+            "mae": exact_sum.value(state["abs_sum"]) / n,
+            "rmse": math.sqrt(exact_sum.value(state["sq_sum"]) / n),
+            "mape": exact_sum.value(state["ape_sum"]) / n,
         }

@@ -62,10 +62,13 @@ def test_batches_fold_and_merge_to_the_same_metrics() -> None:
     merged = kpi.merge(kpi.update(kpi.initialize(), y[a], p[a]),
                        kpi.update(kpi.initialize(), y[b], p[b]))
     whole = kpi.update(kpi.initialize(), y, p)
-    for got in (sequential, merged):
+    shuffled = np.random.default_rng(1).permutation(y.size)
+    backwards = kpi.update(kpi.initialize(), y[shuffled], p[shuffled])
+    for got in (sequential, merged, backwards):
         assert got["n"] == whole["n"] == 30_000
-        assert got == pytest.approx(whole, rel=1e-12)
-        assert kpi.metrics(got) == pytest.approx(kpi.metrics(whole), rel=1e-12)
+        # the sums are exact: the same state and metrics, bit for bit, however cut and ordered
+        assert got == whole
+        assert kpi.metrics(got) == kpi.metrics(whole)
 
 
 def test_non_finite_pairs_are_counted_not_folded() -> None:
@@ -75,7 +78,7 @@ def test_non_finite_pairs_are_counted_not_folded() -> None:
     st = kpi.update(kpi.initialize(), y, p)
     assert (st["n"], st["invalid"]) == (2, 3)
     assert kpi.metrics(st)["mae"] == 1.0
-    assert all(np.isfinite(v) for v in st.values())
+    assert all(np.isfinite(v).all() for v in st.values())
 
 
 def test_no_pairs_no_metrics() -> None:
@@ -96,4 +99,4 @@ def test_state_size_is_bounded_after_a_million_events() -> None:
     for seed in range(10):
         st = kpi.update(st, *_data(seed, 100_000))
     assert kpi.count(st) == 1_000_000
-    assert len(orjson.dumps(st)) < 200
+    assert len(orjson.dumps(st)) < 300
