@@ -93,6 +93,23 @@ def check() -> None:
             )
 
 
+def check_consumer(consumer: aiokafka.AIOKafkaConsumer) -> None:
+    """Raise ``FetchChanged`` if the consumer lacks the attributes each fetch reads (an
+    instance's, so ``check`` cannot see them before one exists)."""
+    subscription = getattr(consumer, "_subscription", None)
+    for owner, name in (
+        (consumer, "_closed"),
+        (subscription, "fetch_context"),
+        (subscription, "subscription"),
+    ):
+        if not hasattr(owner, name):
+            raise FetchChanged(
+                f"aiokafka {aiokafka.__version__}: AIOKafkaConsumer has no "
+                f"{'_subscription.' if owner is subscription else ''}{name}; "
+                "set DRIFTLINE_FETCH=aiokafka"
+            )
+
+
 def _states(consumer: aiokafka.AIOKafkaConsumer) -> Any:
     """aiokafka's per-partition states of the current assignment (None: none)."""
     subscription = consumer._subscription.subscription
@@ -263,6 +280,7 @@ class FetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if not self.app.client_only:
             transport: Any = self.transport
             servers = faust_aiokafka.server_list(transport.url, transport.default_port)
+            check_consumer(self._ensure_consumer())
             self._fetcher = Fetcher(fetch_config(self.app.conf, ",".join(servers)))
 
     async def on_thread_stop(self) -> None:

@@ -242,3 +242,15 @@ def test_an_aiokafka_without_what_the_fetch_path_uses_is_refused(
     monkeypatch.delattr(TopicPartitionState, "consumed_to")
     with pytest.raises(FetchChanged, match="consumed_to; set DRIFTLINE_FETCH=aiokafka"):
         confluent_fetch.check()
+
+
+def test_a_consumer_without_what_each_fetch_reads_is_refused() -> None:
+    asyncio.run(_consumer_case())
+
+
+async def _consumer_case() -> None:  # aiokafka's consumer needs a running loop
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    confluent_fetch.check_consumer(consumer)  # today's aiokafka has them all
+    del consumer._subscription
+    with pytest.raises(FetchChanged, match=r"no _subscription\.fetch_context; set DRIFTLINE_FETCH"):
+        confluent_fetch.check_consumer(consumer)
