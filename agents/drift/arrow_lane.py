@@ -130,34 +130,49 @@ class ArrowLane:
 
 
 def _names(table: pa.Table, name: str) -> bool:
-    """True when column ``name`` is text of 1-200 characters in every row."""
+    """True when column ``name`` is text of 1-200 characters in every row.
+
+    Its bytes are counted first (the string offsets' differences, no decoding): 1-200
+    bytes are 1-200 characters, as a character is 1-4 bytes; only a column with a
+    name longer than 200 bytes has its characters counted."""
     if name not in table.column_names:
         return False
-    column = _text(table.column(name))
+    column = _text_chunks(table.column(name))
     if column is None or column.null_count:
         return False
-    lengths = pc.utf8_length(column)
-    return bool(pc.min(lengths).as_py() >= 1 and pc.max(lengths).as_py() <= MAX_NAME)
+    return _within(pc.binary_length(column)) or _within(pc.utf8_length(column))
+
+
+def _within(lengths: pa.ChunkedArray) -> bool:
+    extremes = pc.min_max(lengths).as_py()
+    return extremes["min"] is not None and extremes["min"] >= 1 and extremes["max"] <= MAX_NAME
 
 
 def _one_name(table: pa.Table, name: str) -> str | None:
-    """The one value of column ``name`` if it is the same valid name in every row."""
-    if not _names(table, name):
+    """The one value of column ``name`` if it is the same valid name in every row
+    (then only that one value's length needs checking)."""
+    if name not in table.column_names:
         return None
-    column = _text(table.column(name))
-    assert column is not None
+    column = _text_chunks(table.column(name))
+    if column is None or column.null_count or not len(column):
+        return None
     first = column[0].as_py()
+    if not 1 <= len(first) <= MAX_NAME:
+        return None
     return first if pc.all(pc.equal(column, first)).as_py() else None
 
 
-def _text(column: pa.ChunkedArray | pa.Array) -> pa.Array | None:
-    """A text column as one string array; None for another type."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+def _text_chunks(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """A text column as string chunks, dictionaries decoded, not copied into one array
+    (a batch of messages is many chunks); None for another type."""
     kind = column.type
     if pa.types.is_dictionary(kind) and _is_text(kind.value_type):
-        return column.dictionary_decode()
+        return pa.chunked_array([c.dictionary_decode() for c in column.chunks], kind.value_type)
     return column if _is_text(kind) else None
+
+
+def _is_text_or_dictionary(kind: pa.DataType) -> bool:
+    return _is_text(kind) or bool(pa.types.is_dictionary(kind) and _is_text(kind.value_type))
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -169,23 +184,25 @@ def _is_number(kind: pa.DataType) -> bool:
 
 
 def _features(column: pa.ChunkedArray, pii: frozenset[str]) -> dict[str, Column] | None:
-    """The struct's children as the monitor's columns, or None (the usual way)."""
-    struct = column.combine_chunks()
-    if not pa.types.is_struct(struct.type) or struct.null_count:
+    """The struct's children as the monitor's columns, or None (the usual way). Each
+    child is read across the column's chunks (one per message of a batch) into one
+    numpy array, without first copying the whole struct into one."""
+    kind = column.type
+    if not pa.types.is_struct(kind) or column.null_count:
         return None
     out: dict[str, Column] = {}
-    for index in range(struct.type.num_fields):
-        name = struct.type.field(index).name
-        if name in pii or name in out:
+    for index in range(kind.num_fields):
+        field = kind.field(index)
+        if field.name in pii or field.name in out:
             return None
-        values = _feature(struct.field(index))
+        values = _feature(pa.chunked_array([c.field(index) for c in column.chunks], field.type))
         if values is None:
             return None
-        out[name] = values
+        out[field.name] = values
     return out
 
 
-def _feature(child: pa.Array) -> Column | None:
+def _feature(child: pa.ChunkedArray) -> Column | None:
     """One feature: numbers as float64 (NaN: null), text and booleans as Categories;
     a feature null in every row as Nones (as JSON would give it); None: another type."""
     n = len(child)
@@ -193,8 +210,8 @@ def _feature(child: pa.Array) -> Column | None:
     if child.null_count == n:
         return [None] * n
     if _is_number(kind):
-        return np.asarray(child.to_numpy(zero_copy_only=False), dtype=np.float64)
-    return _categories(child)
+        return np.asarray(child.to_numpy(), dtype=np.float64)
+    return _categories(child.combine_chunks())
 
 
 def _categories(child: pa.Array) -> Categories | None:
@@ -233,7 +250,7 @@ def _outputs(table: pa.Table, names: set[str]) -> dict[str, Column] | None:
         if not (pa.types.is_boolean(kind) or pa.types.is_null(kind)):
             return None
     if "variant" in names:
-        variant = _text(table.column("variant"))
+        variant = _text_chunks(table.column("variant"))
         if (
             variant is None
             or not pc.all(
@@ -280,13 +297,14 @@ def _numbers(column: pa.ChunkedArray | pa.Array, *, low: float | None) -> bool:
 
 def _segment_ok(column: pa.ChunkedArray) -> bool:
     """A segment column the model accepts: all null, or a struct without null rows of
-    text children without nulls (``dict[str, str]``)."""
+    text children without nulls (``dict[str, str]``): types and null counts only."""
     if column.null_count == len(column):
         return True
-    struct = column.combine_chunks()
-    if not pa.types.is_struct(struct.type) or struct.null_count:
+    kind = column.type
+    if not pa.types.is_struct(kind) or column.null_count:
         return False
     return all(
-        _text(struct.field(i)) is not None and not struct.field(i).null_count
-        for i in range(struct.type.num_fields)
+        _is_text_or_dictionary(kind.field(i).type)
+        and not any(chunk.field(i).null_count for chunk in column.chunks)
+        for i in range(kind.num_fields)
     )

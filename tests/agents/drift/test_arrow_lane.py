@@ -176,6 +176,22 @@ def test_a_message_with_a_row_that_does_not_fit_takes_the_usual_way(why: str, ch
     assert not check_same_as_usual(PredictionEvent, arrow.to_ipc(rows)), why
 
 
+def test_names_are_counted_in_characters_not_bytes() -> None:
+    # 200 two-byte characters are 400 bytes and a valid name; 201 are not.
+    rows = traffic(3)
+    rows[1]["request_id"] = "é" * 200
+    assert check_same_as_usual(PredictionEvent, arrow.to_ipc(rows))
+    rows[1]["request_id"] = "é" * 201
+    assert not check_same_as_usual(PredictionEvent, arrow.to_ipc(rows))
+    rows = traffic(3)
+    for row in rows:
+        row["model_version"] = "é" * 200  # one name in every row: its length checked once
+    assert check_same_as_usual(PredictionEvent, arrow.to_ipc(rows))
+    for row in rows:
+        row["model_version"] = "é" * 201
+    assert not check_same_as_usual(PredictionEvent, arrow.to_ipc(rows))
+
+
 def test_pii_features_and_json_take_the_usual_way() -> None:
     rows = traffic(3)
     name = next(iter(rows[0]["features"]))
