@@ -19,7 +19,7 @@ from mode.types import ServiceT
 from agents import metrics
 from agents.config import Settings
 from agents.kafka import faust_credentials
-from agents.runtime import confluent_fetch, faust_internals, gc_tuning
+from agents.runtime import confluent_fetch, faust_internals, gc_tuning, inflight
 from agents.runtime.group_lag import GroupLag
 from agents.runtime.watchdog import DEFAULT_GRACE_S, ShutdownWatchdog
 from schemas.policy import Policy
@@ -99,8 +99,12 @@ def create_app(
         # Restarts a crashed agent as Faust's default does, and counts the crash.
         agent_supervisor=CrashCountingSupervisor,
     )
+    # Either consumer's stop waits for what the agents are handling, and lets go of
+    # what Faust dropped from their queues (agents.runtime.inflight).
     if settings.fetch == "confluent":
         confluent_fetch.install(app)
+    else:
+        inflight.install(app)
     # The Faust internals the runner uses are there and have their shape, or the
     # worker stops here naming what changed (agents.runtime.faust_internals).
     faust_internals.check()

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.config import Settings
+from agents.runtime import inflight
 from agents.runtime.backfill import Input
 from agents.runtime.redo import Redo
 
@@ -73,14 +74,20 @@ async def taken(stream: Any, bounds: Bounds) -> AsyncIterator[list[Input]]:
     """The stream's messages, a batch at a time. Faust acknowledges a batch's messages
     when the next one is asked for, i.e. once the batch is handled, or when this
     generator is closed (use ``contextlib.aclosing``: Faust's buffer stays attached to
-    the stream until then)."""
-    if bounds.max_messages == 1:
-        async for event in stream.events():
-            yield [_input(event)]
-        return
-    async with aclosing(stream.take_events(bounds.max_messages, bounds.max_wait_s)) as batches:
-        async for events in batches:
-            yield [_input(event) for event in events]
+    the stream until then). What the stream took and the agent has not finished is
+    counted (agents.runtime.inflight): a stop waits for it."""
+    async with inflight.taking(stream) as share:
+        if bounds.max_messages == 1:
+            async for event in stream.events():
+                yield [_input(event)]
+                share.finished(1)
+            return
+        async with aclosing(stream.take_events(bounds.max_messages,
+                                               bounds.max_wait_s)) as batches:
+            async for events in batches:
+                batch = [_input(event) for event in events]
+                yield batch
+                share.finished(len(batch))
 
 
 def _input(event: Any) -> Input:

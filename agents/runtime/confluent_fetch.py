@@ -63,6 +63,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, ConsumerMessage
 
 from agents.kafka import client_config
+from agents.runtime import inflight
 
 logger = logging.getLogger("driftline.fetch")
 
@@ -371,8 +372,9 @@ def to_message(tp: TP, record: Any, generation_id: int) -> ConsumerMessage:
     )
 
 
-class FetchConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer whose records are confluent-kafka messages."""
+class FetchConsumer(inflight.Consumer):
+    """Faust's aiokafka consumer whose records are confluent-kafka messages (and whose
+    stop waits as agents.runtime.inflight says)."""
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return FetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -383,7 +385,7 @@ class FetchConsumer(faust_aiokafka.Consumer):
         return to_message(tp, record, self.app.consumer_generation_id)
 
 
-class FetchTransport(faust_aiokafka.Transport):
+class FetchTransport(inflight.Transport):
     """Faust's aiokafka transport with ``FetchConsumer``: producing, topic creation and
     group membership are aiokafka's as before."""
 

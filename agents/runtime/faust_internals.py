@@ -24,6 +24,11 @@ faust-streaming has no public way to do three things the runner needs
 * ``read_offset(consumer, tp)``: how far the consumer has read a partition
   (``Consumer._read_offset``), so that the runner's watch moves it past messages it
   read directly.
+* ``let_go(consumer)``: stop waiting for the messages the consumer counts as taken and
+  not acknowledged (``Consumer._unacked_messages``), without acknowledging them, once
+  no agent is handling any (agents.runtime.inflight: Faust's stop drops some that
+  are never acknowledged); ``remove_processor(stream, fn)``: take a processor off a
+  stream (``Stream._processors``), as Faust does its own.
 
 A Faust release may rename or change them. ``check()`` runs when the worker's app is
 created (agents.app) and raises ``FaustChanged`` naming what changed and the Faust
@@ -38,7 +43,7 @@ import contextvars
 import inspect
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -92,6 +97,20 @@ def committed_offset(consumer: Any, tp: TP) -> int | None:
     return offset
 
 
+def let_go(consumer: Any) -> int:
+    """Forget every message ``consumer`` waits to see acknowledged, none acknowledged
+    (their offsets are not committed); how many there were."""
+    unacked = consumer._unacked_messages
+    n = len(unacked)
+    unacked.clear()
+    return n
+
+
+def remove_processor(stream: Any, processor: Any) -> None:
+    """Take ``processor`` off ``stream`` (added with ``stream.add_processor``)."""
+    stream._processors.remove(processor)
+
+
 #: How far ``acknowledge`` reached, per consumer and partition: the acknowledged-offsets
 #: set it added to (Faust's ``_acked_index[tp]``) and the offsets ``(first, last)`` it
 #: holds (or the commit has passed) from that call and those before it. The next call
@@ -139,9 +158,12 @@ def problems(consumer: Any = None) -> list[str]:
     if not isinstance(var, contextvars.ContextVar):
         found.append("faust.streams._current_event is not a context variable")
     declared = inspect.get_annotations(Consumer)
-    for name in ("_read_offset", "_gap", "_acked", "_acked_index", "_committed_offset"):
+    for name in ("_read_offset", "_gap", "_acked", "_acked_index", "_committed_offset",
+                 "_unacked_messages"):
         if name not in declared:
             found.append(f"faust.transport.consumer.Consumer declares no {name}")
+    if "_processors" not in inspect.get_annotations(faust.streams.Stream):
+        found.append("faust.streams.Stream declares no _processors")
     if consumer is not None:
         offsets = getattr(consumer, "_read_offset", None)
         if offsets is None or not callable(getattr(offsets, "get", None)):
@@ -151,6 +173,8 @@ def problems(consumer: Any = None) -> list[str]:
         for name in ("_acked", "_acked_index", "_committed_offset"):
             if not isinstance(getattr(consumer, name, None), dict):
                 found.append(f"the consumer keeps no {name} per partition (Consumer.ack's state)")
+        if not isinstance(getattr(consumer, "_unacked_messages", None), MutableSet):
+            found.append("the consumer keeps no set _unacked_messages (what a stop waits for)")
     return found
 
 

@@ -21,7 +21,7 @@ from faust.types import TP
 from agents.app import create_app
 from agents.config import Settings
 from agents.dev import simulate
-from agents.runtime import confluent_fetch
+from agents.runtime import confluent_fetch, inflight
 from agents.runtime.confluent_fetch import FetchChanged, Fetcher, FetchTransport
 from schemas.errors import DriftlineError
 from schemas.policy import Policy
@@ -223,7 +223,10 @@ def test_the_worker_fetches_with_confluent_by_default_and_aiokafka_when_asked() 
         policy=Policy(),
         agents=(),
     )
-    assert type(aio.transport) is AioTransport
+    # aiokafka's own fetch, with the stop's wait of agents.runtime.inflight
+    assert type(aio.transport) is inflight.Transport
+    assert isinstance(aio.transport, AioTransport)
+    assert issubclass(FetchTransport, inflight.Transport)
 
 
 def test_an_unknown_fetch_client_is_refused_by_name() -> None:

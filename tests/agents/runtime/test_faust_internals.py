@@ -44,7 +44,7 @@ def test_the_installed_faust_has_every_internal(app: faust.App) -> None:
     faust_internals.check(app.consumer)
 
 
-@pytest.mark.parametrize("name", ["_read_offset", "_gap", "_acked_index"])
+@pytest.mark.parametrize("name", ["_read_offset", "_gap", "_acked_index", "_unacked_messages"])
 def test_a_faust_without_an_internal_is_refused_by_name(
     monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,19 +69,35 @@ class Event:
     message: Message
 
 
+class App:
+    """What the runner reads of a Faust app through its stream: its identity."""
+
+
 class Stream:
     """A Faust stream's ``events()`` (one at a time) and ``take_events`` (the messages in
-    lists of ``max_``; with ``sizes``, lists of those sizes instead, then of ``max_``)."""
+    lists of ``max_``; with ``sizes``, lists of those sizes instead, then of ``max_``),
+    its processors run on each message as it enters, as Faust's are."""
 
     def __init__(self, messages: list[Message], sizes: list[int] | None = None) -> None:
         self.messages = messages
         self.sizes = sizes or []
         self.taken: list[list[int]] = []  # the offsets of each list handed over
         self.acked: list[int] = []  # of those, the ones asked past (Faust acks them then)
+        self.app = App()
+        self._processors: list[Callable[[Any], Any]] = []
+
+    def add_processor(self, processor: Callable[[Any], Any]) -> None:
+        self._processors.append(processor)
+
+    def _enter(self, m: Message) -> Event:
+        value: Any = m.value
+        for processor in self._processors:
+            value = processor(value)
+        return Event(m)
 
     async def events(self) -> Any:
         for m in self.messages:
-            yield Event(m)
+            yield self._enter(m)
 
     async def take_events(self, max_: int, within: float) -> Any:
         assert within > 0, "no timeout: Faust's take_events would wait for a full buffer"
@@ -90,7 +106,7 @@ class Stream:
             n = min(sizes.pop(0) if sizes else max_, max_)
             part, rest = rest[:n], rest[n:]
             self.taken.append([m.offset for m in part])
-            yield [Event(m) for m in part]
+            yield [self._enter(m) for m in part]
             self.acked += [m.offset for m in part]
 
 
