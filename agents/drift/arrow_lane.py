@@ -166,13 +166,17 @@ def _text_chunks(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
     """A text column as string chunks, dictionaries decoded, not copied into one array
     (a batch of messages is many chunks); None for another type."""
     kind = column.type
-    if pa.types.is_dictionary(kind) and _is_text(kind.value_type):
+    if _is_text_dictionary(kind):
         return pa.chunked_array([c.dictionary_decode() for c in column.chunks], kind.value_type)
     return column if _is_text(kind) else None
 
 
 def _is_text_or_dictionary(kind: pa.DataType) -> bool:
-    return _is_text(kind) or bool(pa.types.is_dictionary(kind) and _is_text(kind.value_type))
+    return _is_text(kind) or _is_text_dictionary(kind)
+
+
+def _is_text_dictionary(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_dictionary(kind) and _is_text(kind.value_type))
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -221,7 +225,7 @@ def _categories(child: pa.Array) -> Categories | None:
         return Categories(_nulls_as_minus_one(codes, child), ("false", "true"))
     if _is_text(kind):
         child = child.dictionary_encode()
-    elif not (pa.types.is_dictionary(kind) and _is_text(kind.value_type)):
+    elif not _is_text_dictionary(kind):
         return None
     names = tuple(child.dictionary.to_pylist())
     if None in names or len(set(names)) != len(names):

@@ -9,18 +9,20 @@ and "the same events give the same report" would hold only most of the time.
 
 An exact sum keeps the sum of everything added *exactly*: as the short list of
 non-overlapping floats ``[p1, p2, ...]`` where ``p1`` is the exact sum correctly
-rounded, ``p2`` the rest correctly rounded, and so on (Shewchuk's partials, the
-form :func:`math.fsum` works in). That list is a function of the exact sum
-alone, so it is the same, bit for bit, whatever the order and the batches the
-terms came in; its value is ``p1``. It is usually one or two floats and never
-more than about 40 (the exponent range of a float over 53 bits), which bounds
-its memory. A plain float, as states written before this module stored their
-sums, reads as the one-float list of itself.
+rounded, ``p2`` the rest correctly rounded, and so on: a canonical form, computed
+with :func:`math.fsum` (not fsum's own internal partials, which depend on the
+order). That list is a function of the exact sum alone, so it is the same, bit
+for bit, whatever the order and the batches the terms came in; its value is
+``p1``. It is usually one or two floats and never more than about 40 (the
+exponent range of a float over 53 bits), which bounds its memory. A plain
+float, as states written before this module stored their sums, reads as the
+one-float list of itself.
 
 Cost: a batch is first cut, exactly and in numpy, into a few floats whose sum
 is its sum (:func:`compress`: a few array passes for every 40-odd bits of range
-its values span); ``math.fsum`` then works on those few. About 10-30 ns a term;
-no Python work per term.
+its values span); ``math.fsum`` then works on those few. About 10-30 ns a term
+in large batches (27 ns measured at 10,000 terms), no Python work per term; a
+small batch pays a fixed 9-17 us per sum (the fsum passes and calls).
 
 >>> a = add(add(0.0, np.array([0.1, 0.2])), np.array([0.3]))
 >>> b = add(add(0.0, np.array([0.3, 0.1])), np.array([0.2]))
