@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
+import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -37,6 +39,9 @@ MODELS = ("fraud-a", "fraud-b", "fraud-c", "fraud-d")
 T0 = 1_800_000_000 - 1_800_000_000 % 60
 WINDOWS = 6
 PER_WINDOW = 300
+#: seconds between two messages of the flowing predictions: 724 of them take about
+#: 15 s, so that the second process joins while they flow (it is ready in 5-8 s)
+FLOW_PACE_S = 0.02
 
 
 def _warnings(worker: WorkerProcess) -> str:
@@ -72,6 +77,29 @@ def _ends(messages: list[Any], topic: str) -> dict[int, int]:
     return out
 
 
+def _traffic(per_message: int) -> tuple[list[list[tuple[str, bytes]]],
+                                        dict[str, list[dict[str, Any]]]]:
+    """The predictions of every model in two halves (windows before and after the
+    middle; the second ends with a far-future prediction per model that closes its
+    windows), as (model, message) in publishing order, and each model's labels."""
+    labels: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    halves: list[list[tuple[str, bytes]]] = [[], []]
+    for i, model in enumerate(MODELS):
+        traffic = simulate.FraudTraffic(seed=40 + i, model=model)
+        for w in range(WINDOWS):
+            preds, labs = traffic.events_with_labels(
+                PER_WINDOW, start_s=T0 + 60 * w, span_s=60, label_delay_s=10.0,
+                shifted=(model == "fraud-b" and w >= 3))
+            halves[w >= WINDOWS // 2] += [
+                (model, b) for b in simulate.batches(preds, per_message)]
+            labels[model] += labs
+        # a far-future prediction closes every window of the model
+        closer = simulate.FraudTraffic(seed=60 + i, model=model).events(
+            1, start_s=T0 + 60 * WINDOWS + 700, span_s=1)
+        halves[1].append((model, orjson.dumps({"events": closer})))
+    return halves, labels
+
+
 def test_two_workers_share_the_partitions_and_report_what_one_pass_does(
         worker_factory: Any, tmp_path: Path) -> None:
     ports = [_free_port(), _free_port()]
@@ -81,20 +109,7 @@ def test_two_workers_share_the_partitions_and_report_what_one_pass_does(
     s = first.settings
     first.wait_ready(timeout_s=60)
     producer = simulate.make_producer(s.bootstrap)
-    labels: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    halves: list[list[tuple[str, bytes]]] = [[], []]
-    for i, model in enumerate(MODELS):
-        traffic = simulate.FraudTraffic(seed=40 + i, model=model)
-        for w in range(WINDOWS):
-            preds, labs = traffic.events_with_labels(
-                PER_WINDOW, start_s=T0 + 60 * w, span_s=60, label_delay_s=10.0,
-                shifted=(model == "fraud-b" and w >= 3))
-            halves[w >= WINDOWS // 2] += [(model, b) for b in simulate.batches(preds, 100)]
-            labels[model] += labs
-        # a far-future prediction closes every window of the model
-        closer = simulate.FraudTraffic(seed=60 + i, model=model).events(
-            1, start_s=T0 + 60 * WINDOWS + 700, span_s=1)
-        halves[1].append((model, orjson.dumps({"events": closer})))
+    halves, labels = _traffic(per_message=100)
 
     def publish(topic: str, payloads: list[tuple[str, bytes]]) -> None:
         for model, payload in payloads:
@@ -120,9 +135,17 @@ def test_two_workers_share_the_partitions_and_report_what_one_pass_does(
 def _second_half(first: WorkerProcess, second: WorkerProcess,
                  half: list[tuple[str, bytes]], labels: dict[str, list[dict[str, Any]]],
                  publish: Any, ports: list[int]) -> None:
-    s = first.settings
     second.wait_ready(timeout_s=90)
     publish("predictions", half)
+    _labels_then_one_pass(first, second, labels, publish, ports)
+
+
+def _labels_then_one_pass(first: WorkerProcess, second: WorkerProcess,
+                          labels: dict[str, list[dict[str, Any]]], publish: Any,
+                          ports: list[int]) -> None:
+    """Once every prediction is committed, the labels; then every drift and KPI
+    report must be the one-pass run's, and both processes must have counted events."""
+    s = first.settings
     sent = tail.read_messages(s.bootstrap, [first.topic("predictions")])
     _wait_all_committed(first, "predictions", _ends(sent, first.topic("predictions")))
     for model in MODELS:
@@ -163,3 +186,53 @@ def _second_half(first: WorkerProcess, second: WorkerProcess,
     counted = [_events_counted(port, first.topic("predictions")) for port in ports]
     assert all(c > 0 for c in counted), counted
     print(f"events counted by each worker since it started: {counted}")
+
+
+def test_a_worker_joining_while_predictions_flow_changes_no_report(
+        worker_factory: Any, tmp_path: Path) -> None:
+    """The rebalance comes while the first worker's drift and KPI agents are both
+    reading predictions (small messages, published as the second process starts):
+    Faust drops what waits in their queues, the revocation lets go of what one agent
+    had handled and the other not (agents.runtime.inflight: logged as "no agent will
+    acknowledge"), and the partition's owner reads it again, skipped where applied.
+    Every report must still be the one-pass run's: nothing lost, nothing counted
+    twice, by either process."""
+    ports = [_free_port(), _free_port()]
+    first: WorkerProcess = worker_factory(
+        POLICY, agents="drift,kpi", partitions=2, log_level="info",
+        env={"DRIFTLINE_METRICS_PORT": str(ports[0])})
+    s = first.settings
+    first.wait_ready(timeout_s=60)
+    producer = simulate.make_producer(s.bootstrap)
+    halves, labels = _traffic(per_message=10)
+    flowing = halves[0] + halves[1]
+    done = threading.Event()
+
+    def publish(topic: str, payloads: list[tuple[str, bytes]]) -> None:
+        for model, payload in payloads:
+            simulate.publish(producer, first.topic(topic), model, [payload])
+
+    def feed() -> None:
+        try:
+            for model, payload in flowing:  # one message at a time, acknowledged each
+                simulate.publish(producer, first.topic("predictions"), model, [payload])
+                time.sleep(FLOW_PACE_S)  # the traffic's pace, not a synchronisation
+        finally:
+            done.set()
+
+    second = first.peer(tmp_path / "second", env={"DRIFTLINE_METRICS_PORT": str(ports[1])})
+    first.seal_changelogs()
+    feeder = threading.Thread(target=feed, name="predictions")
+    feeder.start()
+    try:
+        second.start()
+        second.wait_ready(timeout_s=90)
+        assert not done.is_set(), "the predictions were all sent before the second joined"
+        feeder.join(timeout=120)
+        assert done.is_set()
+        _labels_then_one_pass(first, second, labels, publish, ports)
+        for worker in (first, second):
+            assert "wait_empty: Waiting for tasks" not in worker.log(), worker.log()[-3000:]
+    finally:
+        feeder.join(timeout=120)
+        second.stop()
