@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,21 +101,32 @@ def _traffic(per_message: int) -> tuple[list[list[tuple[str, bytes]]],
     return halves, labels
 
 
-def test_two_workers_share_the_partitions_and_report_what_one_pass_does(
-        worker_factory: Any, tmp_path: Path) -> None:
+Publish = Callable[[str, list[tuple[str, bytes]]], None]
+
+
+def _first_worker(worker_factory: Any) -> tuple[WorkerProcess, list[int], Publish]:
+    """The first process (drift and KPI on two partitions, its metrics on a free port;
+    the second's port picked too), ready, and ``publish(topic, [(model, message)])``
+    to its topics, a message at a time."""
     ports = [_free_port(), _free_port()]
     first: WorkerProcess = worker_factory(
         POLICY, agents="drift,kpi", partitions=2, log_level="info",
         env={"DRIFTLINE_METRICS_PORT": str(ports[0])})
-    s = first.settings
     first.wait_ready(timeout_s=60)
-    producer = simulate.make_producer(s.bootstrap)
-    halves, labels = _traffic(per_message=100)
+    producer = simulate.make_producer(first.settings.bootstrap)
 
     def publish(topic: str, payloads: list[tuple[str, bytes]]) -> None:
         for model, payload in payloads:
             simulate.publish(producer, first.topic(topic), model, [payload])
 
+    return first, ports, publish
+
+
+def test_two_workers_share_the_partitions_and_report_what_one_pass_does(
+        worker_factory: Any, tmp_path: Path) -> None:
+    first, ports, publish = _first_worker(worker_factory)
+    s = first.settings
+    halves, labels = _traffic(per_message=100)
     publish("predictions", halves[0])
     sent = tail.read_messages(s.bootstrap, [first.topic("predictions")])
     partitions = {m.partition() for m in sent}
@@ -197,25 +209,15 @@ def test_a_worker_joining_while_predictions_flow_changes_no_report(
     acknowledge"), and the partition's owner reads it again, skipped where applied.
     Every report must still be the one-pass run's: nothing lost, nothing counted
     twice, by either process."""
-    ports = [_free_port(), _free_port()]
-    first: WorkerProcess = worker_factory(
-        POLICY, agents="drift,kpi", partitions=2, log_level="info",
-        env={"DRIFTLINE_METRICS_PORT": str(ports[0])})
-    s = first.settings
-    first.wait_ready(timeout_s=60)
-    producer = simulate.make_producer(s.bootstrap)
+    first, ports, publish = _first_worker(worker_factory)
     halves, labels = _traffic(per_message=10)
     flowing = halves[0] + halves[1]
     done = threading.Event()
 
-    def publish(topic: str, payloads: list[tuple[str, bytes]]) -> None:
-        for model, payload in payloads:
-            simulate.publish(producer, first.topic(topic), model, [payload])
-
     def feed() -> None:
         try:
-            for model, payload in flowing:  # one message at a time, acknowledged each
-                simulate.publish(producer, first.topic("predictions"), model, [payload])
+            for message in flowing:  # one message at a time, acknowledged each
+                publish("predictions", [message])
                 time.sleep(FLOW_PACE_S)  # the traffic's pace, not a synchronisation
         finally:
             done.set()
