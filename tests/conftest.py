@@ -444,9 +444,25 @@ class WorkerProcess:
     def wait_committed(
         self, topic: str, offset: int, timeout_s: float = 30.0, *, partition: int = 0
     ) -> None:
-        """Wait until the worker's group has committed ``offset`` (or beyond) on ``topic``."""
+        """Wait until the worker's group has committed ``offset`` (or beyond) on ``topic``.
+        A retriable error of the broker (its group coordinator moving or still loading,
+        as on an Apache Kafka under load: NOT_COORDINATOR) is asked again."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        passing = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                   KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT,
+                   KafkaError.REQUEST_TIMED_OUT}
         deadline = time.monotonic() + timeout_s
-        while (got := self.committed(topic, partition)) is None or got < offset:
+        while True:
+            try:
+                got = self.committed(topic, partition)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in passing):
+                    raise
+                got = None
+            if got is not None and got >= offset:
+                return
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"the worker committed {got} of {offset} {topic} "
