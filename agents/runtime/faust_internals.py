@@ -1,6 +1,7 @@
-"""The Faust internals driftline relies on, behind one module, checked at start.
+"""The Faust (and aiokafka) internals driftline relies on, behind one module, checked
+at start.
 
-faust-streaming has no public way to do three things the runner needs
+faust-streaming has no public way to do these things the runner needs
 (agents.runtime.runner):
 
 * ``in_partition(tp)``: make table reads and writes outside the agent's stream go to
@@ -29,6 +30,13 @@ faust-streaming has no public way to do three things the runner needs
   no agent is handling any (agents.runtime.inflight: Faust's stop drops some that
   are never acknowledged); ``remove_processor(stream, fn)``: take a processor off a
   stream (``Stream._processors``), as Faust does its own.
+* ``send_now(producer)``: make the app's producer send the records it holds now
+  instead of when its linger ends. Faust's producer for aiokafka keeps aiokafka's in
+  ``Producer._producer``; aiokafka has no public way (its ``flush()`` waits for the
+  linger to end), so this does what aiokafka's own ``flush_for_commit`` does for a
+  transaction without waiting: close the batches being filled
+  (``MessageAccumulator._batches``, each batch's ``_builder``) and wake the sender
+  (``_waiter_future``). Records sent after it go into new batches.
 
 A Faust release may rename or change them. ``check()`` runs when the worker's app is
 created (agents.app) and raises ``FaustChanged`` naming what changed and the Faust
@@ -51,7 +59,10 @@ from typing import Any
 
 import faust.streams
 import faust.types.tuples
+from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder, MessageAccumulator, MessageBatch
 from faust.transport.consumer import Consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from schemas.errors import DriftlineError
@@ -104,6 +115,21 @@ def let_go(consumer: Any) -> int:
     n = len(unacked)
     unacked.clear()
     return n
+
+
+def send_now(producer: Any) -> None:
+    """The records ``producer`` (the app's Faust producer) holds go out now, without
+    waiting for the end of its linger. Nothing happens before it has started."""
+    client = producer._producer
+    if client is None:
+        return
+    accumulator = client._message_accumulator
+    for batches in accumulator._batches.values():
+        for batch in batches:
+            batch._builder.close()
+    waiter = accumulator._waiter_future
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def remove_processor(stream: Any, processor: Any) -> None:
@@ -164,6 +190,16 @@ def problems(consumer: Any = None) -> list[str]:
             found.append(f"faust.transport.consumer.Consumer declares no {name}")
     if "_processors" not in inspect.get_annotations(faust.streams.Stream):
         found.append("faust.streams.Stream declares no _processors")
+    if "_producer" not in inspect.get_annotations(faust_aiokafka.Producer):
+        found.append("faust's aiokafka Producer declares no _producer")
+    for cls, names in ((AIOKafkaProducer, {"_message_accumulator"}),
+                       (MessageAccumulator, {"_batches", "_waiter_future"}),
+                       (MessageBatch, {"_builder"})):
+        missing = names - set(cls.__init__.__code__.co_names)
+        if missing:
+            found.append(f"aiokafka's {cls.__name__} sets no {', '.join(sorted(missing))}")
+    if not callable(getattr(BatchBuilder, "close", None)):
+        found.append("aiokafka's BatchBuilder has no close()")
     if consumer is not None:
         offsets = getattr(consumer, "_read_offset", None)
         if offsets is None or not callable(getattr(offsets, "get", None)):
@@ -183,7 +219,8 @@ def check(consumer: Any = None) -> None:
     found = problems(consumer)
     if found:
         raise FaustChanged(
-            f"faust-streaming {version('faust-streaming')} changed internals driftline "
-            f"uses (agents/runtime/faust_internals.py): {'; '.join(found)}. Install a "
-            "faust-streaming version that pyproject.toml allows, or adapt that module."
+            f"faust-streaming {version('faust-streaming')} (with aiokafka "
+            f"{version('aiokafka')}) changed internals driftline uses "
+            f"(agents/runtime/faust_internals.py): {'; '.join(found)}. Install the "
+            "versions that pyproject.toml allows, or adapt that module."
         )

@@ -1,12 +1,14 @@
-"""The Faust internals behind agents.runtime.faust_internals: present, with their
+"""The Faust (and aiokafka) internals behind agents.runtime.faust_internals: present, with their
 shape, and doing what the runner relies on. A faust-streaming release that changes
 them fails here, by name, instead of in a watch that logs an error every 5 s."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 import pytest
@@ -173,3 +175,40 @@ def test_acknowledge_goes_on_from_where_it_reached_until_faust_revokes(app: faus
     consumer._acked_index.pop(tp)
     assert faust_internals.acknowledge(consumer, tp, 19) == 10
     assert consumer._new_offset(tp) == 20
+
+
+def test_a_faust_producer_without_its_aiokafka_producer_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    annotations = dict(faust_aiokafka.Producer.__annotations__)
+    del annotations["_producer"]
+    monkeypatch.setattr(faust_aiokafka.Producer, "__annotations__", annotations)
+    with pytest.raises(FaustChanged, match="aiokafka Producer declares no _producer"):
+        faust_internals.check()
+
+
+def test_send_now_sends_what_the_producer_would_linger_on(broker: Any) -> None:
+    # A linger of a minute: without send_now the record would wait that long.
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"send-now-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)
+
+    async def main() -> None:
+        app = faust.App(f"send-now-{topic}", broker=f"kafka://{broker.bootstrap}",
+                        store="memory://", web_enabled=False, producer_linger=60.0)
+        faust_internals.send_now(app.producer)  # not started: nothing to send, no error
+        await app.producer.start()
+        try:
+            sent = await app.producer.send(topic, b"k", b"v", partition=0, timestamp=None,
+                                           headers=None)
+            assert not sent.done()
+            faust_internals.send_now(app.producer)
+            await asyncio.wait_for(sent, timeout=30)  # not the minute of linger
+        finally:
+            await app.producer.stop()
+
+    asyncio.run(main())

@@ -165,3 +165,48 @@ def test_a_stopping_worker_does_not_record_the_message() -> None:
     reports = Topic("r-stop", lambda _n: asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
         run(reports, Topic("dl-ok"), messages=1)
+
+
+class Lingering(Topic):
+    """A producer that lingers until it is pushed: a send's future stays pending until
+    ``push()``, which sends everything queued so far."""
+
+    def __init__(self, name: str, pending: list[asyncio.Future[None]]) -> None:
+        super().__init__(name)
+        self.pending = pending
+
+    async def send(self, *, key: bytes | None, value: bytes) -> asyncio.Future[None]:
+        self.tries += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(done)
+        self.sent.append(value)
+        return done
+
+
+def test_the_producer_is_pushed_once_a_batch_s_outputs_are_queued() -> None:
+    # The agent waits for its outputs' acknowledgements before its next batch; a
+    # producer lingering then would hold the agent for its whole linger.
+    pending: list[asyncio.Future[None]] = []
+    pushes: list[int] = []  # how many outputs were queued at each push
+
+    def push() -> None:
+        pushes.append(len(pending))
+        for done in pending:
+            if not done.done():
+                done.set_result(None)
+
+    handler, table = Emitter(), {}
+    log = RedoLog(table)
+    runner = handler_agent(handler, table=table, reports=Lingering("r", pending),  # type: ignore[arg-type]
+                           deadletter=Lingering("dl", pending), log=log,  # type: ignore[arg-type]
+                           push=push)
+    stream = Stream([Message(TOPIC, 0, o, b"m", b"x") for o in range(4)], sizes=[3, 1])
+
+    async def main() -> None:
+        await asyncio.wait_for(runner.body(stream), timeout=30)  # no push: never done
+
+    asyncio.run(main())
+    assert handler.seen == [0, 1, 2, 3]
+    # one push per batch, after all of its outputs (a report and a dead letter a message)
+    assert pushes == [6, 8]
+    assert all(recorded(log, o) for o in range(4))
