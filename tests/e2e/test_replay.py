@@ -36,7 +36,8 @@ WINDOWS = 6
 
 def test_replay_matches_the_live_run_and_a_changed_policy_does_not(
         worker_factory: Any, tmp_path: Path) -> None:
-    worker = worker_factory(POLICY, agents="drift,kpi,policy")
+    # at info: a stall (seen once in CI, 19 of 21 committed) then leaves its story in the log
+    worker = worker_factory(POLICY, agents="drift,kpi,policy", log_level="info")
     s = worker.settings
     traffic = simulate.FraudTraffic(seed=21)
     producer = simulate.make_producer(s.bootstrap)
