@@ -86,8 +86,10 @@ class FetchChanged(RuntimeError):
 
 def check() -> None:
     """Raise ``FetchChanged`` naming what an aiokafka release renamed or removed."""
-    for name in ("consumed_to", "has_valid_position", "position", "paused"):
-        if not hasattr(TopicPartitionState, name):
+    for name in ("consumed_to", "has_valid_position", "position", "paused", "highwater"):
+        if not hasattr(TopicPartitionState, name) and (
+            name not in TopicPartitionState.__init__.__code__.co_names  # an instance's
+        ):
             raise FetchChanged(
                 f"aiokafka {aiokafka.__version__}: TopicPartitionState has "
                 f"no {name}; set DRIFTLINE_FETCH=aiokafka"
@@ -313,6 +315,27 @@ class FetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Faust's check that aiokafka's fetcher keeps sending fetch requests: it
         # sends none here by design. The stream and commit checks stay.
         return self._fetcher is None and super()._verify_aiokafka_event_path(now, tp)
+
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        # Faust's checks that a partition's stream and commit keep up (every few
+        # seconds, for every assigned partition) read its highwater from aiokafka's
+        # record, which only aiokafka's fetcher writes: without it, each partition got
+        # an error "Highwater not yet available" every 2.5 s from five minutes after
+        # start on (stream_processing_timeout; 600 lines in a 10-minute soak). So the
+        # checks get the highwater librdkafka's fetches saw; a partition this worker has
+        # not fetched (a table's changelog once recovered, the assignor's topic) has
+        # none, and is not checked, as aiokafka's fetcher would not have fetched it
+        # either.
+        fetcher = self._fetcher
+        if fetcher is not None:
+            high = fetcher.high.get((tp.topic, tp.partition))
+            states = _states(self._ensure_consumer())
+            state = None if states is None else states.state_value(
+                aiokafka.TopicPartition(tp.topic, tp.partition))
+            if high is None or state is None:
+                return
+            state.highwater = high
+        super().verify_event_path(now, tp)
 
     async def _fetch_records(
         self,

@@ -6,6 +6,7 @@ worker's end-to-end tests (crash, restart, scale-out, catch-up) run this path to
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from types import SimpleNamespace
@@ -257,3 +258,42 @@ async def _consumer_case() -> None:  # aiokafka's consumer needs a running loop
     del consumer._subscription
     with pytest.raises(FetchChanged, match=r"no _subscription\.fetch_context; set DRIFTLINE_FETCH"):
         confluent_fetch.check_consumer(consumer)
+
+
+def test_faust_s_partition_checks_read_the_highwater_librdkafka_saw(
+    broker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Faust checks every assigned partition every few seconds and, from
+    # stream_processing_timeout (5 min) after start, logged an error for each
+    # partition whose highwater aiokafka's record lacked: all of them, with this fetch.
+    topic = _topic(broker, 1, 3)
+    asyncio.run(_highwater_case(broker, topic, caplog))
+
+
+async def _highwater_case(broker: Any, topic: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(Settings(app_id=f"fetch-{uuid.uuid4().hex[:6]}"), policy=Policy(), agents=())
+    thread = app.consumer._thread
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+    await consumer.start()
+    try:
+        thread._consumer = consumer  # as Faust's thread holds it once started
+        thread._fetcher = Fetcher(confluent_fetch.fetch_config(CONF, broker.bootstrap))
+        consumer.assign([aiokafka.TopicPartition(topic, 0)])
+        thread.time_started = time.monotonic() - 3600  # long past Faust's timeouts
+        state = confluent_fetch._states(consumer).state_value(aiokafka.TopicPartition(topic, 0))
+        tp = TP(topic, 0)
+        with caplog.at_level(logging.ERROR):
+            thread.verify_event_path(time.monotonic(), tp)  # not fetched yet: not checked
+            assert state.highwater is None
+            got = await thread._fetcher.call(thread._fetcher.poll, {(topic, 0): 0}, 5.0)
+            assert len(got[topic, 0]) == 3
+            thread.verify_event_path(time.monotonic(), tp)
+        assert state.highwater == 3, "Faust's checks see the highwater librdkafka saw"
+        assert "Highwater not yet available" not in caplog.text
+        thread._fetcher = None  # aiokafka's own fetch: Faust's check as it is
+        with caplog.at_level(logging.ERROR):
+            state.highwater = None
+            thread.verify_event_path(time.monotonic(), tp)
+        assert "Highwater not yet available" in caplog.text, "the check this test relies on"
+    finally:
+        await consumer.stop()
