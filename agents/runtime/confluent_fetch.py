@@ -325,14 +325,16 @@ class FetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # checks get the highwater librdkafka's fetches saw; a partition this worker has
         # not fetched (a table's changelog once recovered, the assignor's topic) has
         # none, and is not checked, as aiokafka's fetcher would not have fetched it
-        # either.
+        # either; nor is one whose position is being resolved again (after a seek to
+        # an end, say), on which Faust's check would fail: it reads the position, as
+        # aiokafka's fetcher, which sets the highwater, has one.
         fetcher = self._fetcher
         if fetcher is not None:
             high = fetcher.high.get((tp.topic, tp.partition))
             states = _states(self._ensure_consumer())
             state = None if states is None else states.state_value(
                 aiokafka.TopicPartition(tp.topic, tp.partition))
-            if high is None or state is None:
+            if high is None or state is None or not state.has_valid_position:
                 return
             state.highwater = high
         super().verify_event_path(now, tp)

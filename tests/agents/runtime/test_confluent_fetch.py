@@ -14,8 +14,10 @@ from typing import Any
 
 import aiokafka
 import pytest
+from aiokafka.consumer.fetcher import OffsetResetStrategy
 from aiokafka.consumer.subscription_state import SubscriptionState
 from confluent_kafka.admin import AdminClient, NewTopic
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread as AioThread
 from faust.transport.drivers.aiokafka import Transport as AioTransport
 from faust.types import TP
 
@@ -278,22 +280,29 @@ async def _highwater_case(broker: Any, topic: str, caplog: pytest.LogCaptureFixt
     try:
         thread._consumer = consumer  # as Faust's thread holds it once started
         thread._fetcher = Fetcher(confluent_fetch.fetch_config(CONF, broker.bootstrap))
-        consumer.assign([aiokafka.TopicPartition(topic, 0)])
+        partition = aiokafka.TopicPartition(topic, 0)
+        consumer.assign([partition])
+        consumer.seek(partition, 0)  # a known position, as once aiokafka resolved it
         thread.time_started = time.monotonic() - 3600  # long past Faust's timeouts
-        state = confluent_fetch._states(consumer).state_value(aiokafka.TopicPartition(topic, 0))
+        state = confluent_fetch._states(consumer).state_value(partition)
         tp = TP(topic, 0)
         with caplog.at_level(logging.ERROR):
             thread.verify_event_path(time.monotonic(), tp)  # not fetched yet: not checked
             assert state.highwater is None
-            got = await thread._fetcher.call(thread._fetcher.poll, {(topic, 0): 0}, 5.0)
+            got = await thread._fetcher.call(_read, thread._fetcher, {(topic, 0): 0}, 3)
             assert len(got[topic, 0]) == 3
             thread.verify_event_path(time.monotonic(), tp)
-        assert state.highwater == 3, "Faust's checks see the highwater librdkafka saw"
+            assert state.highwater == 3, "Faust's checks see the highwater librdkafka saw"
+            # a position being resolved again (Faust's check would fail on it)
+            state.await_reset(OffsetResetStrategy.LATEST)
+            assert not state.has_valid_position
+            thread.verify_event_path(time.monotonic(), tp)
         assert "Highwater not yet available" not in caplog.text
-        thread._fetcher = None  # aiokafka's own fetch: Faust's check as it is
+        # Faust's own check, given no highwater, as it ran before: the error above
+        consumer.seek(partition, 0)
         with caplog.at_level(logging.ERROR):
             state.highwater = None
-            thread.verify_event_path(time.monotonic(), tp)
+            AioThread.verify_event_path(thread, time.monotonic(), tp)
         assert "Highwater not yet available" in caplog.text, "the check this test relies on"
     finally:
         await consumer.stop()
