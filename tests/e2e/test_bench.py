@@ -102,16 +102,14 @@ def test_bench_measures_every_form_and_the_labels_and_writes_them(
             figures[f"{form}.worker_events_per_s"] / figures[f"{form}.decode_events_per_s"],
             abs=0.001,
         )
-        # CPU time comes in clock ticks (10 ms): one 5,000-event message per window can
-        # be handled within one tick; ten messages a window cannot
+        # The CPU is sampled when the bench reads a report, in clock ticks of 10 ms: in
+        # a run this small the worker can send all four reports before the bench reads
+        # the first, and the figure reads 0 (seen in make test for arrow5k, and for json
+        # too once a report no longer waited out the producer's 10 ms linger). A real
+        # run's figure is what docs/performance.md shows; here, that it is one.
         assert figures[f"{form}.worker_cpu_us_per_event"] >= 0, figures
         # the broker was given (--broker): its process is not the bench's to read
         assert figures[f"{form}.broker_cpu_us_per_event"] is None, figures
-    # The CPU is sampled when the bench reads a report, in clock ticks of 10 ms: in a
-    # run this small the arrow worker can send its four reports before the bench
-    # reads the first (seen in make test: 0.0). The json worker's 30 messages take
-    # several ticks.
-    assert figures["json.worker_cpu_us_per_event"] > 0, figures
     assert figures["report_ms"] > 0 and figures["peak_rss_mb"] > 0
     assert figures["peak_rss_mb"] == max(figures[f"{f}.worker_peak_rss_mb"] for f in FORMS)
     assert figures["labels.labels"] == 4000 and figures["labels.form"] == "json"
